@@ -1,0 +1,48 @@
+"""st: assemble, inspect, run and validate sentence-embedding models in the sentence-transformers layout.
+
+The public API. Heavy imports (torch, transformers) happen only when a function that needs them
+is first used, so `import st_cli` and `st --help` stay instant.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from st_cli.model import Model, build_model, load_model
+    from st_cli.modules.base import InputModule, Module
+    from st_cli.recipe import Recipe, load_recipe
+    from st_cli.registry import register
+
+_LAZY = {
+    "Model": "st_cli.model",
+    "build_model": "st_cli.model",
+    "load_model": "st_cli.model",
+    "Module": "st_cli.modules.base",
+    "InputModule": "st_cli.modules.base",
+    "Recipe": "st_cli.recipe",
+    "load_recipe": "st_cli.recipe",
+    "register": "st_cli.registry",
+}
+
+__all__ = [
+    "InputModule",
+    "Model",
+    "Module",
+    "Recipe",
+    "__version__",
+    "build_model",
+    "load_model",
+    "load_recipe",
+    "register",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'st_cli' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from st_cli.cli import main
+
+main()

@@ -1,0 +1,291 @@
+"""The model: an ordered stack of modules, built from a recipe or loaded from a folder, and saved."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from st_cli import __version__, card, hub, layout, registry
+from st_cli.errors import ConfigValueError, ModelFolderError, StError
+from st_cli.modules.base import Features, InputModule, Module
+from st_cli.probes import PROBE_ATOL, PROBE_TEXTS
+from st_cli.recipe import Recipe
+
+
+class Model(torch.nn.Module):
+    """Modules run in order on a features dict; the first one tokenizes."""
+
+    def __init__(
+        self,
+        modules: Sequence[Module],
+        *,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: str | None = None,
+        truncate_dim: int | None = None,
+        module_kwargs: Sequence[Sequence[str]] | None = None,
+    ) -> None:
+        super().__init__()
+        if not modules or not isinstance(modules[0], InputModule):
+            raise StError("the first module of a stack must be an input module such as Transformer")
+        self.stack = torch.nn.ModuleList(modules)
+        self.prompts = dict(prompts or {})
+        self.default_prompt_name = default_prompt_name
+        self.similarity_fn_name = similarity_fn_name or "cosine"
+        self.truncate_dim = truncate_dim
+        declared = module_kwargs if module_kwargs is not None else [() for _ in modules]
+        self.module_kwargs = [tuple(names) for names in declared]
+        self.eval()
+
+    # ------------------------------------------------------------ running
+
+    @property
+    def input_module(self) -> InputModule:
+        return self.stack[0]  # type: ignore[return-value]
+
+    def get_sentence_embedding_dimension(self) -> int | None:
+        for module in reversed(self.stack):
+            dim = module.get_sentence_embedding_dimension()
+            if dim is not None:
+                return dim
+        return None
+
+    def get_max_seq_length(self) -> int | None:
+        return self.input_module.get_max_seq_length()
+
+    def declared_kwargs(self, index: int) -> set[str]:
+        """The encode-time kwargs module `index` takes: from modules.json plus its class."""
+        return set(self.module_kwargs[index]) | set(self.stack[index].forward_kwargs)
+
+    def check_kwargs(self, kwargs: dict[str, Any]) -> None:
+        declared = set().union(*(self.declared_kwargs(i) for i in range(len(self.stack))))
+        unknown = sorted(set(kwargs) - declared)
+        if unknown:
+            known = ", ".join(sorted(declared)) or "none"
+            raise StError(f"keyword argument {unknown[0]!r} is not declared by any module (declared: {known})")
+
+    def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None) -> str:
+        """ST's order: an explicit prompt, then a prompt name, then the default prompt."""
+        if prompt is not None:
+            return prompt
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        if name is None:
+            return ""
+        if name not in self.prompts:
+            raise StError(f"unknown prompt name {name!r}; this model has: {', '.join(self.prompts) or 'none'}")
+        return self.prompts[name]
+
+    def tokenize(self, texts: list[str], prompt: str = "") -> Features:
+        features = self.input_module.tokenize([prompt + t for t in texts] if prompt else texts)
+        if prompt and hasattr(self.input_module, "prompt_length"):
+            features["prompt_length"] = self.input_module.prompt_length(prompt)  # type: ignore[assignment]
+        return features
+
+    def forward(self, features: Features, **kwargs: Any) -> Features:
+        for index, module in enumerate(self.stack):
+            own = {k: v for k, v in kwargs.items() if k in self.declared_kwargs(index)}
+            features = module(features, **own)
+        return features
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str], prompt: str = "", **kwargs: Any) -> torch.Tensor:
+        """One padded batch of texts to sentence embeddings (before truncation)."""
+        return self.forward(self.tokenize(texts, prompt), **kwargs)["sentence_embedding"]
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int = 32,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        normalize: bool = False,
+        truncate_dim: int | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Texts to a float32 array (n, dim), in input order.
+
+        Batches are cut as sentence-transformers cuts them (longest text first, `batch_size` rows),
+        so results agree with it to the last bits under the same transformers version.
+        """
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        self.check_kwargs(kwargs)
+        prefix = self.resolve_prompt(prompt, prompt_name)
+        order = np.argsort([-len(t) for t in items])
+        rows: list[torch.Tensor] = [torch.empty(0)] * len(items)
+        for start in range(0, len(items), batch_size):
+            batch = order[start : start + batch_size]
+            out = self.embed([items[i] for i in batch], prefix, **kwargs)
+            for i, row in zip(batch, out, strict=True):
+                rows[i] = row
+        if not items:
+            return np.zeros((0, self.get_sentence_embedding_dimension() or 0), dtype=np.float32)
+        result = self.finish(torch.stack(rows), normalize=normalize, truncate_dim=truncate_dim)
+        return result[0] if single else result
+
+    def finish(
+        self, embeddings: torch.Tensor, *, normalize: bool = False, truncate_dim: int | None = None
+    ) -> np.ndarray:
+        """Truncate after the whole stack (as ST does), then optionally L2-normalise."""
+        dim = truncate_dim or self.truncate_dim
+        if dim:
+            embeddings = embeddings[:, :dim]
+        if normalize:
+            embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=-1)
+        return embeddings.float().cpu().numpy()
+
+    # ------------------------------------------------------------ saving
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: layout.Format = "portable",
+        force: bool = False,
+        recipe: Recipe | None = None,
+    ) -> Path:
+        """Write the folder atomically: built beside `path`, renamed into place at the end."""
+        if format not in layout.FORMATS:
+            raise StError(f"unknown format {format!r}; choose from {', '.join(layout.FORMATS)}")
+        if format == "portable" and self.truncate_dim:
+            raise StError(
+                "truncate_dim is ignored by sentence-transformers < 5.4, so it cannot be portable; "
+                "use --format st6, or shrink the last Dense's out_features instead"
+            )
+        target = Path(path)
+        with layout.atomic_folder(target, force=force) as tmp:
+            entries = [self._save_module(tmp, i, module, format) for i, module in enumerate(self.stack)]
+            layout.write_model_files(tmp, entries, self._model_config(), format)
+            (tmp / layout.MODEL_CARD).write_text(card.model_card(self, entries, format, target.name), encoding="utf-8")
+            layout.write_json(tmp / layout.MANIFEST, self._manifest(tmp, format, recipe))
+        return target
+
+    def _save_module(self, root: Path, index: int, module: Module, fmt: layout.Format) -> layout.ModuleEntry:
+        in_root = index == 0 and module.save_in_root
+        rel = "" if in_root else layout.module_dir_name(index, type(module).__name__)
+        (root / rel).mkdir(parents=True, exist_ok=True)
+        module.save(str(root / rel), format=fmt)
+        return layout.ModuleEntry(
+            idx=index,
+            name=str(index),
+            path=rel,
+            type=registry.type_string_for(module, fmt),
+            kwargs=tuple(self.module_kwargs[index]),
+        )
+
+    def _model_config(self) -> layout.ModelConfig:
+        import transformers
+
+        return layout.ModelConfig(
+            prompts=self.prompts,
+            default_prompt_name=self.default_prompt_name,
+            similarity_fn_name=self.similarity_fn_name,
+            truncate_dim=self.truncate_dim,
+            versions={"st_cli": __version__, "transformers": transformers.__version__, "pytorch": torch.__version__},
+        )
+
+    def _manifest(self, root: Path, fmt: layout.Format, recipe: Recipe | None) -> dict[str, Any]:
+        import transformers
+
+        embeddings = self.encode(PROBE_TEXTS, batch_size=len(PROBE_TEXTS))
+        return {
+            "st_cli": __version__,
+            "format": fmt,
+            "versions": {
+                "st_cli": __version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "python": platform.python_version(),
+            },
+            "recipe": recipe.to_json() if recipe else None,
+            "untrained_modules": [i for i, m in enumerate(self.stack) if m.untrained],
+            "files": layout.file_digests(root),
+            "probes": {
+                "texts": PROBE_TEXTS,
+                "prompt_name": self.default_prompt_name,
+                "atol": PROBE_ATOL,
+                "embeddings": [[float(x) for x in row] for row in embeddings],
+            },
+        }
+
+
+# ---------------------------------------------------------------- building and loading
+
+
+def build_model(recipe: Recipe) -> Model:
+    """Instantiate a recipe's stack; every random init is seeded with `recipe.seed`."""
+    torch.manual_seed(recipe.seed)
+    modules = []
+    for i, spec in enumerate(recipe.modules):
+        cls = registry.get(spec.type)
+        try:
+            modules.append(cls(**spec.kwargs))
+        except ConfigValueError as e:
+            raise recipe.error(f"modules[{i}].{e.key}" if e.key else f"modules[{i}]", e.problem, spec.line) from None
+        except StError as e:
+            raise recipe.error(f"modules[{i}]", str(e), spec.line) from None
+        except (OSError, ValueError) as e:
+            raise recipe.error(f"modules[{i}]", f"could not build {spec.type}: {_first_line(e)}", spec.line) from None
+    return Model(
+        modules,
+        prompts=dict(recipe.prompts),
+        default_prompt_name=recipe.default_prompt,
+        similarity_fn_name=recipe.similarity,
+        truncate_dim=recipe.truncate_dim,
+    )
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str], *, revision: str | None = None, trust_remote_code: bool = False
+) -> Model:
+    """Load a model folder (either dialect) or a Hub id into a Model."""
+    root = hub.resolve_model(name_or_path, revision=revision)
+    entries = layout.read_modules_json(root)
+    config = layout.read_model_config(root)
+    modules = []
+    for entry in entries:
+        layout.module_folder(root, entry.path)  # refuses paths that leave the folder
+        cls = registry.class_for_type_string(entry.type, root, trust_remote_code=trust_remote_code)
+        try:
+            modules.append(cls.load(str(root), subfolder=entry.path))
+        except StError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelFolderError(f"{root / entry.path}: cannot load {entry.type}: {_first_line(e)}") from None
+    return Model(
+        modules,
+        prompts=config.prompts,
+        default_prompt_name=config.default_prompt_name,
+        similarity_fn_name=config.similarity_fn_name,
+        truncate_dim=config.truncate_dim,
+        module_kwargs=[e.kwargs for e in entries],
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def build(
+    recipe_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    format: layout.Format = "portable",
+    force: bool = False,
+    overrides: Sequence[str] = (),
+) -> tuple[Model, Path]:
+    """`st build`: recipe file → model folder. Checks everything it can before loading weights."""
+    from st_cli.recipe import load_recipe
+
+    layout.check_output_free(Path(output), force=force)
+    recipe = load_recipe(recipe_path, overrides)
+    model = build_model(recipe)
+    return model, model.save(output, format=format, force=force, recipe=recipe)

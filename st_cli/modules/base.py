@@ -1,0 +1,103 @@
+"""The module contract (DESIGN.md §4): what every built-in and custom module implements.
+
+The method names are sentence-transformers' own, so a module written for st also loads in
+sentence-transformers (with `trust_remote_code=True`), and a module written for ST ports by
+changing its base class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from st_cli import layout
+from st_cli.errors import ModelFolderError
+
+Features = dict[str, Tensor]
+
+
+class Module(torch.nn.Module):
+    """A step of the stack: reads and extends the `features` dict."""
+
+    type_name: ClassVar[str | None] = None  # the registry name; set by @register for built-ins
+    config_keys: ClassVar[list[str]] = []  # constructor kwargs saved to config.json
+    save_in_root: ClassVar[bool] = False
+    forward_kwargs: ClassVar[set[str]] = set()  # encode-time kwargs this module accepts
+    # True while a module's weights come from a random init rather than a trained checkpoint.
+    untrained: bool = False
+
+    def forward(self, features: Features, **kwargs: Any) -> Features:
+        raise NotImplementedError
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.config_keys}
+
+    def get_sentence_embedding_dimension(self) -> int | None:
+        """The width of `sentence_embedding` after this module, or None if it does not change it."""
+        return None
+
+    @classmethod
+    def plan(cls, kwargs: dict[str, Any], input_dim: int | None) -> tuple[dict[str, Any], int | None]:
+        """Fill dimension kwargs from the incoming width, check them, and give the outgoing width.
+
+        Runs before any weights load, so a recipe's dimension errors come first. Raises
+        ConfigValueError naming the key at fault.
+        """
+        return kwargs, input_dim
+
+    # ------------------------------------------------------------ persistence
+
+    def save(self, output_path: str, *args: Any, format: layout.Format = "portable", **kwargs: Any) -> None:
+        """Write config.json (in the chosen dialect) and, if the module has parameters, its weights."""
+        folder = Path(output_path)
+        layout.write_module_config(folder, self.type_name, self.get_config_dict(), format)
+        if any(True for _ in self.parameters()):
+            self.save_weights(folder, pickled_too=format == "portable")
+
+    def save_weights(self, folder: Path, *, pickled_too: bool = False) -> None:
+        """model.safetensors, plus pytorch_model.bin for ST <= 3.0 when asked."""
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / layout.SAFETENSORS_WEIGHTS))
+        if pickled_too:
+            torch.save(state, folder / layout.PICKLED_WEIGHTS)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Module:
+        """Build from the folder's config and weights; the signature ST >= 5.4 calls too."""
+        folder = Path(model_name_or_path) / subfolder
+        module = cls(**layout.read_module_config(cls.type_name, folder))
+        module.load_weights(folder)
+        return module
+
+    def load_weights(self, folder: Path) -> None:
+        """Load model.safetensors, else pytorch_model.bin (weights only), with a strict key match."""
+        if not any(True for _ in self.parameters()):
+            return
+        safetensors_path, pickled_path = folder / layout.SAFETENSORS_WEIGHTS, folder / layout.PICKLED_WEIGHTS
+        if safetensors_path.is_file():
+            state = load_file(str(safetensors_path))
+        elif pickled_path.is_file():
+            state = torch.load(pickled_path, map_location="cpu", weights_only=True)
+        else:
+            raise ModelFolderError(f"{folder}: no {layout.SAFETENSORS_WEIGHTS} or {layout.PICKLED_WEIGHTS}")
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[-1].strip()
+            raise ModelFolderError(f"{folder}: weights do not fit the config: {first}") from None
+
+
+class InputModule(Module):
+    """The first module of a stack: turns texts into tensors."""
+
+    save_in_root: ClassVar[bool] = True
+
+    def tokenize(self, texts: list[str], **kwargs: Any) -> Features:
+        raise NotImplementedError
+
+    def get_max_seq_length(self) -> int | None:
+        return None

@@ -1,0 +1,119 @@
+"""Transformer: a Hugging Face AutoModel with its fast tokenizer; texts in, token embeddings out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from st_cli import hub, layout
+from st_cli.errors import ConfigValueError, ModelFolderError
+from st_cli.modules.base import Features, InputModule
+from st_cli.registry import register
+
+# Inputs the HF model is called with, when the tokenizer produced them (as ST does).
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_HIDDEN_SIZE_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
+
+
+@register("Transformer")
+class Transformer(InputModule):
+    """`model` is a folder, a Hub id or `package:pkg/dir`; the HF weights and tokenizer load from it."""
+
+    config_keys: ClassVar[list[str]] = ["max_seq_length", "do_lower_case"]
+
+    def __init__(
+        self, model: str, max_seq_length: int | None = None, do_lower_case: bool = False, revision: str | None = None
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        super().__init__()
+        folder = hub.resolve_model(model, revision=revision)
+        self.source = str(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True)
+        if not self.tokenizer.is_fast:
+            raise ModelFolderError(f"{folder}: st needs a fast tokenizer (tokenizer.json)")
+        self.auto_model = AutoModel.from_pretrained(str(folder), dtype=torch.float32)
+        self.auto_model.eval()
+        self.max_seq_length = max_seq_length or _default_max_seq_length(folder, self.tokenizer, self.auto_model.config)
+        self.tokenizer.model_max_length = self.max_seq_length
+        if do_lower_case:
+            _lowercase_in_tokenizer(self.tokenizer)
+        # Lower-casing now lives in the tokenizer's normalizer, which is what portable folders write.
+        self.do_lower_case = False
+
+    @classmethod
+    def plan(cls, kwargs: dict[str, Any], input_dim: int | None) -> tuple[dict[str, Any], int | None]:
+        if "model" not in kwargs:
+            raise ConfigValueError("model", "required: a model folder, a Hub id or package:pkg/dir")
+        try:
+            folder = hub.resolve_model(kwargs["model"], revision=kwargs.get("revision"))
+        except ModelFolderError as e:
+            raise ConfigValueError("model", str(e)) from None
+        config = layout.read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+        hidden = next((config[k] for k in _HIDDEN_SIZE_KEYS if isinstance(config.get(k), int)), None)
+        if hidden is None:
+            raise ConfigValueError("model", f"{folder}: no config.json with a hidden size; is it a transformers model?")
+        max_len, limit = kwargs.get("max_seq_length"), config.get("max_position_embeddings")
+        if max_len is not None and (max_len <= 0 or (isinstance(limit, int) and max_len > limit)):
+            raise ConfigValueError("max_seq_length", f"must be between 1 and {limit} for this model, got {max_len}")
+        return kwargs, hidden
+
+    # ------------------------------------------------------------ running
+
+    def tokenize(self, texts: list[str], **kwargs: Any) -> Features:
+        return dict(
+            self.tokenizer(
+                texts, padding=True, truncation="longest_first", max_length=self.max_seq_length, return_tensors="pt"
+            )
+        )
+
+    def forward(self, features: Features, **kwargs: Any) -> Features:
+        inputs = {k: features[k] for k in _MODEL_INPUTS if k in features}
+        features["token_embeddings"] = self.auto_model(**inputs, return_dict=True).last_hidden_state
+        return features
+
+    def get_max_seq_length(self) -> int | None:
+        return self.max_seq_length
+
+    def get_word_embedding_dimension(self) -> int:
+        return int(self.auto_model.config.hidden_size)
+
+    def prompt_length(self, prompt: str) -> int:
+        """Tokens a prompt adds at the front: its ids without a trailing special token (as ST 6 counts)."""
+        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        return len(ids) - 1 if ids and ids[-1] in self.tokenizer.all_special_ids else len(ids)
+
+    # ------------------------------------------------------------ persistence
+
+    def save(self, output_path: str, *args: Any, format: layout.Format = "portable", **kwargs: Any) -> None:
+        folder = Path(output_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.auto_model.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+        layout.write_module_config(folder, "Transformer", self.get_config_dict(), format)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Transformer:
+        folder = Path(model_name_or_path) / subfolder
+        return cls(str(folder), **layout.read_module_config("Transformer", folder))
+
+
+def _default_max_seq_length(folder: Path, tokenizer: Any, config: Any) -> int:
+    """ST's rule: the folder's sentence_bert_config, else the tokenizer limit capped by the positions."""
+    sbert = layout.read_module_config("Transformer", folder)
+    if isinstance(sbert.get("max_seq_length"), int):
+        return int(sbert["max_seq_length"])
+    limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
+    return int(min(x for x in limits if isinstance(x, int) and x > 0))
+
+
+def _lowercase_in_tokenizer(tokenizer: Any) -> None:
+    """Put a Lowercase normalizer in front of the fast tokenizer's own, as ST >= 5.4 does."""
+    from tokenizers import normalizers
+
+    backend = tokenizer.backend_tokenizer
+    current = backend.normalizer
+    steps = [normalizers.Lowercase()] + ([current] if current is not None else [])
+    backend.normalizer = normalizers.Sequence(steps)

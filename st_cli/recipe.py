@@ -1,0 +1,334 @@
+"""Recipes: the YAML that lists a model's module stack. Strict, with errors that point at a line.
+
+Every error reads `recipe.yaml:LINE: key.path: what is wrong`. Module kwargs are checked against
+the module class's constructor and dimensions are inferred down the stack, all before any
+weights load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from st_cli import registry
+from st_cli.errors import ConfigValueError, RecipeError, StError
+
+TOP_LEVEL_KEYS = ("name", "seed", "modules", "prompts", "default_prompt", "similarity", "truncate_dim")
+SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SET_PATH = re.compile(r"^[A-Za-z_][\w]*(\[\d+\])?(\.[A-Za-z_]\w*(\[\d+\])?)*$")
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    type: str  # registry name, e.g. "Pooling"
+    kwargs: Mapping[str, Any]  # constructor kwargs, dimensions filled in
+    line: int | None  # 1-based line in the recipe, for later errors
+    output_dim: int | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    source: Path
+    name: str
+    modules: tuple[ModuleSpec, ...]
+    seed: int = 0
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    default_prompt: str | None = None
+    similarity: str = "cosine"
+    truncate_dim: int | None = None
+
+    def error(self, where: str, problem: str, line: int | None = None) -> RecipeError:
+        return RecipeError(self.source, line, where, problem)
+
+    def to_json(self) -> dict[str, Any]:
+        """The resolved recipe, as recorded in st_manifest.json."""
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "modules": [{"type": m.type, **m.kwargs} for m in self.modules],
+            "prompts": dict(self.prompts),
+            "default_prompt": self.default_prompt,
+            "similarity": self.similarity,
+            "truncate_dim": self.truncate_dim,
+        }
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
+    """Parse, expand, override and check a recipe file; raises RecipeError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(path, None, "", "recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(path, None, "", f"cannot read recipe: {e}") from None
+    data, lines = _parse_yaml(path, text)
+    for override in overrides:
+        _apply_override(path, data, lines, override)
+    return _check_recipe(path, data, lines)
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[KeyPath, int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(path, mark.line + 1 if mark else None, "", f"invalid YAML: {problem}") from None
+    if node is None:
+        raise RecipeError(path, None, "", "the recipe is empty")
+    lines: dict[KeyPath, int] = {}
+    return _to_python(path, node, (), lines), lines
+
+
+def _to_python(path: Path, node: yaml.Node, key_path: KeyPath, lines: dict[KeyPath, int]) -> Any:
+    lines.setdefault(key_path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in out:
+                raise RecipeError(path, key_node.start_mark.line + 1, _where(key_path + (key,)), "duplicate key")
+            lines[key_path + (key,)] = key_node.start_mark.line + 1
+            out[key] = _to_python(path, value_node, key_path + (key,), lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(path, item, key_path + (i,), lines) for i, item in enumerate(node.value)]
+    value = _scalar(node)
+    if isinstance(value, str):
+        value = _expand_env(path, value, lines[key_path], key_path)
+    return value
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _expand_env(path: Path, value: str, line: int, key_path: KeyPath) -> str:
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise RecipeError(path, line, _where(key_path), f"environment variable ${{{name}}} is not set")
+        return os.environ[name]
+
+    return _ENV_VAR.sub(lookup, value)
+
+
+def _where(key_path: KeyPath) -> str:
+    out = ""
+    for part in key_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+# ---------------------------------------------------------------- --set overrides
+
+
+def _apply_override(path: Path, data: Any, lines: dict[KeyPath, int], override: str) -> None:
+    """`modules[2].out_features=128`: the value is parsed as YAML."""
+    key, sep, raw_value = override.partition("=")
+    if not sep or not _SET_PATH.match(key.strip()):
+        raise RecipeError(path, None, f"--set {override}", "expected key.path=value, e.g. modules[2].out_features=128")
+    key_path = _parse_key_path(key.strip())
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError:
+        value = raw_value
+    target = data
+    for depth, part in enumerate(key_path[:-1]):
+        try:
+            target = target[part]
+        except (KeyError, IndexError, TypeError):
+            raise RecipeError(
+                path, None, f"--set {override}", f"{_where(key_path[: depth + 1])} does not exist"
+            ) from None
+    last = key_path[-1]
+    if isinstance(last, int) and not (isinstance(target, list) and last < len(target)):
+        raise RecipeError(path, None, f"--set {override}", f"{_where(key_path)} does not exist")
+    if not isinstance(target, (dict, list)):
+        raise RecipeError(path, None, f"--set {override}", f"{_where(key_path[:-1])} is not a mapping")
+    target[last] = value
+
+
+def _parse_key_path(key: str) -> KeyPath:
+    parts: list[str | int] = []
+    for name, index in re.findall(r"([A-Za-z_]\w*)|\[(\d+)\]", key):
+        parts.append(int(index) if index else name)
+    return tuple(parts)
+
+
+# ---------------------------------------------------------------- schema
+
+
+def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
+    def fail(key_path: KeyPath, problem: str) -> RecipeError:
+        line = lines.get(key_path) or lines.get(key_path[:-1]) or lines.get(key_path[:1])
+        return RecipeError(path, line, _where(key_path), problem)
+
+    if not isinstance(data, dict):
+        raise RecipeError(path, lines.get(()), "", "expected a mapping with a 'modules' list at the top")
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            raise fail((key,), _unknown_key_message(key, TOP_LEVEL_KEYS))
+    modules = data.get("modules")
+    if not isinstance(modules, list) or not modules:
+        raise fail(("modules",), "required: a non-empty list of modules")
+
+    seed = _typed(data.get("seed", 0), int, ("seed",), fail)
+    name = _typed(data.get("name", path.stem), str, ("name",), fail)
+    prompts = data.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise fail(("prompts",), "expected a mapping of prompt names to strings")
+    prompts = {str(k): v for k, v in prompts.items()}
+    default_prompt = data.get("default_prompt")
+    if default_prompt is not None and default_prompt not in prompts:
+        raise fail(
+            ("default_prompt",), f"{default_prompt!r} is not one of the prompts ({', '.join(prompts) or 'none'})"
+        )
+    similarity = data.get("similarity", "cosine")
+    if similarity not in SIMILARITIES:
+        raise fail(("similarity",), f"must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
+    truncate_dim = data.get("truncate_dim")
+    if truncate_dim is not None and (
+        not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool) or truncate_dim <= 0
+    ):
+        raise fail(("truncate_dim",), f"must be a positive integer, got {truncate_dim!r}")
+
+    specs, dim = [], None
+    for i, module in enumerate(modules):
+        spec = _check_module(module, ("modules", i), dim, fail, base=path.parent, line=lines.get(("modules", i)))
+        specs.append(spec)
+        dim = spec.output_dim
+    if truncate_dim is not None and dim is not None and truncate_dim > dim:
+        raise fail(("truncate_dim",), f"{truncate_dim} is larger than the embedding dimension {dim}")
+    return Recipe(
+        source=path,
+        name=name,
+        modules=tuple(specs),
+        seed=seed,
+        prompts=prompts,
+        default_prompt=default_prompt,
+        similarity=similarity,
+        truncate_dim=truncate_dim,
+    )
+
+
+def _check_module(
+    module: Any, key_path: KeyPath, input_dim: int | None, fail: Any, *, base: Path, line: int | None
+) -> ModuleSpec:
+    if not isinstance(module, dict):
+        raise fail(key_path, "expected a mapping with a 'type'")
+    if "type" not in module:
+        raise fail(key_path, "required key 'type' is missing")
+    type_name = module["type"]
+    if not isinstance(type_name, str):
+        raise fail(key_path + ("type",), f"expected a string, got {type(type_name).__name__}")
+    try:
+        cls = registry.get(type_name)
+    except StError as e:
+        raise fail(key_path + ("type",), str(e)) from None
+    kwargs = {k: v for k, v in module.items() if k != "type"}
+    params = _init_params(cls)
+    for key, value in kwargs.items():
+        if key not in params:
+            raise fail(key_path + (key,), _unknown_key_message(key, list(params), type_name))
+        _check_type(value, params[key], key_path + (key,), fail)
+    missing = [name for name, p in params.items() if p.default is inspect.Parameter.empty and name not in kwargs]
+    if type_name == "Transformer" and isinstance(kwargs.get("model"), str):
+        local = base / kwargs["model"]
+        if not kwargs["model"].startswith("package:") and local.exists():
+            kwargs["model"] = str(local.resolve())
+    try:
+        kwargs, output_dim = cls.plan(dict(kwargs), input_dim)
+    except ConfigValueError as e:
+        raise fail(key_path + ((e.key,) if e.key else ()), e.problem) from None
+    still_missing = [name for name in missing if name not in kwargs]
+    if still_missing:
+        raise fail(key_path, f"required key '{still_missing[0]}' is missing for {type_name}")
+    return ModuleSpec(type=type_name, kwargs=kwargs, line=line, output_dim=output_dim)
+
+
+def _init_params(cls: type) -> dict[str, inspect.Parameter]:
+    signature = inspect.signature(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__)
+    return {
+        name: p.replace(annotation=hints.get(name, p.annotation))
+        for name, p in signature.parameters.items()
+        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def _unknown_key_message(key: str, allowed: Sequence[str], type_name: str | None = None) -> str:
+    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    owner = f" for {type_name}" if type_name else ""
+    hint = f" (did you mean {close[0]!r}?)" if close else f"; allowed: {', '.join(allowed) or 'none'}"
+    return f"unknown key {key!r}{owner}{hint}"
+
+
+def _typed(value: Any, expected: type, key_path: KeyPath, fail: Any) -> Any:
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise fail(key_path, f"expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_type(value: Any, param: inspect.Parameter, key_path: KeyPath, fail: Any) -> None:
+    annotation = param.annotation
+    if annotation is inspect.Parameter.empty or _matches(value, annotation):
+        return
+    raise fail(key_path, f"expected {_describe(annotation)}, got {type(value).__name__} {value!r}")
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if annotation is type(None) or annotation is None:
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, tuple, Sequence):
+        args = typing.get_args(annotation)
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value) if args else isinstance(value, list)
+    if origin in (dict, Mapping):
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return {"int": "an integer", "str": "a string", "bool": "true or false", "float": "a number"}.get(
+            annotation.__name__, annotation.__name__
+        )
+    return str(annotation).replace("typing.", "")

@@ -1,0 +1,119 @@
+"""st build on the tiny BERT: files on disk, both formats, atomicity, --force."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import st_cli
+from st_cli.cli import app
+
+runner = CliRunner()
+
+DENSE_STACK = """  - type: Pooling
+    mode: mean
+  - type: Dense
+    out_features: 16
+    activation: tanh
+  - type: Normalize
+"""
+
+
+def test_portable_layout_is_strict_legacy(tiny_recipe, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["build", str(tiny_recipe(DENSE_STACK)), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    m = tmp_path / "m"
+    modules = json.loads((m / "modules.json").read_text())
+    assert [e["type"] for e in modules] == [
+        "sentence_transformers.models.Transformer",
+        "sentence_transformers.models.Pooling",
+        "sentence_transformers.models.Dense",
+        "sentence_transformers.models.Normalize",
+    ]
+    assert [e["path"] for e in modules] == ["", "1_Pooling", "2_Dense", "3_Normalize"]
+    assert json.loads((m / "sentence_bert_config.json").read_text()) == {"max_seq_length": 64, "do_lower_case": False}
+    assert set(json.loads((m / "1_Pooling/config.json").read_text())) == {
+        "word_embedding_dimension",
+        "pooling_mode_cls_token",
+        "pooling_mode_mean_tokens",
+        "pooling_mode_max_tokens",
+        "pooling_mode_mean_sqrt_len_tokens",
+    }
+    assert json.loads((m / "2_Dense/config.json").read_text()) == {
+        "in_features": 32,
+        "out_features": 16,
+        "bias": True,
+        "activation_function": "torch.nn.modules.activation.Tanh",
+    }
+    assert (m / "2_Dense/model.safetensors").is_file() and (m / "2_Dense/pytorch_model.bin").is_file()
+    assert (m / "3_Normalize").is_dir() and not any((m / "3_Normalize").iterdir())
+    assert json.loads((m / "tokenizer_config.json").read_text())["model_max_length"] == 64
+    manifest = json.loads((m / "st_manifest.json").read_text())
+    assert manifest["untrained_modules"] == [2]
+    assert set(manifest["files"]) >= {"modules.json", "2_Dense/model.safetensors", "README.md"}
+    assert "untrained" in result.stderr
+
+
+def test_st6_layout(tiny_recipe, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["build", str(tiny_recipe(DENSE_STACK)), "-o", str(tmp_path / "m"), "--format", "st6"])
+    assert result.exit_code == 0, result.output
+    m = tmp_path / "m"
+    assert json.loads((m / "1_Pooling/config.json").read_text()) == {
+        "embedding_dimension": 32,
+        "pooling_mode": "mean",
+        "include_prompt": True,
+    }
+    assert "max_seq_length" not in json.loads((m / "sentence_bert_config.json").read_text())
+    assert json.loads((m / "3_Normalize/config.json").read_text())["module_output_name"] == "sentence_embedding"
+    assert not (m / "2_Dense/pytorch_model.bin").exists()
+
+
+@pytest.mark.parametrize("fmt", ["portable", "st6"])
+def test_round_trip_gives_identical_embeddings(tiny_recipe, tmp_path: Path, fmt: str) -> None:
+    texts = ["hello world", "", "the cat is eating food", "query passage " * 40]
+    model, folder = st_cli.model.build(tiny_recipe(DENSE_STACK), tmp_path / "m", format=fmt)
+    np.testing.assert_array_equal(model.encode(texts), st_cli.load_model(folder).encode(texts))
+
+
+def test_seed_makes_builds_reproducible(tiny_recipe, tmp_path: Path) -> None:
+    recipe = tiny_recipe(DENSE_STACK)
+    a, _ = st_cli.model.build(recipe, tmp_path / "a")
+    b, _ = st_cli.model.build(recipe, tmp_path / "b")
+    c, _ = st_cli.model.build(recipe, tmp_path / "c", overrides=["seed=8"])
+    texts = ["hello world"]
+    np.testing.assert_array_equal(a.encode(texts), b.encode(texts))
+    assert np.abs(a.encode(texts) - c.encode(texts)).max() > 1e-4
+
+
+def test_existing_target_needs_force(tiny_recipe, tmp_path: Path) -> None:
+    target = tmp_path / "m"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    recipe = str(tiny_recipe(DENSE_STACK))
+    result = runner.invoke(app, ["build", recipe, "-o", str(target)])
+    assert result.exit_code == 2
+    assert "--force" in result.stderr and (target / "keep.txt").read_text() == "mine"
+    result = runner.invoke(app, ["build", recipe, "-o", str(target), "--force"])
+    assert result.exit_code == 0, result.output
+    assert not (target / "keep.txt").exists() and (target / "modules.json").is_file()
+
+
+def test_failure_during_save_leaves_target_untouched(tiny_recipe, tmp_path: Path, monkeypatch) -> None:
+    from st_cli.modules.dense import Dense
+
+    target = tmp_path / "m"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+
+    def explode(*args, **kwargs) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Dense, "save", explode)
+    with pytest.raises(RuntimeError, match="disk full"):
+        st_cli.model.build(tiny_recipe(DENSE_STACK), target, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "recipe.yaml") == ["m"]
+    assert [p.name for p in target.iterdir()] == ["keep.txt"]
