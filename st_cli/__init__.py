@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from st_cli.model import Model, build_model, load_model
+    from st_cli.model import Model, build, build_model, load_model
     from st_cli.modules.base import InputModule, Module
     from st_cli.recipe import Recipe, load_recipe
     from st_cli.registry import register
 
 _LAZY = {
     "Model": "st_cli.model",
+    "build": "st_cli.model",
     "build_model": "st_cli.model",
     "load_model": "st_cli.model",
     "Module": "st_cli.modules.base",
@@ -27,17 +28,7 @@ _LAZY = {
     "register": "st_cli.registry",
 }
 
-__all__ = [
-    "InputModule",
-    "Model",
-    "Module",
-    "Recipe",
-    "__version__",
-    "build_model",
-    "load_model",
-    "load_recipe",
-    "register",
-]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

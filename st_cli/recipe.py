@@ -278,16 +278,27 @@ def _init_params(cls: type) -> dict[str, inspect.Parameter]:
     }
 
 
+# sentence-transformers' config spellings of recipe keys, so "did you mean" can bridge the two.
+ST_KEY_NAMES = {
+    "pooling_mode": "mode",
+    "embedding_dimension": "dimension",
+    "word_embedding_dimension": "dimension",
+    "activation_function": "activation",
+    "model_name_or_path": "model",
+}
+
+
 def _unknown_key_message(key: str, allowed: Sequence[str], type_name: str | None = None) -> str:
-    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    spellings = {name: name for name in allowed} | {st: ours for st, ours in ST_KEY_NAMES.items() if ours in allowed}
+    close = difflib.get_close_matches(str(key), list(spellings), n=1)
     owner = f" for {type_name}" if type_name else ""
-    hint = f" (did you mean {close[0]!r}?)" if close else f"; allowed: {', '.join(allowed) or 'none'}"
+    hint = f" (did you mean {spellings[close[0]]!r}?)" if close else f"; allowed: {', '.join(allowed) or 'none'}"
     return f"unknown key {key!r}{owner}{hint}"
 
 
 def _typed(value: Any, expected: type, key_path: KeyPath, fail: Any) -> Any:
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise fail(key_path, f"expected {expected.__name__}, got {type(value).__name__} {value!r}")
+        raise fail(key_path, f"expected {_describe(expected)}, got {type(value).__name__} {value!r}")
     return value
 
 

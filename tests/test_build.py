@@ -75,15 +75,15 @@ def test_st6_layout(tiny_recipe, tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["portable", "st6"])
 def test_round_trip_gives_identical_embeddings(tiny_recipe, tmp_path: Path, fmt: str) -> None:
     texts = ["hello world", "", "the cat is eating food", "query passage " * 40]
-    model, folder = st_cli.model.build(tiny_recipe(DENSE_STACK), tmp_path / "m", format=fmt)
+    model, folder = st_cli.build(tiny_recipe(DENSE_STACK), tmp_path / "m", format=fmt)
     np.testing.assert_array_equal(model.encode(texts), st_cli.load_model(folder).encode(texts))
 
 
 def test_seed_makes_builds_reproducible(tiny_recipe, tmp_path: Path) -> None:
     recipe = tiny_recipe(DENSE_STACK)
-    a, _ = st_cli.model.build(recipe, tmp_path / "a")
-    b, _ = st_cli.model.build(recipe, tmp_path / "b")
-    c, _ = st_cli.model.build(recipe, tmp_path / "c", overrides=["seed=8"])
+    a, _ = st_cli.build(recipe, tmp_path / "a")
+    b, _ = st_cli.build(recipe, tmp_path / "b")
+    c, _ = st_cli.build(recipe, tmp_path / "c", overrides=["seed=8"])
     texts = ["hello world"]
     np.testing.assert_array_equal(a.encode(texts), b.encode(texts))
     assert np.abs(a.encode(texts) - c.encode(texts)).max() > 1e-4
@@ -114,6 +114,6 @@ def test_failure_during_save_leaves_target_untouched(tiny_recipe, tmp_path: Path
 
     monkeypatch.setattr(Dense, "save", explode)
     with pytest.raises(RuntimeError, match="disk full"):
-        st_cli.model.build(tiny_recipe(DENSE_STACK), target, force=True)
+        st_cli.build(tiny_recipe(DENSE_STACK), target, force=True)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "recipe.yaml") == ["m"]
     assert [p.name for p in target.iterdir()] == ["keep.txt"]

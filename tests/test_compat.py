@@ -32,7 +32,7 @@ def shipped_embeddings(minilm_dir: Path) -> np.ndarray:
 
 @pytest.mark.parametrize("fmt", ["portable", "st6"])
 def test_default_recipe_matches_shipped_model(fmt: str, tmp_path: Path, shipped_embeddings: np.ndarray) -> None:
-    _, folder = st_cli.model.build(RECIPES / "minilm.yaml", tmp_path / "minilm", format=fmt)
+    _, folder = st_cli.build(RECIPES / "minilm.yaml", tmp_path / "minilm", format=fmt)
     ours = st_cli.load_model(folder).encode(COMPARE_TEXTS)
     theirs = st_encode(folder, COMPARE_TEXTS)
     assert ours.shape == (len(COMPARE_TEXTS), 384)
@@ -42,7 +42,7 @@ def test_default_recipe_matches_shipped_model(fmt: str, tmp_path: Path, shipped_
 
 @pytest.mark.parametrize("fmt", ["portable", "st6"])
 def test_dense_prompts_recipe_matches_sentence_transformers(fmt: str, tmp_path: Path) -> None:
-    built, folder = st_cli.model.build(RECIPES / "minilm-dense-prompts.yaml", tmp_path / "m", format=fmt)
+    built, folder = st_cli.build(RECIPES / "minilm-dense-prompts.yaml", tmp_path / "m", format=fmt)
     loaded = st_cli.load_model(folder)
     reference = SentenceTransformer(str(folder), device="cpu")
     assert reference.default_prompt_name == "query"
@@ -58,7 +58,7 @@ def test_dense_prompts_recipe_matches_sentence_transformers(fmt: str, tmp_path: 
 
 
 def test_cls_recipe_matches_sentence_transformers(tmp_path: Path) -> None:
-    _, folder = st_cli.model.build(RECIPES / "minilm-cls.yaml", tmp_path / "cls")
+    _, folder = st_cli.build(RECIPES / "minilm-cls.yaml", tmp_path / "cls")
     np.testing.assert_allclose(
         st_cli.load_model(folder).encode(COMPARE_TEXTS), st_encode(folder, COMPARE_TEXTS), atol=ATOL, rtol=0
     )
