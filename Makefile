@@ -7,7 +7,8 @@ ST := $(VENV)/bin/st
 OUT ?= out
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help install install-test demo test lint bench clean
+COMPAT := $(VENV)-compat
+.PHONY: help install install-test compat-venvs demo test lint bench clean
 
 help:
 	@echo "make demo    set up .venv, build the default recipe, encode a sample file, verify"
@@ -28,17 +29,33 @@ $(VENV)/.test: $(VENV)/.runtime pyproject.toml
 	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[test,dev]"
 	touch $@
 
+# Old sentence-transformers releases (as measured in ../shared/FORMAT.md) that portable folders must load in.
+$(COMPAT)/%/.ready:
+	$(PYTHON) -m venv $(COMPAT)/$*
+	$(COMPAT)/$*/bin/python -m pip install -q --upgrade pip
+	$(COMPAT)/$*/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(if $(COMPAT_NODEPS_$*),$(COMPAT)/$*/bin/python -m pip install -q --no-deps $(COMPAT_NODEPS_$*))
+	$(COMPAT)/$*/bin/python -m pip install -q "$(TORCH_SPEC)" $(COMPAT_PKGS_$*)
+	touch $@
+# ST 2.2.2 declares torchvision but never imports it; pulling it would replace the pinned torch.
+COMPAT_NODEPS_st22 = sentence-transformers==2.2.2
+COMPAT_PKGS_st22 = transformers==4.30.2 tokenizers==0.13.3 huggingface_hub==0.25.2 numpy==1.26.4 \
+	tqdm scikit-learn scipy nltk sentencepiece pillow
+COMPAT_PKGS_st27 = sentence-transformers==2.7.0 transformers==4.40.2 "huggingface_hub<1"
+COMPAT_PKGS_st34 = sentence-transformers==3.4.1 transformers==4.48.3 "huggingface_hub<1"
+COMPAT_PKGS_st57 = sentence-transformers==5.7.0 transformers==4.57.6 "huggingface_hub<1"
+compat-venvs: $(foreach v,st22 st27 st34 st57,$(COMPAT)/$(v)/.ready)
+
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
 demo: $(VENV)/.runtime
 	$(ST) build recipes/minilm.yaml -o $(OUT)/minilm --force
-	$(PY) -c "import st_cli, numpy as np; m = st_cli.load_model('$(OUT)/minilm'); \
-	  e = m.encode(open('tests/data/sample.txt', encoding='utf-8').read().splitlines()); \
-	  np.save('$(OUT)/sample.npy', e); print('encoded', e.shape, '->', '$(OUT)/sample.npy')"
+	$(ST) encode tests/data/sample.txt --model $(OUT)/minilm --out $(OUT)/sample.npy --force
+	$(ST) verify $(OUT)/minilm
 
-test: $(VENV)/.test
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+test: $(VENV)/.test compat-venvs
+	ST_COMPAT_VENVS=$(COMPAT) $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check st_cli tests
@@ -48,4 +65,4 @@ bench: $(VENV)/.test
 	@for f in tests/bench/bench_*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(OUT) .pytest_cache
+	rm -rf $(OUT) .pytest_cache $(COMPAT)
