@@ -327,6 +327,15 @@ def type_string(short_type: str, fmt: Format) -> str:
     return TYPE_STRINGS[fmt][short_type]
 
 
+def make_tokenizer_config_portable(folder: Path) -> None:
+    """transformers 5 names generic fast tokenizers `TokenizersBackend`, a class 4.x lacks; use the old name."""
+    path = folder / "tokenizer_config.json"
+    if path.is_file():
+        config = read_json(path)
+        if isinstance(config, dict) and config.get("tokenizer_class") == "TokenizersBackend":
+            write_json(path, config | {"tokenizer_class": "PreTrainedTokenizerFast"})
+
+
 def write_model_files(root: Path, entries: list[ModuleEntry], config: ModelConfig, fmt: Format) -> None:
     """modules.json and config_sentence_transformers.json."""
     write_json(root / MODULES_JSON, [e.to_json() for e in entries])
@@ -405,3 +414,53 @@ def check_output_free(target: Path, *, force: bool) -> None:
     """Refuse to overwrite something the user has, unless --force."""
     if (target.exists() or target.is_symlink()) and not force:
         raise OutputExistsError(f"{target}: already exists; pass --force to replace it")
+
+
+# ---------------------------------------------------------------- safetensors headers
+
+SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors format's own limit
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a .safetensors file ({name: {dtype, shape, data_offsets}, "__metadata__": ...}).
+
+    Reads only the 8-byte length and the header; never the tensors. Checks that every tensor's
+    data lies inside the file, so a truncated file is reported here.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise ModelFolderError(f"{path}: truncated safetensors file ({size} bytes, no header length)")
+            length = int.from_bytes(prefix, "little")
+            if length > SAFETENSORS_MAX_HEADER or 8 + length > size:
+                problem = f"truncated safetensors header ({length} bytes announced, {size} in file)"
+                raise ModelFolderError(f"{path}: {problem}")
+            raw = f.read(length)
+    except OSError as e:
+        raise ModelFolderError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFolderError(f"{path}: safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ModelFolderError(f"{path}: safetensors header is not a JSON object")
+    data_size = size - 8 - length
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(x, int) for x in offsets)
+            or not isinstance(shape, list)
+            or not all(isinstance(d, int) and d >= 0 for d in shape)
+            or not isinstance(info.get("dtype"), str)
+        ):
+            raise ModelFolderError(f"{path}: tensor {name!r} has a malformed header entry")
+        if not 0 <= offsets[0] <= offsets[1] <= data_size:
+            raise ModelFolderError(f"{path}: tensor {name!r} ends at byte {offsets[1]}, beyond the data ({data_size})")
+    return header
