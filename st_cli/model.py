@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from st_cli import __version__, card, hub, layout, registry
+from st_cli import __version__, card, custom, hub, layout, registry
 from st_cli.errors import ConfigValueError, ModelFolderError, StError
 from st_cli.modules.base import Features, InputModule, Module
 from st_cli.probes import PROBE_ATOL, PROBE_TEXTS
@@ -172,6 +172,8 @@ class Model(torch.nn.Module):
         rel = "" if in_root else layout.module_dir_name(index, type(module).__name__)
         (root / rel).mkdir(parents=True, exist_ok=True)
         module.save(str(root / rel), format=fmt)
+        if not registry.is_registered(type(module)):
+            custom.copy_source(type(module), root)  # at the root, where every ST version looks for it
         return layout.ModuleEntry(
             idx=index,
             name=str(index),
@@ -224,22 +226,40 @@ def build_model(recipe: Recipe) -> Model:
     torch.manual_seed(recipe.seed)
     modules = []
     for i, spec in enumerate(recipe.modules):
-        cls = registry.get(spec.type)
+        cls = spec.module_class or registry.get(spec.type)
+        # Custom code may fail in any way; built-ins only in the ways we know.
+        expected = Exception if spec.module_class else (OSError, ValueError)
         try:
             modules.append(cls(**spec.kwargs))
         except ConfigValueError as e:
             raise recipe.error(f"modules[{i}].{e.key}" if e.key else f"modules[{i}]", e.problem, spec.line) from None
         except StError as e:
             raise recipe.error(f"modules[{i}]", str(e), spec.line) from None
-        except (OSError, ValueError) as e:
+        except expected as e:
             raise recipe.error(f"modules[{i}]", f"could not build {spec.type}: {_first_line(e)}", spec.line) from None
+        if spec.module_class:
+            _check_custom_module(recipe, i, modules[-1])
     return Model(
         modules,
         prompts=dict(recipe.prompts),
         default_prompt_name=recipe.default_prompt,
         similarity_fn_name=recipe.similarity,
         truncate_dim=recipe.truncate_dim,
+        module_kwargs=[spec.forward_kwargs for spec in recipe.modules],
     )
+
+
+def _check_custom_module(recipe: Recipe, index: int, module: Module) -> None:
+    """Mark a fresh custom module untrained, and hold it to the width the recipe planned for it."""
+    spec = recipe.modules[index]
+    module.untrained = custom.untrained_at_build(module)
+    reported = module.get_sentence_embedding_dimension()
+    if reported is not None and spec.output_dim is not None and reported != spec.output_dim:
+        problem = (
+            f"{type(module).__name__} reports dimension {reported}, but the recipe inferred {spec.output_dim}; "
+            "give the class a plan() classmethod that returns its output width"
+        )
+        raise recipe.error(f"modules[{index}]", problem, spec.line)
 
 
 def load_model(
@@ -249,16 +269,22 @@ def load_model(
     root = hub.resolve_model(name_or_path, revision=revision)
     entries = layout.read_modules_json(root)
     config = layout.read_model_config(root)
-    modules = []
     for entry in entries:
         layout.module_folder(root, entry.path)  # refuses paths that leave the folder
-        cls = registry.class_for_type_string(entry.type, root, trust_remote_code=trust_remote_code)
+    # Every class first, so an untrusted custom module stops the load before any weights are read.
+    classes = [registry.class_for_type_string(e.type, root, trust_remote_code=trust_remote_code) for e in entries]
+    modules = []
+    for entry, cls in zip(entries, classes, strict=True):
+        builtin = registry.is_registered(cls)
+        expected = (OSError, ValueError, KeyError, TypeError) if builtin else Exception
         try:
             modules.append(cls.load(str(root), subfolder=entry.path))
         except StError:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except expected as e:
             raise ModelFolderError(f"{root / entry.path}: cannot load {entry.type}: {_first_line(e)}") from None
+        if not builtin:
+            modules[-1].untrained = False  # its weights come from the folder now
     return Model(
         modules,
         prompts=config.prompts,

@@ -7,7 +7,9 @@ weights load.
 
 from __future__ import annotations
 
+import builtins
 import difflib
+import functools
 import inspect
 import os
 import re
@@ -20,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from st_cli import registry
+from st_cli import custom, registry
 from st_cli.errors import ConfigValueError, RecipeError, StError
 
 TOP_LEVEL_KEYS = ("name", "seed", "modules", "prompts", "default_prompt", "similarity", "truncate_dim")
@@ -37,6 +39,8 @@ class ModuleSpec:
     kwargs: Mapping[str, Any]  # constructor kwargs, dimensions filled in
     line: int | None  # 1-based line in the recipe, for later errors
     output_dim: int | None = None
+    forward_kwargs: tuple[str, ...] = ()  # encode-time kwargs passed to this module (modules.json "kwargs")
+    module_class: builtins.type | None = field(default=None, compare=False, repr=False)  # for custom code refs
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,10 @@ class Recipe:
         return {
             "name": self.name,
             "seed": self.seed,
-            "modules": [{"type": m.type, **m.kwargs} for m in self.modules],
+            "modules": [
+                {"type": m.type, **m.kwargs, **({"kwargs": list(m.forward_kwargs)} if m.forward_kwargs else {})}
+                for m in self.modules
+            ],
             "prompts": dict(self.prompts),
             "default_prompt": self.default_prompt,
             "similarity": self.similarity,
@@ -244,33 +251,61 @@ def _check_module(
     if not isinstance(type_name, str):
         raise fail(key_path + ("type",), f"expected a string, got {type(type_name).__name__}")
     try:
-        cls = registry.get(type_name)
+        cls = custom.class_from_ref(type_name, base) if custom.is_ref(type_name) else registry.get(type_name)
     except StError as e:
         raise fail(key_path + ("type",), str(e)) from None
-    kwargs = {k: v for k, v in module.items() if k != "type"}
+    is_custom = custom.is_ref(type_name)
+    if is_custom and key_path[-1] == 0 and not custom.is_input_module(cls):
+        raise fail(key_path + ("type",), f"{type_name} comes first, so it must tokenize: {custom.INPUT_HINT}")
+    forward_kwargs = _check_forward_kwargs(cls, module.get("kwargs", []), key_path + ("kwargs",), fail, is_custom)
+    kwargs = {k: v for k, v in module.items() if k not in ("type", "kwargs")}
     params = _init_params(cls)
     for key, value in kwargs.items():
         if key not in params:
             raise fail(key_path + (key,), _unknown_key_message(key, list(params), type_name))
         _check_type(value, params[key], key_path + (key,), fail)
     missing = [name for name, p in params.items() if p.default is inspect.Parameter.empty and name not in kwargs]
-    if type_name == "Transformer" and isinstance(kwargs.get("model"), str):
+    if getattr(cls, "type_name", None) == "Transformer" and isinstance(kwargs.get("model"), str):
         local = base / kwargs["model"]
         if not kwargs["model"].startswith("package:") and local.exists():
             kwargs["model"] = str(local.resolve())
+    planner = functools.partial(custom.plan, cls) if is_custom else cls.plan
     try:
-        kwargs, output_dim = cls.plan(dict(kwargs), input_dim)
+        kwargs, output_dim = planner(dict(kwargs), input_dim)
     except ConfigValueError as e:
         raise fail(key_path + ((e.key,) if e.key else ()), e.problem) from None
     still_missing = [name for name in missing if name not in kwargs]
     if still_missing:
         raise fail(key_path, f"required key '{still_missing[0]}' is missing for {type_name}")
-    return ModuleSpec(type=type_name, kwargs=kwargs, line=line, output_dim=output_dim)
+    return ModuleSpec(
+        type=type_name,
+        kwargs=kwargs,
+        line=line,
+        output_dim=output_dim,
+        forward_kwargs=forward_kwargs,
+        module_class=cls if is_custom else None,
+    )
+
+
+def _check_forward_kwargs(cls: type, names: Any, key_path: KeyPath, fail: Any, is_custom: bool) -> tuple[str, ...]:
+    """A custom module's `kwargs: [task, ...]`: encode-time names its forward() must accept."""
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.isidentifier() for n in names):
+        raise fail(key_path, f"expected a list of keyword names, e.g. [task], got {names!r}")
+    if names and not is_custom:
+        # st's built-ins ignore them, and sentence-transformers' Dense and Normalize would fail on them.
+        raise fail(key_path, f"{cls.__name__} takes no encode-time keywords; only custom modules declare kwargs")
+    refused = custom.check_forward_kwargs(cls, tuple(names))
+    if refused is not None:
+        raise fail(key_path, f"{cls.__name__}.forward() does not accept {refused!r}; add it or **kwargs")
+    return tuple(dict.fromkeys(names))
 
 
 def _init_params(cls: type) -> dict[str, inspect.Parameter]:
     signature = inspect.signature(cls.__init__)
-    hints = typing.get_type_hints(cls.__init__)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - custom code may annotate with names it never defines
+        hints = {}
     return {
         name: p.replace(annotation=hints.get(name, p.annotation))
         for name, p in signature.parameters.items()

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from st_cli.errors import StError, TrustError
+from st_cli.errors import StError
 
 if TYPE_CHECKING:
     from st_cli.modules.base import Module
@@ -77,14 +75,22 @@ def names() -> list[str]:
 # ---------------------------------------------------------------- modules.json type strings
 
 
+def is_registered(cls: type) -> bool:
+    """True for a class that is itself registered (a built-in or a plugin), not a subclass of one."""
+    name = getattr(cls, "type_name", None)
+    return name is not None and _MODULES.get(name) is cls
+
+
 def type_string_for(module: object, fmt: str) -> str:
     """The modules.json `type` of a module instance in the given format."""
-    from st_cli import layout
+    from st_cli import custom, layout
 
-    name = getattr(module, "type_name", None)
+    cls = type(module)
+    if not is_registered(cls):
+        return custom.type_string(cls)  # `file.Class`; the model saves file.py at its root
+    name = getattr(cls, "type_name", None)
     if name in layout.TYPE_STRINGS[fmt]:  # type: ignore[index]
         return layout.TYPE_STRINGS[fmt][name]  # type: ignore[index]
-    cls = type(module)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -104,28 +110,7 @@ def class_for_type_string(type_string: str, root: Path, *, trust_remote_code: bo
 
 
 def load_custom_class(type_string: str, root: Path, *, trust_remote_code: bool) -> type[Module]:
-    """`file.Class` with `file.py` at the model root; runs code only with trust."""
-    module_name, _, class_name = type_string.rpartition(".")
-    source = root / f"{module_name}.py"
-    if not trust_remote_code:
-        raise TrustError(
-            f"{root / 'modules.json'}: module {type_string!r} needs custom code from {source}; "
-            "re-run with --trust-remote-code (trust_remote_code=True) if you trust it"
-        )
-    if not source.is_file():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            raise StError(
-                f"{root}: custom module {type_string!r}: no {source.name} in the folder, and not importable"
-            ) from None
-    else:
-        spec = importlib.util.spec_from_file_location(f"st_cli_custom.{module_name}", source)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    cls = getattr(module, class_name, None)
-    if not isinstance(cls, type):
-        raise StError(f"{source}: no class {class_name!r}")
-    return cls
+    """`file.Class` (file.py at the model root) or `org/repo--file.Class` (Hub); runs code only with trust."""
+    from st_cli import custom
+
+    return custom.load_folder_class(type_string, root, trust_remote_code=trust_remote_code)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from st_cli import layout
+from st_cli import layout, registry
 from st_cli.errors import ModelFolderError
 
 Features = dict[str, Tensor]
@@ -54,7 +54,7 @@ class Module(torch.nn.Module):
     def save(self, output_path: str, *args: Any, format: layout.Format = "portable", **kwargs: Any) -> None:
         """Write config.json (in the chosen dialect) and, if the module has parameters, its weights."""
         folder = Path(output_path)
-        layout.write_module_config(folder, self.type_name, self.get_config_dict(), format)
+        layout.write_module_config(folder, _config_dialect(type(self)), self.get_config_dict(), format)
         if any(True for _ in self.parameters()):
             self.save_weights(folder, pickled_too=format == "portable")
 
@@ -68,8 +68,8 @@ class Module(torch.nn.Module):
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Module:
         """Build from the folder's config and weights; the signature ST >= 5.4 calls too."""
-        folder = Path(model_name_or_path) / subfolder
-        module = cls(**layout.read_module_config(cls.type_name, folder))
+        folder = local_folder(model_name_or_path, subfolder, **kwargs)
+        module = cls(**layout.read_module_config(_config_dialect(cls), folder))
         module.load_weights(folder)
         return module
 
@@ -89,6 +89,30 @@ class Module(torch.nn.Module):
         except RuntimeError as e:
             first = str(e).strip().splitlines()[-1].strip()
             raise ModelFolderError(f"{folder}: weights do not fit the config: {first}") from None
+
+
+def _config_dialect(cls: type[Module]) -> str | None:
+    """A built-in's config spelling; a custom class (even a subclass of one) writes its config_keys as they are."""
+    return cls.type_name if registry.is_registered(cls) else None
+
+
+def local_folder(model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Path:
+    """The module's folder on disk. st passes a local folder; sentence-transformers may pass a Hub id,
+    with its own `cache_folder`, `revision`, `token` and `local_files_only`."""
+    root = Path(model_name_or_path)
+    if not root.is_dir():
+        from huggingface_hub import snapshot_download
+
+        root = Path(
+            snapshot_download(
+                str(model_name_or_path),
+                revision=kwargs.get("revision"),
+                cache_dir=kwargs.get("cache_folder"),
+                token=kwargs.get("token"),
+                local_files_only=bool(kwargs.get("local_files_only")),
+            )
+        )
+    return root / subfolder
 
 
 class InputModule(Module):

@@ -9,7 +9,7 @@ import torch
 
 from st_cli import hub, layout
 from st_cli.errors import ConfigValueError, ModelFolderError
-from st_cli.modules.base import Features, InputModule
+from st_cli.modules.base import Features, InputModule, local_folder
 from st_cli.registry import register
 
 # Inputs the HF model is called with, when the tokenizer produced them (as ST does).
@@ -93,10 +93,12 @@ class Transformer(InputModule):
         self.auto_model.save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
         layout.write_module_config(folder, "Transformer", self.get_config_dict(), format)
+        if format == "portable":
+            layout.make_tokenizer_config_portable(folder)
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Transformer:
-        folder = Path(model_name_or_path) / subfolder
+        folder = local_folder(model_name_or_path, subfolder, **kwargs)
         return cls(str(folder), **layout.read_module_config("Transformer", folder))
 
 
