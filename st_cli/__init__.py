@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from st_cli.encode import EncodeSummary, encode_file
     from st_cli.model import Model, build, build_model, load_model
     from st_cli.modules.base import InputModule, Module
     from st_cli.recipe import Recipe, load_recipe
     from st_cli.registry import register
+    from st_cli.summary import ModelSummary, summarize
+    from st_cli.verify import VerifyReport, verify_model
 
 _LAZY = {
     "Model": "st_cli.model",
@@ -26,6 +29,12 @@ _LAZY = {
     "Recipe": "st_cli.recipe",
     "load_recipe": "st_cli.recipe",
     "register": "st_cli.registry",
+    "ModelSummary": "st_cli.summary",
+    "summarize": "st_cli.summary",
+    "VerifyReport": "st_cli.verify",
+    "verify_model": "st_cli.verify",
+    "EncodeSummary": "st_cli.encode",
+    "encode_file": "st_cli.encode",
 }
 
 __all__ = ["__version__", *_LAZY]

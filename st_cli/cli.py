@@ -1,6 +1,7 @@
 """The `st` command line: thin typer commands over the library API (parse → one call → render)."""
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,6 +122,201 @@ def build(
     else:
         stack = " → ".join(summary["modules"])  # type: ignore[arg-type]
         render.info(f"built {folder} ({format}): {stack}, dimension {summary['dimension']}")
+
+
+@app.command()
+def inspect(
+    model: ModelArg,
+    *,
+    json_out: JsonOpt = False,
+    weights: Annotated[bool, typer.Option("--weights", help="List every tensor with its shape and dtype.")] = False,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of a Hub id.")
+    ] = None,
+) -> None:
+    """Show what a model folder holds, from its JSON files and safetensors headers alone.
+
+    Never imports torch and never runs code from the folder. Shows the modules.json stack with
+    configs, dimensions and weights, then findings (error, warning, info) and which loaders
+    (sentence-transformers <=5.3, 5.4-5.x, >=6, TEI) can read the folder. Exits 0 whenever a
+    summary is printed, even with error findings; an unreadable folder exits 2.
+
+    Examples:
+      st inspect out/minilm
+      st inspect sentence-transformers/all-MiniLM-L6-v2 --json
+      st inspect out/minilm --weights
+    """
+    from st_cli.summary import summarize
+
+    with user_errors():
+        summary = summarize(model, revision=revision)
+    render.model_summary(summary, as_json=json_out, tensors=weights)
+
+
+@app.command()
+def verify(
+    model: ModelArg,
+    *,
+    atol: Annotated[
+        float, typer.Option("--atol", min=0.0, help="Tolerance (max abs difference) for embedding comparisons.")
+    ] = 1e-5,
+    json_out: JsonOpt = False,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Also compare with another folder or Hub id; 'sentence-transformers' loads this folder with it.",
+        ),
+    ] = None,
+    trust_remote_code: TrustOpt = False,
+    require_portable: Annotated[
+        bool,
+        typer.Option("--require-portable", help="Fail unless every loader (ST<=5.3, ST5.4-5.x, ST>=6, TEI) reads it."),
+    ] = False,
+    record: Annotated[
+        bool,
+        typer.Option("--record", help="Write st_manifest.json for a folder that has none, if every check passes."),
+    ] = False,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write the report as JUnit XML to FILE.", show_default=False)
+    ] = None,
+) -> None:
+    """Reload a saved model and check its files and embeddings (for CI).
+
+    Checks: layout, integrity (sha256 against st_manifest.json),
+    dimensions, reload, reference (the manifest's probe embeddings
+    within --atol), batch invariance, normalization, portability; with
+    --against, a comparison naming the first module that diverges.
+    Without st_manifest.json, integrity and reference are skipped;
+    --record writes one.
+
+    Exit codes: 0 all checks passed or were skipped, 1 a check failed,
+    2 bad usage, an unreadable folder or untrusted custom code,
+    3 an internal error.
+
+    Examples:
+      st verify out/minilm
+      st verify out/minilm --json --junit verify.xml
+      st verify out/minilm --against sentence-transformers
+      st verify ./downloaded-model --record
+    """
+    from st_cli.errors import EXIT_MISMATCH, EXIT_OK
+    from st_cli.verify import verify_model
+
+    with user_errors():
+        report = verify_model(
+            model,
+            atol=atol,
+            against=against,
+            trust_remote_code=trust_remote_code,
+            require_portable=require_portable,
+            record=record,
+        )
+        if junit is not None:
+            report.write_junit(junit)
+    render.verify_report(report, as_json=json_out)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_MISMATCH)
+
+
+@app.command()
+def encode(
+    inputs: Annotated[
+        list[str], typer.Argument(help="Text files (.txt, .jsonl, .csv, .tsv) or - for stdin.", show_default=False)
+    ],
+    *,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output file: .npy, .safetensors or .jsonl.", show_default=False)
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model folder or Hub id (default: $ST_MODEL, else all-MiniLM-L6-v2)."),
+    ] = None,
+    field: Annotated[str, typer.Option("--field", help="The JSON field holding the text in .jsonl inputs.")] = "text",
+    column: Annotated[str, typer.Option("--column", help="The column holding the text in .csv/.tsv inputs.")] = "text",
+    precision: Annotated[
+        str, typer.Option("--precision", help="float32, float16, int8, uint8 (calibrated), binary or ubinary (bits).")
+    ] = "float32",
+    truncate_dim: Annotated[
+        int | None, typer.Option("--truncate-dim", min=1, help="Keep the first N dimensions.", show_default=False)
+    ] = None,
+    normalize: Annotated[bool, typer.Option("--normalize", help="L2-normalise every row.")] = False,
+    prompt_name: Annotated[
+        str | None, typer.Option("--prompt-name", help="A prompt the model defines (default: its default prompt).")
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", help="A literal prompt put before every text.", show_default=False)
+    ] = None,
+    kw: Annotated[
+        list[str] | None,
+        typer.Option("--kw", help="key=value for a keyword a module declares in modules.json (repeatable)."),
+    ] = None,
+    skip_empty: Annotated[
+        bool, typer.Option("--skip-empty", help="Drop empty records; write the kept line numbers to OUT.lines.txt.")
+    ] = False,
+    errors: Annotated[
+        str, typer.Option("--errors", help="Invalid UTF-8: strict (an error naming file and line) or replace.")
+    ] = "strict",
+    max_batch_tokens: Annotated[
+        int, typer.Option("--max-batch-tokens", min=1, help="Padded tokens per batch.")
+    ] = 2048,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="At most this many texts per batch.", show_default=False)
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="float32; float16 or bfloat16 run under autocast (faster, less exact).")
+    ] = "float32",
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="torch threads (default: torch's choice).")
+    ] = None,
+    force: ForceOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
+    json_out: JsonOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Embed text files into an array: exactly one row per input record, in input order.
+
+    Empty lines are embedded as "" unless --skip-empty; inputs longer than the
+    model's max_seq_length are truncated and counted. OUT is written under a
+    temporary name and renamed at the end, so a failed run leaves nothing;
+    an existing OUT is replaced only with --force. int8/uint8 ranges go to
+    OUT.calibration.json (or the .safetensors metadata).
+
+    Examples:
+      st encode corpus.txt --out emb.npy
+      st encode docs.jsonl --field body -m out/minilm --out emb.safetensors --precision int8
+      cat queries.txt | st encode - --out q.jsonl --prompt-name query --normalize
+      st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
+    """
+    from st_cli.encode import encode_file, parse_kwargs
+
+    with user_errors():
+        with render.encode_progress(sys.stderr.isatty() and not quiet) as progress:
+            summary = encode_file(
+                inputs,
+                out,
+                model=model,
+                field=field,
+                column=column,
+                precision=precision,
+                truncate_dim=truncate_dim,
+                normalize=normalize,
+                prompt_name=prompt_name,
+                prompt=prompt,
+                kwargs=parse_kwargs(kw or []),
+                skip_empty=skip_empty,
+                errors=errors,
+                max_batch_tokens=max_batch_tokens,
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                threads=threads,
+                force=force,
+                trust_remote_code=trust_remote_code,
+                progress=progress,
+            )
+    if json_out or not quiet:
+        render.encode_summary(summary, as_json=json_out)
 
 
 def main() -> None:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
+    from st_cli.encode import EncodeSummary
+    from st_cli.summary import ModelSummary, ModuleSummary
+    from st_cli.verify import VerifyReport
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -27,3 +37,191 @@ def info(message: str) -> None:
 
 def print_json(document: Any) -> None:
     typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+# ---------------------------------------------------------------- st inspect
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+_STATUS_STYLE = {"yes": "green", "partial": "yellow", "no": "bold red"}
+
+
+def model_summary(summary: ModelSummary, *, as_json: bool = False, tensors: bool = False) -> None:
+    """`st inspect`: one JSON document, or a tree of the model, its modules, findings and loaders."""
+    if as_json:
+        print_json(summary.to_json(tensors=tensors))
+        return
+    out.print(summary_tree(summary, tensors=tensors), soft_wrap=False)  # wrap long lines inside the tree
+
+
+def summary_tree(summary: ModelSummary, *, tensors: bool = False) -> Tree:
+    from rich.tree import Tree
+
+    title = Text(summary.path, style="bold")
+    if summary.hub_id:
+        title.append(f"  ({summary.hub_id}{'@' + summary.revision if summary.revision else ''})", style="dim")
+    tree = Tree(title)
+    saved = f" · saved by {summary.saved_by}" if summary.saved_by else ""
+    tree.add(Text(f"dialect {summary.dialect}{saved}"))
+    similarity = summary.similarity or "cosine (default)"
+    truncate = f" (truncate_dim {summary.truncate_dim})" if summary.truncate_dim else ""
+    tree.add(
+        Text(
+            f"embedding dimension {_or_unknown(summary.embedding_dimension)}{truncate} · "
+            f"max_seq_length {_or_unknown(summary.max_seq_length)} · similarity {similarity}"
+        )
+    )
+    prompts = ", ".join(f"{k}={v!r}" for k, v in summary.prompts.items()) or "none"
+    tree.add(Text(f"prompts {prompts} · default prompt {summary.default_prompt or 'none'}"))
+    modules = tree.add(Text("modules", style="bold"))
+    for module in summary.modules:
+        _module_node(modules.add(_module_label(module)), module, tensors=tensors)
+    findings = tree.add(Text(f"findings ({len(summary.findings)})", style="bold"))
+    for f in summary.findings:
+        severity = (f"{f.severity:<7} ", _SEVERITY_STYLE[f.severity])
+        findings.add(Text.assemble(severity, (f.code, "bold"), f" {f.message}"))
+    loaders = tree.add(Text("loaders", style="bold"))
+    for name, verdict in summary.loaders.items():
+        node = loaders.add(Text.assemble(f"{name:<10} ", (verdict.status, _STATUS_STYLE[verdict.status])))
+        for reason in verdict.reasons:
+            node.add(Text(reason))
+    return tree
+
+
+def _module_label(module: ModuleSummary) -> Text:
+    name = module.short_type or "custom"
+    label = Text.assemble((f"{module.idx} ", "bold"), (name, "bold magenta"), f"  {module.type}")
+    label.append(f"  {module.path or '.'}", style="dim")
+    if not module.exists:
+        label.append("  (folder missing)", style="red")
+    return label
+
+
+def _module_node(node: Tree, module: ModuleSummary, *, tensors: bool) -> None:
+    if module.raw_config is not None:
+        items = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in module.raw_config.items())
+        node.add(Text(f"config {module.config_file}: {items or '{}'}"))
+    if module.input_dim is not None or module.output_dim is not None:
+        source = "text" if module.short_type == "Transformer" else _or_unknown(module.input_dim)
+        node.add(Text(f"dims {source} → {_or_unknown(module.output_dim)}"))
+    if module.transformer is not None:
+        t = module.transformer
+        node.add(
+            Text(
+                f"{t.architecture or '?'} ({t.model_type or '?'}) · {_or_unknown(t.layers)} layers · "
+                f"hidden {_or_unknown(t.hidden_size)} · vocab {_or_unknown(t.vocab_size)} · "
+                f"tokenizer {t.tokenizer_class or '?'}{'' if t.tokenizer_json else ' (no tokenizer.json)'}"
+            )
+        )
+    if module.custom_code:
+        node.add(Text(f"custom code {module.custom_code} (not run)", style="yellow"))
+    weights = module.weights
+    if weights is not None:
+        dtypes = ", ".join(f"{d}×{n}" if len(weights.dtypes) > 1 else d for d, n in weights.dtypes.items())
+        files = ", ".join(weights.files + weights.pickled)
+        branch = node.add(
+            Text(
+                f"weights {files} · {len(weights.tensors)} tensors · {_count(weights.parameters)} params · "
+                f"{dtypes or '-'} · {_size(weights.nbytes)}"
+            )
+        )
+        if tensors:
+            for tensor in weights.tensors:
+                branch.add(Text.assemble(tensor.name, (f"  {tensor.dtype}  {list(tensor.shape)}", "dim")))
+
+
+def _or_unknown(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def _count(n: int) -> str:
+    for unit, size in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------- st verify
+
+_CHECK_STYLE = {"pass": ("pass", "green"), "fail": ("FAIL", "bold red"), "skipped": ("skipped", "dim")}
+
+
+def verify_report(report: VerifyReport, *, as_json: bool = False) -> None:
+    """`st verify`: one JSON document, or a table of the checks with a verdict line."""
+    if report.recorded:
+        info(f"recorded {report.recorded}")
+    if as_json:
+        print_json(report.to_json())
+        return
+    out.print(verify_table(report), soft_wrap=False)
+
+
+def verify_table(report: VerifyReport) -> Any:
+    from rich.table import Table
+
+    counts = report.counts()
+    verdict = "ok" if report.ok else "FAILED"
+    caption = f"{verdict}: {counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped"
+    table = Table(title=report.path, caption=caption, caption_justify="left", title_justify="left")
+    table.add_column("check", style="bold")
+    table.add_column("status")
+    table.add_column("figure")
+    table.add_column("detail", overflow="fold")
+    for check in report.checks:
+        label, style = _CHECK_STYLE[check.status]
+        table.add_row(check.name, Text(label, style=style), check.figure, check.detail)
+    return table
+
+
+# ---------------------------------------------------------------- st encode
+
+
+@contextlib.contextmanager
+def encode_progress(enabled: bool) -> Iterator[Callable[[int, int, int], None] | None]:
+    """A progress callback drawing a bar on stderr (texts/s, tokens/s, ETA), or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("encoding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rates]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("encode", total=None, rates="")
+        started: list[float] = []  # the first batch's end: rates leave out loading the model
+
+        def update(done: int, total: int, tokens: int) -> None:
+            if not started:
+                started.extend([time.perf_counter(), done, tokens])
+            seconds = max(time.perf_counter() - started[0], 1e-9)
+            texts_rate, tokens_rate = (done - started[1]) / seconds, (tokens - started[2]) / seconds
+            rates = f"{texts_rate:,.0f} texts/s, {tokens_rate:,.0f} tokens/s"
+            bar.update(task, completed=done, total=total, rates=rates)
+
+        yield update
+
+
+def encode_summary(summary: EncodeSummary, *, as_json: bool) -> None:
+    """One line on stderr (or the JSON document on stdout)."""
+    if as_json:
+        print_json(summary.to_json())
+        return
+    parts = [
+        f"encoded {summary.rows:,} rows × {summary.dimension} ({summary.precision}) → {summary.output}",
+        f"{summary.seconds:.1f} s, {summary.texts_per_second:,.0f} texts/s",
+        f"{summary.truncated:,} truncated",
+    ]
+    if summary.skipped_empty:
+        parts.append(f"{summary.skipped_empty:,} empty skipped")
+    info("; ".join(parts))

@@ -1,0 +1,731 @@
+"""`st verify`: reload a saved model, re-encode the probe texts, and report named checks (DESIGN.md §6).
+
+Each check is pass / fail / skipped with one figure. The report is an API: `VerifyReport.to_json()`
+is what `st verify --json` prints, and its keys are documented in the README.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
+
+import numpy as np
+
+from st_cli import __version__, hub, layout, registry
+from st_cli.errors import ModelFolderError, OutputExistsError, StError
+from st_cli.probes import PROBE_TEXTS
+
+if TYPE_CHECKING:
+    import torch
+
+    from st_cli.model import Model
+    from st_cli.summary import Finding, ModelSummary
+
+SCHEMA_VERSION = 1  # of to_json(); keys are only ever added, any other change bumps it
+Status = Literal["pass", "fail", "skipped"]
+ST_AGAINST = "sentence-transformers"  # `--against sentence-transformers`: the same folder, loaded by ST
+# Which of `st inspect`'s findings (summary.py) fail which check; the rest are portability or info.
+_LAYOUT_FINDINGS = {
+    "path-escape",
+    "invalid-json",
+    "bad-model-config",
+    "missing-module-folder",
+    "unknown-type",
+    "missing-config",
+    "bad-config",
+    "missing-weights",
+    "bad-weights",
+    "st-unsupported",
+}
+_DIMENSION_FINDINGS = {"shape-mismatch", "dimension-mismatch", "truncate-dim"}
+_MODEL_FILES = {layout.MODULES_JSON, layout.MODEL_CONFIG, layout.MODEL_CARD, layout.MANIFEST}
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
+
+
+@dataclass
+class Check:
+    """One named check: its status, the figure that sums it up, and what went wrong."""
+
+    name: str
+    status: Status
+    figure: str = ""
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # machine-readable figures (max_abs_diff, files, ...)
+
+
+@dataclass
+class VerifyReport:
+    """What `verify_model` found: `ok` unless a check failed (a skipped check does not fail)."""
+
+    model: str
+    path: str
+    atol: float
+    manifest: bool
+    checks: list[Check]
+    recorded: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "skipped")}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "st_cli": __version__,
+            "model": self.model,
+            "path": self.path,
+            "ok": self.ok,
+            "atol": self.atol,
+            "manifest": self.manifest,
+            "recorded": self.recorded,
+            "counts": self.counts(),
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+    def to_junit(self) -> str:
+        """JUnit XML: one testsuite, one testcase per check."""
+        counts = self.counts()
+        suites = ET.Element("testsuites")
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=f"st verify {self.model}",
+            tests=str(len(self.checks)),
+            failures=str(counts["fail"]),
+            skipped=str(counts["skipped"]),
+            errors="0",
+        )
+        for check in self.checks:
+            case = ET.SubElement(suite, "testcase", classname="st.verify", name=check.name)
+            if check.status == "fail":
+                ET.SubElement(case, "failure", message=check.figure).text = check.detail
+            elif check.status == "skipped":
+                ET.SubElement(case, "skipped", message=check.detail or check.figure)
+            else:
+                ET.SubElement(case, "system-out").text = " — ".join(x for x in (check.figure, check.detail) if x)
+        ET.indent(suites)
+        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+    def write_junit(self, path: str | os.PathLike[str]) -> None:
+        """Write `to_junit()` to a file (temporary name, then renamed)."""
+        target = Path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(target, self.to_junit())
+        except OSError as e:
+            raise StError(f"{target}: cannot write the JUnit report ({e.strerror or e})") from None
+
+
+def verify_model(
+    model: str | os.PathLike[str],
+    *,
+    atol: float = 1e-5,
+    against: str | None = None,
+    trust_remote_code: bool = False,
+    require_portable: bool = False,
+    record: bool = False,
+) -> VerifyReport:
+    """Run every check on a model folder (or Hub id) and return the report; raises StError for unusable input.
+
+    Args:
+        atol: tolerance for the reference, batch-invariance, normalization and against checks.
+        against: another folder or Hub id to compare with, or "sentence-transformers" to load this
+            folder with sentence-transformers.
+        require_portable: fail the portability check unless every loader can read the folder.
+        record: write st_manifest.json (atomically) when the folder has none and every check passes.
+    """
+    root = hub.resolve_model(model)
+    if not (root / layout.MODULES_JSON).is_file():
+        raise ModelFolderError(f"{root}: no {layout.MODULES_JSON}; not a sentence-transformers model folder")
+    manifest, manifest_error = _read_manifest(root)
+    if record:
+        _check_recordable(model, root)
+    try:
+        entries = layout.read_modules_json(root)
+    except ModelFolderError as e:
+        problems = [_problem("invalid-json", str(e), layout.MODULES_JSON)]
+        broken = Check("layout", "fail", "1 problem(s)", str(e), {"modules": 0, "problems": problems})
+        skipped = [_skip(name, "layout check failed") for name in _check_names(against)[1:]]
+        return VerifyReport(str(model), str(root), atol, manifest is not None, [broken, *skipped])
+    _require_trust(root, entries, trust_remote_code)
+
+    run = _Run(root, entries, manifest, manifest_error, atol, trust_remote_code)
+    run.summarize()
+    checks = [check_layout(run), check_integrity(run)]
+    loaded = run.load() if checks[0].status == "pass" else None
+    checks += [
+        check_dimensions(run, layout_ok=checks[0].status == "pass"),
+        loaded or _skip("reload", "layout check failed"),
+        check_reference(run),
+        check_batch_invariance(run),
+        check_normalization(run),
+        check_portability(run, require=require_portable),
+    ]
+    if against is not None:
+        checks.append(check_against(run, against))
+    _point_at_changed_modules(checks, entries)
+    report = VerifyReport(str(model), str(root), atol, manifest is not None, checks)
+    if record:
+        report.recorded = _record(run, report)
+    return report
+
+
+def _check_recordable(model: str | os.PathLike[str], root: Path) -> None:
+    """--record writes only into a folder the user named, never into a Hub cache or a package, and never twice."""
+    if not Path(model).expanduser().is_dir():
+        raise StError(f"{model}: --record needs a local folder, not a Hub cache or package copy; copy {root} first")
+    if (root / layout.MANIFEST).exists():
+        raise OutputExistsError(f"{root / layout.MANIFEST}: already exists; delete it to record a new one")
+
+
+def _point_at_changed_modules(checks: list[Check], entries: list[layout.ModuleEntry]) -> None:
+    """A reference failure names the modules whose files changed, when integrity found any."""
+    by_name = {c.name: c for c in checks}
+    changed = by_name["integrity"].data.get("modules") or []
+    if by_name["reference"].status == "fail" and changed:
+        labels = ", ".join(_label(e) for e in entries if e.idx in changed)
+        by_name["reference"].detail += f"; likely cause: changed files in {labels}"
+
+
+def _check_names(against: str | None) -> list[str]:
+    names = ["layout", "integrity", "dimensions", "reload", "reference", "batch_invariance", "normalization"]
+    return [*names, "portability"] + (["against"] if against is not None else [])
+
+
+def _skip(name: str, why: str) -> Check:
+    return Check(name, "skipped", "", why)
+
+
+def _read_manifest(root: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        manifest = layout.read_manifest(root)
+    except ModelFolderError as e:
+        return None, str(e)
+    if manifest is not None and not isinstance(manifest, dict):
+        return None, f"{root / layout.MANIFEST}: expected a JSON object"
+    return manifest, None
+
+
+def _require_trust(root: Path, entries: list[layout.ModuleEntry], trust_remote_code: bool) -> None:
+    """Refuse, before anything runs, a stack with custom module code the user has not trusted."""
+    if not trust_remote_code:
+        for entry in entries:
+            # An unknown sentence_transformers.* type is not custom code: the layout check reports it.
+            if entry.short_type is None and not entry.type.startswith("sentence_transformers."):
+                registry.load_custom_class(entry.type, root, trust_remote_code=False)  # raises TrustError
+
+
+def _label(entry: layout.ModuleEntry) -> str:
+    """`module 2 (Dense, 2_Dense)`: how the report names a module."""
+    return f"module {entry.idx} ({entry.short_type or entry.type}, {entry.path or '.'})"
+
+
+class _Run:
+    """What the checks share: the folder, its manifest, the probe texts, and the loaded model."""
+
+    def __init__(
+        self,
+        root: Path,
+        entries: list[layout.ModuleEntry],
+        manifest: dict[str, Any] | None,
+        manifest_error: str | None,
+        atol: float,
+        trust_remote_code: bool,
+    ) -> None:
+        self.root, self.entries, self.atol, self.trust = root, entries, atol, trust_remote_code
+        self.manifest, self.manifest_error = manifest, manifest_error
+        probes = (manifest or {}).get("probes") or {}
+        texts = probes.get("texts") if isinstance(probes, dict) else None
+        self.texts: list[str] = list(texts) if _is_text_list(texts) else list(PROBE_TEXTS)
+        self.model: Model | None = None
+        self.prompt = ""
+        self.raw: torch.Tensor | None = None  # the probes' embeddings in one padded batch, before truncation
+        self.load_error: str | None = None
+        self.summary: ModelSummary | None = None
+        self.summary_error: str | None = None
+
+    def summarize(self) -> None:
+        """What `st inspect` sees: JSON files and safetensors headers, no code run."""
+        from st_cli.summary import summarize
+
+        try:
+            self.summary = summarize(str(self.root))
+        except StError as e:
+            self.summary_error = str(e)
+
+    def findings(self, codes: set[str]) -> list[Finding]:
+        """Error and warning findings with these codes (info findings never fail a check)."""
+        found = self.summary.findings if self.summary else []
+        return [f for f in found if f.code in codes and f.severity != "info"]
+
+    def load(self) -> Check:
+        """The reload check; keeps the first load for the checks that follow."""
+        from st_cli.model import load_model
+
+        try:
+            first = load_model(self.root, trust_remote_code=self.trust)
+            second = load_model(self.root, trust_remote_code=self.trust)
+            self.prompt = first.resolve_prompt()
+            self.raw = first.embed(self.texts, self.prompt)
+            again = second.embed(self.texts, self.prompt)
+        except StError as e:
+            self.load_error = str(e)
+            return Check("reload", "fail", "does not load", str(e))
+        self.model = first
+        diff = _max_abs(self.raw, again)
+        status: Status = "pass" if diff == 0 else "fail"
+        detail = "" if status == "pass" else "two loads of the same folder give different outputs"
+        return Check("reload", status, f"max |Δ| {diff:.1e}", detail, {"max_abs_diff": diff})
+
+    def unloaded(self, name: str) -> Check:
+        return _skip(name, f"model did not load: {self.load_error}" if self.load_error else "layout check failed")
+
+
+def _is_text_list(value: Any) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and bool(value) and all(isinstance(t, str) for t in value)
+
+
+def _max_abs(a: Any, b: Any) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max(initial=0.0))
+
+
+# ---------------------------------------------------------------- layout
+
+
+def check_layout(run: _Run) -> Check:
+    """Configs parse, every type resolves, module folders and weights exist, no path leaves the folder."""
+    problems = [f.to_json() for f in run.findings(_LAYOUT_FINDINGS)]
+    if run.summary_error:
+        problems.append(_problem("unreadable", run.summary_error))
+    for entry in run.entries:
+        problems += _st_problems(run.root, entry)
+    n = len(run.entries)
+    if problems:
+        detail = "; ".join(p["message"] for p in problems)
+        return Check("layout", "fail", f"{len(problems)} problem(s)", detail, {"modules": n, "problems": problems})
+    return Check("layout", "pass", f"{n} modules", "", {"modules": n, "problems": []})
+
+
+def _problem(code: str, message: str, path: str | None = None) -> dict[str, Any]:
+    """A problem as the report lists it: the shape of summary.Finding.to_json()."""
+    return {"severity": "error", "code": code, "message": message, "path": path}
+
+
+def _st_problems(root: Path, entry: layout.ModuleEntry) -> list[dict[str, Any]]:
+    """What st itself needs beyond the format: the type's code, and a tokenizer for the input module."""
+    short, label = entry.short_type, _label(entry)
+    if short is not None and short not in registry.names():
+        return [_problem("st-unsupported", f"{entry.type} ({label}) is not supported by st yet", layout.MODULES_JSON)]
+    # sentence_transformers.* types are summary's unknown-type; `org/repo--file.Class` comes from the Hub.
+    if short is None and not entry.type.startswith("sentence_transformers.") and "--" not in entry.type:
+        module_name = entry.type.rpartition(".")[0]
+        top = module_name.partition(".")[0]
+        found = (root / f"{module_name}.py").is_file() or (top and importlib.util.find_spec(top) is not None)
+        if not found:
+            message = f"{entry.type} ({label}): no {module_name}.py in the folder, and not importable"
+            return [_problem("custom-code-missing", message, f"{module_name}.py")]
+    folder = root / entry.path
+    if short == "Transformer" and folder.is_dir() and not any((folder / n).is_file() for n in _TOKENIZER_FILES):
+        where = entry.path or "."
+        return [_problem("missing-tokenizer", f"{where}: no tokenizer files ({label})", where)]
+    return []
+
+
+# ---------------------------------------------------------------- integrity
+
+
+def check_integrity(run: _Run) -> Check:
+    """sha256 of every file against the manifest, naming changed, missing and added files."""
+    if run.manifest_error:
+        return Check("integrity", "fail", "manifest unreadable", run.manifest_error)
+    if run.manifest is None:
+        return _skip("integrity", f"no {layout.MANIFEST} (st verify --record writes one)")
+    expected = run.manifest.get("files")
+    if not isinstance(expected, dict):
+        return Check("integrity", "fail", "manifest malformed", f"{layout.MANIFEST}: no 'files' object")
+    actual = {k: v for k, v in layout.file_digests(run.root).items() if not _ignored(k)}
+    expected = {k: v for k, v in expected.items() if not _ignored(k)}
+    changed = sorted(k for k in expected if k in actual and actual[k] != expected[k])
+    missing = sorted(k for k in expected if k not in actual)
+    added = sorted(k for k in actual if k not in expected)
+    data = {"files": len(actual), "changed": changed, "missing": missing, "added": added, "modules": []}
+    if not (changed or missing or added):
+        return Check("integrity", "pass", f"{len(actual)} files", "", data)
+    parts = [
+        f"{what}: " + ", ".join(_owned(f, run.entries) for f in files)
+        for what, files in (("changed", changed), ("missing", missing), ("added", added))
+        if files
+    ]
+    modules = sorted({m for f in changed + missing + added if (m := _owner(f, run.entries)) is not None})
+    data["modules"] = modules
+    figure = f"{len(changed)} changed, {len(missing)} missing, {len(added)} added"
+    return Check("integrity", "fail", figure, "; ".join(parts), data)
+
+
+def _ignored(rel: str) -> bool:
+    """Python's bytecode cache appears beside custom module code once it has run."""
+    return "__pycache__" in rel.split("/")
+
+
+def _owner(rel: str, entries: list[layout.ModuleEntry]) -> int | None:
+    """The index of the module a file belongs to; root files count for a module saved in the root."""
+    best: layout.ModuleEntry | None = None
+    for entry in entries:
+        inside = rel.startswith(entry.path.rstrip("/") + "/") if entry.path else "/" not in rel
+        if inside and (best is None or len(entry.path) > len(best.path)):
+            best = entry
+    if best is None or (not best.path and rel in _MODEL_FILES):
+        return None
+    return best.idx
+
+
+def _owned(rel: str, entries: list[layout.ModuleEntry]) -> str:
+    idx = _owner(rel, entries)
+    entry = next((e for e in entries if e.idx == idx), None)
+    return f"{rel} ({_label(entry)})" if entry else rel
+
+
+# ---------------------------------------------------------------- dimensions
+
+
+def check_dimensions(run: _Run, *, layout_ok: bool = True) -> Check:
+    """Configs agree with weight shapes and with each other down the stack, and with what the model gives."""
+    if run.summary is None or not layout_ok:
+        return _skip("dimensions", "layout check failed")
+    problems = [f.to_json() for f in run.findings(_DIMENSION_FINDINGS)]
+    widths = [m.output_dim for m in run.summary.modules]
+    final = _final_width(run, widths[-1] if widths else None, problems)
+    figure = " → ".join("?" if w is None else str(w) for w in widths)
+    data = {"widths": widths, "dimension": final, "problems": problems}
+    if problems:
+        return Check("dimensions", "fail", figure, "; ".join(p["message"] for p in problems), data)
+    return Check("dimensions", "pass", figure, "", data)
+
+
+def _final_width(run: _Run, width: int | None, problems: list[dict[str, Any]]) -> int | None:
+    """What the model gives, against the configs and the manifest's stored embeddings."""
+    truncate = run.summary.truncate_dim if run.summary else None
+    if run.raw is not None:
+        running = int(run.raw.shape[-1])
+        if width is not None and running != width:
+            message = f"the stack gives {running}-d embeddings, the configs say {width}"
+            problems.append(_problem("dimension-mismatch", message))
+        width = running
+    final = min(truncate, width) if truncate and width else width
+    stored = ((run.manifest or {}).get("probes") or {}).get("embeddings")
+    if final is not None and isinstance(stored, list) and stored and isinstance(stored[0], list):
+        if len(stored[0]) != final:
+            message = f"{layout.MANIFEST} stores {len(stored[0])}-d embeddings, the model gives {final}"
+            problems.append(_problem("dimension-mismatch", message, layout.MANIFEST))
+    return final
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def check_reference(run: _Run) -> Check:
+    """Outputs on the manifest's probes against its stored embeddings."""
+    if run.manifest_error:
+        return Check("reference", "fail", "manifest unreadable", run.manifest_error)
+    if run.manifest is None:
+        return _skip("reference", f"no {layout.MANIFEST} (st verify --record writes one)")
+    probes = run.manifest.get("probes")
+    if not isinstance(probes, dict):
+        return Check("reference", "fail", "manifest malformed", f"{layout.MANIFEST}: no 'probes' object")
+    if run.model is None:
+        return run.unloaded("reference")
+    try:
+        stored = np.asarray(probes["embeddings"], dtype=np.float32)
+        got = run.model.encode(run.texts, batch_size=len(run.texts), prompt_name=probes.get("prompt_name"))
+    except (KeyError, ValueError, TypeError) as e:
+        return Check("reference", "fail", "probes unreadable", f"{layout.MANIFEST}: probes: {e}")
+    except StError as e:
+        return Check("reference", "fail", "cannot encode the probes", str(e))
+    if stored.shape != got.shape:
+        detail = f"{layout.MANIFEST} stores embeddings of shape {list(stored.shape)}, the model gives {list(got.shape)}"
+        return Check("reference", "fail", "shape differs", detail, {"max_abs_diff": None})
+    return _compare("reference", got, stored, run, "vs the stored embeddings")
+
+
+def check_batch_invariance(run: _Run) -> Check:
+    """Each probe alone vs in one padded batch."""
+    if run.model is None or run.raw is None:
+        return run.unloaded("batch_invariance")
+    import torch
+
+    alone = torch.cat([run.model.embed([text], run.prompt) for text in run.texts])
+    return _compare("batch_invariance", alone.numpy(), run.raw.numpy(), run, "alone vs in a padded batch")
+
+
+def check_normalization(run: _Run) -> Check:
+    """Unit norms where the stack ends in Normalize."""
+    if run.entries[-1].short_type != "Normalize":
+        return _skip("normalization", "the stack does not end in Normalize")
+    if run.model is None or run.raw is None:
+        return run.unloaded("normalization")
+    errors = np.abs(np.linalg.norm(run.raw.numpy().astype(np.float64), axis=1) - 1.0)
+    worst = int(errors.argmax())
+    status: Status = "pass" if errors[worst] <= run.atol else "fail"
+    detail = "" if status == "pass" else f"probe {worst} {_preview(run.texts[worst])} has norm {1 + errors[worst]:.6f}"
+    figure = f"max |‖e‖−1| {errors[worst]:.1e}"
+    return Check("normalization", status, figure, detail, {"max_abs_diff": float(errors[worst]), "worst_probe": worst})
+
+
+def _compare(name: str, got: np.ndarray, expected: np.ndarray, run: _Run, what: str) -> Check:
+    rows = np.abs(got.astype(np.float64) - expected.astype(np.float64)).max(axis=1, initial=0.0)
+    worst = int(rows.argmax()) if len(rows) else 0
+    diff = float(rows.max(initial=0.0))
+    status: Status = "pass" if diff <= run.atol else "fail"
+    detail = f"worst: probe {worst} {_preview(run.texts[worst])}" if len(rows) else ""
+    if status == "fail":
+        detail = f"max |Δ| {diff:.2e} > atol {run.atol:g} {what}; {detail}"
+    data = {"max_abs_diff": diff, "worst_probe": worst, "atol": run.atol}
+    return Check(name, status, f"max |Δ| {diff:.1e}", detail, data)
+
+
+def _preview(text: str, width: int = 40) -> str:
+    return repr(text if len(text) <= width else text[:width] + "…")
+
+
+# ---------------------------------------------------------------- portability
+
+
+def check_portability(run: _Run, *, require: bool) -> Check:
+    """Which loaders read the folder (FORMAT.md §4, §8): a finding, failing only with require."""
+    if run.summary is None:
+        return _skip("portability", "layout check failed")
+    verdicts = run.summary.loaders
+    full = [name for name, v in verdicts.items() if v.status == "yes"]
+    figure = f"{len(full)}/{len(verdicts)} loaders"
+    notes = [
+        f"{name}: {v.status}" + (f" ({'; '.join(v.reasons)})" if v.reasons else "")
+        for name, v in verdicts.items()
+        if v.status != "yes"
+    ]
+    status: Status = "fail" if require and len(full) < len(verdicts) else "pass"
+    detail = "; ".join(notes) if notes else "every loader reads it: " + ", ".join(verdicts)
+    data = {"required": require, "loaders": {name: v.to_json() for name, v in verdicts.items()}}
+    return Check("portability", status, figure, detail, data)
+
+
+# ---------------------------------------------------------------- against
+
+
+@dataclass
+class _Stack:
+    """Another implementation to compare with: how it prepares inputs, its modules, and its encode."""
+
+    label: str
+    prepare: Callable[[list[str], str], dict[str, Any]]
+    modules: Sequence[Any]
+    types: list[str]
+    encode: Callable[[list[str], str], np.ndarray]
+
+
+def check_against(run: _Run, other: str) -> Check:
+    """Compare the probes with another folder, a Hub id, or sentence-transformers loading this folder."""
+    if run.model is None:
+        return run.unloaded("against")
+    try:
+        stack = _sentence_transformers_stack(run) if other == ST_AGAINST else _st_stack(other, run.trust)
+    except _STLoadError as e:
+        return Check("against", "fail", "does not load", str(e), {"against": ST_AGAINST})
+    model, texts, prompt = run.model, run.texts, run.prompt
+    ours = model.encode(texts, batch_size=len(texts), prompt=prompt)
+    try:
+        theirs = stack.encode(texts, prompt)
+    except Exception as e:  # noqa: BLE001 - the other stack failing is the finding
+        return Check(
+            "against", "fail", "cannot encode", f"{stack.label}: {type(e).__name__}: {e}", {"against": stack.label}
+        )
+    data: dict[str, Any] = {"against": stack.label, "max_abs_diff": None, "first_divergence": None}
+    if ours.shape == theirs.shape:
+        data["max_abs_diff"] = diff = _max_abs(ours, theirs)
+        if diff <= run.atol:
+            return Check("against", "pass", f"max |Δ| {diff:.1e}", f"vs {stack.label}", data)
+        figure = f"max |Δ| {diff:.1e}"
+    else:
+        figure = f"shape {list(ours.shape)} vs {list(theirs.shape)}"
+    divergence = first_divergence(run, stack)
+    data["first_divergence"] = divergence
+    where = (
+        f"first divergence: {divergence['module']}: {divergence['why']}"
+        if divergence
+        else "every module agrees on the same inputs; the difference comes from prompts, batching or truncation"
+    )
+    return Check("against", "fail", figure, f"vs {stack.label}: {where}", data)
+
+
+def first_divergence(run: _Run, stack: _Stack) -> dict[str, Any] | None:
+    """Run both stacks module by module, each module on the same input features; the first that differs."""
+    import torch
+
+    assert run.model is not None
+    model, texts, atol = run.model, run.texts, run.atol
+    with torch.inference_mode():
+        features = model.tokenize(texts, run.prompt)
+        their_features = stack.prepare(texts, run.prompt)
+        extras = {k: v for k, v in their_features.items() if not isinstance(v, torch.Tensor)}
+        for key in ("input_ids", "attention_mask"):
+            if key in features and not _same_tensor(features[key], their_features.get(key)):
+                return _divergence(run, 0, f"the tokenizers give different {key}", None)
+        for i, module in enumerate(model.stack):
+            if i >= len(stack.modules):
+                return _divergence(run, i, f"{stack.label} has no module {i}", None)
+            if stack.types[i] != _short(run.entries[i]):
+                why = f"{stack.label} has {stack.types[i]} here"
+                return _divergence(run, i, why, None)
+            mine = module(_clone(features))
+            try:
+                theirs = stack.modules[i](extras | _clone(features))
+            except Exception as e:  # noqa: BLE001 - a module that fails on our inputs is where they diverge
+                return _divergence(run, i, f"{stack.label} raises {type(e).__name__}: {e}", None)
+            diff = _output_diff(mine, theirs)
+            if diff > atol:
+                return _divergence(run, i, f"max |Δ| {diff:.2e} on the same inputs", diff)
+            features = mine
+        if len(stack.modules) > len(model.stack):
+            return _divergence(run, len(model.stack), f"{stack.label} has {len(stack.modules)} modules", None)
+    return None
+
+
+def _short(entry: layout.ModuleEntry) -> str:
+    return entry.short_type or entry.type.rpartition(".")[2]
+
+
+def _divergence(run: _Run, index: int, why: str, diff: float | None) -> dict[str, Any]:
+    entry = run.entries[index] if index < len(run.entries) else None
+    return {
+        "index": index,
+        "type": _short(entry) if entry else None,
+        "path": entry.path if entry else None,
+        "module": _label(entry) if entry else f"module {index}",
+        "why": why,
+        "max_abs_diff": diff,
+    }
+
+
+def _clone(features: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.clone() if hasattr(v, "clone") else v for k, v in features.items()}
+
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    return b is not None and tuple(a.shape) == tuple(b.shape) and bool((a == b).all())
+
+
+def _output_diff(mine: dict[str, Any], theirs: dict[str, Any]) -> float:
+    """Max |Δ| of the sentence embeddings, else of the token embeddings where the mask is on."""
+    key = "sentence_embedding" if "sentence_embedding" in mine else "token_embeddings"
+    a, b = mine.get(key), theirs.get(key)
+    if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+        return float("inf")
+    if key == "token_embeddings" and "attention_mask" in mine:
+        keep = mine["attention_mask"].bool()
+        a, b = a[keep], b[keep]
+    return _max_abs(a.float().numpy(), b.float().numpy())
+
+
+def _st_stack(other: str, trust: bool) -> _Stack:
+    from st_cli.model import load_model
+
+    model = load_model(other, trust_remote_code=trust)
+    entries = layout.read_modules_json(hub.resolve_model(other))
+    return _Stack(
+        label=str(other),
+        prepare=lambda texts, prompt: model.tokenize(texts, prompt),
+        modules=list(model.stack),
+        types=[_short(e) for e in entries],
+        encode=lambda texts, prompt: model.encode(texts, batch_size=len(texts), prompt=prompt),
+    )
+
+
+def _sentence_transformers_stack(run: _Run) -> _Stack:
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise StError("--against sentence-transformers: sentence-transformers is not installed (pip install it)")
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        st = SentenceTransformer(str(run.root), device="cpu", trust_remote_code=run.trust)
+    except Exception as e:  # noqa: BLE001 - any failure to load is the finding
+        raise _STLoadError(e) from None
+    version = importlib.metadata.version("sentence-transformers")
+    return _Stack(
+        label=f"sentence-transformers {version}",
+        prepare=lambda texts, prompt: _st_features(st, texts, prompt),
+        modules=list(st),
+        types=[type(m).__name__ for m in st],
+        encode=lambda texts, prompt: st.encode(
+            texts, batch_size=len(texts), prompt=prompt or None, convert_to_numpy=True
+        ),
+    )
+
+
+def _st_features(st: Any, texts: list[str], prompt: str) -> dict[str, Any]:
+    """sentence-transformers' own input features: `preprocess` in 6.x, `tokenize` before."""
+    if hasattr(st, "preprocess"):
+        return dict(st.preprocess(texts, prompt=prompt or None))
+    return dict(st.tokenize([prompt + t for t in texts]))
+
+
+class _STLoadError(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"sentence-transformers cannot load the folder: {type(error).__name__}: {error}")
+
+
+# ---------------------------------------------------------------- record
+
+
+def _record(run: _Run, report: VerifyReport) -> str | None:
+    """Write st_manifest.json atomically, only for a folder whose checks all passed."""
+    if not report.ok or run.model is None:
+        return None
+    manifest = run.model._manifest(run.root, "portable", None)
+    manifest["format"] = None  # not written by `st build`, so no --format profile applies
+    manifest["dialect"] = layout.dialect(run.entries)
+    manifest["recorded_by"] = "st verify --record"
+    target = run.root / layout.MANIFEST
+    try:
+        write_json_atomic(target, manifest)
+    except OSError as e:
+        raise StError(f"{target}: cannot write ({e.strerror or e})") from None
+    for name in ("integrity", "reference"):
+        check = report.check(name)
+        check.detail = f"no {layout.MANIFEST} before this run; recorded one for the next run"
+    return str(target)
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write beside `path` under a temporary name, then rename over it: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
