@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 def model_card(model: Model, entries: list[ModuleEntry], fmt: Format, name: str) -> str:
     """Markdown: the stack, its dimensions, and how to use the folder with st and sentence-transformers."""
     rows = []
-    for entry, module in zip(entries, model.stack, strict=True):
+    for entry, module in zip(entries, model.steps, strict=True):
         dim = module.get_sentence_embedding_dimension()
         config = ", ".join(f"{k}={v}" for k, v in module.get_config_dict().items())
         untrained = " (untrained)" if module.untrained else ""
@@ -23,7 +23,7 @@ def model_card(model: Model, entries: list[ModuleEntry], fmt: Format, name: str)
         )
     prompts = "".join(f"\n- `{k}`: {v!r}" for k, v in model.prompts.items()) or " none"
     warning = ""
-    if any(m.untrained for m in model.stack):
+    if any(m.untrained for m in model.steps):
         warning = (
             "\n> **Note:** some modules are freshly initialised; fine-tune the model before using its embeddings.\n"
         )

@@ -46,11 +46,16 @@ class Model(torch.nn.Module):
     # ------------------------------------------------------------ running
 
     @property
+    def steps(self) -> list[Module]:
+        """The modules in order (typed: to mypy a ModuleList only holds plain torch modules)."""
+        return list(self.stack)  # type: ignore[arg-type]
+
+    @property
     def input_module(self) -> InputModule:
         return self.stack[0]  # type: ignore[return-value]
 
     def get_sentence_embedding_dimension(self) -> int | None:
-        for module in reversed(self.stack):
+        for module in reversed(self.steps):
             dim = module.get_sentence_embedding_dimension()
             if dim is not None:
                 return dim
@@ -61,7 +66,7 @@ class Model(torch.nn.Module):
 
     def declared_kwargs(self, index: int) -> set[str]:
         """The encode-time kwargs module `index` takes: from modules.json plus its class."""
-        return set(self.module_kwargs[index]) | set(self.stack[index].forward_kwargs)
+        return set(self.module_kwargs[index]) | set(self.steps[index].forward_kwargs)
 
     def check_kwargs(self, kwargs: dict[str, Any]) -> None:
         declared = set().union(*(self.declared_kwargs(i) for i in range(len(self.stack))))
@@ -84,7 +89,7 @@ class Model(torch.nn.Module):
     def tokenize(self, texts: list[str], prompt: str = "") -> Features:
         features = self.input_module.tokenize([prompt + t for t in texts] if prompt else texts)
         if prompt and hasattr(self.input_module, "prompt_length"):
-            features["prompt_length"] = self.input_module.prompt_length(prompt)  # type: ignore[assignment]
+            features["prompt_length"] = self.input_module.prompt_length(prompt)  # type: ignore[assignment,operator]
         return features
 
     def forward(self, features: Features, **kwargs: Any) -> Features:
@@ -161,7 +166,7 @@ class Model(torch.nn.Module):
             )
         target = Path(path)
         with layout.atomic_folder(target, force=force) as tmp:
-            entries = [self._save_module(tmp, i, module, format) for i, module in enumerate(self.stack)]
+            entries = [self._save_module(tmp, i, module, format) for i, module in enumerate(self.steps)]
             layout.write_model_files(tmp, entries, self._model_config(), format)
             (tmp / layout.MODEL_CARD).write_text(card.model_card(self, entries, format, target.name), encoding="utf-8")
             layout.write_json(tmp / layout.MANIFEST, self._manifest(tmp, format, recipe))

@@ -170,11 +170,14 @@ def _apply_override(path: Path, data: Any, lines: dict[KeyPath, int], override: 
                 path, None, f"--set {override}", f"{_where(key_path[: depth + 1])} does not exist"
             ) from None
     last = key_path[-1]
-    if isinstance(last, int) and not (isinstance(target, list) and last < len(target)):
-        raise RecipeError(path, None, f"--set {override}", f"{_where(key_path)} does not exist")
-    if not isinstance(target, (dict, list)):
-        raise RecipeError(path, None, f"--set {override}", f"{_where(key_path[:-1])} is not a mapping")
-    target[last] = value
+    if isinstance(target, list):
+        if not (isinstance(last, int) and last < len(target)):
+            raise RecipeError(path, None, f"--set {override}", f"{_where(key_path)} does not exist")
+        target[last] = value
+    elif isinstance(target, dict) and isinstance(last, str):
+        target[last] = value
+    else:
+        raise RecipeError(path, None, f"--set {override}", f"{_where(key_path[:-1])} has no {_where((last,))!r}")
 
 
 def _parse_key_path(key: str) -> KeyPath:
@@ -301,9 +304,10 @@ def _check_forward_kwargs(cls: type, names: Any, key_path: KeyPath, fail: Any, i
 
 
 def _init_params(cls: type) -> dict[str, inspect.Parameter]:
-    signature = inspect.signature(cls.__init__)
+    init = vars(cls).get("__init__") or next(vars(k)["__init__"] for k in cls.__mro__ if "__init__" in vars(k))
+    signature = inspect.signature(init)
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(init)
     except Exception:  # noqa: BLE001 - custom code may annotate with names it never defines
         hints = {}
     return {

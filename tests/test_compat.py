@@ -15,6 +15,7 @@ from sentence_transformers.models import Pooling as STPooling
 from sentence_transformers.models import Transformer as STTransformer
 
 import st_cli
+from st_cli.summary import portability
 from tests.texts import COMPARE_TEXTS
 
 RECIPES = Path(__file__).parent.parent / "recipes"
@@ -38,6 +39,11 @@ def test_default_recipe_matches_shipped_model(fmt: str, tmp_path: Path, shipped_
     assert ours.shape == (len(COMPARE_TEXTS), 384)
     np.testing.assert_allclose(ours, theirs, atol=ATOL, rtol=0)
     np.testing.assert_allclose(theirs, shipped_embeddings, atol=ATOL, rtol=0)
+    verdicts = {name: v.status for name, v in portability(folder).items()}
+    if fmt == "portable":  # every loader, TEI's parse rules included (FORMAT.md §7-8)
+        assert verdicts == {"ST<=5.3": "yes", "ST5.4-5.x": "yes", "ST>=6": "yes", "TEI": "yes"}
+    else:
+        assert verdicts == {"ST<=5.3": "no", "ST5.4-5.x": "no", "ST>=6": "yes", "TEI": "no"}
 
 
 @pytest.mark.parametrize("fmt", ["portable", "st6"])

@@ -40,6 +40,7 @@ BAD_RECIPES = [
     ("modules:\n  - type: Transformer\n    model: ${ST_TEST_UNSET_VAR}\n", [], ":3: modules[0].model: environment variable ${ST_TEST_UNSET_VAR} is not set"),
     (HEAD, ["--set", "modules[3].x=1"], ": --set modules[3].x=1: modules[3] does not exist"),
     (HEAD, ["--set", "no equals sign"], ": --set no equals sign: expected key.path=value"),
+    (HEAD, ["--set", "modules.x=1"], ": --set modules.x=1: modules.x does not exist"),
     ("", [], ": the recipe is empty"),
 ]
 
