@@ -200,7 +200,8 @@ def load_folder_class(type_string: str, root: Path, *, trust_remote_code: bool) 
     repo_id, hub, ref = type_string.rpartition("--")
     module_name, _, class_name = ref.rpartition(".")
     modules_json = root / layout.MODULES_JSON
-    if not module_name or not class_name:
+    # Identifiers only: `../x.Class` would name code outside the folder (DESIGN §7).
+    if not class_name.isidentifier() or not all(part.isidentifier() for part in module_name.split(".")):
         raise ModelFolderError(f"{modules_json}: type {type_string!r} is neither a known module nor file.Class")
     where = f"{module_name}.py in Hub repo {repo_id}" if hub else str(root / f"{module_name}.py")
     if not trust_remote_code:

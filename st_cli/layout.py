@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from st_cli.errors import ModelFolderError, OutputExistsError
+from st_cli.errors import ModelFolderError, OutputExistsError, StError
 
 Format = Literal["portable", "st6"]
 FORMATS: tuple[Format, ...] = ("portable", "st6")
@@ -164,9 +164,12 @@ def read_modules_json(root: Path) -> list[ModuleEntry]:
         kwargs = item.get("kwargs") or []
         if not isinstance(kwargs, list) or not all(isinstance(k, str) for k in kwargs):
             raise ModelFolderError(f"{path}: entry [{i}].kwargs must be a list of names")
+        idx = item.get("idx", i)
+        if not isinstance(idx, int) and not (isinstance(idx, str) and idx.isdigit()):
+            raise ModelFolderError(f"{path}: entry [{i}].idx must be a number, got {idx!r}")
         entries.append(
             ModuleEntry(
-                idx=int(item.get("idx", i)),
+                idx=int(idx),
                 name=str(item.get("name", i)),
                 path=item["path"],
                 type=item["type"],
@@ -198,11 +201,16 @@ def read_model_config(root: Path) -> ModelConfig:
     default = raw.get("default_prompt_name")
     if default is not None and default not in prompts:
         raise ModelFolderError(f"{path}: default_prompt_name {default!r} is not one of the prompts {sorted(prompts)}")
+    truncate_dim = raw.get("truncate_dim")
+    if truncate_dim is not None and (
+        not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool) or truncate_dim <= 0
+    ):
+        raise ModelFolderError(f"{path}: truncate_dim must be a positive integer or null, got {truncate_dim!r}")
     return ModelConfig(
         prompts=dict(prompts),
         default_prompt_name=default,
         similarity_fn_name=raw.get("similarity_fn_name"),
-        truncate_dim=raw.get("truncate_dim"),
+        truncate_dim=truncate_dim,
         versions={str(k): str(v) for k, v in (raw.get("__version__") or {}).items()},
     )
 
@@ -384,8 +392,11 @@ def atomic_folder(target: Path, *, force: bool = False) -> Iterator[Path]:
     """
     target = Path(target)
     check_output_free(target, force=force)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as e:
+        raise StError(f"{target}: cannot create the output folder ({e.strerror or e}: {e.filename})") from None
     try:
         yield tmp
         _apply_umask(tmp)

@@ -201,7 +201,15 @@ class Model(torch.nn.Module):
     def _manifest(self, root: Path, fmt: layout.Format, recipe: Recipe | None) -> dict[str, Any]:
         import transformers
 
-        embeddings = self.encode(PROBE_TEXTS, batch_size=len(PROBE_TEXTS))
+        try:
+            embeddings = self.encode(PROBE_TEXTS, batch_size=len(PROBE_TEXTS))
+        except StError:
+            raise
+        except Exception as e:
+            if all(registry.is_registered(type(m)) for m in self.steps):
+                raise  # built-ins only: a bug in st
+            problem = f"running the stack on the probe texts failed: {type(e).__name__}: {_first_line(e)}"
+            raise StError(f"{problem} (in custom module code?)") from None
         return {
             "st_cli": __version__,
             "format": fmt,

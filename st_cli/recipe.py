@@ -205,6 +205,8 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
         raise fail(("modules",), "required: a non-empty list of modules")
 
     seed = _typed(data.get("seed", 0), int, ("seed",), fail)
+    if not -(2**63) <= seed < 2**64:  # what torch.manual_seed accepts
+        raise fail(("seed",), f"must fit in 64 bits, got {seed}")
     name = _typed(data.get("name", path.stem), str, ("name",), fail)
     prompts = data.get("prompts") or {}
     if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):

@@ -334,10 +334,7 @@ class _Reader:
     def read(self, source: str) -> ModelSummary:
         if not self.root.is_dir():
             raise ModelFolderError(f"{self.root}: not a folder")
-        try:
-            entries = layout.read_modules_json(self.root)
-        except (TypeError, ValueError) as e:  # e.g. an idx that is not a number
-            raise ModelFolderError(f"{self.root / layout.MODULES_JSON}: malformed entry ({e})") from None
+        entries = layout.read_modules_json(self.root)
         summary = ModelSummary(source=source, path=str(self.root), dialect=layout.dialect(entries))
         self.read_model_config(summary)
         dim: int | None = None
@@ -425,10 +422,10 @@ class _Reader:
             self.add("error", "unknown-type", f"{module.type}: no sentence-transformers version has this module type")
             return
         module_name, _, _ = module.type.rpartition(".")
-        if not module_name:
+        repo, sep, file_name = module_name.partition("--")
+        if not all(part.isidentifier() for part in (file_name if sep else module_name).split(".")):
             self.add("error", "unknown-type", f"{module.type!r}: not a class path (expected file.Class)")
             return
-        repo, sep, file_name = module_name.partition("--")
         if sep:  # `org/repo--file.Class`: code fetched from another Hub repository
             self.add("warning", "custom-code", f"{module.type}: runs {file_name}.py from Hub repo {repo} (needs trust)")
             module.custom_code = f"{repo}/{file_name}.py"

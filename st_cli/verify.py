@@ -280,11 +280,16 @@ class _Run:
             first = load_model(self.root, trust_remote_code=self.trust)
             second = load_model(self.root, trust_remote_code=self.trust)
             self.prompt = first.resolve_prompt()
-            self.raw = first.embed(self.texts, self.prompt)
-            again = second.embed(self.texts, self.prompt)
         except StError as e:
             self.load_error = str(e)
             return Check("reload", "fail", "does not load", str(e))
+        try:
+            self.raw = first.embed(self.texts, self.prompt)
+            again = second.embed(self.texts, self.prompt)
+        except Exception as e:  # noqa: BLE001 - a folder whose stack cannot run (e.g. widths that do not chain)
+            first_line = str(e).strip().partition("\n")[0]
+            self.raw, self.load_error = None, f"running the stack failed: {type(e).__name__}: {first_line}"
+            return Check("reload", "fail", "does not run", self.load_error)
         self.model = first
         diff = _max_abs(self.raw, again)
         status: Status = "pass" if diff == 0 else "fail"

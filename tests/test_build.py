@@ -117,3 +117,11 @@ def test_failure_during_save_leaves_target_untouched(tiny_recipe, tmp_path: Path
         st_cli.build(tiny_recipe(DENSE_STACK), target, force=True)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "recipe.yaml") == ["m"]
     assert [p.name for p in target.iterdir()] == ["keep.txt"]
+
+
+def test_output_under_a_file_is_one_line_exit_2(tiny_recipe, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    result = runner.invoke(app, ["build", str(tiny_recipe(DENSE_STACK)), "-o", str(tmp_path / "afile" / "m")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {tmp_path / 'afile' / 'm'}: cannot create the output folder")
+    assert result.stderr.count("\n") == 1, result.stderr

@@ -339,6 +339,17 @@ def test_untrusted_folder_never_runs_its_code(marker_folder: tuple[Path, Path]) 
     assert marker.exists()
 
 
+def test_custom_type_naming_a_file_outside_the_folder_is_refused(marker_folder: tuple[Path, Path]) -> None:
+    folder, marker = marker_folder
+    shutil.copy(folder / "scale.py", folder.parent / "scale.py")
+    entries = json.loads((folder / "modules.json").read_text())
+    entries[2]["type"] = "../scale.Scale"
+    (folder / "modules.json").write_text(json.dumps(entries))
+    with pytest.raises(StError, match="neither a known module nor file.Class"):
+        load_model(folder, trust_remote_code=True)
+    assert not marker.exists()
+
+
 def test_untrusted_folder_cli_exits_2(marker_folder: tuple[Path, Path]) -> None:
     folder, marker = marker_folder
     result = runner.invoke(app, ["inspect", str(folder), "--json"])  # reads JSON only, lists the code
@@ -471,3 +482,23 @@ def test_bad_custom_module_is_one_line_exit_2(tiny_recipe, tmp_path: Path, modul
     assert not (tmp_path / "out").exists()
     if "broken" in module_yaml:
         assert "importing it failed: RuntimeError: boom at import" in lines[0]
+
+
+def test_custom_forward_that_raises_at_build_is_one_line_exit_2(tiny_recipe, tmp_path: Path) -> None:
+    write(
+        tmp_path / "failing.py",
+        """
+        from st_cli import Module
+
+
+        class Failing(Module):
+            def forward(self, features, **kwargs):
+                raise ValueError("bad forward")
+        """,
+    )
+    recipe = tiny_recipe(pooling_tail() + "  - type: failing.py:Failing\n")
+    result = runner.invoke(app, ["build", str(recipe), "-o", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "ValueError: bad forward" in result.stderr
+    assert not (tmp_path / "out").exists()

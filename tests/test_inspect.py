@@ -380,8 +380,12 @@ FINDING_CASES = [
     ("pooling config missing", _remove("1_Pooling/config.json"), "error", "missing-config"),
     ("unknown ST type", _edit_json("modules.json", lambda e: [*e, {**e[3], "idx": 4, "type":
      "sentence_transformers.models.Nope"}]), "error", "unknown-type"),
+    ("custom type naming a file outside", _edit_json("modules.json", lambda e: [*e[:3], {**e[3], "type":
+     "../outside.Evil"}]), "error", "unknown-type"),
     ("no manifest", _remove(layout.MANIFEST), "info", "no-manifest"),
     ("__version__ not an object", _edit_json(layout.MODEL_CONFIG, lambda c: {**c, "__version__": "1.0"}), "error",
+     "bad-model-config"),
+    ("truncate_dim not a number", _edit_json(layout.MODEL_CONFIG, lambda c: {**c, "truncate_dim": "x"}), "error",
      "bad-model-config"),
     ("pooling mode of the wrong type", _edit_json("1_Pooling/config.json", lambda c: {**c, "pooling_mode": 5}),
      "error", "bad-config"),
@@ -418,7 +422,7 @@ ERROR_CASES = [
     ("modules.json not JSON", _write("modules.json", "[{"), "modules.json: not valid JSON"),
     ("modules.json not a list", _write("modules.json", "{}"), "expected a non-empty list"),
     ("entry without type", _write("modules.json", '[{"path": ""}]'), "entry [0] needs string 'type'"),
-    ("idx not a number", _edit_json("modules.json", lambda e: [{**e[0], "idx": "zero"}, *e[1:]]), "malformed entry"),
+    ("idx not a number", _edit_json("modules.json", lambda e: [{**e[0], "idx": "0x"}, *e[1:]]), "idx must be a number"),
 ]
 
 

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -192,6 +193,30 @@ def test_dense_config_that_does_not_fit_its_weights_fails_dimensions(tiny_recipe
     assert check(report, "reference")["status"] == "skipped"
 
 
+def test_stack_whose_widths_do_not_chain_fails_reload_not_exit_3(tiny_recipe, tmp_path: Path) -> None:
+    folder = build(tiny_recipe, tmp_path)
+    dense = folder / "2_Dense"
+    config = json.loads((dense / "config.json").read_text())
+    (dense / "config.json").write_text(json.dumps({**config, "in_features": 16}))  # Pooling gives 32
+    save_file({"linear.weight": torch.zeros(16, 16), "linear.bias": torch.zeros(16)}, str(dense / "model.safetensors"))
+
+    code, report = verify_json(str(folder))
+    assert code == EXIT_MISMATCH, report
+    reload = check(report, "reload")
+    assert (reload["status"], reload["figure"]) == ("fail", "does not run")
+    assert "RuntimeError" in reload["detail"]
+    assert check(report, "reference")["status"] == "skipped"
+
+
+def test_modules_json_with_a_malformed_idx_fails_layout(tiny_recipe, tmp_path: Path) -> None:
+    folder = build(tiny_recipe, tmp_path)
+    entries = json.loads((folder / "modules.json").read_text())
+    (folder / "modules.json").write_text(json.dumps([{**entries[0], "idx": "a"}, *entries[1:]]))
+    code, report = verify_json(str(folder))
+    assert code == EXIT_MISMATCH, report
+    assert "idx must be a number" in check(report, "layout")["detail"]
+
+
 def test_normalization_is_skipped_without_normalize(tiny_recipe, tmp_path: Path) -> None:
     report = verify_model(build(tiny_recipe, tmp_path, stack=POOLING_STACK))
     assert report.ok
@@ -255,6 +280,25 @@ def test_custom_module_with_trust_runs_and_records(tiny_recipe, tmp_path: Path) 
     assert code == EXIT_OK, report
     assert check(report, "integrity")["status"] == "pass"
     assert check(report, "reference")["status"] == "pass"
+
+
+def test_transformers_auto_map_code_never_runs_even_if_stdin_says_yes(tiny_recipe, tmp_path: Path) -> None:
+    folder = build(tiny_recipe, tmp_path)
+    marker = tmp_path / "auto_map.marker"
+    config = json.loads((folder / "config.json").read_text())
+    auto_map = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "evilbert", "auto_map": auto_map}))
+    (folder / "evil.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "from transformers import BertConfig, BertModel\n"
+        "class EvilConfig(BertConfig):\n    model_type = 'evilbert'\n"
+        "class EvilModel(BertModel):\n    config_class = EvilConfig\n"
+    )
+    # Left to itself, transformers asks "run the custom code? [y/N]" on stdin and runs it on "y".
+    result = runner.invoke(app, ["verify", str(folder), "--json"], input="y\n")
+    assert result.exit_code == EXIT_MISMATCH, result.output
+    assert check(json.loads(result.stdout), "reload")["status"] == "fail"
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------------- --against

@@ -11,8 +11,9 @@ from st_cli.modules.base import Features, Module
 from st_cli.registry import register
 
 IDENTITY = "torch.nn.modules.linear.Identity"
-# Classes in torch's activation module that need constructor arguments or carry weights.
-_NOT_ACTIVATIONS = {"MultiheadAttention", "PReLU", "Threshold"}
+# Classes in torch's activation module that need constructor arguments or carry weights, that change the
+# width (GLU halves it), or that refuse a (batch, dim) input (Softmax2d).
+_NOT_ACTIVATIONS = {"MultiheadAttention", "PReLU", "Threshold", "GLU", "Softmax2d"}
 
 
 def activation_names() -> dict[str, str]:

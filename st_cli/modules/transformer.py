@@ -31,10 +31,11 @@ class Transformer(InputModule):
         super().__init__()
         folder = hub.resolve_model(model, revision=revision)
         self.source = str(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True)
+        # Never transformers' auto_map code: left unset, transformers asks on stdin and runs it on "y" (DESIGN §7).
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, trust_remote_code=False)
         if not self.tokenizer.is_fast:
             raise ModelFolderError(f"{folder}: st needs a fast tokenizer (tokenizer.json)")
-        self.auto_model = AutoModel.from_pretrained(str(folder), dtype=torch.float32)
+        self.auto_model = AutoModel.from_pretrained(str(folder), dtype=torch.float32, trust_remote_code=False)
         self.auto_model.eval()
         self.max_seq_length = max_seq_length or _default_max_seq_length(folder, self.tokenizer, self.auto_model.config)
         self.tokenizer.model_max_length = self.max_seq_length
