@@ -213,6 +213,7 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
         raise fail(("prompts",), "expected a mapping of prompt names to strings")
     prompts = {str(k): v for k, v in prompts.items()}
     default_prompt = data.get("default_prompt")
+    default_prompt = None if default_prompt is None else str(default_prompt)  # YAML may read a name as a number
     if default_prompt is not None and default_prompt not in prompts:
         raise fail(
             ("default_prompt",), f"{default_prompt!r} is not one of the prompts ({', '.join(prompts) or 'none'})"

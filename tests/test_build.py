@@ -125,3 +125,14 @@ def test_output_under_a_file_is_one_line_exit_2(tiny_recipe, tmp_path: Path) -> 
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"error: {tmp_path / 'afile' / 'm'}: cannot create the output folder")
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize(("value", "message"), [('"long"', "must be a positive integer, got 'long'"), ("65", "exceeds the model's 64 position embeddings")])
+def test_loaded_folder_with_bad_max_seq_length_is_refused(tiny_recipe, tmp_path: Path, value: str, message: str) -> None:
+    _, folder = st_cli.build(tiny_recipe("  - type: Pooling\n"), tmp_path / "m")
+    config = folder / "sentence_bert_config.json"
+    config.write_text(config.read_text().replace("64", value))
+    result = runner.invoke(app, ["verify", str(folder), "--json"])
+    with pytest.raises(st_cli.errors.ModelFolderError, match=message):
+        st_cli.load_model(folder)
+    assert result.exit_code in (1, 2), result.output

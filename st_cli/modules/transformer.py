@@ -38,6 +38,7 @@ class Transformer(InputModule):
         self.auto_model = AutoModel.from_pretrained(str(folder), dtype=torch.float32, trust_remote_code=False)
         self.auto_model.eval()
         self.max_seq_length = max_seq_length or _default_max_seq_length(folder, self.tokenizer, self.auto_model.config)
+        _check_max_seq_length(self.max_seq_length, self.auto_model.config, folder)
         self.tokenizer.model_max_length = self.max_seq_length
         if do_lower_case:
             _lowercase_in_tokenizer(self.tokenizer)
@@ -110,6 +111,16 @@ def _default_max_seq_length(folder: Path, tokenizer: Any, config: Any) -> int:
         return int(sbert["max_seq_length"])
     limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
     return int(min(x for x in limits if isinstance(x, int) and x > 0))
+
+
+def _check_max_seq_length(value: Any, config: Any, folder: Path) -> None:
+    """A loaded folder's max_seq_length must be a positive integer the position embeddings cover."""
+    limit = getattr(config, "max_position_embeddings", None)
+    where = folder / layout.SBERT_CONFIG
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ModelFolderError(f"{where}: max_seq_length must be a positive integer, got {value!r}")
+    if isinstance(limit, int) and value > limit:
+        raise ModelFolderError(f"{where}: max_seq_length {value} exceeds the model's {limit} position embeddings")
 
 
 def _lowercase_in_tokenizer(tokenizer: Any) -> None:
