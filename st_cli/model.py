@@ -237,7 +237,7 @@ class Model(torch.nn.Module):
 def build_model(recipe: Recipe) -> Model:
     """Instantiate a recipe's stack; every random init is seeded with `recipe.seed`."""
     torch.manual_seed(recipe.seed)
-    modules = []
+    modules, module_kwargs = _base_modules(recipe)
     for i, spec in enumerate(recipe.modules):
         cls = spec.module_class or registry.get(spec.type)
         # Custom code may fail in any way; built-ins only in the ways we know.
@@ -258,8 +258,20 @@ def build_model(recipe: Recipe) -> Model:
         default_prompt_name=recipe.default_prompt,
         similarity_fn_name=recipe.similarity,
         truncate_dim=recipe.truncate_dim,
-        module_kwargs=[spec.forward_kwargs for spec in recipe.modules],
+        module_kwargs=module_kwargs + [spec.forward_kwargs for spec in recipe.modules],
     )
+
+
+def _base_modules(recipe: Recipe) -> tuple[list[Module], list[tuple[str, ...]]]:
+    """The first `keep` modules (and their declared kwargs) of the recipe's base model, if it has one."""
+    if recipe.base is None:
+        return [], []
+    try:
+        base = load_model(recipe.base)
+    except StError as e:
+        raise recipe.error("base", str(e)) from None
+    keep = recipe.keep or len(base.steps)
+    return base.steps[:keep], [tuple(k) for k in base.module_kwargs[:keep]]
 
 
 def _check_custom_module(recipe: Recipe, index: int, module: Module) -> None:

@@ -25,7 +25,7 @@ import yaml
 from st_cli import custom, registry
 from st_cli.errors import ConfigValueError, RecipeError, StError
 
-TOP_LEVEL_KEYS = ("name", "seed", "modules", "prompts", "default_prompt", "similarity", "truncate_dim")
+TOP_LEVEL_KEYS = ("name", "seed", "base", "keep", "modules", "prompts", "default_prompt", "similarity", "truncate_dim")
 SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SET_PATH = re.compile(r"^[A-Za-z_][\w]*(\[\d+\])?(\.[A-Za-z_]\w*(\[\d+\])?)*$")
@@ -53,6 +53,8 @@ class Recipe:
     default_prompt: str | None = None
     similarity: str = "cosine"
     truncate_dim: int | None = None
+    base: str | None = None  # a model folder or Hub id whose first `keep` modules start the stack
+    keep: int | None = None
 
     def error(self, where: str, problem: str, line: int | None = None) -> RecipeError:
         return RecipeError(self.source, line, where, problem)
@@ -70,6 +72,8 @@ class Recipe:
             "default_prompt": self.default_prompt,
             "similarity": self.similarity,
             "truncate_dim": self.truncate_dim,
+            "base": self.base,
+            "keep": self.keep,
         }
 
 
@@ -200,8 +204,10 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise fail((key,), _unknown_key_message(key, TOP_LEVEL_KEYS))
-    modules = data.get("modules")
-    if not isinstance(modules, list) or not modules:
+    base, keep, dim, inherited = _check_base(data, path, fail)
+    data = inherited | data  # the recipe's own prompts/similarity win over the base's
+    modules = data.get("modules", [] if base else None)
+    if not isinstance(modules, list) or not (modules or base):
         raise fail(("modules",), "required: a non-empty list of modules")
 
     seed = _typed(data.get("seed", 0), int, ("seed",), fail)
@@ -227,9 +233,10 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
     ):
         raise fail(("truncate_dim",), f"must be a positive integer, got {truncate_dim!r}")
 
-    specs, dim = [], None
+    specs = []
     for i, module in enumerate(modules):
-        spec = _check_module(module, ("modules", i), dim, fail, base=path.parent, line=lines.get(("modules", i)))
+        line, first = lines.get(("modules", i)), i == 0 and base is None
+        spec = _check_module(module, ("modules", i), dim, fail, base=path.parent, line=line, first=first)
         specs.append(spec)
         dim = spec.output_dim
     if truncate_dim is not None and dim is not None and truncate_dim > dim:
@@ -243,11 +250,45 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
         default_prompt=default_prompt,
         similarity=similarity,
         truncate_dim=truncate_dim,
+        base=base,
+        keep=keep,
     )
 
 
+def _check_base(data: dict[str, Any], path: Path, fail: Any) -> tuple[str | None, int | None, int | None, dict]:
+    """`base: FOLDER` (+ `keep: N`): start from the first N modules of an existing model.
+
+    Read from its JSON and safetensors headers only; returns (base, keep, width after the kept
+    modules, the base's prompt and similarity settings for the recipe to inherit).
+    """
+    if "base" not in data:
+        if "keep" in data:
+            raise fail(("keep",), "needs 'base': the model folder whose first modules to keep")
+        return None, None, None, {}
+    from st_cli.summary import summarize
+
+    base = data["base"]
+    if not isinstance(base, str) or not base:
+        raise fail(("base",), "expected a model folder or a Hub id")
+    if (path.parent / base).is_dir():
+        base = str((path.parent / base).resolve())
+    try:
+        summary = summarize(base)
+    except StError as e:
+        raise fail(("base",), str(e)) from None
+    problems = [f.message for f in summary.findings if f.severity == "error"]
+    if problems:
+        raise fail(("base",), f"{summary.path}: {problems[0]}")
+    count = len(summary.modules)
+    keep = data.get("keep", count)
+    if not isinstance(keep, int) or isinstance(keep, bool) or not 1 <= keep <= count:
+        raise fail(("keep",), f"must be between 1 and {count} (the modules of the base), got {keep!r}")
+    inherited = {"prompts": summary.prompts, "default_prompt": summary.default_prompt, "similarity": summary.similarity}
+    return base, keep, summary.modules[keep - 1].output_dim, {k: v for k, v in inherited.items() if v}
+
+
 def _check_module(
-    module: Any, key_path: KeyPath, input_dim: int | None, fail: Any, *, base: Path, line: int | None
+    module: Any, key_path: KeyPath, input_dim: int | None, fail: Any, *, base: Path, line: int | None, first: bool
 ) -> ModuleSpec:
     if not isinstance(module, dict):
         raise fail(key_path, "expected a mapping with a 'type'")
@@ -261,7 +302,7 @@ def _check_module(
     except StError as e:
         raise fail(key_path + ("type",), str(e)) from None
     is_custom = custom.is_ref(type_name)
-    if is_custom and key_path[-1] == 0 and not custom.is_input_module(cls):
+    if is_custom and first and not custom.is_input_module(cls):
         raise fail(key_path + ("type",), f"{type_name} comes first, so it must tokenize: {custom.INPUT_HINT}")
     forward_kwargs = _check_forward_kwargs(cls, module.get("kwargs", []), key_path + ("kwargs",), fail, is_custom)
     kwargs = {k: v for k, v in module.items() if k not in ("type", "kwargs")}
