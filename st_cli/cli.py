@@ -258,7 +258,7 @@ def encode(
     ] = "strict",
     max_batch_tokens: Annotated[
         int, typer.Option("--max-batch-tokens", min=1, help="Padded tokens per batch.")
-    ] = 2048,
+    ] = 512,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="At most this many texts per batch.", show_default=False)
     ] = None,

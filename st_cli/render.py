@@ -219,7 +219,7 @@ def encode_summary(summary: EncodeSummary, *, as_json: bool) -> None:
         return
     parts = [
         f"encoded {summary.rows:,} rows × {summary.dimension} ({summary.precision}) → {summary.output}",
-        f"{summary.seconds:.1f} s, {summary.texts_per_second:,.0f} texts/s",
+        f"{summary.seconds:.1f} s, {summary.texts_per_second:,.0f} texts/s (+{summary.load_seconds:.1f} s loading)",
         f"{summary.truncated:,} truncated",
     ]
     if summary.skipped_empty:
