@@ -11,7 +11,7 @@ COMPAT := $(VENV)-compat
 .PHONY: help install install-test compat-venvs demo test lint bench clean
 
 help:
-	@echo "make demo    set up .venv, build the default recipe, encode a sample file, verify"
+	@echo "make demo    set up .venv, build the default recipe, inspect it, encode a sample file, verify"
 	@echo "make test    set up .venv with the test extras and run the test suite"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   benchmarks against sentence-transformers (ratios from one run)"
@@ -51,6 +51,7 @@ install-test: $(VENV)/.test
 
 demo: $(VENV)/.runtime
 	$(ST) build recipes/minilm.yaml -o $(OUT)/minilm --force
+	$(ST) inspect $(OUT)/minilm
 	$(ST) encode tests/data/sample.txt --model $(OUT)/minilm --out $(OUT)/sample.npy --force
 	$(ST) verify $(OUT)/minilm
 
