@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from st_cli.errors import ConfigValueError, ModelFolderError, StError, TrustError
+from st_cli.errors import ConfigValueError, ModelFolderError, StError, TrustError, first_line
 
 if TYPE_CHECKING:
     from st_cli.modules.base import Module
@@ -56,7 +56,7 @@ def class_from_ref(ref: str, base: Path) -> type[Module]:
         try:
             module = importlib.import_module(where)
         except Exception as e:  # noqa: BLE001 - any failure while importing user code is a user error
-            raise StError(f"cannot import {where!r}: {_first_line(e)}") from None
+            raise StError(f"cannot import {where!r}: {first_line(e)}") from None
     cls = _class_in(module, class_name, where)
     check_contract(cls, ref)
     check_portable_source(cls)
@@ -79,7 +79,7 @@ def plan(cls: type[Module], kwargs: dict[str, Any], input_dim: int | None) -> tu
         except ConfigValueError:
             raise
         except Exception as e:  # noqa: BLE001 - a bug in user code is the user's to fix, on one line
-            problem = f"{cls.__name__}.plan() failed: {type(e).__name__}: {_first_line(e)}"
+            problem = f"{cls.__name__}.plan() failed: {type(e).__name__}: {first_line(e)}"
             raise ConfigValueError(None, problem) from None
     params = inspect.signature(cls.__init__).parameters
     kwargs, output = dict(kwargs), input_dim
@@ -230,7 +230,7 @@ def _hub_file(repo_id: str, filename: str, modules_json: Path) -> Path:
     try:
         return Path(hf_hub_download(repo_id, filename))
     except Exception as e:  # noqa: BLE001 - offline, missing repo or file: all "cannot get the code"
-        problem = f"cannot get {filename} from Hub repo {repo_id}: {_first_line(e)}"
+        problem = f"cannot get {filename} from Hub repo {repo_id}: {first_line(e)}"
         raise ModelFolderError(f"{modules_json}: {problem}") from None
 
 
@@ -255,7 +255,7 @@ def import_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 - an error in user code is reported, not raised as ours
         del sys.modules[name]
-        raise StError(f"{path}: importing it failed: {type(e).__name__}: {_first_line(e)}") from None
+        raise StError(f"{path}: importing it failed: {type(e).__name__}: {first_line(e)}") from None
     finally:
         sys.dont_write_bytecode = no_bytecode
     return module
@@ -268,7 +268,3 @@ def _class_in(module: ModuleType, class_name: str, where: str) -> Any:
         raise StError(f"{where} has no class {class_name!r}{hint}")
     return getattr(module, class_name)
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

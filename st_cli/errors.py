@@ -43,3 +43,9 @@ class ConfigValueError(ValueError):
     def __init__(self, key: str | None, problem: str) -> None:
         self.key, self.problem = key, problem
         super().__init__(f"{key}: {problem}" if key else problem)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type name), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

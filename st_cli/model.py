@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from st_cli import __version__, card, custom, hub, layout, registry
-from st_cli.errors import ConfigValueError, ModelFolderError, StError
+from st_cli.errors import ConfigValueError, ModelFolderError, StError, first_line
 from st_cli.modules.base import Features, InputModule, Module
 from st_cli.probes import PROBE_ATOL, PROBE_TEXTS
 from st_cli.recipe import Recipe
@@ -208,7 +208,7 @@ class Model(torch.nn.Module):
         except Exception as e:
             if all(registry.is_registered(type(m)) for m in self.steps):
                 raise  # built-ins only: a bug in st
-            problem = f"running the stack on the probe texts failed: {type(e).__name__}: {_first_line(e)}"
+            problem = f"running the stack on the probe texts failed: {type(e).__name__}: {first_line(e)}"
             raise StError(f"{problem} (in custom module code?)") from None
         return {
             "st_cli": __version__,
@@ -249,7 +249,7 @@ def build_model(recipe: Recipe) -> Model:
         except StError as e:
             raise recipe.error(f"modules[{i}]", str(e), spec.line) from None
         except expected as e:
-            raise recipe.error(f"modules[{i}]", f"could not build {spec.type}: {_first_line(e)}", spec.line) from None
+            raise recipe.error(f"modules[{i}]", f"could not build {spec.type}: {first_line(e)}", spec.line) from None
         if spec.module_class:
             _check_custom_module(recipe, i, modules[-1])
     return Model(
@@ -307,7 +307,7 @@ def load_model(
         except StError:
             raise
         except expected as e:
-            raise ModelFolderError(f"{root / entry.path}: cannot load {entry.type}: {_first_line(e)}") from None
+            raise ModelFolderError(f"{root / entry.path}: cannot load {entry.type}: {first_line(e)}") from None
         if not builtin:
             modules[-1].untrained = False  # its weights come from the folder now
     return Model(
@@ -319,10 +319,6 @@ def load_model(
         module_kwargs=[e.kwargs for e in entries],
     )
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def build(

@@ -353,15 +353,23 @@ def _st_problems(root: Path, entry: layout.ModuleEntry) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- integrity
 
 
+def _manifest_problem(run: _Run, check: str, key: str) -> Check | None:
+    """The result of `check` when the manifest is unreadable, absent or has no `key` object; else None."""
+    if run.manifest_error:
+        return Check(check, "fail", "manifest unreadable", run.manifest_error)
+    if run.manifest is None:
+        return _skip(check, f"no {layout.MANIFEST} (st verify --record writes one)")
+    if not isinstance(run.manifest.get(key), dict):
+        return Check(check, "fail", "manifest malformed", f"{layout.MANIFEST}: no {key!r} object")
+    return None
+
+
 def check_integrity(run: _Run) -> Check:
     """sha256 of every file against the manifest, naming changed, missing and added files."""
-    if run.manifest_error:
-        return Check("integrity", "fail", "manifest unreadable", run.manifest_error)
-    if run.manifest is None:
-        return _skip("integrity", f"no {layout.MANIFEST} (st verify --record writes one)")
-    expected = run.manifest.get("files")
-    if not isinstance(expected, dict):
-        return Check("integrity", "fail", "manifest malformed", f"{layout.MANIFEST}: no 'files' object")
+    problem = _manifest_problem(run, "integrity", "files")
+    if problem:
+        return problem
+    expected = run.manifest["files"]  # type: ignore[index]
     actual = {k: v for k, v in layout.file_digests(run.root).items() if not _ignored(k)}
     expected = {k: v for k, v in expected.items() if not _ignored(k)}
     changed = sorted(k for k in expected if k in actual and actual[k] != expected[k])
@@ -444,13 +452,10 @@ def _final_width(run: _Run, width: int | None, problems: list[dict[str, Any]]) -
 
 def check_reference(run: _Run) -> Check:
     """Outputs on the manifest's probes against its stored embeddings."""
-    if run.manifest_error:
-        return Check("reference", "fail", "manifest unreadable", run.manifest_error)
-    if run.manifest is None:
-        return _skip("reference", f"no {layout.MANIFEST} (st verify --record writes one)")
-    probes = run.manifest.get("probes")
-    if not isinstance(probes, dict):
-        return Check("reference", "fail", "manifest malformed", f"{layout.MANIFEST}: no 'probes' object")
+    problem = _manifest_problem(run, "reference", "probes")
+    if problem:
+        return problem
+    probes = run.manifest["probes"]  # type: ignore[index]
     if run.model is None:
         return run.unloaded("reference")
     try:
