@@ -26,6 +26,7 @@ from st_cli import custom, registry
 from st_cli.errors import ConfigValueError, RecipeError, StError
 
 TOP_LEVEL_KEYS = ("name", "seed", "base", "keep", "modules", "prompts", "default_prompt", "similarity", "truncate_dim")
+_NEEDS_SENTENCE_EMBEDDING = ("Dense", "Normalize")  # built-ins that read features["sentence_embedding"]
 SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SET_PATH = re.compile(r"^[A-Za-z_][\w]*(\[\d+\])?(\.[A-Za-z_]\w*(\[\d+\])?)*$")
@@ -237,6 +238,8 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
     for i, module in enumerate(modules):
         line, first = lines.get(("modules", i)), i == 0 and base is None
         spec = _check_module(module, ("modules", i), dim, fail, base=path.parent, line=line, first=first)
+        if spec.type in _NEEDS_SENTENCE_EMBEDDING and base is None and all(s.type == "Transformer" for s in specs):
+            raise fail(("modules", i, "type"), f"{spec.type} works on the sentence embedding: put a Pooling before it")
         specs.append(spec)
         dim = spec.output_dim
     if truncate_dim is not None and dim is not None and truncate_dim > dim:

@@ -32,6 +32,7 @@ BAD_RECIPES = [
     (HEAD + "  - type: Pooling\n  - type: Dense\n    out_features: 8\n    activation: swishy\n", [], ":7: modules[2].activation: unknown activation 'swishy'"),
     (HEAD + "  - type: Pooling\n  - type: Dense\n    out_features: 8\n    activation: glu\n", [], ":7: modules[2].activation: unknown activation 'glu'"),
     ("modulez: []\n", [], ":1: modulez: unknown key 'modulez' (did you mean 'modules'?)"),
+    (HEAD + "  - type: Dense\n    out_features: 8\n", [], ":4: modules[1].type: Dense works on the sentence embedding: put a Pooling before it"),
     ("modules:\n  - model: x\n", [], ":2: modules[0]: required key 'type' is missing"),
     ("modules: []\n", [], ":1: modules: required: a non-empty list"),
     (HEAD + "seed: abc\n", [], ":4: seed: expected an integer"),
