@@ -25,8 +25,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_cli import hub
-from st_cli.errors import OutputExistsError, StError
+from st_cli import hub, layout
+from st_cli.errors import StError
 
 if TYPE_CHECKING:
     import torch
@@ -285,20 +285,6 @@ def _output_dtype(precision: str) -> np.dtype:
 # ---------------------------------------------------------------- writers
 
 
-def _temp_beside(target: Path, tag: str = "tmp") -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".{tag}", dir=target.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    """Give the file a plain file's permissions (mkstemp makes it private), then rename it into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)
-    os.replace(tmp, target)
-
-
 class _MappedWriter:
     """A fixed-size file whose data region (rows × width) is filled through short-lived memory maps.
 
@@ -386,13 +372,13 @@ class _Sink:
 
     def __init__(self, output: Path, rows: int, dim: int, precision: str, metadata: dict[str, str]) -> None:
         self.output, self.rows, self.dim, self.precision, self.metadata = output, rows, dim, precision, metadata
-        self.tmp = _temp_beside(output)
+        self.tmp = layout.temp_file_beside(output)
         self.ranges: np.ndarray | None = None
         self.calibrate = precision in ("int8", "uint8")
         self.staging: Path | None = None
         self.writer: _MappedWriter | _JsonlWriter
         if self.calibrate:
-            self.staging = _temp_beside(output, "f32")
+            self.staging = layout.temp_file_beside(output, "f32")
             self.low = np.full(dim, np.inf, np.float32)
             self.high = np.full(dim, -np.inf, np.float32)
             self.writer = _MappedWriter(self.staging, rows, dim, np.dtype(np.float32), b"")
@@ -706,8 +692,7 @@ def _check_options(output: Path, precision: str, dtype: str, errors: str, max_ba
 
 def _check_free(paths: Iterable[Path], force: bool) -> None:
     for path in paths:
-        if (path.exists() or path.is_symlink()) and not force:
-            raise OutputExistsError(f"{path}: already exists; pass --force to replace it")
+        layout.check_output_free(path, force=force)
         if path.is_dir():
             raise StError(f"{path}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
 
@@ -841,7 +826,7 @@ def encode_file(
         started = time.perf_counter()
         metadata = {"format": "st_cli.encode", "model": model_name, "precision": precision, "rows": str(rows)}
         sink = _Sink(target, rows, summary.dimension, precision, metadata)
-        lines_tmp = _temp_beside(side["lines"]) if "lines" in side else None
+        lines_tmp = layout.temp_file_beside(side["lines"]) if "lines" in side else None
         try:
             with _torch_threads(threads), contextlib.ExitStack() as stack:
                 records = iter_records(sources, skip_empty=skip_empty, **read)
@@ -857,12 +842,12 @@ def encode_file(
                 raise StError(f"the inputs changed while being read: {rows} records counted, then {done} read")
             finished = sink.finish()
             if "calibration" in side:
-                calibration_tmp = _temp_beside(side["calibration"])
+                calibration_tmp = layout.temp_file_beside(side["calibration"])
                 calibration_tmp.write_text(json.dumps(sink.calibration(), indent=2) + "\n", encoding="utf-8")
-                _publish(calibration_tmp, side["calibration"])
+                layout.publish(calibration_tmp, side["calibration"])
             if lines_tmp is not None:
-                _publish(lines_tmp, side["lines"])
-            _publish(finished, target)
+                layout.publish(lines_tmp, side["lines"])
+            layout.publish(finished, target)
         except BaseException:
             sink.discard()
             if lines_tmp is not None:

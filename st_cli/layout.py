@@ -414,11 +414,40 @@ def atomic_folder(target: Path, *, force: bool = False) -> Iterator[Path]:
 
 def _apply_umask(root: Path) -> None:
     """mkdtemp makes private folders; give the result the permissions a plain mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = _current_umask()
     for path in [root, *root.rglob("*")]:
         if not path.is_symlink():
             path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def temp_file_beside(target: Path, tag: str = "tmp") -> Path:
+    """An empty hidden file next to `target` (same filesystem, so publish() is an atomic rename)."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".{tag}", dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Give a temporary file a plain file's permissions (mkstemp makes it private) and rename it into place."""
+    tmp.chmod(0o666 & ~_current_umask())
+    os.replace(tmp, target)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write beside `path` under a temporary name, then rename over it: readers never see half a file."""
+    tmp = temp_file_beside(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        publish(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_output_free(target: Path, *, force: bool) -> None:

@@ -234,7 +234,7 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
     ):
         raise fail(("truncate_dim",), f"must be a positive integer, got {truncate_dim!r}")
 
-    specs = []
+    specs: list[ModuleSpec] = []
     for i, module in enumerate(modules):
         line, first = lines.get(("modules", i)), i == 0 and base is None
         spec = _check_module(module, ("modules", i), dim, fail, base=path.parent, line=line, first=first)

@@ -10,7 +10,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -125,7 +124,7 @@ class VerifyReport:
         target = Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(target, self.to_junit())
+            layout.write_text_atomic(target, self.to_junit())
         except OSError as e:
             raise StError(f"{target}: cannot write the JUnit report ({e.strerror or e})") from None
 
@@ -719,23 +718,4 @@ def _record(run: _Run, report: VerifyReport) -> str | None:
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
-    write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside `path` under a temporary name, then rename over it: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    layout.write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")

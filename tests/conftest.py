@@ -22,6 +22,16 @@ TINY_VOCAB = (
 )
 
 
+# Pooling → Dense (32→16, tanh) → Normalize over the tiny BERT, for tiny_recipe().
+DENSE_STACK = """  - type: Pooling
+    mode: mean
+  - type: Dense
+    out_features: 16
+    activation: tanh
+  - type: Normalize
+"""
+
+
 def make_tiny_bert(folder: Path, *, seed: int = 0) -> Path:
     """A random 2-layer BERT (hidden 32) with a WordPiece tokenizer, saved as a plain HF folder."""
     import torch

@@ -11,16 +11,9 @@ from typer.testing import CliRunner
 
 import st_cli
 from st_cli.cli import app
+from tests.conftest import DENSE_STACK
 
 runner = CliRunner()
-
-DENSE_STACK = """  - type: Pooling
-    mode: mean
-  - type: Dense
-    out_features: 16
-    activation: tanh
-  - type: Normalize
-"""
 
 
 def test_portable_layout_is_strict_legacy(tiny_recipe, tmp_path: Path) -> None:

@@ -16,16 +16,10 @@ from st_cli.cli import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, EXIT_OK
 from st_cli.model import build as build_folder
 from st_cli.verify import verify_model
+from tests.conftest import DENSE_STACK
 
 runner = CliRunner()
 
-DENSE_STACK = """  - type: Pooling
-    mode: mean
-  - type: Dense
-    out_features: 16
-    activation: tanh
-  - type: Normalize
-"""
 POOLING_STACK = """  - type: Pooling
     mode: mean
 """
