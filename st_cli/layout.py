@@ -331,10 +331,6 @@ def write_module_config(folder: Path, short_type: str | None, config: Mapping[st
             write_json(folder / name, content)
 
 
-def type_string(short_type: str, fmt: Format) -> str:
-    return TYPE_STRINGS[fmt][short_type]
-
-
 def make_tokenizer_config_portable(folder: Path) -> None:
     """transformers 5 names generic fast tokenizers `TokenizersBackend`, a class 4.x lacks; use the old name."""
     path = folder / "tokenizer_config.json"
