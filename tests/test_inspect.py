@@ -263,6 +263,7 @@ def test_cli_tree_and_weights(minilm_dir: Path) -> None:
     assert "104 tensors · 22.7M params" in result.stdout and "TEI" in result.stdout
     assert "word_embeddings.weight" not in result.stdout and result.stderr == ""
     result = runner.invoke(app, ["inspect", str(minilm_dir), "--weights"])
+    assert result.exit_code == 0, result.output
     assert "embeddings.word_embeddings.weight  F32  [30522, 384]" in result.stdout
 
 

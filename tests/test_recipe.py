@@ -55,7 +55,7 @@ def test_bad_recipe_is_one_line_exit_2(tiny_bert_dir: Path, tmp_path: Path, text
     target = tmp_path / "out"
     result = runner.invoke(app, ["build", str(recipe), "-o", str(target), *args])
     assert result.exit_code == 2, result.output
-    assert result.stderr.strip() == f"error: {recipe}{expected}" or result.stderr.startswith(f"error: {recipe}{expected}")
+    assert result.stderr.startswith(f"error: {recipe}{expected}"), result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.output
     assert not target.exists()
