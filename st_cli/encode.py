@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -124,9 +124,6 @@ class EncodeOptions:
             raise StError("--max-batch-tokens and the window size must be positive")
         if self.truncate_dim is not None and self.truncate_dim <= 0:
             raise StError(f"--truncate-dim must be positive, got {self.truncate_dim}")
-
-
-OPTION_NAMES = frozenset(f.name for f in fields(EncodeOptions))
 
 
 @dataclass
@@ -384,9 +381,28 @@ def encode_file(
     output: str | os.PathLike[str],
     *,
     model: Model | str | os.PathLike[str] | None = None,
+    field: str = "text",
+    column: str = "text",
+    precision: str = "float32",
+    truncate_dim: int | None = None,
+    normalize: bool = False,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    skip_empty: bool = False,
+    errors: str = "strict",
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    batch_size: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    threads: int | None = None,
+    force: bool = False,
+    trust_remote_code: bool = False,
+    window: int = DEFAULT_WINDOW,
+    prefetch: bool = False,
+    pad_multiple: int = PAD_MULTIPLE,
     progress: ProgressFn | None = None,
     stdin: IO[bytes] | None = None,
-    **options: Any,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` (.npy, .safetensors or .jsonl), one row each, in order.
 
@@ -394,18 +410,32 @@ def encode_file(
         inputs: .txt (a line each), .jsonl (`field`), .csv/.tsv (`column`) files, or "-" for stdin.
         model: a Model, a folder or Hub id; default $ST_MODEL, else all-MiniLM-L6-v2.
         progress: called after each batch with (rows done, rows total, tokens done).
-        options: any field of `EncodeOptions` (field, column, precision, truncate_dim, normalize,
-            prompt_name, prompt, kwargs, skip_empty, errors, max_batch_tokens, batch_size, device,
-            dtype, threads, force, trust_remote_code, window, prefetch, pad_multiple).
+        The other keywords are the fields of `EncodeOptions`, documented there.
     """
-    unknown = sorted(set(options) - OPTION_NAMES)
-    if unknown:
-        msg = f"encode_file() got unexpected keyword argument(s): {', '.join(unknown)}"
-        raise TypeError(msg)
-    if options.get("kwargs") is None:
-        options.pop("kwargs", None)
+    options = EncodeOptions(
+        field=field,
+        column=column,
+        precision=precision,
+        truncate_dim=truncate_dim,
+        normalize=normalize,
+        prompt_name=prompt_name,
+        prompt=prompt,
+        kwargs=dict(kwargs or {}),
+        skip_empty=skip_empty,
+        errors=errors,
+        max_batch_tokens=max_batch_tokens,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        force=force,
+        trust_remote_code=trust_remote_code,
+        window=window,
+        prefetch=prefetch,
+        pad_multiple=pad_multiple,
+    )
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    return encode(items, output, EncodeOptions(**options), model=model, progress=progress, stdin=stdin)
+    return encode(items, output, options, model=model, progress=progress, stdin=stdin)
 
 
 def parse_kwargs(pairs: Iterable[str]) -> dict[str, Any]:
