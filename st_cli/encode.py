@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_cli import hub, layout
+from st_cli import fsio, hub
 from st_cli.batching import (
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_WINDOW,
@@ -35,7 +36,7 @@ from st_cli.batching import (
     windows,
 )
 from st_cli.errors import StError
-from st_cli.inputs import STDIN, ReadOptions, Record, count_records, iter_records, resolved_inputs
+from st_cli.inputs import STDIN, ReadOptions, Record, Tally, count_records, iter_records, resolved_inputs, tallied
 from st_cli.outputs import OUTPUT_SUFFIXES, PRECISIONS, Sink, side_paths
 
 if TYPE_CHECKING:
@@ -267,6 +268,7 @@ def _encode_stream(
                 progress(done, summary.rows, summary.tokens)
         summary.truncated += win.truncated
         sink.write(win.start, block)
+        fsio.pause_point("encode:window")
     return done
 
 
@@ -282,11 +284,24 @@ def _load(model: Model | str | os.PathLike[str] | None, trust_remote_code: bool)
     return load_model(name, trust_remote_code=trust_remote_code), name
 
 
-def _check_free(paths: Iterable[Path], force: bool) -> None:
-    for path in paths:
-        layout.check_output_free(path, force=force)
+def _claim_outputs(targets: Sequence[Path], inputs: Sequence[str | os.PathLike[str]], force: bool) -> list[fsio.Claim]:
+    """Refuse outputs that are folders, inputs, or (without --force) existing files; note what exists."""
+    sources = [Path(item) for item in inputs if str(item) != STDIN]
+    for path in targets:
         if path.is_dir():
             raise StError(f"{path}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
+        if any(_same_file(path, source) for source in sources):
+            raise StError(f"{path}: is also an input; write the output to another file")
+    if not targets[0].parent.is_dir():
+        raise StError(f"{targets[0].parent}: no such folder for the output")
+    return [fsio.claim(path, force=force) for path in targets]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
 
 
 def _embedding_dim(model: Model, truncate_dim: int | None) -> int:
@@ -303,6 +318,39 @@ def _noting_lines(records: Iterator[Record], out: IO[str]) -> Iterator[Record]:
         yield record
 
 
+def _check_same_records(counted: Tally, read_again: Tally, done: int, rows: int) -> None:
+    """The counting pass sized the output; the encoding pass must have read exactly the same records."""
+    if read_again.records != counted.records or done != rows:
+        raise StError(
+            f"the inputs changed while being read: {counted.records} records counted, then {read_again.records} read"
+        )
+    if not read_again.same_as(counted):
+        raise StError("the inputs changed while being read: the records differ between the two passes")
+
+
+def _publish_all(temps: dict[str, Path], claims: dict[str, fsio.Claim], order: Sequence[str]) -> None:
+    """Publish side files first and the output last; if one is refused, take back the ones already published."""
+    published: list[Path] = []
+    try:
+        for name in order:
+            fsio.publish(temps.pop(name), claims[name])
+            published.append(claims[name].path)
+    except BaseException:
+        for path in published:
+            fsio.remove(path)
+        raise
+
+
+# Errors while writing the output; any other OSError came from reading an input.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def _os_error(error: OSError, target: Path) -> StError:
+    if error.errno in _WRITE_ERRNOS:
+        return fsio.write_error(error, target)
+    return StError(f"{error.filename or target}: {error.strerror or error}")
+
+
 def encode(
     inputs: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -312,17 +360,19 @@ def encode(
     progress: ProgressFn | None = None,
     stdin: IO[bytes] | None = None,
 ) -> EncodeSummary:
-    """Embed every record of `inputs` into `output` as `options` say; see `encode_file`."""
+    """Embed every record of `inputs` into `output` as `options` say; see `encode_file`.
+
+    Publishing is safe (fsio): the output and its side files are written under temp names beside
+    them and renamed into place at the end, never over a file that appeared after the run started.
+    """
     started = time.perf_counter()
     target = Path(output)
     options.check(target)
     side = side_paths(target, skip_empty=options.skip_empty, precision=options.precision)
-    _check_free([target, *side.values()], options.force)
-    if not target.parent.is_dir():
-        raise StError(f"{target.parent}: no such folder for the output")
+    claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, options.force), strict=True))
     read = options.read
-    with resolved_inputs(inputs, stdin) as sources:
-        total, empty = count_records(sources, read)
+    with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
+        counted = count_records(sources, read)
         encoder, model_name = _load(model, options.trust_remote_code)
         encoder.check_kwargs(dict(options.kwargs))
         prompt = encoder.resolve_prompt(options.prompt, options.prompt_name)
@@ -330,22 +380,27 @@ def encode(
         encoder.to(device)
         if device == "cpu":
             pin_mmap_threshold(MMAP_THRESHOLD)
-        rows = total - empty if options.skip_empty else total
+        rows = counted.records - counted.empty if options.skip_empty else counted.records
         summary = EncodeSummary(target, rows, _embedding_dim(encoder, options.truncate_dim), options.precision)
-        summary.skipped_empty = empty if options.skip_empty else 0
+        summary.skipped_empty = counted.empty if options.skip_empty else 0
         plan = BatchPlan(
             prompt, options.max_batch_tokens, options.batch_size, options.pad_multiple if device == "cpu" else 1
         )
         summary.load_seconds = time.perf_counter() - started
         started = time.perf_counter()
         metadata = {"format": "st_cli.encode", "model": model_name, "precision": options.precision, "rows": str(rows)}
+        temps: dict[str, Path] = {}
         sink = Sink(target, rows, summary.dimension, options.precision, metadata)
-        lines_tmp = layout.temp_file_beside(side["lines"]) if "lines" in side else None
         try:
+            if "lines" in side:
+                temps["lines"] = fsio.temp_file(side["lines"])
             with _torch_threads(options.threads), contextlib.ExitStack() as stack:
-                records = iter_records(sources, read, skip_empty=options.skip_empty)
-                if lines_tmp is not None:
-                    records = _noting_lines(records, stack.enter_context(open(lines_tmp, "w", encoding="utf-8")))
+                read_again = Tally()
+                records = tallied(iter_records(sources, read, skip_empty=False), read_again)
+                if options.skip_empty:
+                    records = (r for r in records if r.text != "")
+                if "lines" in temps:
+                    records = _noting_lines(records, stack.enter_context(open(temps["lines"], "w", encoding="utf-8")))
                 prepared = windows(encoder, records, options.window, plan)
                 done = _encode_stream(
                     encoder,
@@ -356,21 +411,19 @@ def encode(
                     summary,
                     progress,
                 )
-            if done != rows:
-                raise StError(f"the inputs changed while being read: {rows} records counted, then {done} read")
-            finished = sink.finish()
+            _check_same_records(counted, read_again, done, rows)
+            temps["output"] = sink.finish()
             if "calibration" in side:
-                calibration_tmp = layout.temp_file_beside(side["calibration"])
-                calibration_tmp.write_text(json.dumps(sink.calibration(), indent=2) + "\n", encoding="utf-8")
-                layout.publish(calibration_tmp, side["calibration"])
-            if lines_tmp is not None:
-                layout.publish(lines_tmp, side["lines"])
-            layout.publish(finished, target)
-        except BaseException:
+                temps["calibration"] = fsio.temp_file(side["calibration"])
+                temps["calibration"].write_text(json.dumps(sink.calibration(), indent=2) + "\n", encoding="utf-8")
+            fsio.pause_point("encode:publish")
+            _publish_all(temps, claims, order=[*side, "output"])
+        except OSError as e:
+            raise _os_error(e, target) from None
+        finally:
             sink.discard()
-            if lines_tmp is not None:
-                lines_tmp.unlink(missing_ok=True)
-            raise
+            for path in temps.values():
+                fsio.remove(path)
     summary.side_files = list(side.values())
     summary.seconds = time.perf_counter() - started
     return summary

@@ -8,17 +8,18 @@ loads, then the encoding pass), so stdin is spooled to a file first.
 from __future__ import annotations
 
 import contextlib
-import csv
+import hashlib
 import json
 import os
+import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from st_cli import fsio
 from st_cli.errors import StError
 
 STDIN = "-"
@@ -98,38 +99,99 @@ def read_jsonl(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]
         yield number, value
 
 
-def _read_table(source: Source, options: ReadOptions, delimiter: str) -> Iterator[tuple[int, str]]:
-    numbered = _physical_lines(source, options.errors, keep_ends=True)
-    current = [0]
+class _BadRow(Exception):
+    """A malformed CSV record; the reader adds the file and the line the record starts on."""
 
-    def lines() -> Iterator[str]:
-        for number, text in numbered:
-            current[0] = number
-            yield text
 
+# A quoted field, unrolled so a 200k-character field is one linear scan: "..."" ...".
+_QUOTED = re.compile(r'"([^"]*(?:""[^"]*)*)"')
+
+
+def _csv_fields(text: str, delimiter: str) -> list[str] | None:
+    """RFC 4180 fields of one record's text (line ends inside quotes included); None: a quote is still open."""
+    fields: list[str] = []
+    pos, end = 0, len(text)
+    while True:
+        if text.startswith('"', pos):
+            match = _QUOTED.match(text, pos)
+            if match is None:
+                return None
+            fields.append(match.group(1).replace('""', '"'))
+            pos = match.end()
+            if pos == end:
+                return fields
+            if text[pos] != delimiter:
+                raise _BadRow("text after a closing quote; double a quote inside a quoted field")
+            pos += 1
+        else:
+            cut = text.find(delimiter, pos)
+            value = text[pos:] if cut < 0 else text[pos:cut]
+            if '"' in value:
+                raise _BadRow('a " inside an unquoted field; quote the field and double the "')
+            fields.append(value)
+            if cut < 0:
+                return fields
+            pos = cut + 1
+
+
+def _csv_rows(source: Source, errors: str) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, fields) for each CSV record; blank lines hold none."""
+    lines = _physical_lines(source, errors, keep_ends=True)
+    for start, line in lines:
+        text = line  # the record so far, line ends included
+        if not text.removesuffix("\n"):
+            continue
+        quotes = text.count('"')
+        try:
+            fields = _csv_fields(text.removesuffix("\n"), ",")
+            while fields is None:
+                # An open quote: the record goes on to the next line. Parse again only when the
+                # quotes balance, so a long multi-line field costs one pass, not one per line.
+                for _, more in lines:
+                    text += more
+                    quotes += more.count('"')
+                    if quotes % 2 == 0:
+                        break
+                else:
+                    raise _BadRow("unterminated quote: the record starting here never closes it")
+                fields = _csv_fields(text.removesuffix("\n"), ",")
+        except _BadRow as e:
+            raise StError(f"{source.name}:{start}: {e}") from None
+        yield start, fields
+
+
+def _tsv_rows(source: Source, errors: str) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) for each TSV line: split on tabs, no quoting (a quote is text); blank lines hold none."""
+    for number, line in _physical_lines(source, errors):
+        if line:
+            yield number, line.split("\t")
+
+
+def _read_table(
+    source: Source, options: ReadOptions, rows: Iterator[tuple[int, list[str]]]
+) -> Iterator[tuple[int, str]]:
     column = options.column
-    reader = csv.reader(lines(), delimiter=delimiter)
-    header = next(reader, None)
+    header = next(rows, None)
     if header is None:
         return
-    if column not in header:
-        raise StError(f"{source.name}:1: no column {column!r}; columns: {', '.join(header)} (set it with --column)")
-    index = header.index(column)
-    start = current[0] + 1
-    for row in reader:
-        if row:
-            if index >= len(row):
-                raise StError(f"{source.name}:{start}: row has {len(row)} fields, no {column!r}")
-            yield start, row[index]
-        start = current[0] + 1
+    number, names = header
+    if column not in names:
+        raise StError(
+            f"{source.name}:{number}: no column {column!r}; columns: {', '.join(names)} (set it with --column)"
+        )
+    index = names.index(column)
+    for number, row in rows:
+        if index >= len(row):
+            raise StError(f"{source.name}:{number}: row has {len(row)} fields, no {column!r}")
+        yield number, row[index]
 
 
 def read_csv(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
-    return _read_table(source, options, ",")
+    return _read_table(source, options, _csv_rows(source, options.errors))
 
 
 def read_tsv(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
-    return _read_table(source, options, "\t")
+    return _read_table(source, options, _tsv_rows(source, options.errors))
 
 
 TEXT = Reader("txt", read_lines, "a line")
@@ -167,18 +229,44 @@ def iter_records(sources: Sequence[Source], options: ReadOptions, *, skip_empty:
         offset += _line_count(source.path)
 
 
-def count_records(sources: Sequence[Source], options: ReadOptions) -> tuple[int, int]:
-    """Records and empty records; reading everything once also reports bad input before the model loads."""
-    total = empty = 0
+@dataclass
+class Tally:
+    """What a pass over the records saw: the counting pass and the encoding pass must agree on it."""
+
+    records: int = 0
+    empty: int = 0
+    digest: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
+
+    def add(self, record: Record) -> None:
+        self.records += 1
+        self.empty += record.text == ""
+        self.digest.update(b"%d\0%d\0" % (record.line, len(record.text)) + record.text.encode("utf-8", "surrogatepass"))
+
+    def same_as(self, other: Tally) -> bool:
+        return (self.records, self.empty, self.digest.digest()) == (other.records, other.empty, other.digest.digest())
+
+
+def tallied(records: Iterator[Record], tally: Tally) -> Iterator[Record]:
+    """`records`, adding each to `tally` as it passes."""
+    for record in records:
+        tally.add(record)
+        yield record
+
+
+def count_records(sources: Sequence[Source], options: ReadOptions) -> Tally:
+    """Read everything once: counts the records (and empties) and reports bad input before the model loads."""
+    tally = Tally()
     for record in iter_records(sources, options, skip_empty=False):
-        total += 1
-        empty += record.text == ""
-    return total, empty
+        tally.add(record)
+    return tally
 
 
 @contextlib.contextmanager
-def resolved_inputs(inputs: Sequence[str | os.PathLike[str]], stdin: IO[bytes] | None) -> Iterator[list[Source]]:
-    """Inputs as files; stdin is spooled to a temporary file so it can be read twice."""
+def resolved_inputs(
+    inputs: Sequence[str | os.PathLike[str]], stdin: IO[bytes] | None, *, spool_beside: Path
+) -> Iterator[list[Source]]:
+    """Inputs as files; stdin is spooled to a temp file beside the output (`spool_beside`) so it
+    can be read twice, and removed at the end (a killed run's spool goes with its other temps)."""
     if not inputs:
         raise StError("no input: give one or more files, or - for stdin")
     spooled: list[Path] = []
@@ -187,11 +275,14 @@ def resolved_inputs(inputs: Sequence[str | os.PathLike[str]], stdin: IO[bytes] |
         for item in inputs:
             name = str(item)
             if name == STDIN:
-                fd, spool = tempfile.mkstemp(prefix="st-stdin-")
-                with os.fdopen(fd, "wb") as f:
-                    shutil.copyfileobj(stdin or sys.stdin.buffer, f)
-                spooled.append(Path(spool))
-                resolved.append(Source(STDIN_NAME, Path(spool), reader_for(name)))
+                spool = fsio.temp_file(spool_beside, "stdin")
+                spooled.append(spool)
+                try:
+                    with open(spool, "wb") as f:
+                        shutil.copyfileobj(stdin or sys.stdin.buffer, f)
+                except OSError as e:
+                    raise fsio.write_error(e, spool_beside) from None
+                resolved.append(Source(STDIN_NAME, spool, reader_for(name)))
             else:
                 path = Path(name)
                 if not path.is_file():
@@ -200,4 +291,4 @@ def resolved_inputs(inputs: Sequence[str | os.PathLike[str]], stdin: IO[bytes] |
         yield resolved
     finally:
         for tmp in spooled:
-            tmp.unlink(missing_ok=True)
+            fsio.remove(tmp)

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from st_cli import layout
+from st_cli import fsio
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 CALIBRATED = ("int8", "uint8")
@@ -79,9 +79,15 @@ class MappedWriter:
     def __init__(self, path: Path, rows: int, width: int, dtype: np.dtype, header: bytes) -> None:
         self.path, self.rows, self.width, self.dtype = path, rows, width, dtype
         self.offset = len(header)
-        with open(path, "wb") as f:
-            f.write(header)
-            f.truncate(self.offset + rows * width * dtype.itemsize)
+        size = self.offset + rows * width * dtype.itemsize
+        try:
+            with open(path, "r+b") as f:  # the temp exists (created by fsio.temp_file), maybe reserved larger
+                f.write(header)
+                f.truncate(size)
+        except OSError as e:
+            raise fsio.write_error(e, path) from None
+        # Every page the memory map will touch is on disk now: a full disk is an error here, never a SIGBUS.
+        fsio.allocate(path, size)
 
     def write(self, start: int, block: np.ndarray) -> None:
         if len(block) == 0:
@@ -182,8 +188,9 @@ def side_paths(output: Path, *, skip_empty: bool, precision: str) -> dict[str, P
 class Sink:
     """Receives float32 rows in input order and produces the output at its precision.
 
-    int8/uint8 are calibrated on all the data, so their rows go to a float32 staging file first
-    and are quantized in chunks at the end.
+    Everything it will write is allocated when it is made, before any encoding: the output's temp
+    file at its final size, and for int8/uint8 (calibrated on all the data, so their rows go to a
+    float32 staging file and are quantized in chunks at the end) the staging file too.
     """
 
     def __init__(self, output: Path, rows: int, dim: int, precision: str, metadata: dict[str, str]) -> None:
@@ -191,24 +198,34 @@ class Sink:
         spec = writer_for(output)
         assert spec is not None, output
         self.spec = spec
-        self.tmp = layout.temp_file_beside(output)
         self.ranges: np.ndarray | None = None
         self.calibrate = precision in CALIBRATED
         self.staging: Path | None = None
-        self.writer: RowWriter
-        if self.calibrate:
-            self.staging = layout.temp_file_beside(output, "f32")
-            self.low = np.full(dim, np.inf, np.float32)
-            self.high = np.full(dim, -np.inf, np.float32)
-            self.writer = MappedWriter(self.staging, rows, dim, np.dtype(np.float32), b"")
-        else:
-            self.writer = self._open_final()
+        self.writer: RowWriter | None = None
+        self.tmp = fsio.temp_file(output)
+        try:
+            if self.calibrate:
+                self.staging = fsio.temp_file(output, "f32")
+                self.low = np.full(dim, np.inf, np.float32)
+                self.high = np.full(dim, -np.inf, np.float32)
+                # The final file is written at the end; reserve it now (its header grows by the ranges).
+                fsio.allocate(self.tmp, self._final_bytes() + _CALIBRATION_HEADER_BYTES * (dim + 8))
+                self.writer = MappedWriter(self.staging, rows, dim, np.dtype(np.float32), b"")
+            else:
+                self.writer = self._open_final()
+        except BaseException:
+            self.discard()
+            raise
+
+    def _final_bytes(self) -> int:
+        return 4096 + self.rows * output_width(self.dim, self.precision) * output_dtype(self.precision).itemsize
 
     def _open_final(self) -> RowWriter:
         dtype = output_dtype(self.precision)
         return self.spec.open(self.tmp, self.rows, output_width(self.dim, self.precision), dtype, self.metadata)
 
     def write(self, start: int, block: np.ndarray) -> None:
+        assert self.writer is not None
         if self.calibrate:
             if len(block):
                 np.minimum(self.low, block.min(axis=0), out=self.low)
@@ -219,6 +236,7 @@ class Sink:
 
     def finish(self, chunk: int = 8192) -> Path:
         """Quantize the staged rows if needed; returns the finished temporary file."""
+        assert self.writer is not None
         self.writer.close()
         if self.calibrate and self.staging is not None:
             if self.rows:
@@ -233,7 +251,7 @@ class Sink:
                 final.write(start, quantize(np.asarray(staged), self.precision, self.ranges))
                 del staged
             final.close()
-            self.staging.unlink()
+            fsio.remove(self.staging)
         return self.tmp
 
     def calibration(self) -> dict[str, Any]:
@@ -248,8 +266,13 @@ class Sink:
         }
 
     def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
         for path in (self.tmp, self.staging):
             if path is not None:
-                path.unlink(missing_ok=True)
+                fsio.remove(path)
+
+
+# Bytes per dimension the calibration adds to a .safetensors header (4 floats as JSON, escaped), generously.
+_CALIBRATION_HEADER_BYTES = 160
