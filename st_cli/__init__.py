@@ -10,6 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# OpenMP reads its wait policy once, when torch loads: every import of st_cli (CLI or library)
+# passes here before any module of it imports torch.
+from st_cli import threads as _threads  # noqa: E402
+
+_threads.prepare_environment()
+
 if TYPE_CHECKING:
     from st_cli.encode import EncodeSummary, encode_file
     from st_cli.model import Model, build, build_model, load_model

@@ -105,11 +105,12 @@ def build(
       st build recipes/minilm-dense-prompts.yaml -o out/m256 --set modules[2].out_features=128 --force
     """
     from st_cli.model import build as build_folder
+    from st_cli.threads import thread_count
 
     if format not in ("portable", "st6"):
         render.error(f"--format: expected portable or st6, got {format!r}")
         raise typer.Exit(EXIT_BAD_INPUT)
-    with user_errors():
+    with user_errors(), thread_count():
         model, folder = build_folder(recipe, output, format=format, force=force, overrides=set_ or [])  # type: ignore[arg-type]
     untrained = [f"{i}:{type(m).__name__}" for i, m in enumerate(model.stack) if m.untrained]
     if untrained:
@@ -209,9 +210,10 @@ def verify(
       st verify ./downloaded-model --record
     """
     from st_cli.errors import EXIT_MISMATCH, EXIT_OK
+    from st_cli.threads import thread_count
     from st_cli.verify import verify_model
 
-    with user_errors():
+    with user_errors(), thread_count():
         report = verify_model(
             model,
             atol=atol,
@@ -265,17 +267,23 @@ def encode(
         str, typer.Option("--errors", help="Invalid UTF-8: strict (an error naming file and line) or replace.")
     ] = "strict",
     max_batch_tokens: Annotated[
-        int, typer.Option("--max-batch-tokens", min=1, help="Padded tokens per batch.")
-    ] = 512,
+        int | None,
+        typer.Option("--max-batch-tokens", min=1, help="Padded tokens per batch (default: 512 on CPU, 16384 on CUDA)."),
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="At most this many texts per batch.", show_default=False)
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
     dtype: Annotated[
-        str, typer.Option("--dtype", help="float32; float16 or bfloat16 run under autocast (faster, less exact).")
-    ] = "float32",
+        str,
+        typer.Option(
+            "--dtype",
+            help="auto (float16 on CUDA, else float32), float32, float16 or bfloat16 (autocast: faster, less exact).",
+        ),
+    ] = "auto",
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="torch threads (default: torch's choice).")
+        int | None,
+        typer.Option("--threads", min=1, help="torch threads (default: the CPUs other processes leave free)."),
     ] = None,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
@@ -297,7 +305,10 @@ def encode(
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
     """
     from st_cli.encode import encode_file, parse_kwargs
+    from st_cli.threads import cpu_runs_natively
 
+    if device == "cpu" and cpu_runs_natively(dtype) is False:
+        render.warning(f"--dtype {dtype}: this CPU has no native {dtype} instructions; expect it slower than float32")
     with user_errors():
         with render.encode_progress(sys.stderr.isatty() and not quiet) as progress:
             summary = encode_file(
