@@ -36,7 +36,17 @@ from st_cli.batching import (
     windows,
 )
 from st_cli.errors import StError
-from st_cli.inputs import STDIN, ReadOptions, Record, Tally, count_records, iter_records, resolved_inputs, tallied
+from st_cli.inputs import (
+    STDIN,
+    ReadOptions,
+    Record,
+    Source,
+    Tally,
+    count_records,
+    iter_records,
+    resolved_inputs,
+    tallied,
+)
 from st_cli.outputs import OUTPUT_SUFFIXES, PRECISIONS, Sink, side_paths
 
 if TYPE_CHECKING:
@@ -304,6 +314,30 @@ def _load(model: Model | str | os.PathLike[str] | None, trust_remote_code: bool)
     return load_model(name, trust_remote_code=trust_remote_code), name
 
 
+def _load_while_counting(
+    model: Model | str | os.PathLike[str] | None,
+    trust_remote_code: bool,
+    sources: Sequence[Source],
+    read: ReadOptions,
+) -> tuple[Model, str, Tally]:
+    """Count (and check) the inputs in a thread while torch and the model load: the costs overlap.
+
+    Reading releases the GIL on I/O and importing torch spends most of its time in C, so on two
+    cores the counting pass of a large input comes almost for free. A bad input is the error
+    reported even when the model fails to load too, as when counting came first.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="st-count") as pool:
+        counting = pool.submit(count_records, sources, read)
+        try:
+            encoder, name = _load(model, trust_remote_code)
+        except BaseException:
+            counting.result()
+            raise
+        return encoder, name, counting.result()
+
+
 def _claim_outputs(targets: Sequence[Path], inputs: Sequence[str | os.PathLike[str]], force: bool) -> list[fsio.Claim]:
     """Refuse outputs that are folders, inputs, or (without --force) existing files; note what exists."""
     sources = [Path(item) for item in inputs if str(item) != STDIN]
@@ -392,8 +426,7 @@ def encode(
     claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, options.force), strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
-        counted = count_records(sources, read)
-        encoder, model_name = _load(model, options.trust_remote_code)
+        encoder, model_name, counted = _load_while_counting(model, options.trust_remote_code, sources, read)
         encoder.check_kwargs(dict(options.kwargs))
         prompt = encoder.resolve_prompt(options.prompt, options.prompt_name)
         options = options.for_device(resolve_device(options.device))
