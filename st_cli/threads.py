@@ -33,7 +33,7 @@ COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Shortest window over which other processes' CPU use is measured (jiffies are 10 ms), and the
 # oldest sample still taken as the start of one (a library caller may come back hours later).
 MIN_SAMPLE_SECONDS = 0.2
-MAX_SAMPLE_AGE = 10.0
+MAX_SAMPLE_AGE = 3.0
 # A CPU counts as free when other processes left at least this much of it idle.
 FREE_SHARE = 0.5
 
