@@ -2,12 +2,13 @@
 
 Prints, from one run (medians of interleaved rounds, the load average beside them):
   - contention: st's default thread policy, torch's old default (spin-waiting OpenMP, one thread
-    per CPU), every `--threads N`, and ST 6.2's default `encode(batch_size=32)`, each as a whole
-    process (load, encode, save), on a quiet machine and with a CPU burner pinned to one core;
+    per CPU), every `--threads N`, and ST 6.2's default `encode(batch_size=32)`, each in its own
+    process with its environment (the model loaded once), encode + save timed, on a quiet machine
+    and with a CPU burner pinned to one core;
   - whole process on 1,000 lines, quiet: st vs an ST 6.2 script (load, encode, np.save), max |Δ|;
   - start-up: `st encode` of one line, its `load_seconds`, against `python -c "import torch"`.
 
-    python tests/bench/bench_process.py [--rounds 3] [--lines 400]
+    python tests/bench/bench_process.py [--rounds 3] [--lines 600] [--skip contention whole startup]
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,55 +85,99 @@ class Burner:
         self.proc.wait()
 
 
-def configurations(src: Path, work: Path) -> dict[str, Callable[[], tuple[float, dict]]]:
-    """name → a function running one whole process of that configuration."""
-    cpus = len(os.sched_getaffinity(0))
+def worker(kind: str, src: str, out: str) -> None:
+    """A subprocess that loads one encoder once, then encodes `src` each time stdin says `run THREADS`.
 
-    def st(name: str, *args: str, **env: str) -> Callable[[], tuple[float, dict]]:
-        return lambda: timed([*st_command(src, work / f"{name}.npy"), *args], child_env(**env))
+    Prints "seconds threads" per run. `kind` is "st" or "ST"; the environment is the configuration's.
+    """
+    import numpy as np
 
-    configs = {
-        "st default": st("default"),
-        # What st did before the policy: torch's thread count, OpenMP's own (spinning) wait.
-        "st old default": st("old", "--threads", str(cpus), OMP_WAIT_POLICY="", KMP_BLOCKTIME=""),
-    }
-    for n in range(1, cpus + 1):
-        configs[f"st --threads {n}"] = st(f"t{n}", "--threads", str(n))
-    configs["ST 6.2 default"] = lambda: timed(
-        [sys.executable, "-c", ST_SCRIPT, model_dir(), str(src), str(work / "ST.npy")], child_env()
-    )
-    return configs
+    texts = Path(src).read_text(encoding="utf-8").splitlines()
+    if kind == "ST":
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(model_dir(), device="cpu")
+        model.encode(texts[:64], batch_size=32)
+    else:
+        import torch
+
+        from st_cli import load_model
+        from st_cli.encode import encode_file
+
+        ours = load_model(model_dir())
+        encode_file(src, out, model=ours, force=True, threads=1)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        arg = line.split()[1]
+        start = time.perf_counter()
+        if kind == "ST":
+            np.save(out, model.encode(texts, batch_size=32))
+            threads = 0
+        else:
+            # "torch": the count torch picks by itself (one per CPU), as st ran before its policy
+            count = None if arg == "policy" else (torch.get_num_threads() if arg == "torch" else int(arg))
+            threads = encode_file(src, out, model=ours, force=True, threads=count).threads
+        print(f"{time.perf_counter() - start} {threads}", flush=True)
+
+
+class Worker:
+    def __init__(self, kind: str, arg: str, src: Path, out: Path, **env: str) -> None:
+        self.arg = arg
+        cmd = [sys.executable, __file__, "--worker", kind, str(src), str(out)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env(**env))
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def run(self) -> tuple[float, int]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"run {self.arg}\n")
+        self.proc.stdin.flush()
+        seconds, threads = self.proc.stdout.readline().split()
+        return float(seconds), int(threads)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def bench_contention(rounds: int, n_lines: int) -> None:
+    """Encode time of each configuration, its model loaded once, quiet and with a burner on CPU 0."""
     work = Path(tempfile.mkdtemp(prefix="st-bench-proc-"))
     src = work / "text.txt"
     src.write_text("".join(t + "\n" for t in english_lines(n_lines)), encoding="utf-8")
-    configs = configurations(src, work)
-    walls: dict[tuple[str, str], list[float]] = {}
-    threads: dict[tuple[str, str], list[int]] = {}
+    cpus = len(os.sched_getaffinity(0))
+    workers = {
+        "st default": Worker("st", "policy", src, work / "default.npy"),
+        # What st did before the policy: torch's thread count, OpenMP's own (spinning) wait.
+        "st old default": Worker("st", "torch", src, work / "old.npy", OMP_WAIT_POLICY="", KMP_BLOCKTIME=""),
+        **{f"st --threads {n}": Worker("st", str(n), src, work / f"t{n}.npy") for n in range(1, cpus + 1)},
+        "ST 6.2 default": Worker("ST", "-", src, work / "ST.npy"),
+    }
+    times: dict[tuple[str, str], list[float]] = {}
+    picked: dict[str, list[int]] = {}
     loads: dict[str, list[float]] = {"quiet": [], "burner on CPU 0": []}
     for i in range(rounds):  # conditions and configurations interleaved: a neighbour's load hits all alike
         for condition in loads:
-            names = list(configs) if i % 2 == 0 else list(reversed(configs))
+            names = list(workers) if i % 2 == 0 else list(reversed(workers))
             with Burner() if condition != "quiet" else _nothing():
                 for name in names:
                     loads[condition].append(load_average())
-                    seconds, doc = configs[name]()
-                    walls.setdefault((condition, name), []).append(seconds)
-                    if "threads" in doc:
-                        threads.setdefault((condition, name), []).append(doc["threads"])
-    print(f"contention: whole processes on {n_lines} lines, {len(os.sched_getaffinity(0))} CPUs, {rounds} rounds")
+                    seconds, threads = workers[name].run()
+                    times.setdefault((condition, name), []).append(seconds)
+                    if name == "st default":
+                        picked.setdefault(condition, []).append(threads)
+    for w in workers.values():
+        w.close()
+    print(f"contention: encode {n_lines} lines (models loaded), {cpus} CPUs, {rounds} interleaved rounds")
     for condition, load in loads.items():
         print(f"  {condition} (load average median {statistics.median(load):.1f}):")
-        med = {name: statistics.median(walls[(condition, name)]) for name in configs}
+        med = {name: statistics.median(times[(condition, name)]) for name in workers}
         best = min((v, k) for k, v in med.items() if k.startswith("st --threads"))
         for name, seconds in med.items():
-            picked = threads.get((condition, name))
-            note = f", threads {sorted(set(picked))}" if picked and name == "st default" else ""
+            note = f"  (threads picked: {picked[condition]})" if name == "st default" else ""
             print(f"    {name:<16} {seconds:6.2f} s  {n_lines / seconds:6.1f} texts/s{note}")
         print(f"    default vs best --threads ({best[1]}): {best[0] / med['st default']:.2f}x (goal >= 0.9)")
-        print(f"    default vs ST 6.2:                  {med['ST 6.2 default'] / med['st default']:.2f}x")
+        print(f"    default vs ST 6.2 default:          {med['ST 6.2 default'] / med['st default']:.2f}x")
         print(f"    default vs the old default:         {med['st old default'] / med['st default']:.2f}x")
 
 
@@ -186,9 +230,13 @@ def bench_startup(rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--lines", type=int, default=400)
+    parser.add_argument("--lines", type=int, default=600)
     parser.add_argument("--skip", nargs="*", default=[], choices=["contention", "whole", "startup"])
+    parser.add_argument("--worker", nargs=3, metavar=("KIND", "INPUT", "OUTPUT"))
     args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker)
+        return
     started = time.perf_counter()
     if "startup" not in args.skip:
         bench_startup(args.rounds)
