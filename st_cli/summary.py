@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from st_cli import hub, layout
+from st_cli import hub, layout, types
 from st_cli.errors import ModelFolderError
 
 SCHEMA_VERSION = 1
@@ -470,7 +470,7 @@ class _Reader:
         self.check_keys(module)
         if short in _BUILTINS_WITH_CONFIG:
             try:
-                module.config = layout.read_module_config(short, folder)
+                module.config = layout.read_module_config(layout.ModuleEntry(0, '', '', module.type).spec, folder)
             except (AttributeError, TypeError, ValueError) as e:  # a value of the wrong JSON type
                 self.add("error", "bad-config", f"{module.config_file}: malformed ({e})", module.config_file)
             except ModelFolderError as e:
@@ -744,7 +744,7 @@ def _types_check(v: _Verdict, s: ModelSummary, types: set[str] | dict[str, str],
 
 
 def _st_legacy(s: ModelSummary, v: _Verdict) -> None:
-    _types_check(v, s, layout.NEW_TYPES, "ST >= 5.4")
+    _types_check(v, s, {m.type for m in s.modules if m.short_type and not types.is_legacy_type(m.type)}, "ST >= 5.4")
     for m in s.modules:
         if m.short_type is None and m.custom_code:
             v.partial(f"custom module {m.type}: ST <= 3.0 cannot import {m.custom_code}; 3.1-5.3 load it unasked")
@@ -811,7 +811,7 @@ def _tei(s: ModelSummary, root: Path, v: _Verdict) -> None:
             v.no(f"TEI has no {m.short_type} module ({m.type})")
     if others and any(m.short_type == "Dense" for m in s.modules):
         v.no("modules.json has types TEI cannot parse, so it would skip every Dense layer without an error")
-    elif any(m.type in layout.NEW_TYPES for m in s.modules):
+    elif any(m.short_type and not types.is_legacy_type(m.type) for m in s.modules):
         v.partial("modules.json uses new-dialect type strings; TEI ignores the file (no Dense here)")
     _tei_pooling(s, root, v)
     _tei_max_seq_length(s, root, v)
