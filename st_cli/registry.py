@@ -127,6 +127,11 @@ def names() -> list[str]:
     return sorted(_CLASSES)
 
 
+def known_names() -> list[str]:
+    """The types st can run, from the specs alone (no torch import): built-ins and plugins registered so far."""
+    return sorted({*types.SPECS, *_PLUGIN_SPECS})
+
+
 def spec(name: str) -> TypeSpec:
     """The spec of a registered type (a built-in row or a plugin's derived spec)."""
     if name in types.SPECS:

@@ -151,6 +151,8 @@ class TypeSpec:
     normalizes: bool = False  # its output has unit length
     since: str = "2.0"  # the first sentence-transformers version that has the type
     tei: bool = False  # text-embeddings-inference runs it
+    tei_needs_modules_json: bool = False  # TEI finds it only by parsing modules.json (it skips it otherwise)
+    path_keys: tuple[str, ...] = ()  # recipe kwargs naming a folder, resolved against the recipe's folder
     example: tuple[Mapping[str, Any], ...] = ()  # a tiny recipe stack using it ("{tiny_bert}": a folder)
 
     @property
@@ -269,6 +271,7 @@ _add(
         reads="text",
         writes="token_embeddings",
         tei=True,
+        path_keys=("model",),
         example=({"type": "Transformer", "model": "{tiny_bert}"}, {"type": "Pooling", "mode": "mean"}),
     )
 )
@@ -482,6 +485,7 @@ _add(
         needs_config=True,
         needs_weights=True,
         tei=True,
+        tei_needs_modules_json=True,
         example=(
             {"type": "Transformer", "model": "{tiny_bert}"},
             {"type": "Pooling"},

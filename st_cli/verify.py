@@ -38,6 +38,7 @@ _LAYOUT_FINDINGS = {
     "bad-model-config",
     "missing-module-folder",
     "unknown-type",
+    "unsupported-type",
     "missing-config",
     "bad-config",
     "missing-weights",
@@ -343,7 +344,8 @@ def _st_problems(root: Path, entry: layout.ModuleEntry) -> list[dict[str, Any]]:
             message = f"{entry.type} ({label}): no {module_name}.py in the folder, and not importable"
             return [_problem("custom-code-missing", message, f"{module_name}.py")]
     folder = root / entry.path
-    if short == "Transformer" and folder.is_dir() and not any((folder / n).is_file() for n in _TOKENIZER_FILES):
+    hf_model = entry.spec is not None and entry.spec.hf_model
+    if hf_model and folder.is_dir() and not any((folder / n).is_file() for n in _TOKENIZER_FILES):
         where = entry.path or "."
         return [_problem("missing-tokenizer", f"{where}: no tokenizer files ({label})", where)]
     return []
@@ -482,7 +484,8 @@ def check_batch_invariance(run: _Run) -> Check:
 
 def check_normalization(run: _Run) -> Check:
     """Unit norms where the stack ends in Normalize."""
-    if run.entries[-1].short_type != "Normalize":
+    last = run.entries[-1].spec
+    if last is None or not last.normalizes:
         return _skip("normalization", "the stack does not end in Normalize")
     if run.model is None or run.raw is None:
         return run.unloaded("normalization")

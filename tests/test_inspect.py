@@ -380,7 +380,7 @@ FINDING_CASES = [
      "bad-model-config"),
     ("pooling config missing", _remove("1_Pooling/config.json"), "error", "missing-config"),
     ("unknown ST type", _edit_json("modules.json", lambda e: [*e, {**e[3], "idx": 4, "type":
-     "sentence_transformers.models.Nope"}]), "error", "unknown-type"),
+     "sentence_transformers.models.Nope"}]), "error", "unsupported-type"),
     ("custom type naming a file outside", _edit_json("modules.json", lambda e: [*e[:3], {**e[3], "type":
      "../outside.Evil"}]), "error", "unknown-type"),
     ("no manifest", _remove(layout.MANIFEST), "info", "no-manifest"),
