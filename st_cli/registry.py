@@ -79,7 +79,9 @@ def plugin_spec(name: str, cls: type) -> TypeSpec:
 
 def unregister(name: str) -> None:
     """Remove a registration (tests use this to clean up fakes)."""
-    _CLASSES.pop(name, None)
+    cls = _CLASSES.pop(name, None)
+    if cls is not None and "type_name" in vars(cls):
+        cls.type_name, cls.spec = None, None
     spec = _PLUGIN_SPECS.pop(name, None)
     for type_string in spec.type_strings if spec else ():
         _PLUGIN_TYPES.pop(type_string, None)
@@ -108,7 +110,7 @@ def _load_entry_points() -> None:
             loaded = ep.load()  # a module registers its classes on import; a class is registered here
         except Exception as e:  # a broken plugin must not break st for every other model
             raise StError(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) failed to load: {e}") from None
-        if isinstance(loaded, type) and getattr(loaded, "type_name", None) is None:
+        if isinstance(loaded, type) and not is_registered(loaded):
             register(ep.name)(loaded)
 
 
