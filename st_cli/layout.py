@@ -46,6 +46,8 @@ class ModuleEntry:
     path: str
     type: str
     kwargs: tuple[str, ...] = ()
+    # Set only for modules st supplies itself (a plain transformers folder's Pooling): no files on disk.
+    config: Mapping[str, Any] | None = None
 
     @property
     def spec(self) -> TypeSpec | None:
@@ -100,9 +102,32 @@ def module_folder(root: Path, entry_path: str) -> Path:
     return target
 
 
+def is_plain_folder(root: Path) -> bool:
+    """A transformers model folder without modules.json: loaders read it as Transformer + Pooling."""
+    config = root / MODULE_CONFIG
+    if (root / MODULES_JSON).exists() or not config.is_file():
+        return False
+    try:
+        raw = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(raw, dict) and ("model_type" in raw or "architectures" in raw)
+
+
+def plain_entries(root: Path) -> list[ModuleEntry]:
+    """The stack sentence-transformers builds for a plain folder (types.plain_stack), as modules.json entries."""
+    hf_config = read_json(root / MODULE_CONFIG)
+    return [
+        ModuleEntry(idx=i, name=str(i), path="", type=spec.legacy_type, config=config)
+        for i, (spec, config) in enumerate(types.plain_stack(hf_config))
+    ]
+
+
 def read_modules_json(root: Path) -> list[ModuleEntry]:
-    """The entries of `root/modules.json`, checked for shape."""
+    """The entries of `root/modules.json`, checked for shape; a plain transformers folder's implied stack."""
     path = root / MODULES_JSON
+    if not path.is_file() and is_plain_folder(root):
+        return plain_entries(root)
     if not path.is_file():
         raise ModelFolderError(f"{root}: no {MODULES_JSON}; not a sentence-transformers model folder")
     raw = read_json(path)

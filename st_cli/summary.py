@@ -285,7 +285,12 @@ class _Reader:
             raise ModelFolderError(f"{self.root}: not a folder")
         entries = layout.read_modules_json(self.root)
         summary = ModelSummary(source=source, path=str(self.root), dialect=layout.dialect(entries))
-        self.read_model_config(summary)
+        if layout.is_plain_folder(self.root):
+            stack = " + ".join(f"{e.short_type}{_plain_detail(e)}" for e in entries)
+            message = f"a plain transformers folder (no {layout.MODULES_JSON}): loaders build {stack}"
+            self.add("info", "plain-transformers", message, layout.MODULE_CONFIG)
+        else:
+            self.read_model_config(summary)
         dim: int | None = None
         for entry in entries:
             module = self.read_module(entry, dim)
@@ -348,6 +353,10 @@ class _Reader:
             self.add("error", "path-escape", str(e), layout.MODULES_JSON)
             return module
         module.exists = folder.is_dir()
+        if entry.config is not None:  # a module loaders supply themselves (plain folders): no files
+            module.config = dict(entry.config)
+            self.set_dims(module, dim)
+            return module
         if spec is None:
             self.check_custom(module)
         if not module.exists:
@@ -584,6 +593,11 @@ class _Reader:
             made_by = f"st {raw.get('st_cli')}, format {raw.get('format')}"
             message = f"{layout.MANIFEST} present ({made_by}): st verify can check hashes and reference embeddings"
             self.add("info", "manifest", message, layout.MANIFEST)
+
+
+def _plain_detail(entry: layout.ModuleEntry) -> str:
+    modes = (entry.config or {}).get("mode")
+    return f" ({'+'.join(modes)})" if modes else ""
 
 
 def _first_int(config: dict[str, Any], keys: tuple[str, ...]) -> int | None:

@@ -520,6 +520,21 @@ _add(
 )
 
 
+# ---------------------------------------------------------------- plain transformers folders
+
+
+def plain_stack(hf_config: Mapping[str, Any]) -> list[tuple[TypeSpec, Config | None]]:
+    """What sentence-transformers builds for a folder with no modules.json: Transformer + Pooling.
+
+    Pooling is mean, except lasttoken for a causal LM that has not been made bidirectional
+    (ST 6.2's `_load_default_modules`). None: the module reads its own files from the root.
+    """
+    architectures = hf_config.get("architectures") or [""]
+    causal = str(architectures[0]).endswith("ForCausalLM") and hf_config.get("is_causal", True) is not False
+    pooling = {"dimension": hidden_size(hf_config), "mode": ["lasttoken" if causal else "mean"], "include_prompt": True}
+    return [(SPECS["Transformer"], None), (SPECS["Pooling"], pooling)]
+
+
 # ---------------------------------------------------------------- helpers
 
 

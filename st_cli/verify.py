@@ -149,7 +149,7 @@ def verify_model(
         record: write st_manifest.json (atomically) when the folder has none and every check passes.
     """
     root = hub.resolve_model(model)
-    if not (root / layout.MODULES_JSON).is_file():
+    if not (root / layout.MODULES_JSON).is_file() and not layout.is_plain_folder(root):
         raise ModelFolderError(f"{root}: no {layout.MODULES_JSON}; not a sentence-transformers model folder")
     manifest, manifest_error = _read_manifest(root)
     if record:
