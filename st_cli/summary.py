@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,8 +233,14 @@ def summarize(path_or_hub_id: str | os.PathLike[str], *, revision: str | None = 
     local = Path(source).expanduser()
     if local.is_dir() and revision is not None:
         raise ModelFolderError(f"{source}: --revision applies to Hub ids, and this is a local folder")
-    root = hub.resolve_model(source, revision=revision)
-    summary = _Reader(root).read(source)
+    root = hub.find_local(source, revision=revision)
+    if root is None:  # a Hub id not on this machine: read its JSON files and safetensors headers only
+        with tempfile.TemporaryDirectory(prefix="st-inspect-") as tmp:
+            hub.fetch_headers(source, Path(tmp), revision=revision)
+            summary = _Reader(Path(tmp)).read(source)
+        summary.path = f"hf://{source}" + (f"@{revision}" if revision else "")
+    else:
+        summary = _Reader(root).read(source)
     if not local.is_dir() and not source.startswith(hub.PACKAGE_PREFIX):
         summary.hub_id, summary.revision = source, revision
     return summary
