@@ -175,7 +175,7 @@ def _tei(s: ModelSummary, root: Path, v: _Verdict) -> None:
     unparsed = [m for m in s.modules if m.type not in tei_types]
     if unparsed and any(m.spec is not None and m.spec.tei_needs_modules_json for m in s.modules):
         v.no("modules.json has types TEI cannot parse, so it would skip every Dense layer without an error")
-    elif any(m.spec is not None and not types.is_legacy_type(m.type) for m in s.modules):
+    elif any(types.is_new_type(m.type) for m in s.modules):
         v.partial("modules.json uses new-dialect type strings; TEI ignores the file (no Dense here)")
     _tei_pooling_file(s, root, v)
     _tei_max_seq_length(s, root, v)

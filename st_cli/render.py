@@ -101,7 +101,7 @@ def _module_node(node: Tree, module: ModuleSummary, *, tensors: bool) -> None:
         items = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in module.raw_config.items())
         node.add(Text(f"config {module.config_file}: {items or '{}'}"))
     if module.input_dim is not None or module.output_dim is not None:
-        source = "text" if module.short_type == "Transformer" else _or_unknown(module.input_dim)
+        source = "text" if module.spec is not None and module.spec.input_module else _or_unknown(module.input_dim)
         node.add(Text(f"dims {source} → {_or_unknown(module.output_dim)}"))
     if module.transformer is not None:
         t = module.transformer

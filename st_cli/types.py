@@ -204,7 +204,13 @@ def spec_for_type_string(type_string: str) -> TypeSpec | None:
 
 
 def is_legacy_type(type_string: str) -> bool:
+    """A `sentence_transformers.models.X` spelling (ST <= 5.3, TEI, model2vec)."""
     return type_string.startswith(LEGACY_PREFIX)
+
+
+def is_new_type(type_string: str) -> bool:
+    """A sentence-transformers spelling from ST >= 5.4 (`sentence_transformers.base.modules...` etc.)."""
+    return type_string.startswith("sentence_transformers.") and not is_legacy_type(type_string)
 
 
 # ---------------------------------------------------------------- Transformer
