@@ -389,6 +389,9 @@ class Terminated(BaseException):
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    # Once is enough: a second SIGTERM must not cut the cleanup short (kill -9 still works).
+    for again in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(again, signal.SIG_IGN)
     raise Terminated(signum)
 
 

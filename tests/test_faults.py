@@ -194,6 +194,15 @@ def test_sigterm_and_sighup_clean_up_like_sigint(model_folder: Path, tmp_path: P
     assert names(tmp_path) == ["in.txt"]
 
 
+def test_sigterm_of_build_removes_its_temp_folder(tiny_recipe: Callable[[str], Path], tmp_path: Path) -> None:
+    run = Run(["build", str(tiny_recipe(DENSE_STACK)), "-o", str(tmp_path / "m")], pause="build:modules-written")
+    run.reach("build:modules-written")
+    os.kill(run.pid, signal.SIGTERM)
+    run.resume()
+    assert run.finish() == (143, ["error: interrupted by SIGTERM"])
+    assert names(tmp_path) == ["recipe.yaml"]
+
+
 # ---------------------------------------------------------------- a full disk, a read-only folder
 
 
