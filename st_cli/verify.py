@@ -718,4 +718,5 @@ def _record(run: _Run, report: VerifyReport) -> str | None:
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
-    fsio.write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n", force=True)
+    """Publish without replacing: a manifest that appeared while verify ran is kept (exit 2)."""
+    fsio.write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")

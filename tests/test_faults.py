@@ -224,6 +224,36 @@ def test_file_size_limit_is_one_line_exit_2_before_encoding(model_folder: Path, 
 
 
 @pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs, where this machine lets the tests mount one."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE test covers a full disk")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "precision"), [(".npy", "float32"), (".safetensors", "int8"), (".jsonl", "float32")]
+)
+def test_full_disk_is_one_line_exit_2_and_leaves_nothing(
+    model_folder: Path, tmp_path: Path, small_disk: Path, suffix: str, precision: str
+) -> None:
+    src = lines_file(tmp_path / "in.txt", 3000)  # 3000 x 32 float32: 384 KB, more than the disk holds
+    out = small_disk / f"o{suffix}"
+    result = runner.invoke(app, encode_args(str(src), out, model_folder, "--precision", precision, "--skip-empty"))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [f"error: {out}: cannot write the output here: no space left on the device"]
+    assert names(small_disk) == []
+
+
+@pytest.fixture
 def read_only_folder(tmp_path: Path) -> Iterator[Path]:
     """A folder nobody may write in: chmod for users, `chattr +i` for root (who ignores modes)."""
     folder = tmp_path / "ro"
