@@ -308,6 +308,8 @@ def _embedding_dim(model: Model, truncate_dim: int | None) -> int:
     dim = model.get_sentence_embedding_dimension()
     if dim is None:  # a custom last module that does not say: ask it
         dim = int(model.embed([""]).shape[-1])
+    if truncate_dim is not None and truncate_dim > dim:
+        raise StError(f"--truncate-dim {truncate_dim}: wider than the model's {dim} dimensions")
     limit = truncate_dim or model.truncate_dim
     return min(dim, limit) if limit else dim
 

@@ -265,6 +265,9 @@ def test_truncate_dim_normalize_and_prompt(tiny: Model, tmp_path: Path) -> None:
     texts = varied_texts(20, seed=5)
     out = tmp_path / "o.npy"
     src = write_lines(tmp_path / "in.txt", texts)
+    with pytest.raises(StError, match=r"--truncate-dim 33: wider than the model's 32 dimensions"):
+        encode_file(src, out, model=tiny, truncate_dim=33)
+    assert not out.exists()
     encode_file(src, out, model=tiny, truncate_dim=8, normalize=True, prompt_name="query")
     want = tiny.encode(texts, truncate_dim=8, normalize=True, prompt_name="query")
     np.testing.assert_allclose(np.load(out), want, atol=ATOL, rtol=0)
