@@ -369,6 +369,8 @@ def encode(
     """
     started = time.perf_counter()
     target = Path(output)
+    if target.is_dir():
+        raise StError(f"{target}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
     options.check(target)
     side = side_paths(target, skip_empty=options.skip_empty, precision=options.precision)
     claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, options.force), strict=True))
