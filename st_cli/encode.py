@@ -335,7 +335,8 @@ def _publish_all(temps: dict[str, Path], claims: dict[str, fsio.Claim], order: S
     published: list[Path] = []
     try:
         for name in order:
-            fsio.publish(temps.pop(name), claims[name])
+            fsio.publish(temps[name], claims[name])
+            del temps[name]  # published: no longer ours to remove
             published.append(claims[name].path)
     except BaseException:
         for path in published:

@@ -606,3 +606,20 @@ def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and re.match(message, lines[0]), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+
+
+@pytest.mark.parametrize("appears", ["o.npy", "o.npy.lines.txt", "o.npy.calibration.json"])
+def test_a_file_that_appears_during_the_run_is_kept_and_nothing_of_ours_is_left(
+    tiny: Model, tmp_path: Path, appears: str
+) -> None:
+    src = write_lines(tmp_path / "in.txt", ["a", "", "b"])
+
+    def someone_else_writes(done: int, total: int, tokens: int) -> None:
+        (tmp_path / appears).write_text("theirs")
+
+    with pytest.raises(OutputExistsError, match=f"{appears}: appeared while this run was writing it"):
+        encode_file(
+            src, tmp_path / "o.npy", model=tiny, skip_empty=True, precision="int8", progress=someone_else_writes
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", appears]
+    assert (tmp_path / appears).read_text() == "theirs"
