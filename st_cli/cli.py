@@ -50,7 +50,7 @@ def user_errors() -> Iterator[None]:
         render.error(str(e))
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
-        render.error("interrupted")
+        render.error("interrupted by SIGINT")
         raise typer.Exit(130) from None
     except fsio.Terminated as e:
         render.error(f"interrupted by {e}")
