@@ -217,6 +217,15 @@ def iter_records(
         offset += _line_count(source.path)
 
 
+def read_texts(
+    inputs: Sequence[str | os.PathLike[str]], *, field: str = "text", column: str = "text", errors: str = "strict"
+) -> list[str]:
+    """Every record of the inputs as `st encode` reads them (.txt, .jsonl, .csv, .tsv, - for stdin)."""
+    with _resolved_inputs(inputs, None) as sources:
+        records = iter_records(sources, field_name=field, column=column, errors=errors, skip_empty=False)
+        return [record.text for record in records]
+
+
 @contextlib.contextmanager
 def _resolved_inputs(inputs: Sequence[str | os.PathLike[str]], stdin: IO[bytes] | None) -> Iterator[list[_Input]]:
     """Inputs as files; stdin is spooled to a temporary file so it can be read twice."""

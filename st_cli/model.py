@@ -155,8 +155,12 @@ class Model(torch.nn.Module):
         format: layout.Format = "portable",
         force: bool = False,
         recipe: Recipe | None = None,
+        training: dict[str, Any] | None = None,
     ) -> Path:
-        """Write the folder atomically: built beside `path`, renamed into place at the end."""
+        """Write the folder atomically: built beside `path`, renamed into place at the end.
+
+        `training` is `st train`'s record of how the weights were fitted, kept in the manifest.
+        """
         if format not in layout.FORMATS:
             raise StError(f"unknown format {format!r}; choose from {', '.join(layout.FORMATS)}")
         if format == "portable" and self.truncate_dim:
@@ -169,7 +173,10 @@ class Model(torch.nn.Module):
             entries = [self._save_module(tmp, i, module, format) for i, module in enumerate(self.steps)]
             layout.write_model_files(tmp, entries, self._model_config(), format)
             (tmp / layout.MODEL_CARD).write_text(card.model_card(self, entries, format, target.name), encoding="utf-8")
-            layout.write_json(tmp / layout.MANIFEST, self._manifest(tmp, format, recipe))
+            manifest = self._manifest(tmp, format, recipe)
+            if training is not None:
+                manifest["training"] = training
+            layout.write_json(tmp / layout.MANIFEST, manifest)
         return target
 
     def _save_module(self, root: Path, index: int, module: Module, fmt: layout.Format) -> layout.ModuleEntry:
