@@ -42,8 +42,9 @@ CONTRASTIVE_SCALE = 20.0  # sentence-transformers' MultipleNegativesRankingLoss 
 WARMUP_FRACTION = 0.1
 GRAD_CLIP = 1.0
 WEIGHT_DECAY = 0.01
-# Added layers learn fast; a pre-trained Transformer is wrecked by anything above ~1e-4.
-DEFAULT_LR = {"added": 1e-3, "input": 2e-5}
+# Added layers learn fast from a random init; after --init pca they start near the optimum and only
+# need polishing; a pre-trained Transformer is wrecked by anything above ~1e-4.
+DEFAULT_LR = {"added": 1e-3, "init": 1e-4, "input": 2e-5}
 EMBED_BATCH = 32  # rows per batch when the frozen prefix and the teacher embed the data
 # Test-only: SIGKILL the process after this many optimizer steps (a crash mid-epoch, for --resume tests).
 KILL_AT_STEP_ENV = "ST_TRAIN_TEST_KILL_AT_STEP"
@@ -52,9 +53,13 @@ KILL_AT_STEP_ENV = "ST_TRAIN_TEST_KILL_AT_STEP"
 SENTENCE_LEVEL = {"Dense", "Normalize"}
 # Features with a token axis: trimmed to each text's length in the cache, padded again per batch.
 TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "token_embeddings")
-# Dense activations a PCA init suits, with the scale that keeps the activation near-linear: tanh is
-# tanh(x) ≈ x for small x, and the Normalize after it drops the scale again.
-PCA_ACTIVATIONS = {"torch.nn.modules.linear.Identity": 1.0, "torch.nn.modules.activation.Tanh": 0.1}
+# Dense activations a PCA init suits, with the typical size of a projected input that keeps the
+# activation near-linear (tanh(x) ≈ x for small x; a Normalize after it drops the scale again).
+# None: leave the projection unscaled.
+PCA_ACTIVATIONS: dict[str, float | None] = {
+    "torch.nn.modules.linear.Identity": None,
+    "torch.nn.modules.activation.Tanh": 0.5,
+}
 
 ProgressFn = Callable[[str, int, int, "float | None"], None]  # (phase, done, total, loss)
 
@@ -634,11 +639,12 @@ def pca_init(job: _Job) -> int:
         raise StError(f"--init pca: module {index} uses activation {activation}; PCA suits identity or tanh")
     assert isinstance(linear, torch.nn.Linear)
     texts = job.train_texts if job.options.loss == "distill" else [p.anchor for p in job.train_pairs]
-    inputs = torch.stack([job.cache.rows[t]["sentence_embedding"] for t in texts]).double()
-    inputs = torch.nn.functional.normalize(inputs, dim=-1)
+    raw = torch.stack([job.cache.rows[t]["sentence_embedding"] for t in texts]).double()
+    inputs = torch.nn.functional.normalize(raw, dim=-1)
     _, vectors = torch.linalg.eigh(inputs.T @ inputs)  # ascending eigenvalues
     top = vectors[:, -linear.out_features :].flip(1).T
-    scale = PCA_ACTIVATIONS[activation]
+    size = PCA_ACTIVATIONS[activation]
+    scale = 1.0 if size is None else size / float(raw.norm(dim=-1).median())
     with torch.no_grad():
         linear.weight.copy_((top * scale).to(linear.weight.dtype))
         if linear.bias is not None:
@@ -748,7 +754,7 @@ def train(
             teacher_model = teacher
         else:
             teacher_model = load_model(teacher, trust_remote_code=trust_remote_code)
-    chosen_lr = lr if lr is not None else DEFAULT_LR["input" if 0 in trained else "added"]
+    chosen_lr = lr if lr is not None else DEFAULT_LR["input" if 0 in trained else "init" if init else "added"]
     options = Options(
         loss=loss, trained=trained, epochs=epochs, lr=chosen_lr, batch_size=batch_size, max_steps=max_steps,
         eval_fraction=eval_fraction, seed=seed, init=init, symmetric=symmetric,
