@@ -42,16 +42,7 @@ PROSE = re.compile(r"[A-Z]")
 CODE_LIKE = re.compile(r"[{}=<>\[\]]|\*\*|>>>")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
-DENSE_RECIPE = """name: minilm-dense-128
-seed: 42
-base: sentence-transformers/all-MiniLM-L6-v2
-keep: 2                       # Transformer + mean Pooling
-modules:
-  - type: Dense
-    out_features: 128
-    activation: identity
-  - type: Normalize
-"""
+DENSE_RECIPE = ROOT / "recipes/minilm-dense-128.yaml"
 
 
 def docstring_paragraphs() -> list[list[str]]:
@@ -139,9 +130,7 @@ def main() -> None:
         data = tmp / "lines.txt"
         data.write_text("\n".join(corpus(args.lines)) + "\n", encoding="utf-8")
         if "dense" not in args.skip:
-            recipe = tmp / "dense.yaml"
-            recipe.write_text(DENSE_RECIPE, encoding="utf-8")
-            build(recipe, tmp / "dense")
+            build(DENSE_RECIPE, tmp / "dense")
             run_distill("MiniLM + Dense 384→128 + Normalize", tmp / "dense", data, tmp / "dense-out", args, init="pca")
         if "linear" not in args.skip:
             build(ROOT / "recipes/custom/minilm-linear-512.yaml", tmp / "linear")
@@ -160,9 +149,7 @@ def run_contrastive(tmp: Path, args: argparse.Namespace) -> None:
     pairs = tmp / "pairs.jsonl"
     rows = [json.dumps({"anchor": a, "positive": b}) for a, b in sentence_pairs(args.pairs)]
     pairs.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    recipe = tmp / "dense.yaml"
-    recipe.write_text(DENSE_RECIPE, encoding="utf-8")
-    build(recipe, tmp / "dense-c", force=True)
+    build(DENSE_RECIPE, tmp / "dense-c", force=True)
     started = time.perf_counter()
     report = st_cli.train(
         str(tmp / "dense-c"), [pairs], output=tmp / "contrastive-out", loss="contrastive", epochs=max(2, args.epochs),
