@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from st_cli import __version__, render
+from st_cli import __version__, fsio, render
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, StError
 
 # transformers' own progress bars and advice would drown st's output; read when it is first imported.
@@ -36,9 +36,14 @@ TrustOpt = Annotated[
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """StError → one line on stderr and its exit code; anything else → exit 3 (ST_DEBUG=1 re-raises)."""
+    """StError → one line on stderr and its exit code; anything else → exit 3 (ST_DEBUG=1 re-raises).
+
+    SIGINT, SIGTERM and SIGHUP unwind like an exception (temps are removed on the way) and exit
+    130, 143 and 129 with one line.
+    """
     try:
-        yield
+        with fsio.signals_raise():
+            yield
     except StError as e:
         if os.environ.get("ST_DEBUG"):
             raise
@@ -47,6 +52,9 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         render.error("interrupted")
         raise typer.Exit(130) from None
+    except fsio.Terminated as e:
+        render.error(f"interrupted by {e}")
+        raise typer.Exit(e.exit_code) from None
     except Exception as e:
         if os.environ.get("ST_DEBUG"):
             raise

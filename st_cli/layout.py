@@ -6,18 +6,14 @@ It must not import torch: `st inspect` and `st --help` read folders through it a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from st_cli.errors import ModelFolderError, OutputExistsError, StError
+from st_cli.errors import ModelFolderError
 
 Format = Literal["portable", "st6"]
 FORMATS: tuple[Format, ...] = ("portable", "st6")
@@ -378,78 +374,6 @@ def sha256_file(path: Path) -> str:
 def read_manifest(root: Path) -> dict[str, Any] | None:
     path = root / MANIFEST
     return read_json(path) if path.is_file() else None
-
-
-@contextlib.contextmanager
-def atomic_folder(target: Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `target`; on success it replaces `target`.
-
-    On any exception the temporary folder is removed and `target` is left exactly as it was.
-    """
-    target = Path(target)
-    check_output_free(target, force=force)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    except OSError as e:
-        raise StError(f"{target}: cannot create the output folder ({e.strerror or e}: {e.filename})") from None
-    try:
-        yield tmp
-        _apply_umask(tmp)
-        if target.exists() or target.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _apply_umask(root: Path) -> None:
-    """mkdtemp makes private folders; give the result the permissions a plain mkdir would."""
-    umask = _current_umask()
-    for path in [root, *root.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def temp_file_beside(target: Path, tag: str = "tmp") -> Path:
-    """An empty hidden file next to `target` (same filesystem, so publish() is an atomic rename)."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".{tag}", dir=target.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def publish(tmp: Path, target: Path) -> None:
-    """Give a temporary file a plain file's permissions (mkstemp makes it private) and rename it into place."""
-    tmp.chmod(0o666 & ~_current_umask())
-    os.replace(tmp, target)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside `path` under a temporary name, then rename over it: readers never see half a file."""
-    tmp = temp_file_beside(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        publish(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def check_output_free(target: Path, *, force: bool) -> None:
-    """Refuse to overwrite something the user has, unless --force."""
-    if (target.exists() or target.is_symlink()) and not force:
-        raise OutputExistsError(f"{target}: already exists; pass --force to replace it")
 
 
 # ---------------------------------------------------------------- safetensors headers

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from st_cli import __version__, card, custom, hub, layout, registry
+from st_cli import __version__, card, custom, fsio, hub, layout, registry
 from st_cli.errors import ConfigValueError, ModelFolderError, StError, first_line
 from st_cli.modules.base import Features, InputModule, Module
 from st_cli.probes import PROBE_ATOL, PROBE_TEXTS
@@ -155,11 +155,14 @@ class Model(torch.nn.Module):
         format: layout.Format = "portable",
         force: bool = False,
         recipe: Recipe | None = None,
+        claim: fsio.Claim | None = None,
         training: dict[str, Any] | None = None,
     ) -> Path:
-        """Write the folder atomically: built beside `path`, renamed into place at the end.
+        """Write the folder atomically: built beside `path`, published at the end by a no-replace rename.
 
-        `training` is `st train`'s record of how the weights were fitted, kept in the manifest.
+        `claim` (from `fsio.claim` at the start of a longer job) makes --force replace only what
+        existed when the job started. `training` is `st train`'s record of how the weights were
+        fitted, kept in the manifest.
         """
         if format not in layout.FORMATS:
             raise StError(f"unknown format {format!r}; choose from {', '.join(layout.FORMATS)}")
@@ -169,8 +172,9 @@ class Model(torch.nn.Module):
                 "use --format st6, or shrink the last Dense's out_features instead"
             )
         target = Path(path)
-        with layout.atomic_folder(target, force=force) as tmp:
+        with fsio.atomic_folder(claim or target, force=force) as tmp:
             entries = [self._save_module(tmp, i, module, format) for i, module in enumerate(self.steps)]
+            fsio.pause_point("build:modules-written")
             layout.write_model_files(tmp, entries, self._model_config(), format)
             (tmp / layout.MODEL_CARD).write_text(card.model_card(self, entries, format, target.name), encoding="utf-8")
             manifest = self._manifest(tmp, format, recipe)
@@ -327,7 +331,6 @@ def load_model(
     )
 
 
-
 def build(
     recipe_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -339,7 +342,7 @@ def build(
     """`st build`: recipe file → model folder. Checks everything it can before loading weights."""
     from st_cli.recipe import load_recipe
 
-    layout.check_output_free(Path(output), force=force)
+    claim = fsio.claim(output, force=force)  # --force replaces only what exists now, not what appears later
     recipe = load_recipe(recipe_path, overrides)
     model = build_model(recipe)
-    return model, model.save(output, format=format, force=force, recipe=recipe)
+    return model, model.save(output, format=format, force=force, recipe=recipe, claim=claim)

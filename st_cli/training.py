@@ -729,14 +729,16 @@ def train(
         eval_fraction: the share of the data held out for the per-epoch evaluation (0: none).
     """
 
-    from st_cli.encode import read_texts, resolve_device
+    from st_cli import fsio
+    from st_cli.encode import resolve_device
+    from st_cli.inputs import ReadOptions, read_texts
     from st_cli.model import Model, load_model
 
     out = Path(output)
     _check_arguments(loss, init, epochs, batch_size, eval_fraction, max_steps, format)
-    layout.check_output_free(out, force=force)
+    claim = fsio.claim(out, force=force)  # --force replaces only what exists now, not what appears later
     device = resolve_device(device)
-    texts = read_texts(data, field=field, column=column) if loss == "distill" else None
+    texts = read_texts(data, ReadOptions(field=field, column=column)) if loss == "distill" else None
     pairs = read_pairs(data, columns) if loss == "contrastive" else None
     if texts is not None and len(set(texts)) < 2:
         raise StError(f"{', '.join(map(str, data))}: distillation needs at least 2 distinct texts")
@@ -800,7 +802,7 @@ def train(
     for i, module in enumerate(student.steps):
         module.untrained = i in untrained and i not in trained
     record = _training_record(report, options, data_record, student)
-    student.save(out, format=format, force=force, training=record)
+    student.save(out, format=format, force=force, claim=claim, training=record)
     _remove_checkpoints(checkpoints)
     return report
 

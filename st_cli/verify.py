@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import numpy as np
 
-from st_cli import __version__, hub, layout, registry
+from st_cli import __version__, fsio, hub, layout, registry
 from st_cli.errors import ModelFolderError, OutputExistsError, StError
 from st_cli.probes import PROBE_TEXTS
 
@@ -124,7 +124,7 @@ class VerifyReport:
         target = Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            layout.write_text_atomic(target, self.to_junit())
+            fsio.write_text_atomic(target, self.to_junit(), force=True)  # --force for --junit: harden-verify
         except OSError as e:
             raise StError(f"{target}: cannot write the JUnit report ({e.strerror or e})") from None
 
@@ -718,4 +718,5 @@ def _record(run: _Run, report: VerifyReport) -> str | None:
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
-    layout.write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    """Publish without replacing: a manifest that appeared while verify ran is kept (exit 2)."""
+    fsio.write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
