@@ -13,7 +13,7 @@ Prints, on held-out text st has not trained on:
 Text: sentences and paragraphs of the Python language reference (`pydoc_data.topics`) and of the
 standard library's docstrings, shuffled; both ship with CPython and are read offline.
 
-    python tests/bench/bench_train.py [--lines 22000] [--held-out 2000] [--epochs 1] [--pairs 4000]
+    python tests/bench/bench_train.py [--lines 22000] [--held-out 2000] [--epochs 3] [--pairs 4000]
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=22_000, help="training plus held-out lines")
     parser.add_argument("--held-out", type=int, default=2_000)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=4_000)
     parser.add_argument("--skip", nargs="*", default=[], choices=["dense", "linear", "contrastive"])
     args = parser.parse_args()
@@ -152,7 +152,7 @@ def run_contrastive(tmp: Path, args: argparse.Namespace) -> None:
     build(DENSE_RECIPE, tmp / "dense-c", force=True)
     started = time.perf_counter()
     report = st_cli.train(
-        str(tmp / "dense-c"), [pairs], output=tmp / "contrastive-out", loss="contrastive", epochs=max(2, args.epochs),
+        str(tmp / "dense-c"), [pairs], output=tmp / "contrastive-out", loss="contrastive", epochs=10,
         eval_fraction=0.25, force=True,
     )  # fmt: skip
     epochs = " → ".join(f"epoch {i} {figure(m)}" for i, m in enumerate(report.per_epoch, 1))
