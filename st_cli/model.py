@@ -304,7 +304,8 @@ def load_model(
     """Load a model folder (either dialect) or a Hub id into a Model."""
     root = hub.resolve_model(name_or_path, revision=revision)
     entries = layout.read_modules_json(root)
-    config = layout.read_model_config(root)
+    # sentence-transformers ignores config_sentence_transformers.json in a plain transformers folder.
+    config = layout.ModelConfig() if layout.is_plain_folder(root) else layout.read_model_config(root)
     for entry in entries:
         layout.module_folder(root, entry.path)  # refuses paths that leave the folder
     # Every class first, so an untrusted custom module stops the load before any weights are read.
@@ -314,7 +315,10 @@ def load_model(
         builtin = registry.is_registered(cls)
         expected = (OSError, ValueError, KeyError, TypeError) if builtin else Exception
         try:
-            modules.append(cls.load(str(root), subfolder=entry.path))
+            if entry.config is not None:  # supplied by st (a plain folder's Pooling): nothing to read
+                modules.append(cls(**entry.config))
+            else:
+                modules.append(cls.load(str(root), subfolder=entry.path))
         except StError:
             raise
         except expected as e:
