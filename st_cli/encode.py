@@ -362,6 +362,8 @@ def _embedding_dim(model: Model, truncate_dim: int | None) -> int:
     dim = model.get_sentence_embedding_dimension()
     if dim is None:  # a custom last module that does not say: ask it
         dim = int(model.embed([""]).shape[-1])
+    if truncate_dim is not None and truncate_dim > dim:
+        raise StError(f"--truncate-dim {truncate_dim}: wider than the model's {dim} dimensions")
     limit = truncate_dim or model.truncate_dim
     return min(dim, limit) if limit else dim
 
@@ -387,7 +389,8 @@ def _publish_all(temps: dict[str, Path], claims: dict[str, fsio.Claim], order: S
     published: list[Path] = []
     try:
         for name in order:
-            fsio.publish(temps.pop(name), claims[name])
+            fsio.publish(temps[name], claims[name])
+            del temps[name]  # published: no longer ours to remove
             published.append(claims[name].path)
     except BaseException:
         for path in published:
@@ -421,6 +424,8 @@ def encode(
     """
     started = time.perf_counter()
     target = Path(output)
+    if target.is_dir():
+        raise StError(f"{target}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
     options.check(target)
     side = side_paths(target, skip_empty=options.skip_empty, precision=options.precision)
     claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, options.force), strict=True))

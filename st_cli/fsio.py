@@ -35,14 +35,16 @@ from st_cli.errors import OutputExistsError, StError
 
 TEMP_MARK = "st-tmp"
 _TEMP_RE = re.compile(rf"\.{TEMP_MARK}-(\d+)-[0-9a-f]+(\.[\w.-]+)?$")
+_TEMP_NAME_RE = re.compile(rf"^\.(.+)\.{TEMP_MARK}-\d+-[0-9a-f]+(\.[\w.-]+)?$")
 
-# Test-only hook: ST_TEST_PAUSE="point=seconds,..." makes a run print "st-test: at POINT" on stderr
-# and sleep there, so fault tests can kill it at a known step. Never set it in real use.
+# Test-only hook: ST_TEST_PAUSE="point[=seconds],..." makes a run print "st-test: at POINT" on stderr
+# at each named point, then sleep that long, or without seconds stop itself (SIGSTOP) until the test
+# sends SIGCONT, so fault tests can kill or race it at a known step. Never set it in real use.
 PAUSE_ENV = "ST_TEST_PAUSE"
 
 
 def pause_point(point: str) -> None:
-    """Test-only: sleep at `point` when $ST_TEST_PAUSE names it (see PAUSE_ENV)."""
+    """Test-only: pause at `point` when $ST_TEST_PAUSE names it (see PAUSE_ENV)."""
     spec = os.environ.get(PAUSE_ENV)
     if not spec:
         return
@@ -50,7 +52,10 @@ def pause_point(point: str) -> None:
         name, _, seconds = item.partition("=")
         if name.strip() == point:
             print(f"st-test: at {point}", file=sys.stderr, flush=True)  # noqa: T201 - test hook
-            time.sleep(float(seconds or 0))
+            if seconds:
+                time.sleep(float(seconds))
+            else:
+                os.kill(os.getpid(), signal.SIGSTOP)
 
 
 # ---------------------------------------------------------------- identity and claims
@@ -192,10 +197,9 @@ def _rename2(src: Path, dst: Path, flags: int) -> bool:
     raise OSError(code, os.strerror(code), str(dst))
 
 
-def _appeared(target: Path) -> OutputExistsError:
-    return OutputExistsError(
-        f"{target}: appeared while this run was writing it (another run?); not replaced, pass --force to replace it"
-    )
+def _appeared(target: Path, *, force: bool = False) -> OutputExistsError:
+    advice = "" if force else ", pass --force to replace it"
+    return OutputExistsError(f"{target}: appeared while this run was writing it (another run?); not replaced{advice}")
 
 
 def rename_noreplace(src: Path, dst: Path) -> None:
@@ -233,11 +237,11 @@ def _replace_claimed(src: Path, dst: Path, existed: FileId) -> None:
             # src now names what was at dst: the original, or something that appeared since.
             if FileId.of(src) != existed:
                 _rename2(src, dst, RENAME_EXCHANGE)  # swap back: theirs stays, ours is removed by the caller
-                raise _appeared(dst)
+                raise _appeared(dst, force=True)
             remove(src)
             return
         if FileId.of(dst) != existed:
-            raise _appeared(dst)
+            raise _appeared(dst, force=True)
         if src.is_dir():
             old = temp_path(dst, "old")
             os.rename(dst, old)
@@ -343,9 +347,15 @@ _WRITE_PROBLEMS = {
 
 
 def write_error(error: OSError, target: Path) -> StError:
-    """An OSError while writing `target` as a one-line StError naming the output."""
+    """An OSError while writing `target` (or a temp of it) as a one-line StError naming the output."""
     problem = _WRITE_PROBLEMS.get(error.errno or 0) or error.strerror or str(error)
-    return StError(f"{target}: cannot write the output here: {problem}")
+    return StError(f"{target_of(target)}: cannot write the output here: {problem}")
+
+
+def target_of(path: Path) -> Path:
+    """The output a temp name stands for (`.NAME.st-tmp-PID-RANDOM[.TAG]` → NAME); other paths as they are."""
+    match = _TEMP_NAME_RE.match(path.name)
+    return path.with_name(match.group(1)) if match else path
 
 
 def _current_umask() -> int:
@@ -379,6 +389,9 @@ class Terminated(BaseException):
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    # Once is enough: a second SIGTERM must not cut the cleanup short (kill -9 still works).
+    for again in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(again, signal.SIG_IGN)
     raise Terminated(signum)
 
 

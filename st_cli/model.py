@@ -156,11 +156,13 @@ class Model(torch.nn.Module):
         force: bool = False,
         recipe: Recipe | None = None,
         claim: fsio.Claim | None = None,
+        training: dict[str, Any] | None = None,
     ) -> Path:
         """Write the folder atomically: built beside `path`, published at the end by a no-replace rename.
 
         `claim` (from `fsio.claim` at the start of a longer job) makes --force replace only what
-        existed when the job started.
+        existed when the job started. `training` is `st train`'s record of how the weights were
+        fitted, kept in the manifest.
         """
         if format not in layout.FORMATS:
             raise StError(f"unknown format {format!r}; choose from {', '.join(layout.FORMATS)}")
@@ -175,7 +177,10 @@ class Model(torch.nn.Module):
             fsio.pause_point("build:modules-written")
             layout.write_model_files(tmp, entries, self._model_config(), format)
             (tmp / layout.MODEL_CARD).write_text(card.model_card(self, entries, format, target.name), encoding="utf-8")
-            layout.write_json(tmp / layout.MANIFEST, self._manifest(tmp, format, recipe))
+            manifest = self._manifest(tmp, format, recipe)
+            if training is not None:
+                manifest["training"] = training
+            layout.write_json(tmp / layout.MANIFEST, manifest)
         return target
 
     def _save_module(self, root: Path, index: int, module: Module, fmt: layout.Format) -> layout.ModuleEntry:
@@ -299,7 +304,8 @@ def load_model(
     """Load a model folder (either dialect) or a Hub id into a Model."""
     root = hub.resolve_model(name_or_path, revision=revision)
     entries = layout.read_modules_json(root)
-    config = layout.read_model_config(root)
+    # sentence-transformers ignores config_sentence_transformers.json in a plain transformers folder.
+    config = layout.ModelConfig() if layout.is_plain_folder(root) else layout.read_model_config(root)
     for entry in entries:
         layout.module_folder(root, entry.path)  # refuses paths that leave the folder
     # Every class first, so an untrusted custom module stops the load before any weights are read.
@@ -309,7 +315,10 @@ def load_model(
         builtin = registry.is_registered(cls)
         expected = (OSError, ValueError, KeyError, TypeError) if builtin else Exception
         try:
-            modules.append(cls.load(str(root), subfolder=entry.path))
+            if entry.config is not None:  # supplied by st (a plain folder's Pooling): nothing to read
+                modules.append(cls(**entry.config))
+            else:
+                modules.append(cls.load(str(root), subfolder=entry.path))
         except StError:
             raise
         except expected as e:

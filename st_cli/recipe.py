@@ -24,9 +24,9 @@ import yaml
 
 from st_cli import custom, registry
 from st_cli.errors import ConfigValueError, RecipeError, StError
+from st_cli.types import TypeSpec
 
 TOP_LEVEL_KEYS = ("name", "seed", "base", "keep", "modules", "prompts", "default_prompt", "similarity", "truncate_dim")
-_NEEDS_SENTENCE_EMBEDDING = ("Dense", "Normalize")  # built-ins that read features["sentence_embedding"]
 SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SET_PATH = re.compile(r"^[A-Za-z_][\w]*(\[\d+\])?(\.[A-Za-z_]\w*(\[\d+\])?)*$")
@@ -238,7 +238,7 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
     for i, module in enumerate(modules):
         line, first = lines.get(("modules", i)), i == 0 and base is None
         spec = _check_module(module, ("modules", i), dim, fail, base=path.parent, line=line, first=first)
-        if spec.type in _NEEDS_SENTENCE_EMBEDDING and base is None and all(s.type == "Transformer" for s in specs):
+        if base is None and _reads_missing_sentence_embedding(spec, specs):
             raise fail(("modules", i, "type"), f"{spec.type} works on the sentence embedding: put a Pooling before it")
         specs.append(spec)
         dim = spec.output_dim
@@ -256,6 +256,20 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
         base=base,
         keep=keep,
     )
+
+
+def _type_spec(type_name: str) -> TypeSpec:
+    return registry.spec(type_name)
+
+
+def _reads_missing_sentence_embedding(spec: ModuleSpec, before: list[ModuleSpec]) -> bool:
+    """A registered type that reads the sentence embedding, with nothing before it that writes one."""
+    if spec.module_class is not None:
+        return False
+    writers = [registry.spec(s.type).writes for s in before if s.module_class is None]
+    if len(writers) < len(before):  # custom code before it may write anything
+        return False
+    return registry.spec(spec.type).reads == "sentence_embedding" and "sentence_embedding" not in writers
 
 
 def _check_base(data: dict[str, Any], path: Path, fail: Any) -> tuple[str | None, int | None, int | None, dict]:
@@ -315,10 +329,10 @@ def _check_module(
             raise fail(key_path + (key,), _unknown_key_message(key, list(params), type_name))
         _check_type(value, params[key], key_path + (key,), fail)
     missing = [name for name, p in params.items() if p.default is inspect.Parameter.empty and name not in kwargs]
-    if getattr(cls, "type_name", None) == "Transformer" and isinstance(kwargs.get("model"), str):
-        local = base / kwargs["model"]
-        if not kwargs["model"].startswith("package:") and local.exists():
-            kwargs["model"] = str(local.resolve())
+    for key in _type_spec(type_name).path_keys if not is_custom else ():
+        value = kwargs.get(key)
+        if isinstance(value, str) and not value.startswith("package:") and (base / value).exists():
+            kwargs[key] = str((base / value).resolve())
     planner = functools.partial(custom.plan, cls) if is_custom else cls.plan
     try:
         kwargs, output_dim = planner(dict(kwargs), input_dim)

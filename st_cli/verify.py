@@ -38,6 +38,7 @@ _LAYOUT_FINDINGS = {
     "bad-model-config",
     "missing-module-folder",
     "unknown-type",
+    "unsupported-type",
     "missing-config",
     "bad-config",
     "missing-weights",
@@ -148,7 +149,7 @@ def verify_model(
         record: write st_manifest.json (atomically) when the folder has none and every check passes.
     """
     root = hub.resolve_model(model)
-    if not (root / layout.MODULES_JSON).is_file():
+    if not (root / layout.MODULES_JSON).is_file() and not layout.is_plain_folder(root):
         raise ModelFolderError(f"{root}: no {layout.MODULES_JSON}; not a sentence-transformers model folder")
     manifest, manifest_error = _read_manifest(root)
     if record:
@@ -343,7 +344,8 @@ def _st_problems(root: Path, entry: layout.ModuleEntry) -> list[dict[str, Any]]:
             message = f"{entry.type} ({label}): no {module_name}.py in the folder, and not importable"
             return [_problem("custom-code-missing", message, f"{module_name}.py")]
     folder = root / entry.path
-    if short == "Transformer" and folder.is_dir() and not any((folder / n).is_file() for n in _TOKENIZER_FILES):
+    hf_model = entry.spec is not None and entry.spec.hf_model
+    if hf_model and folder.is_dir() and not any((folder / n).is_file() for n in _TOKENIZER_FILES):
         where = entry.path or "."
         return [_problem("missing-tokenizer", f"{where}: no tokenizer files ({label})", where)]
     return []
@@ -482,7 +484,8 @@ def check_batch_invariance(run: _Run) -> Check:
 
 def check_normalization(run: _Run) -> Check:
     """Unit norms where the stack ends in Normalize."""
-    if run.entries[-1].short_type != "Normalize":
+    last = run.entries[-1].spec
+    if last is None or not last.normalizes:
         return _skip("normalization", "the stack does not end in Normalize")
     if run.model is None or run.raw is None:
         return run.unloaded("normalization")
@@ -718,4 +721,5 @@ def _record(run: _Run, report: VerifyReport) -> str | None:
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
-    fsio.write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n", force=True)
+    """Publish without replacing: a manifest that appeared while verify ran is kept (exit 2)."""
+    fsio.write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
