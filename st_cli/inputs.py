@@ -109,6 +109,8 @@ _QUOTED = re.compile(r'"([^"]*(?:""[^"]*)*)"')
 
 def _csv_fields(text: str, delimiter: str) -> list[str] | None:
     """RFC 4180 fields of one record's text (line ends inside quotes included); None: a quote is still open."""
+    if '"' not in text:
+        return text.split(delimiter)  # most records: nothing quoted
     fields: list[str] = []
     pos, end = 0, len(text)
     while True:
