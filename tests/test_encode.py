@@ -585,6 +585,8 @@ CLI_BAD = [
     ({"a.txt": "x\n"}, ["--precision", "int4"], r"error: --precision: expected one of float32, .*, got 'int4'"),
     ({"a.txt": "x\n"}, ["--kw", "task=query"], r"error: .*task"),
     ({}, ["{dir}/missing.txt"], r"error: .*missing\.txt: no such file"),
+    ({}, ["{dir}"], r"error: .*: is a folder, not a text file"),
+    ({}, ["/dev/null"], r"error: /dev/null: not a regular file \(it would be read twice\)"),
 ]
 
 
