@@ -149,6 +149,7 @@ def test_a_plugin_with_its_own_spec_gets_widths_and_file_checks(tiny_recipe, tmp
         st6_type="st_plugins.VocabScale",
         width=lambda ctx: types.Widths(ctx.incoming, ctx.incoming),
         required_files=("vocab.txt",),
+        since="3.2",
     )
     registry.register(spec)(Scale)
     try:
@@ -159,7 +160,12 @@ def test_a_plugin_with_its_own_spec_gets_widths_and_file_checks(tiny_recipe, tmp
         missing = [f for f in summary.errors if f.code == "missing-config"]
         assert len(missing) == 1 and missing[0].path == "2_Scale/vocab.txt"
         (folder / "2_Scale/vocab.txt").write_text("a\n", encoding="utf-8")
-        assert not st_cli.summarize(folder).errors
+        summary = st_cli.summarize(folder)
+        assert not summary.errors
+        # Loader verdicts come from the spec: `since` and `tei`.
+        assert summary.loaders["ST<=5.3"].status == "partial"
+        assert "modules.json: st_plugins.VocabScale exists only in ST >= 3.2" in summary.loaders["ST<=5.3"].reasons
+        assert summary.loaders["TEI"].status == "no" and summary.loaders["ST>=6"].status == "yes"
     finally:
         registry.unregister("TestVocabScale")
     with pytest.raises(ValueError, match="belongs to a built-in"):
