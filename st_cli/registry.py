@@ -46,7 +46,7 @@ class UnknownModuleType(StError):
 
 
 def register(spec_or_name: TypeSpec | str) -> Callable[[M], M]:
-    """Class decorator: a built-in passes its row of types.SPECS; a plugin passes a short name."""
+    """Class decorator: a built-in passes its row of types.SPECS; a plugin passes a short name (or its own TypeSpec)."""
 
     def add(cls: M) -> M:
         spec = spec_or_name if isinstance(spec_or_name, TypeSpec) else plugin_spec(spec_or_name, cls)
@@ -54,10 +54,14 @@ def register(spec_or_name: TypeSpec | str) -> Callable[[M], M]:
         if name in _CLASSES and _CLASSES[name] is not cls:
             msg = f"module type {name!r} is already registered by {_CLASSES[name].__module__}"
             raise ValueError(msg)
-        if types.SPECS.get(name, spec) is not spec:
+        builtin = types.SPECS.get(name) is spec
+        if name in types.SPECS and not builtin:
             raise ValueError(f"module type {name!r} is a built-in name; choose another")
+        taken = [t for t in spec.type_strings if types.spec_for_type_string(t) not in (None, spec)]
+        if taken:
+            raise ValueError(f"module type {name!r}: type string {taken[0]!r} belongs to a built-in")
         _CLASSES[name] = cls  # type: ignore[assignment]
-        if not isinstance(spec_or_name, TypeSpec):
+        if not builtin:  # a plugin: by name (derived spec) or with its own TypeSpec
             _PLUGIN_SPECS[name] = spec
             _PLUGIN_TYPES.update(dict.fromkeys(spec.type_strings, name))
         cls.type_name = name  # type: ignore[attr-defined]

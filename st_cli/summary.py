@@ -371,6 +371,7 @@ class _Reader:
             self.set_dims(module, dim)
             return module
         self.read_config(module, folder)
+        self.check_required_files(module, folder)
         module.weights = self.read_weights(folder, spec)
         if spec is not None and spec.hf_model:
             module.transformer = self.read_transformer(folder, module.weights or WeightsInfo())
@@ -445,6 +446,12 @@ class _Reader:
             unsupported = "not supported by st" in str(e)
             code = "st-unsupported" if unsupported else "bad-config"
             self.add("warning" if unsupported else "error", code, str(e), module.config_file)
+
+    def check_required_files(self, module: ModuleSummary, folder: Path) -> None:
+        for name in module.spec.required_files if module.spec else ():
+            if not (folder / name).is_file():
+                where = self.rel(folder / name)
+                self.add("error", "missing-config", f"{where}: missing; {module.type} needs it to load", where)
 
     def check_keys(self, module: ModuleSummary, spec: TypeSpec) -> None:
         known = spec.known_keys()

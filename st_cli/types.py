@@ -146,6 +146,7 @@ class TypeSpec:
     needs_config: bool = False  # a missing config file is an error
     needs_weights: bool = False  # a missing weights file is an error
     needs_folder: bool = True  # False: loaders never read its folder (Normalize)
+    required_files: tuple[str, ...] = ()  # other files its loader opens (e.g. a word tokenizer's vocabulary)
     reads: Role = "sentence_embedding"  # the feature it consumes
     writes: Role = "sentence_embedding"  # the feature it produces
     normalizes: bool = False  # its output has unit length

@@ -592,6 +592,15 @@ def _seven_key_pooling(m: Path) -> None:
     _edit_json("1_Pooling/config.json", lambda c: {**c, "pooling_mode_lasttoken": False, "include_prompt": False})(m)
 
 
+def _make_plain(m: Path) -> None:
+    """Keep the transformers files only: a plain folder every ST version reads as Transformer + mean Pooling."""
+    for path in list(m.iterdir()):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.name in ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json"):
+            path.unlink()
+
+
 @pytest.fixture(scope="module")
 def variants(built: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("variants")
@@ -605,6 +614,7 @@ def variants(built: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
         "dense-safetensors-only": ("portable", [_generic_tokenizer, _remove("2_Dense/pytorch_model.bin")]),
         "seven-key-pooling": ("portable", [_generic_tokenizer, _seven_key_pooling]),
         "dense-shape": ("portable", [_generic_tokenizer, _dense_out_8]),
+        "plain-transformers": ("portable", [_generic_tokenizer, _make_plain]),
     }  # fmt: skip
     out = {}
     for name, (base, mutations) in recipes.items():

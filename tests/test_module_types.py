@@ -140,3 +140,34 @@ def test_an_entry_point_registers_a_plugin(monkeypatch: pytest.MonkeyPatch) -> N
         assert registry.get("TestEpScale").__name__ == "EpScale"
     finally:
         registry.unregister("TestEpScale")
+
+
+def test_a_plugin_with_its_own_spec_gets_widths_and_file_checks(tiny_recipe, tmp_path: Path) -> None:
+    spec = types.TypeSpec(
+        name="TestVocabScale",
+        legacy_type="st_plugins.VocabScale",
+        st6_type="st_plugins.VocabScale",
+        width=lambda ctx: types.Widths(ctx.incoming, ctx.incoming),
+        required_files=("vocab.txt",),
+        since="3.2",
+    )
+    registry.register(spec)(Scale)
+    try:
+        _, folder = st_cli.build(tiny_recipe("  - type: Pooling\n  - type: TestVocabScale\n"), tmp_path / "m")
+        assert layout.read_modules_json(folder)[-1].type == "st_plugins.VocabScale"
+        summary = st_cli.summarize(folder)
+        assert summary.embedding_dimension == 32  # the plugin's width rule, no torch
+        missing = [f for f in summary.errors if f.code == "missing-config"]
+        assert len(missing) == 1 and missing[0].path == "2_Scale/vocab.txt"
+        (folder / "2_Scale/vocab.txt").write_text("a\n", encoding="utf-8")
+        summary = st_cli.summarize(folder)
+        assert not summary.errors
+        # Loader verdicts come from the spec: `since` and `tei`.
+        assert summary.loaders["ST<=5.3"].status == "partial"
+        assert "modules.json: st_plugins.VocabScale exists only in ST >= 3.2" in summary.loaders["ST<=5.3"].reasons
+        assert summary.loaders["TEI"].status == "no" and summary.loaders["ST>=6"].status == "yes"
+    finally:
+        registry.unregister("TestVocabScale")
+    with pytest.raises(ValueError, match="belongs to a built-in"):
+        registry.register(types.TypeSpec("TestFake", types.SPECS["Dense"].legacy_type, "x.Y"))(Scale)
+    registry.unregister("TestFake")
