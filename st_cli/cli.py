@@ -225,6 +225,7 @@ def verify(
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Also write the report as JUnit XML to FILE.", show_default=False)
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --junit FILE.")] = False,
 ) -> None:
     """Reload a saved model and check its files and embeddings (for CI).
 
@@ -246,9 +247,12 @@ def verify(
       st verify ./downloaded-model --record
     """
     from st_cli.errors import EXIT_MISMATCH, EXIT_OK
+    from st_cli.layout import check_output_free
     from st_cli.verify import verify_model
 
     with user_errors():
+        if junit is not None:
+            check_output_free(junit, force=force)  # before the checks run, not after
         report = verify_model(
             model,
             atol=atol,

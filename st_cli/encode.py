@@ -704,6 +704,8 @@ def _embedding_dim(model: Model, truncate_dim: int | None) -> int:
     limit = truncate_dim or model.truncate_dim
     if truncate_dim is not None and truncate_dim <= 0:
         raise StError(f"--truncate-dim must be positive, got {truncate_dim}")
+    if truncate_dim is not None and truncate_dim > dim:
+        raise StError(f"--truncate-dim {truncate_dim} is wider than the model's {dim}-d embeddings")
     return min(dim, limit) if limit else dim
 
 

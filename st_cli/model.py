@@ -287,6 +287,26 @@ def _check_custom_module(recipe: Recipe, index: int, module: Module) -> None:
         raise recipe.error(f"modules[{index}]", problem, spec.line)
 
 
+# What torch, safetensors and transformers raise on files that are damaged rather than on a bug in st.
+_DAMAGED_FOLDER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, RecursionError, OverflowError, MemoryError,
+)  # fmt: skip
+
+
+def refuse_damaged(root: Path) -> None:
+    """Refuse, before any weights load, a folder `st inspect` finds broken: the first error that fails verify's
+    layout or dimensions check, as one line naming the file (a damaged folder is bad input, DESIGN §6)."""
+    from st_cli.summary import summarize
+
+    for finding in summarize(str(root)).findings:
+        if finding.severity == "error" and finding.check in ("layout", "dimensions"):
+            message, path = finding.message, finding.path or ""
+            if message.startswith(str(root)):  # already names the file
+                raise ModelFolderError(message)
+            located = path not in ("", ".") and message.startswith(f"{path}:")
+            raise ModelFolderError(f"{root}/{message}" if located else f"{root}: {message}")
+
+
 def load_model(
     name_or_path: str | os.PathLike[str], *, revision: str | None = None, trust_remote_code: bool = False
 ) -> Model:
@@ -296,12 +316,13 @@ def load_model(
     config = layout.read_model_config(root)
     for entry in entries:
         layout.module_folder(root, entry.path)  # refuses paths that leave the folder
+    refuse_damaged(root)
     # Every class first, so an untrusted custom module stops the load before any weights are read.
     classes = [registry.class_for_type_string(e.type, root, trust_remote_code=trust_remote_code) for e in entries]
     modules = []
     for entry, cls in zip(entries, classes, strict=True):
         builtin = registry.is_registered(cls)
-        expected = (OSError, ValueError, KeyError, TypeError) if builtin else Exception
+        expected = _DAMAGED_FOLDER_ERRORS if builtin else Exception
         try:
             modules.append(cls.load(str(root), subfolder=entry.path))
         except StError:
@@ -334,5 +355,6 @@ def build(
 
     layout.check_output_free(Path(output), force=force)
     recipe = load_recipe(recipe_path, overrides)
+    recipe.check_format(format)
     model = build_model(recipe)
     return model, model.save(output, format=format, force=force, recipe=recipe)

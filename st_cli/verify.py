@@ -46,7 +46,6 @@ _LAYOUT_FINDINGS = {
 }
 _DIMENSION_FINDINGS = {"shape-mismatch", "dimension-mismatch", "truncate-dim"}
 _MODEL_FILES = {layout.MODULES_JSON, layout.MODEL_CONFIG, layout.MODEL_CARD, layout.MANIFEST}
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
 
 
 @dataclass
@@ -342,10 +341,6 @@ def _st_problems(root: Path, entry: layout.ModuleEntry) -> list[dict[str, Any]]:
         if not found:
             message = f"{entry.type} ({label}): no {module_name}.py in the folder, and not importable"
             return [_problem("custom-code-missing", message, f"{module_name}.py")]
-    folder = root / entry.path
-    if short == "Transformer" and folder.is_dir() and not any((folder / n).is_file() for n in _TOKENIZER_FILES):
-        where = entry.path or "."
-        return [_problem("missing-tokenizer", f"{where}: no tokenizer files ({label})", where)]
     return []
 
 
