@@ -18,6 +18,20 @@ from st_cli.probes import PROBE_ATOL, PROBE_TEXTS
 from st_cli.recipe import Recipe
 
 
+class CustomModuleError(StError):
+    """A custom module's forward failed: names `modules[i]`, its class and the file it came from."""
+
+    def __init__(self, index: int, module: Module, error: BaseException) -> None:
+        self.index = index
+        cls = type(module)
+        try:
+            where = f" in {custom.source_file(cls)}"
+        except (StError, TypeError):
+            where = f" in {cls.__module__}"
+        self.detail = f"{cls.__name__}{where}: forward failed: {type(error).__name__}: {first_line(error)}"
+        super().__init__(f"modules[{index}]: {self.detail}")
+
+
 class Model(torch.nn.Module):
     """Modules run in order on a features dict; the first one tokenizes."""
 
@@ -93,9 +107,17 @@ class Model(torch.nn.Module):
         return features
 
     def forward(self, features: Features, **kwargs: Any) -> Features:
-        for index, module in enumerate(self.stack):
+        for index, module in enumerate(self.steps):
             own = {k: v for k, v in kwargs.items() if k in self.declared_kwargs(index)}
-            features = module(features, **own)
+            if registry.is_registered(type(module)):
+                features = module(features, **own)
+                continue
+            try:
+                features = module(features, **own)
+            except StError:
+                raise
+            except Exception as e:  # custom code may fail in any way: say which module, class and file
+                raise CustomModuleError(index, module, e) from None
         return features
 
     @torch.inference_mode()
@@ -357,4 +379,9 @@ def build(
     recipe = load_recipe(recipe_path, overrides)
     recipe.check_format(format)
     model = build_model(recipe)
-    return model, model.save(output, format=format, force=force, recipe=recipe)
+    try:
+        return model, model.save(output, format=format, force=force, recipe=recipe)
+    except CustomModuleError as e:
+        first = len(model.steps) - len(recipe.modules)  # modules kept from a base come first
+        spec = recipe.modules[e.index - first] if e.index >= first else None
+        raise recipe.error(f"modules[{e.index - first}]", e.detail, spec.line) if spec else e from None

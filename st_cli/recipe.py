@@ -31,6 +31,7 @@ SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 # Bounds on what a recipe may ask for, so a typo is a located error and not an allocation crash.
 MAX_WIDTH = 1 << 20
 _BYTES_PER_PARAMETER = 4  # float32
+_WEIGHT_MATRICES = {"Dense": ("in_features", "out_features")}  # built-ins whose weights grow as in × out
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SET_PATH = re.compile(r"^[A-Za-z_][\w]*(\[\d+\])?(\.[A-Za-z_]\w*(\[\d+\])?)*$")
 
@@ -282,20 +283,22 @@ def _is_input_module(spec: ModuleSpec) -> bool:
 
 
 def _check_size(spec: ModuleSpec, input_dim: int | None, key_path: KeyPath, fail: Any) -> None:
-    """A width no model has, or a projection whose weights would not fit in this machine's memory."""
+    """A width no model has, or a weight matrix that would not fit in this machine's memory."""
     out = spec.output_dim
     if out is None:
         return
     key = next((k for k, v in spec.kwargs.items() if v == out and not isinstance(v, bool)), None)
-    where = key_path + ((key,) if key else ())
     if out > MAX_WIDTH:
-        raise fail(where, f"{out} is wider than st allows ({MAX_WIDTH})")
-    if input_dim is not None and out != input_dim:
-        needed = input_dim * out * _BYTES_PER_PARAMETER
-        memory = _physical_memory()
+        raise fail(key_path + ((key,) if key else ()), f"{out} is wider than st allows ({MAX_WIDTH})")
+    if spec.type not in _WEIGHT_MATRICES:
+        return
+    rows, cols = _WEIGHT_MATRICES[spec.type]
+    n_in, n_out = spec.kwargs.get(rows), spec.kwargs.get(cols)
+    if isinstance(n_in, int) and isinstance(n_out, int):
+        needed, memory = n_in * n_out * _BYTES_PER_PARAMETER, _physical_memory()
         if memory is not None and needed > memory // 2:
-            gib = f"{needed / 2**30:.1f} GiB"
-            raise fail(where, f"{input_dim}×{out} weights need {gib}, more than half this machine's memory")
+            problem = f"{n_in}×{n_out} weights need {needed / 2**30:.1f} GiB, more than half this machine's memory"
+            raise fail(key_path + (cols,), problem)
 
 
 def _physical_memory() -> int | None:

@@ -488,12 +488,14 @@ class _Reader:
 
     def check_custom(self, module: ModuleSummary) -> None:
         if module.type.startswith("sentence_transformers."):
-            self.add("error", "unknown-type", f"{module.type}: no sentence-transformers version has this module type")
+            message = f"{layout.MODULES_JSON}: {module.type}: no sentence-transformers version has this module type"
+            self.add("error", "unknown-type", message, layout.MODULES_JSON)
             return
         module_name, _, _ = module.type.rpartition(".")
         repo, sep, file_name = module_name.partition("--")
         if not all(part.isidentifier() for part in (file_name if sep else module_name).split(".")):
-            self.add("error", "unknown-type", f"{module.type!r}: not a class path (expected file.Class)")
+            message = f"{layout.MODULES_JSON}: {module.type!r}: not a class path (expected file.Class)"
+            self.add("error", "unknown-type", message, layout.MODULES_JSON)
             return
         if sep:  # `org/repo--file.Class`: code fetched from another Hub repository
             self.add("warning", "custom-code", f"{module.type}: runs {file_name}.py from Hub repo {repo} (needs trust)")

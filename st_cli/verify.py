@@ -31,20 +31,6 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1  # of to_json(); keys are only ever added, any other change bumps it
 Status = Literal["pass", "fail", "skipped"]
 ST_AGAINST = "sentence-transformers"  # `--against sentence-transformers`: the same folder, loaded by ST
-# Which of `st inspect`'s findings (summary.py) fail which check; the rest are portability or info.
-_LAYOUT_FINDINGS = {
-    "path-escape",
-    "invalid-json",
-    "bad-model-config",
-    "missing-module-folder",
-    "unknown-type",
-    "missing-config",
-    "bad-config",
-    "missing-weights",
-    "bad-weights",
-    "st-unsupported",
-}
-_DIMENSION_FINDINGS = {"shape-mismatch", "dimension-mismatch", "truncate-dim"}
 _MODEL_FILES = {layout.MODULES_JSON, layout.MODEL_CONFIG, layout.MODEL_CARD, layout.MANIFEST}
 
 
@@ -265,10 +251,10 @@ class _Run:
         except StError as e:
             self.summary_error = str(e)
 
-    def findings(self, codes: set[str]) -> list[Finding]:
-        """Error and warning findings with these codes (info findings never fail a check)."""
+    def findings(self, check: str) -> list[Finding]:
+        """Error and warning findings that fail this check (summary.FINDING_CHECKS; info never fails one)."""
         found = self.summary.findings if self.summary else []
-        return [f for f in found if f.code in codes and f.severity != "info"]
+        return [f for f in found if f.check == check and f.severity != "info"]
 
     def load(self) -> Check:
         """The reload check; keeps the first load for the checks that follow."""
@@ -311,7 +297,7 @@ def _max_abs(a: Any, b: Any) -> float:
 
 def check_layout(run: _Run) -> Check:
     """Configs parse, every type resolves, module folders and weights exist, no path leaves the folder."""
-    problems = [f.to_json() for f in run.findings(_LAYOUT_FINDINGS)]
+    problems = [f.to_json() for f in run.findings("layout")]
     if run.summary_error:
         problems.append(_problem("unreadable", run.summary_error))
     for entry in run.entries:
@@ -413,7 +399,7 @@ def check_dimensions(run: _Run, *, layout_ok: bool = True) -> Check:
     """Configs agree with weight shapes and with each other down the stack, and with what the model gives."""
     if run.summary is None or not layout_ok:
         return _skip("dimensions", "layout check failed")
-    problems = [f.to_json() for f in run.findings(_DIMENSION_FINDINGS)]
+    problems = [f.to_json() for f in run.findings("dimensions")]
     widths = [m.output_dim for m in run.summary.modules]
     final = _final_width(run, widths[-1] if widths else None, problems)
     figure = " → ".join("?" if w is None else str(w) for w in widths)
