@@ -649,7 +649,7 @@ class _Reader:
             message = f"{where}: max_seq_length must be a positive integer, got {value!r}"
             self.add("error", "bad-max-seq-length", message, where)
         elif limit is not None and value > limit:
-            message = f"{where}: max_seq_length {value} exceeds the {limit} position embeddings"
+            message = f"{where}: max_seq_length {value} exceeds the model's {limit} position embeddings"
             self.add("error", "bad-max-seq-length", message, where)
 
     def check_transformer_shapes(self, info: TransformerInfo, weights: WeightsInfo, where: str) -> None:
