@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from st_cli import __version__, card, custom, hub, layout, registry
+from st_cli import __version__, card, custom, hub, layout, manifest, registry
 from st_cli.errors import ConfigValueError, ModelFolderError, StError, first_line
 from st_cli.modules.base import Features, InputModule, Module
 from st_cli.probes import PROBE_ATOL, PROBE_TEXTS
@@ -191,7 +190,7 @@ class Model(torch.nn.Module):
             entries = [self._save_module(tmp, i, module, format) for i, module in enumerate(self.steps)]
             layout.write_model_files(tmp, entries, self._model_config(), format)
             (tmp / layout.MODEL_CARD).write_text(card.model_card(self, entries, format, target.name), encoding="utf-8")
-            layout.write_json(tmp / layout.MANIFEST, self._manifest(tmp, format, recipe))
+            manifest.write(tmp, self.build_manifest(tmp, format, recipe))
         return target
 
     def _save_module(self, root: Path, index: int, module: Module, fmt: layout.Format) -> layout.ModuleEntry:
@@ -220,7 +219,16 @@ class Model(torch.nn.Module):
             versions={"st_cli": __version__, "transformers": transformers.__version__, "pytorch": torch.__version__},
         )
 
-    def _manifest(self, root: Path, fmt: layout.Format, recipe: Recipe | None) -> dict[str, Any]:
+    def build_manifest(
+        self,
+        root: Path,
+        fmt: layout.Format | None,
+        recipe: Recipe | None,
+        *,
+        dialect: str | None = None,
+        recorded_by: str | None = None,
+    ) -> manifest.Manifest:
+        """st_manifest.json for the finished folder at `root`: file digests and the probes' embeddings."""
         import transformers
 
         try:
@@ -232,25 +240,22 @@ class Model(torch.nn.Module):
                 raise  # built-ins only: a bug in st
             problem = f"running the stack on the probe texts failed: {type(e).__name__}: {first_line(e)}"
             raise StError(f"{problem} (in custom module code?)") from None
-        return {
-            "st_cli": __version__,
-            "format": fmt,
-            "versions": {
-                "st_cli": __version__,
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "python": platform.python_version(),
-            },
-            "recipe": recipe.to_json() if recipe else None,
-            "untrained_modules": [i for i, m in enumerate(self.stack) if m.untrained],
-            "files": layout.file_digests(root),
-            "probes": {
-                "texts": PROBE_TEXTS,
-                "prompt_name": self.default_prompt_name,
-                "atol": PROBE_ATOL,
-                "embeddings": [[float(x) for x in row] for row in embeddings],
-            },
-        }
+        probes = manifest.Probes(
+            texts=tuple(PROBE_TEXTS),
+            embeddings=tuple(tuple(float(x) for x in row) for row in embeddings),
+            prompt_name=self.default_prompt_name,
+            atol=PROBE_ATOL,
+        )
+        return manifest.build(
+            root,
+            fmt=fmt,
+            versions={"torch": torch.__version__, "transformers": transformers.__version__},
+            probes=probes,
+            recipe=recipe.to_json() if recipe else None,
+            untrained_modules=[i for i, m in enumerate(self.stack) if m.untrained],
+            dialect=dialect,
+            recorded_by=recorded_by,
+        )
 
 
 # ---------------------------------------------------------------- building and loading
