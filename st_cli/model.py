@@ -122,7 +122,10 @@ class Model(torch.nn.Module):
     @torch.inference_mode()
     def embed(self, texts: list[str], prompt: str = "", **kwargs: Any) -> torch.Tensor:
         """One padded batch of texts to sentence embeddings (before truncation)."""
-        return self.forward(self.tokenize(texts, prompt), **kwargs)["sentence_embedding"]
+        features = self.forward(self.tokenize(texts, prompt), **kwargs)
+        if "sentence_embedding" not in features:
+            raise StError("the stack gives no sentence embedding: its last module must pool (e.g. a Pooling)")
+        return features["sentence_embedding"]
 
     def encode(
         self,

@@ -261,6 +261,8 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
             raise fail(("modules", i, "type"), f"{spec.type} works on the sentence embedding: put a Pooling before it")
         specs.append(spec)
         dim = spec.output_dim
+    if base is None and [s.type for s in specs] == ["Transformer"]:
+        raise fail(("modules",), "a Transformer alone gives token embeddings, not sentence embeddings: add a Pooling")
     if truncate_dim is not None and dim is not None and truncate_dim > dim:
         raise fail(("truncate_dim",), f"{truncate_dim} is larger than the embedding dimension {dim}")
     return Recipe(

@@ -110,8 +110,20 @@ class Transformer(InputModule):
         return cls(str(folder), **layout.read_module_config("Transformer", folder))
 
 
-# What transformers raises on a damaged folder (bad JSON, shapes that do not fit, unknown model types).
-_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, EOFError, RecursionError)
+try:  # huggingface_hub >= 1.0 validates transformers configs with strict dataclasses
+    from huggingface_hub.errors import StrictDataclassError
+except ImportError:  # pragma: no cover - older huggingface_hub
+
+    class StrictDataclassError(Exception):  # type: ignore[no-redef]
+        """Never raised: stands in for the class older huggingface_hub versions lack."""
+
+
+# What transformers raises on a damaged folder (bad JSON, shapes that do not fit, unknown model types, config
+# values of the wrong type: huggingface_hub's strict dataclasses).
+_LOAD_ERRORS = (
+    OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, EOFError, RecursionError, OverflowError,
+    StrictDataclassError,
+)  # fmt: skip
 
 
 def _load_auto_model(folder: Path) -> Any:
