@@ -38,7 +38,8 @@ class Transformer(InputModule):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, trust_remote_code=False)
         except _LOAD_ERRORS as e:
-            raise ModelFolderError(f"{folder}: cannot load the tokenizer: {first_line(e)}") from None
+            where = folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder
+            raise ModelFolderError(f"{where}: cannot load the tokenizer: {first_line(e)}") from None
         if not self.tokenizer.is_fast:
             raise ModelFolderError(f"{folder}: st needs a fast tokenizer (tokenizer.json)")
         self.auto_model = _load_auto_model(folder)
@@ -135,7 +136,8 @@ def _load_auto_model(folder: Path) -> Any:
             str(folder), dtype=torch.float32, trust_remote_code=False, output_loading_info=True
         )
     except _LOAD_ERRORS as e:
-        raise ModelFolderError(f"{folder}: cannot load the transformers model: {first_line(e)}") from None
+        where = folder / "config.json"
+        raise ModelFolderError(f"{where}: cannot load the transformers model: {first_line(e)}") from None
     # A checkpoint saved without the pooler is common and harmless: sentence embeddings never use it.
     missing = sorted(k for k in info.get("missing_keys") or () if not k.startswith("pooler."))
     mismatched = sorted(str(k) for k in info.get("mismatched_keys") or ())
