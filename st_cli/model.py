@@ -319,7 +319,8 @@ def _check_custom_module(recipe: Recipe, index: int, module: Module) -> None:
 
 # What torch, safetensors and transformers raise on files that are damaged rather than on a bug in st.
 _DAMAGED_FOLDER_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, RecursionError, OverflowError, MemoryError,
+    OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, EOFError, RecursionError, OverflowError,
+    MemoryError,
 )  # fmt: skip
 
 
