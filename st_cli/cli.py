@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from st_cli import __version__, render
+from st_cli import __version__, fsio, render
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, StError
 
 # transformers' own progress bars and advice would drown st's output; read when it is first imported.
@@ -81,9 +81,14 @@ TrustOpt = Annotated[
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """StError → one line on stderr and its exit code; anything else → exit 3 (ST_DEBUG=1 re-raises)."""
+    """StError → one line on stderr and its exit code; anything else → exit 3 (ST_DEBUG=1 re-raises).
+
+    SIGINT, SIGTERM and SIGHUP unwind like an exception (temps are removed on the way) and exit
+    130, 143 and 129 with one line.
+    """
     try:
-        yield
+        with fsio.signals_raise():
+            yield
     except StError as e:
         if os.environ.get("ST_DEBUG"):
             raise
@@ -92,6 +97,9 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         render.error("interrupted")
         raise typer.Exit(130) from None
+    except fsio.Terminated as e:
+        render.error(f"interrupted by {e}")
+        raise typer.Exit(e.exit_code) from None
     except Exception as e:
         if os.environ.get("ST_DEBUG"):
             raise
@@ -247,12 +255,11 @@ def verify(
       st verify ./downloaded-model --record
     """
     from st_cli.errors import EXIT_MISMATCH, EXIT_OK
-    from st_cli.layout import check_output_free
+    from st_cli.fsio import claim
     from st_cli.verify import verify_model
 
     with user_errors():
-        if junit is not None:
-            check_output_free(junit, force=force)  # before the checks run, not after
+        junit_claim = claim(junit, force=force) if junit is not None else None  # refused before the checks run
         report = verify_model(
             model,
             atol=atol,
@@ -261,8 +268,8 @@ def verify(
             require_portable=require_portable,
             record=record,
         )
-        if junit is not None:
-            report.write_junit(junit)
+        if junit_claim is not None:
+            report.write_junit(junit_claim)
     render.verify_report(report, as_json=json_out)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_MISMATCH)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +22,18 @@ def resolve_model(name_or_path: str | os.PathLike[str], *, revision: str | None 
     the Hugging Face cache; a package that bundles that Hub id; a Hub download (unless
     HF_HUB_OFFLINE is set).
     """
+    found = find_local(name_or_path, revision=revision)
+    if found is not None:
+        return found
+    text = str(name_or_path)
+    downloaded = _hub_snapshot(text, revision, local_files_only=False)
+    if downloaded is None:
+        raise ModelFolderError(f"{text}: not a local folder, and the Hugging Face Hub could not provide it")
+    return downloaded
+
+
+def find_local(name_or_path: str | os.PathLike[str], *, revision: str | None = None) -> Path | None:
+    """Like resolve_model, without the download: None for a Hub id this machine does not have yet."""
     text = str(name_or_path)
     local = Path(text).expanduser()
     if local.is_dir():
@@ -36,10 +49,54 @@ def resolve_model(name_or_path: str | os.PathLike[str], *, revision: str | None 
         return package_folder(BUNDLED_MODELS[text])
     if _hub_offline():
         raise ModelFolderError(f"{text}: not a local folder and not in the Hugging Face cache (HF_HUB_OFFLINE is set)")
-    downloaded = _hub_snapshot(text, revision, local_files_only=False)
-    if downloaded is None:
-        raise ModelFolderError(f"{text}: not a local folder, and the Hugging Face Hub could not provide it")
-    return downloaded
+    return None
+
+
+# Files a header-only copy takes whole: configs, tokenizers' JSON, and module code (read, never run).
+_SMALL_SUFFIXES = (".json", ".py", ".txt", ".model")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def fetch_headers(repo_id: str, dest: Path, *, revision: str | None = None) -> None:
+    """A copy of a Hub repository that `st inspect` can read, without any weights.
+
+    JSON (and other small text) files are downloaded; each `.safetensors` file becomes its header
+    followed by a sparse hole of the data's size (huggingface_hub reads headers with a range
+    request); pickled weights become empty placeholders, which inspect never opens anyway.
+    """
+    import huggingface_hub
+
+    try:
+        files = huggingface_hub.list_repo_files(repo_id, revision=revision)
+        for name in files:
+            if name.endswith(_SMALL_SUFFIXES) and not name.startswith("."):
+                huggingface_hub.hf_hub_download(repo_id, name, revision=revision, local_dir=str(dest))
+            elif name.endswith(".safetensors"):
+                meta = huggingface_hub.parse_safetensors_file_metadata(repo_id, name, revision=revision)
+                write_header_only(dest / name, meta.tensors, meta.metadata)
+            elif name.endswith(_PICKLE_SUFFIXES):
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                (dest / name).touch()
+    except ModelFolderError:
+        raise
+    except Exception as e:  # noqa: BLE001 - offline, missing, gated: one line for the user
+        raise ModelFolderError(
+            f"{repo_id}: the Hugging Face Hub could not provide it ({type(e).__name__}: {e})"
+        ) from None
+
+
+def write_header_only(path: Path, tensors: dict, metadata: dict | None) -> None:
+    """A safetensors file with the real header and a hole where the data would be (no disk used)."""
+    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
+    for name, info in tensors.items():
+        header[name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": list(info.data_offsets)}
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # safetensors pads its header to 8 bytes
+    data_size = max((int(info.data_offsets[1]) for info in tensors.values()), default=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        f.truncate(8 + len(raw) + data_size)
 
 
 def package_folder(spec: str) -> Path:

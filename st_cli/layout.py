@@ -6,27 +6,23 @@ It must not import torch: `st inspect` and `st --help` read folders through it a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from st_cli.errors import ModelFolderError, OutputExistsError, StError
+from st_cli import types
+from st_cli.errors import ModelFolderError
+from st_cli.types import FORMATS, MODULE_CONFIG, POOLING_MODES, SBERT_CONFIG, Format, TypeSpec
 
-Format = Literal["portable", "st6"]
-FORMATS: tuple[Format, ...] = ("portable", "st6")
+__all__ = ["FORMATS", "MODULE_CONFIG", "POOLING_MODES", "SBERT_CONFIG", "Format"]
 
 MODULES_JSON = "modules.json"
 MODEL_CONFIG = "config_sentence_transformers.json"
-SBERT_CONFIG = "sentence_bert_config.json"
-MODULE_CONFIG = "config.json"
 MANIFEST = "st_manifest.json"
 MODEL_CARD = "README.md"
 SAFETENSORS_WEIGHTS = "model.safetensors"
@@ -35,68 +31,12 @@ TOKENIZER_FILES = (
     "tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model"
 )
 PICKLED_WEIGHTS = "pytorch_model.bin"
-# Older names for the Transformer's config, tried in this order when SBERT_CONFIG is absent.
-LEGACY_SBERT_CONFIGS = (
-    SBERT_CONFIG,
-    "sentence_roberta_config.json",
-    "sentence_distilbert_config.json",
-    "sentence_camembert_config.json",
-    "sentence_albert_config.json",
-    "sentence_xlm-roberta_config.json",
-    "sentence_xlnet_config.json",
-)
 
-_LEGACY_PREFIX = "sentence_transformers.models."
-_BASE = "sentence_transformers.base.modules."
-_ST = "sentence_transformers.sentence_transformer.modules."
-
-# What each format writes for the built-ins.
+# What each format writes for the built-ins, and every spelling read (views of types.SPECS).
 TYPE_STRINGS: dict[Format, dict[str, str]] = {
-    "portable": {name: _LEGACY_PREFIX + name for name in ("Transformer", "Pooling", "Dense", "Normalize")},
-    "st6": {
-        "Transformer": _BASE + "transformer.Transformer",
-        "Pooling": _ST + "pooling.Pooling",
-        "Dense": _BASE + "dense.Dense",
-        "Normalize": _BASE + "normalize.Normalize",
-    },
+    fmt: {name: spec.type_string(fmt) for name, spec in types.SPECS.items()} for fmt in FORMATS
 }
-
-# Every spelling of a sentence-transformers built-in, in either dialect, to its short name.
-_NEW_DIALECT_PATHS = {
-    "Transformer": [_BASE + "transformer"],
-    "Pooling": [_ST + "pooling"],
-    "Dense": [_BASE + "dense"],
-    "Normalize": [_BASE + "normalize", _ST + "normalize"],
-    "Router": [_BASE + "router"],
-    "StaticEmbedding": [_ST + "static_embedding"],
-    "WordEmbeddings": [_ST + "word_embeddings"],
-    "WeightedLayerPooling": [_ST + "weighted_layer_pooling"],
-    "LayerNorm": [_ST + "layer_norm"],
-    "Dropout": [_ST + "dropout"],
-    "CNN": [_ST + "cnn"],
-    "LSTM": [_ST + "lstm"],
-    "BoW": [_ST + "bow"],
-    "WordWeights": [_ST + "word_weights"],
-    "CLIPModel": [_ST + "clip_model"],
-}
-LEGACY_TYPES: dict[str, str] = {_LEGACY_PREFIX + name: name for name in _NEW_DIALECT_PATHS} | {
-    _LEGACY_PREFIX + "Asym": "Router"
-}
-NEW_TYPES: dict[str, str] = {f"{path}.{name}": name for name, paths in _NEW_DIALECT_PATHS.items() for path in paths}
-KNOWN_TYPES: dict[str, str] = LEGACY_TYPES | NEW_TYPES
-
-POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
-# Legacy boolean keys, in sentence-transformers' concatenation order.
-_LEGACY_POOLING_KEYS = {
-    "cls": "pooling_mode_cls_token",
-    "max": "pooling_mode_max_tokens",
-    "mean": "pooling_mode_mean_tokens",
-    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
-    "weightedmean": "pooling_mode_weightedmean_tokens",
-    "lasttoken": "pooling_mode_lasttoken",
-}
-_ST22_POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens")  # the five keys ST 2.2 accepts
-_EMBEDDING_IO = {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}
+KNOWN_TYPES: dict[str, str] = {s: spec.name for spec in types.SPECS.values() for s in spec.type_strings}
 
 
 @dataclass(frozen=True)
@@ -108,11 +48,21 @@ class ModuleEntry:
     path: str
     type: str
     kwargs: tuple[str, ...] = ()
+    # Set only for modules st supplies itself (a plain transformers folder's Pooling): no files on disk.
+    config: Mapping[str, Any] | None = None
+
+    @property
+    def spec(self) -> TypeSpec | None:
+        """The spec of a type st knows (a built-in or a registered plugin), or None for other code."""
+        from st_cli import registry
+
+        return registry.spec_for_type_string(self.type)
 
     @property
     def short_type(self) -> str | None:
-        """The st short name of a sentence-transformers built-in, or None for other code."""
-        return KNOWN_TYPES.get(self.type)
+        """The st short name of a type st knows, or None for other code."""
+        spec = self.spec
+        return spec.name if spec else None
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"idx": self.idx, "name": self.name, "path": self.path, "type": self.type}
@@ -158,9 +108,32 @@ def module_folder(root: Path, entry_path: str) -> Path:
     return target
 
 
+def is_plain_folder(root: Path) -> bool:
+    """A transformers model folder without modules.json: loaders read it as Transformer + Pooling."""
+    config = root / MODULE_CONFIG
+    if (root / MODULES_JSON).exists() or not config.is_file():
+        return False
+    try:
+        raw = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(raw, dict) and ("model_type" in raw or "architectures" in raw)
+
+
+def plain_entries(root: Path) -> list[ModuleEntry]:
+    """The stack sentence-transformers builds for a plain folder (types.plain_stack), as modules.json entries."""
+    hf_config = read_json(root / MODULE_CONFIG)
+    return [
+        ModuleEntry(idx=i, name=str(i), path="", type=spec.legacy_type, config=config)
+        for i, (spec, config) in enumerate(types.plain_stack(hf_config))
+    ]
+
+
 def read_modules_json(root: Path) -> list[ModuleEntry]:
-    """The entries of `root/modules.json`, checked for shape."""
+    """The entries of `root/modules.json`, checked for shape; a plain transformers folder's implied stack."""
     path = root / MODULES_JSON
+    if not path.is_file() and is_plain_folder(root):
+        return plain_entries(root)
     if not path.is_file():
         raise ModelFolderError(f"{root}: no {MODULES_JSON}; not a sentence-transformers model folder")
     raw = read_json(path)
@@ -190,7 +163,7 @@ def read_modules_json(root: Path) -> list[ModuleEntry]:
 
 def dialect(entries: list[ModuleEntry]) -> str:
     """'legacy' (ST <= 5.3), 'new' (ST >= 5.4), 'mixed', or 'custom' (no built-in type at all)."""
-    kinds = {"legacy" if e.type in LEGACY_TYPES else "new" for e in entries if e.type in KNOWN_TYPES}
+    kinds = {"legacy" if types.is_legacy_type(e.type) else "new" for e in entries if e.spec is not None}
     if not kinds:
         return "custom"
     return kinds.pop() if len(kinds) == 1 else "mixed"
@@ -224,59 +197,26 @@ def read_model_config(root: Path) -> ModelConfig:
     )
 
 
+def find_config_file(spec: TypeSpec | None, folder: Path) -> Path | None:
+    """A module's config file, under any of the names its type has used (custom code: config.json)."""
+    names = spec.config_files if spec is not None else (MODULE_CONFIG,)
+    return next((folder / name for name in names if (folder / name).is_file()), None)
+
+
 def find_sbert_config(folder: Path) -> Path | None:
-    """The Transformer's own config file, under any of the names ST has used."""
-    return next((folder / name for name in LEGACY_SBERT_CONFIGS if (folder / name).is_file()), None)
+    """The input module's own config file (sentence_bert_config.json or an older name)."""
+    return next(
+        (p for spec in types.SPECS.values() if spec.input_module and (p := find_config_file(spec, folder))), None
+    )
 
 
-def read_module_config(short_type: str | None, folder: Path) -> dict[str, Any]:
-    """A module's config as st constructor kwargs, whichever dialect wrote it."""
-    if short_type == "Transformer":
-        path = find_sbert_config(folder)
-        raw = read_json(path) if path else {}
-        return {k: raw[k] for k in ("max_seq_length", "do_lower_case") if k in raw}
-    path = folder / MODULE_CONFIG
-    raw = read_json(path) if path.is_file() else {}
+def read_module_config(spec: TypeSpec | None, folder: Path) -> dict[str, Any]:
+    """A module's config as st constructor kwargs, whichever dialect wrote it (custom code: as written)."""
+    path = find_config_file(spec, folder)
+    raw = read_json(path) if path else {}
     if not isinstance(raw, dict):
         raise ModelFolderError(f"{path}: expected a JSON object")
-    if short_type == "Pooling":
-        return _decode_pooling(raw, path)
-    if short_type == "Dense":
-        return _decode_dense(raw, path)
-    if short_type == "Normalize":
-        return {}
-    return raw
-
-
-def _decode_pooling(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    dimension = raw.get("embedding_dimension", raw.get("word_embedding_dimension"))
-    if "pooling_mode" in raw:
-        mode = raw["pooling_mode"]
-        modes = [mode] if isinstance(mode, str) else list(mode)
-    else:
-        modes = [m for m, key in _LEGACY_POOLING_KEYS.items() if raw.get(key)] or ["mean"]
-    unknown = [m for m in modes if m not in POOLING_MODES]
-    if unknown or not isinstance(dimension, int):
-        problem = f"unknown pooling mode {unknown[0]!r}" if unknown else "missing embedding dimension"
-        raise ModelFolderError(f"{path}: {problem}")
-    return {"dimension": dimension, "mode": modes, "include_prompt": bool(raw.get("include_prompt", True))}
-
-
-def _decode_dense(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    if raw.get("use_residual"):
-        raise ModelFolderError(f"{path}: use_residual is not supported by st")
-    for key in ("module_input_name", "module_output_name"):
-        if raw.get(key, "sentence_embedding") != "sentence_embedding":
-            raise ModelFolderError(f"{path}: {key}={raw[key]!r} is not supported by st")
-    try:
-        return {
-            "in_features": int(raw["in_features"]),
-            "out_features": int(raw["out_features"]),
-            "bias": bool(raw.get("bias", True)),
-            "activation": raw.get("activation_function", "torch.nn.modules.activation.Tanh"),
-        }
-    except KeyError as e:
-        raise ModelFolderError(f"{path}: missing key {e}") from None
+    return spec.decode(raw, path or folder / MODULE_CONFIG) if spec is not None else raw
 
 
 # ---------------------------------------------------------------- writing
@@ -287,55 +227,20 @@ def module_dir_name(idx: int, class_name: str) -> str:
     return f"{idx}_{class_name}"
 
 
-def module_config_files(short_type: str | None, config: Mapping[str, Any], fmt: Format) -> dict[str, dict | None]:
+def module_config_files(spec: TypeSpec | None, config: Mapping[str, Any], fmt: Format) -> dict[str, dict | None]:
     """What a module's config looks like on disk: {file name: JSON object}; None means no file."""
-    if short_type == "Transformer":
-        if fmt == "portable":
-            return {SBERT_CONFIG: {"max_seq_length": config["max_seq_length"], "do_lower_case": False}}
-        return {
-            SBERT_CONFIG: {
-                "transformer_task": "feature-extraction",
-                "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
-                "module_output_name": "token_embeddings",
-            }
-        }
-    if short_type == "Pooling":
-        return {MODULE_CONFIG: _encode_pooling(config, fmt)}
-    if short_type == "Dense":
-        dense = {
-            "in_features": config["in_features"],
-            "out_features": config["out_features"],
-            "bias": config["bias"],
-            "activation_function": config["activation"],
-        }
-        return {MODULE_CONFIG: dense | (_EMBEDDING_IO if fmt == "st6" else {})}
-    if short_type == "Normalize":
-        return {MODULE_CONFIG: dict(_EMBEDDING_IO) if fmt == "st6" else None}
-    return {MODULE_CONFIG: dict(config)}
-
-
-def _encode_pooling(config: Mapping[str, Any], fmt: Format) -> dict[str, Any]:
-    modes = list(config["mode"])
-    include_prompt = bool(config.get("include_prompt", True))
-    if fmt == "st6":
-        mode: str | list[str] = modes[0] if len(modes) == 1 else modes
-        return {"embedding_dimension": config["dimension"], "pooling_mode": mode, "include_prompt": include_prompt}
-    out: dict[str, Any] = {"word_embedding_dimension": config["dimension"]}
-    out |= {_LEGACY_POOLING_KEYS[m]: m in modes for m in _ST22_POOLING_MODES}
-    # The newer keys break ST <= 2.2, so they are written only when they carry information.
-    if not include_prompt or any(m not in _ST22_POOLING_MODES for m in modes):
-        out |= {_LEGACY_POOLING_KEYS[m]: m in modes for m in ("weightedmean", "lasttoken")}
-        out["include_prompt"] = include_prompt
-    return out
+    if spec is None:
+        return {MODULE_CONFIG: dict(config)}
+    return spec.encode_config(config, fmt)
 
 
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_module_config(folder: Path, short_type: str | None, config: Mapping[str, Any], fmt: Format) -> None:
+def write_module_config(folder: Path, spec: TypeSpec | None, config: Mapping[str, Any], fmt: Format) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for name, content in module_config_files(short_type, config, fmt).items():
+    for name, content in module_config_files(spec, config, fmt).items():
         if content is not None:
             write_json(folder / name, content)
 
@@ -395,78 +300,6 @@ def sha256_file(path: Path) -> str:
 def read_manifest(root: Path) -> dict[str, Any] | None:
     path = root / MANIFEST
     return read_json(path) if path.is_file() else None
-
-
-@contextlib.contextmanager
-def atomic_folder(target: Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `target`; on success it replaces `target`.
-
-    On any exception the temporary folder is removed and `target` is left exactly as it was.
-    """
-    target = Path(target)
-    check_output_free(target, force=force)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    except OSError as e:
-        raise StError(f"{target}: cannot create the output folder ({e.strerror or e}: {e.filename})") from None
-    try:
-        yield tmp
-        _apply_umask(tmp)
-        if target.exists() or target.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _apply_umask(root: Path) -> None:
-    """mkdtemp makes private folders; give the result the permissions a plain mkdir would."""
-    umask = _current_umask()
-    for path in [root, *root.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def temp_file_beside(target: Path, tag: str = "tmp") -> Path:
-    """An empty hidden file next to `target` (same filesystem, so publish() is an atomic rename)."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".{tag}", dir=target.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def publish(tmp: Path, target: Path) -> None:
-    """Give a temporary file a plain file's permissions (mkstemp makes it private) and rename it into place."""
-    tmp.chmod(0o666 & ~_current_umask())
-    os.replace(tmp, target)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside `path` under a temporary name, then rename over it: readers never see half a file."""
-    tmp = temp_file_beside(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        publish(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def check_output_free(target: Path, *, force: bool) -> None:
-    """Refuse to overwrite something the user has, unless --force."""
-    if (target.exists() or target.is_symlink()) and not force:
-        raise OutputExistsError(f"{target}: already exists; pass --force to replace it")
 
 
 # ---------------------------------------------------------------- safetensors headers

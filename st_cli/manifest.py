@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from st_cli import __version__, layout
+from st_cli import __version__, fsio, layout
 from st_cli.errors import ModelFolderError
 
 FILE_NAME = layout.MANIFEST
@@ -182,7 +182,6 @@ def dumps(manifest: Manifest) -> str:
 
 
 def write(root: Path, manifest: Manifest) -> Path:
-    """Write st_manifest.json into a folder: a temporary name beside it, then a rename."""
-    path = root / FILE_NAME
-    layout.write_text_atomic(path, dumps(manifest))
-    return path
+    """Write st_manifest.json into a folder: a temporary name beside it, then a rename that never replaces
+    (a manifest that appeared meanwhile is kept: OutputExistsError)."""
+    return fsio.write_text_atomic(root / FILE_NAME, dumps(manifest))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from st_cli import __version__, card, custom, hub, layout, manifest, registry
+from st_cli import __version__, card, custom, fsio, hub, layout, manifest, registry
 from st_cli.errors import ConfigValueError, ModelFolderError, StError, first_line
 from st_cli.modules.base import Features, InputModule, Module
 from st_cli.probes import PROBE_ATOL, PROBE_TEXTS
@@ -179,8 +179,13 @@ class Model(torch.nn.Module):
         format: layout.Format = "portable",
         force: bool = False,
         recipe: Recipe | None = None,
+        claim: fsio.Claim | None = None,
     ) -> Path:
-        """Write the folder atomically: built beside `path`, renamed into place at the end."""
+        """Write the folder atomically: built beside `path`, published at the end by a no-replace rename.
+
+        `claim` (from `fsio.claim` at the start of a longer job) makes --force replace only what
+        existed when the job started.
+        """
         if format not in layout.FORMATS:
             raise StError(f"unknown format {format!r}; choose from {', '.join(layout.FORMATS)}")
         if format == "portable" and self.truncate_dim:
@@ -189,8 +194,9 @@ class Model(torch.nn.Module):
                 "use --format st6, or shrink the last Dense's out_features instead"
             )
         target = Path(path)
-        with layout.atomic_folder(target, force=force) as tmp:
+        with fsio.atomic_folder(claim or target, force=force) as tmp:
             entries = [self._save_module(tmp, i, module, format) for i, module in enumerate(self.steps)]
+            fsio.pause_point("build:modules-written")
             layout.write_model_files(tmp, entries, self._model_config(), format)
             (tmp / layout.MODEL_CARD).write_text(card.model_card(self, entries, format, target.name), encoding="utf-8")
             manifest.write(tmp, self.build_manifest(tmp, format, recipe))
@@ -344,7 +350,8 @@ def load_model(
     """Load a model folder (either dialect) or a Hub id into a Model."""
     root = hub.resolve_model(name_or_path, revision=revision)
     entries = layout.read_modules_json(root)
-    config = layout.read_model_config(root)
+    # sentence-transformers ignores config_sentence_transformers.json in a plain transformers folder.
+    config = layout.ModelConfig() if layout.is_plain_folder(root) else layout.read_model_config(root)
     for entry in entries:
         layout.module_folder(root, entry.path)  # refuses paths that leave the folder
     refuse_damaged(root)
@@ -355,7 +362,10 @@ def load_model(
         builtin = registry.is_registered(cls)
         expected = _DAMAGED_FOLDER_ERRORS if builtin else Exception
         try:
-            modules.append(cls.load(str(root), subfolder=entry.path))
+            if entry.config is not None:  # supplied by st (a plain folder's Pooling): nothing to read
+                modules.append(cls(**entry.config))
+            else:
+                modules.append(cls.load(str(root), subfolder=entry.path))
         except StError:
             raise
         except expected as e:
@@ -372,7 +382,6 @@ def load_model(
     )
 
 
-
 def build(
     recipe_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -384,12 +393,12 @@ def build(
     """`st build`: recipe file → model folder. Checks everything it can before loading weights."""
     from st_cli.recipe import load_recipe
 
-    layout.check_output_free(Path(output), force=force)
+    claim = fsio.claim(output, force=force)  # --force replaces only what exists now, not what appears later
     recipe = load_recipe(recipe_path, overrides)
     recipe.check_format(format)
     model = build_model(recipe)
     try:
-        return model, model.save(output, format=format, force=force, recipe=recipe)
+        return model, model.save(output, format=format, force=force, recipe=recipe, claim=claim)
     except CustomModuleError as e:
         first = len(model.steps) - len(recipe.modules)  # modules kept from a base come first
         spec = recipe.modules[e.index - first] if e.index >= first else None

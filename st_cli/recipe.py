@@ -24,9 +24,9 @@ import yaml
 
 from st_cli import custom, registry
 from st_cli.errors import ConfigValueError, RecipeError, StError
+from st_cli.types import TypeSpec
 
 TOP_LEVEL_KEYS = ("name", "seed", "base", "keep", "modules", "prompts", "default_prompt", "similarity", "truncate_dim")
-_NEEDS_SENTENCE_EMBEDDING = ("Dense", "Normalize")  # built-ins that read features["sentence_embedding"]
 SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 # Bounds on what a recipe may ask for, so a typo is a located error and not an allocation crash.
 MAX_WIDTH = 1 << 20
@@ -257,12 +257,13 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
             problem = f"{spec.type} is an input module (it tokenizes); a stack has one, first, and {where} is it"
             raise fail(("modules", i, "type"), problem)
         _check_size(spec, dim, ("modules", i), fail)
-        if spec.type in _NEEDS_SENTENCE_EMBEDDING and base is None and all(s.type == "Transformer" for s in specs):
+        if base is None and _reads_missing_sentence_embedding(spec, specs):
             raise fail(("modules", i, "type"), f"{spec.type} works on the sentence embedding: put a Pooling before it")
         specs.append(spec)
         dim = spec.output_dim
-    if base is None and [s.type for s in specs] == ["Transformer"]:
-        raise fail(("modules",), "a Transformer alone gives token embeddings, not sentence embeddings: add a Pooling")
+    if base is None and _gives_no_sentence_embedding(specs):
+        problem = "nothing in the stack gives a sentence embedding (only token embeddings): add a Pooling"
+        raise fail(("modules",), problem)
     if truncate_dim is not None and dim is not None and truncate_dim > dim:
         raise fail(("truncate_dim",), f"{truncate_dim} is larger than the embedding dimension {dim}")
     return Recipe(
@@ -278,6 +279,13 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
         keep=keep,
         lines={str(k[0]): line for k, line in lines.items() if len(k) == 1},
     )
+
+
+def _gives_no_sentence_embedding(specs: list[ModuleSpec]) -> bool:
+    """Registered types only (custom code may write anything), none of which writes the sentence embedding."""
+    if any(s.module_class is not None for s in specs):
+        return False
+    return all(registry.spec(s.type).writes != "sentence_embedding" for s in specs)
 
 
 def _is_input_module(spec: ModuleSpec) -> bool:
@@ -308,6 +316,20 @@ def _physical_memory() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not on every platform
         return None
+
+
+def _type_spec(type_name: str) -> TypeSpec:
+    return registry.spec(type_name)
+
+
+def _reads_missing_sentence_embedding(spec: ModuleSpec, before: list[ModuleSpec]) -> bool:
+    """A registered type that reads the sentence embedding, with nothing before it that writes one."""
+    if spec.module_class is not None:
+        return False
+    writers = [registry.spec(s.type).writes for s in before if s.module_class is None]
+    if len(writers) < len(before):  # custom code before it may write anything
+        return False
+    return registry.spec(spec.type).reads == "sentence_embedding" and "sentence_embedding" not in writers
 
 
 def _check_base(data: dict[str, Any], path: Path, fail: Any) -> tuple[str | None, int | None, int | None, dict]:
@@ -367,10 +389,10 @@ def _check_module(
             raise fail(key_path + (key,), _unknown_key_message(key, list(params), type_name))
         _check_type(value, params[key], key_path + (key,), fail)
     missing = [name for name, p in params.items() if p.default is inspect.Parameter.empty and name not in kwargs]
-    if getattr(cls, "type_name", None) == "Transformer" and isinstance(kwargs.get("model"), str):
-        local = base / kwargs["model"]
-        if not kwargs["model"].startswith("package:") and local.exists():
-            kwargs["model"] = str(local.resolve())
+    for key in _type_spec(type_name).path_keys if not is_custom else ():
+        value = kwargs.get(key)
+        if isinstance(value, str) and not value.startswith("package:") and (base / value).exists():
+            kwargs[key] = str((base / value).resolve())
     planner = functools.partial(custom.plan, cls) if is_custom else cls.plan
     try:
         kwargs, output_dim = planner(dict(kwargs), input_dim)

@@ -1,8 +1,15 @@
-"""The single registry: module type names to classes.
+"""The single registry: module types by short name and by every modules.json type string.
 
-Built-ins register themselves with `@register("Pooling")` in `st_cli/modules/<name>.py`; the
-registry imports that package lazily on the first lookup, so importing the registry (and
-`st inspect`) never pays for torch.
+Built-ins register themselves with `@register(SPECS["Pooling"])` in `st_cli/modules/<file>.py`
+(their torch-free rows live in `st_cli/types.py`). A plugin registers with a plain name,
+`@st_cli.register("MyPooling")`; its spec is derived (type string `module.Class`, config in
+config.json, keys = the class's `config_keys`), so a folder saved with it loads back without trust
+wherever the plugin is imported. Installed packages can declare plugins in the entry-point group
+`st_cli.modules` (each entry point names a module to import, or a class to register under the
+entry point's name); they load together with the built-ins, on the first class lookup.
+
+Importing this module (and `st inspect`) never pays for torch: specs are looked up without
+importing any class.
 """
 
 from __future__ import annotations
@@ -10,18 +17,25 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from st_cli.errors import StError
+from st_cli import types
+from st_cli.errors import ModelFolderError, StError
+from st_cli.types import TypeSpec
 
 if TYPE_CHECKING:
     from st_cli.modules.base import Module
 
 M = TypeVar("M", bound=type)
+ENTRY_POINT_GROUP = "st_cli.modules"
 
-_MODULES: dict[str, type[Module]] = {}
+_CLASSES: dict[str, type[Module]] = {}  # short name → class
+_PLUGIN_SPECS: dict[str, TypeSpec] = {}  # short name → derived spec of a plugin
+_PLUGIN_TYPES: dict[str, str] = {}  # type string → short name of a plugin
 _builtins_loaded = False
+_entry_points_loaded = False
 
 
 class UnknownModuleType(StError):
@@ -31,45 +45,116 @@ class UnknownModuleType(StError):
         super().__init__(f"unknown module type {name!r}{hint}")
 
 
-def register(name: str) -> Callable[[M], M]:
-    """Class decorator: make a module class available under a short type name."""
+def register(spec_or_name: TypeSpec | str) -> Callable[[M], M]:
+    """Class decorator: a built-in passes its row of types.SPECS; a plugin passes a short name."""
 
     def add(cls: M) -> M:
-        if name in _MODULES and _MODULES[name] is not cls:
-            msg = f"module type {name!r} is already registered by {_MODULES[name].__module__}"
+        spec = spec_or_name if isinstance(spec_or_name, TypeSpec) else plugin_spec(spec_or_name, cls)
+        name = spec.name
+        if name in _CLASSES and _CLASSES[name] is not cls:
+            msg = f"module type {name!r} is already registered by {_CLASSES[name].__module__}"
             raise ValueError(msg)
-        _MODULES[name] = cls
+        if types.SPECS.get(name, spec) is not spec:
+            raise ValueError(f"module type {name!r} is a built-in name; choose another")
+        _CLASSES[name] = cls  # type: ignore[assignment]
+        if not isinstance(spec_or_name, TypeSpec):
+            _PLUGIN_SPECS[name] = spec
+            _PLUGIN_TYPES.update(dict.fromkeys(spec.type_strings, name))
         cls.type_name = name  # type: ignore[attr-defined]
+        cls.spec = spec  # type: ignore[attr-defined]
         return cls
 
     return add
 
 
+def plugin_spec(name: str, cls: type) -> TypeSpec:
+    """The spec a plugin gets: its import path as the type string, its config_keys in config.json as written."""
+    type_string = f"{cls.__module__}.{cls.__qualname__}"
+    keys = frozenset(getattr(cls, "config_keys", []))
+    accepted = dict.fromkeys(types.GENERATIONS, keys)
+    base = TypeSpec(name=name, legacy_type=type_string, st6_type=type_string, accepted_keys=accepted)
+    input_module = bool(getattr(cls, "save_in_root", False))
+    return replace(base, input_module=input_module, save_in_root=input_module, since="3.1", tei=False)
+
+
 def unregister(name: str) -> None:
     """Remove a registration (tests use this to clean up fakes)."""
-    _MODULES.pop(name, None)
+    cls = _CLASSES.pop(name, None)
+    if cls is not None and "type_name" in vars(cls):
+        cls.type_name, cls.spec = None, None
+    spec = _PLUGIN_SPECS.pop(name, None)
+    for type_string in spec.type_strings if spec else ():
+        _PLUGIN_TYPES.pop(type_string, None)
 
 
 def _load_builtins() -> None:
+    """Import every built-in's file (registering it), then the entry-point plugins."""
     global _builtins_loaded
     if not _builtins_loaded:
-        importlib.import_module("st_cli.modules")
         _builtins_loaded = True
+        for spec in types.SPECS.values():
+            if spec.module_file:
+                importlib.import_module(f"st_cli.modules.{spec.module_file}")
+        _load_entry_points()
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = ep.load()  # a module registers its classes on import; a class is registered here
+        except Exception as e:  # a broken plugin must not break st for every other model
+            raise StError(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) failed to load: {e}") from None
+        if isinstance(loaded, type) and not is_registered(loaded):
+            register(ep.name)(loaded)
 
 
 def get(name: str) -> type[Module]:
     """The class registered under `name`, or an UnknownModuleType error with a suggestion."""
     _load_builtins()
-    if name not in _MODULES:
-        close = difflib.get_close_matches(name, list(_MODULES), n=1)
-        raise UnknownModuleType(name, known=sorted(_MODULES), suggestion=close[0] if close else None)
-    return _MODULES[name]
+    if name not in _CLASSES:
+        close = difflib.get_close_matches(name, list(_CLASSES), n=1)
+        raise UnknownModuleType(name, known=sorted(_CLASSES), suggestion=close[0] if close else None)
+    return _CLASSES[name]
 
 
 def names() -> list[str]:
     """Every registered type name, sorted."""
     _load_builtins()
-    return sorted(_MODULES)
+    return sorted(_CLASSES)
+
+
+def known_names() -> list[str]:
+    """The types st can run, from the specs alone (no torch import): built-ins and plugins registered so far."""
+    return sorted({*types.SPECS, *_PLUGIN_SPECS})
+
+
+def spec(name: str) -> TypeSpec:
+    """The spec of a registered type (a built-in row or a plugin's derived spec)."""
+    if name in types.SPECS:
+        return types.SPECS[name]
+    if name not in _PLUGIN_SPECS:
+        get(name)  # loads plugins, or raises UnknownModuleType
+    return _PLUGIN_SPECS[name]
+
+
+def spec_for_type_string(type_string: str) -> TypeSpec | None:
+    """The spec that reads a modules.json `type` (built-in in any dialect, or a plugin); no imports of torch.
+
+    Entry-point plugins are loaded only when a type string is neither a built-in nor a known plugin.
+    """
+    found = types.spec_for_type_string(type_string)
+    if found is None and type_string in _PLUGIN_TYPES:
+        found = _PLUGIN_SPECS[_PLUGIN_TYPES[type_string]]
+    if found is None and not type_string.startswith("sentence_transformers.") and not _entry_points_loaded:
+        _load_entry_points()
+        return spec_for_type_string(type_string)
+    return found
 
 
 # ---------------------------------------------------------------- modules.json type strings
@@ -78,34 +163,29 @@ def names() -> list[str]:
 def is_registered(cls: type) -> bool:
     """True for a class that is itself registered (a built-in or a plugin), not a subclass of one."""
     name = getattr(cls, "type_name", None)
-    return name is not None and _MODULES.get(name) is cls
+    return name is not None and _CLASSES.get(name) is cls
 
 
-def type_string_for(module: object, fmt: str) -> str:
+def type_string_for(module: object, fmt: types.Format) -> str:
     """The modules.json `type` of a module instance in the given format."""
-    from st_cli import custom, layout
+    from st_cli import custom
 
     cls = type(module)
     if not is_registered(cls):
         return custom.type_string(cls)  # `file.Class`; the model saves file.py at its root
-    name = getattr(cls, "type_name", None)
-    if name in layout.TYPE_STRINGS[fmt]:  # type: ignore[index]
-        return layout.TYPE_STRINGS[fmt][name]  # type: ignore[index]
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return spec(cls.type_name).type_string(fmt)  # type: ignore[attr-defined]
 
 
 def class_for_type_string(type_string: str, root: Path, *, trust_remote_code: bool = False) -> type[Module]:
-    """The class for a modules.json `type`: a built-in in either dialect, or trusted custom code."""
-    from st_cli import layout
-
-    short = layout.KNOWN_TYPES.get(type_string)
-    if short is not None:
-        _load_builtins()
-        if short not in _MODULES:
-            raise StError(
-                f"{root / layout.MODULES_JSON}: module type {type_string!r} ({short}) is not supported by st yet"
-            )
-        return _MODULES[short]
+    """The class for a modules.json `type`: a built-in in either dialect, a plugin, or trusted custom code."""
+    found = spec_for_type_string(type_string)
+    if found is not None:
+        return get(found.name)
+    if type_string.startswith("sentence_transformers."):
+        raise ModelFolderError(
+            f"{root / 'modules.json'}: module type {type_string!r} is not supported by st "
+            f"(st runs: {', '.join(names())})"
+        )
     return load_custom_class(type_string, root, trust_remote_code=trust_remote_code)
 
 

@@ -13,67 +13,27 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from st_cli import hub, layout
+from st_cli import hub, layout, registry, types
 from st_cli.errors import ModelFolderError
+from st_cli.portability import LOADERS, TF5_TOKENIZER_CLASSES, LoaderVerdict, verdicts
+from st_cli.types import TypeSpec, WidthContext
+
+__all__ = ["LOADERS", "LoaderVerdict", "ModelSummary", "ModuleSummary", "portability", "summarize"]
 
 SCHEMA_VERSION = 1
 Severity = Literal["error", "warning", "info"]
-Status = Literal["yes", "partial", "no"]
-LOADERS = ("ST<=5.3", "ST5.4-5.x", "ST>=6", "TEI")
 
-_HIDDEN_SIZE_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 _EMBEDDING_TENSORS = ("word_embeddings.weight", "embed_tokens.weight", "wte.weight", "tok_embeddings.weight")
 _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 _NO_LIMIT = 10**9  # tokenizers store "no limit" as 1e30
-_BUILTINS_WITH_CONFIG = ("Transformer", "Pooling", "Dense", "Normalize")
-_PASS_THROUGH = {"Normalize", "LayerNorm", "Dropout", "WeightedLayerPooling", "WordWeights"}
-
-# Config keys each generation of loaders accepts (FORMAT.md §2, §3, §6); anything else is a TypeError,
-# except in ST 6 Dense (dropped with a warning) and Normalize (config ignored or filtered).
-_SBERT_KEYS_LEGACY = frozenset(
-    {"max_seq_length", "do_lower_case", "model_args", "tokenizer_args", "config_args", "cache_dir", "backend"}
-    | {"tokenizer_name_or_path"}
-)
-_SBERT_KEYS_5X = _SBERT_KEYS_LEGACY | {
-    "transformer_task",
-    "modality_config",
-    "module_output_name",
-    "processing_kwargs",
-    "unpad_inputs",
-    "model_kwargs",
-    "processor_kwargs",
-    "config_kwargs",
-}
-_SBERT_KEYS_6 = _SBERT_KEYS_5X | {"query_length", "document_length", "query_expansion"}
-_POOLING_BOOLEANS = (
-    "pooling_mode_cls_token",
-    "pooling_mode_mean_tokens",
-    "pooling_mode_max_tokens",
-    "pooling_mode_mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens",
-    "pooling_mode_lasttoken",
-)
-_POOLING_KEYS_LEGACY = frozenset({"word_embedding_dimension", "pooling_mode", "include_prompt", *_POOLING_BOOLEANS})
-_POOLING_KEYS_NEW = _POOLING_KEYS_LEGACY | {"embedding_dimension"}
-_DENSE_KEYS_LEGACY = frozenset(
-    {"in_features", "out_features", "bias", "activation_function", "init_weight", "init_bias"}
-)
-_DENSE_KEYS_5X = _DENSE_KEYS_LEGACY | {"module_input_name", "module_output_name"}
-_DENSE_KEYS_6 = _DENSE_KEYS_5X | {"use_residual"}
-_KNOWN_KEYS = {"Transformer": _SBERT_KEYS_6, "Pooling": _POOLING_KEYS_NEW, "Dense": _DENSE_KEYS_6}
-_ST6_ONLY_TYPES = {"sentence_transformers.base.modules.normalize.Normalize"}
-_TEI_TYPES = {f"sentence_transformers.models.{n}" for n in ("Transformer", "Pooling", "Dense", "Normalize")}
-_TEI_ACTIVATIONS = {"torch.nn.modules.activation.Tanh", "torch.nn.modules.linear.Identity"}
-# Tokenizer classes that transformers 5 writes and 4.x cannot load; ST <= 4.x pins transformers < 5,
-# ST 5.x allows either, ST 6 needs 5 (measured: ST 2.2.2 + transformers 4.30 fails on TokenizersBackend).
-_TF5_TOKENIZER_CLASSES = {"TokenizersBackend", "SentencePieceBackend", "PythonBackend"}
 
 
 # Which `st verify` check each finding code fails (DESIGN.md §6). Every code summary.py emits has a row
@@ -90,6 +50,7 @@ FINDING_CHECKS: dict[str, str | None] = {
     "missing-weights": "layout",
     "bad-weights": "layout",
     "st-unsupported": "layout",
+    "unsupported-type": "layout",
     "missing-tokenizer": "layout",
     "duplicate-module": "layout",
     "bad-max-seq-length": "layout",
@@ -107,6 +68,7 @@ FINDING_CHECKS: dict[str, str | None] = {
     "no-model-config": None,
     "manifest": None,
     "no-manifest": None,
+    "plain-transformers": None,
 }
 
 
@@ -140,23 +102,6 @@ class Finding:
             "path": self.path,
             "check": self.check,
         }
-
-
-@dataclass(frozen=True)
-class LoaderVerdict:
-    """Whether one loader can read the folder: yes, partial (part of its version range, or with caveats), no."""
-
-    loader: str
-    status: Status
-    reasons: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        """True unless the loader cannot read the folder at all."""
-        return self.status != "no"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "ok": self.ok, "reasons": list(self.reasons)}
 
 
 @dataclass(frozen=True)
@@ -252,6 +197,13 @@ class ModuleSummary:
     transformer: TransformerInfo | None = None
     custom_code: str | None = None  # the .py file a custom module would run
     kwargs: tuple[str, ...] = ()
+    spec: TypeSpec | None = field(default=None, repr=False, compare=False)  # what st knows of the type
+
+    def __post_init__(self) -> None:
+        if self.spec is None:
+            self.spec = registry.spec_for_type_string(self.type)
+        if self.short_type is None and self.spec is not None:
+            self.short_type = self.spec.name
 
     def to_json(self, *, tensors: bool = False) -> dict[str, Any]:
         return {
@@ -333,8 +285,14 @@ def summarize(path_or_hub_id: str | os.PathLike[str], *, revision: str | None = 
     local = Path(source).expanduser()
     if local.is_dir() and revision is not None:
         raise ModelFolderError(f"{source}: --revision applies to Hub ids, and this is a local folder")
-    root = hub.resolve_model(source, revision=revision)
-    summary = _Reader(root).read(source)
+    root = hub.find_local(source, revision=revision)
+    if root is None:  # a Hub id not on this machine: read its JSON files and safetensors headers only
+        with tempfile.TemporaryDirectory(prefix="st-inspect-") as tmp:
+            hub.fetch_headers(source, Path(tmp), revision=revision)
+            summary = _Reader(Path(tmp)).read(source)
+        summary.path = f"hf://{source}" + (f"@{revision}" if revision else "")
+    else:
+        summary = _Reader(root).read(source)
     if not local.is_dir() and not source.startswith(hub.PACKAGE_PREFIX):
         summary.hub_id, summary.revision = source, revision
     return summary
@@ -395,7 +353,12 @@ class _Reader:
         entries = layout.read_modules_json(self.root)
         summary = ModelSummary(source=source, path=str(self.root), dialect=layout.dialect(entries))
         self.check_entries(entries)
-        self.read_model_config(summary)
+        if layout.is_plain_folder(self.root):
+            stack = " + ".join(f"{e.short_type}{_plain_detail(e)}" for e in entries)
+            message = f"a plain transformers folder (no {layout.MODULES_JSON}): loaders build {stack}"
+            self.add("info", "plain-transformers", message, layout.MODULE_CONFIG)
+        else:
+            self.read_model_config(summary)
         dim: int | None = None
         for entry in entries:
             module = self.read_module(entry, dim)
@@ -407,7 +370,7 @@ class _Reader:
         summary.max_seq_length = _max_seq_length(summary.modules)
         self.check_folder(summary)
         summary.findings = self.findings
-        summary.loaders = _verdicts(summary, self.root)
+        summary.loaders = verdicts(summary, self.root)
         return summary
 
     # ------------------------------------------------------------ model level
@@ -457,23 +420,29 @@ class _Reader:
     # ------------------------------------------------------------ one module
 
     def read_module(self, entry: layout.ModuleEntry, dim: int | None) -> ModuleSummary:
-        module = ModuleSummary(entry.idx, entry.name, entry.type, entry.short_type, entry.path, kwargs=entry.kwargs)
+        spec = entry.spec
+        module = ModuleSummary(
+            entry.idx, entry.name, entry.type, spec.name if spec else None, entry.path, kwargs=entry.kwargs, spec=spec
+        )
         try:
             folder = layout.module_folder(self.root, entry.path)
         except ModelFolderError as e:
             self.add("error", "path-escape", str(e), layout.MODULES_JSON)
             return module
         module.exists = folder.is_dir()
-        if module.short_type is None:
+        if entry.config is not None:  # a module loaders supply themselves (plain folders): no files
+            module.config = dict(entry.config)
+            self.set_dims(module, dim)
+            return module
+        if spec is None:
             self.check_custom(module)
         if not module.exists:
             self.report_missing_folder(module)
-            module.input_dim = dim
-            module.output_dim = dim if module.short_type in _PASS_THROUGH else None
+            self.set_dims(module, dim)
             return module
         self.read_config(module, folder)
-        module.weights = self.read_weights(folder, module.short_type)
-        if module.short_type == "Transformer":
+        module.weights = self.read_weights(folder, spec)
+        if spec is not None and spec.hf_model:
             module.transformer = self.read_transformer(folder, module.weights or WeightsInfo())
             self.check_max_seq_length(module)
         self.set_dims(module, dim)
@@ -481,15 +450,17 @@ class _Reader:
 
     def report_missing_folder(self, module: ModuleSummary) -> None:
         where = module.path or "."
-        if module.short_type == "Normalize":  # ST never reads it (all-MiniLM-L6-v2 has none)
-            self.add("info", "missing-module-folder", f"{where}: no folder for Normalize (loaders do not need one)")
+        if module.spec is not None and not module.spec.needs_folder:
+            message = f"{where}: no folder for {module.spec.name} (loaders do not need one)"
+            self.add("info", "missing-module-folder", message)
         else:
             self.add("error", "missing-module-folder", f"{where}: module folder of {module.type} is missing", where)
 
     def check_custom(self, module: ModuleSummary) -> None:
         if module.type.startswith("sentence_transformers."):
-            message = f"{layout.MODULES_JSON}: {module.type}: no sentence-transformers version has this module type"
-            self.add("error", "unknown-type", message, layout.MODULES_JSON)
+            runs = ", ".join(registry.known_names())
+            message = f"{layout.MODULES_JSON}: {module.type}: a module type st cannot run (st runs: {runs})"
+            self.add("error", "unsupported-type", message, layout.MODULES_JSON)
             return
         module_name, _, _ = module.type.rpartition(".")
         repo, sep, file_name = module_name.partition("--")
@@ -519,16 +490,12 @@ class _Reader:
             )
 
     def read_config(self, module: ModuleSummary, folder: Path) -> None:
-        short = module.short_type
-        if short == "Transformer":
-            path = layout.find_sbert_config(folder)
-        else:
-            path = folder / layout.MODULE_CONFIG
-            path = path if path.is_file() else None
+        spec = module.spec
+        path = layout.find_config_file(spec, folder)
         if path is None:
-            if short in ("Pooling", "Dense"):
-                where = self.rel(folder / layout.MODULE_CONFIG)
-                self.add("error", "missing-config", f"{where}: missing; {short} cannot be built without it", where)
+            if spec is not None and spec.needs_config:
+                where = self.rel(folder / spec.config_files[0])
+                self.add("error", "missing-config", f"{where}: missing; {spec.name} cannot be built without it", where)
             return
         module.config_file = self.rel(path)
         raw = self.json(path)
@@ -538,30 +505,30 @@ class _Reader:
             self.add("error", "bad-config", f"{module.config_file}: expected a JSON object", module.config_file)
             return
         module.raw_config = raw
-        self.check_keys(module)
-        if short in _BUILTINS_WITH_CONFIG:
-            try:
-                module.config = layout.read_module_config(short, folder)
-            except (AttributeError, TypeError, ValueError) as e:  # a value of the wrong JSON type
-                self.add("error", "bad-config", f"{module.config_file}: malformed ({e})", module.config_file)
-            except ModelFolderError as e:
-                unsupported = "not supported by st" in str(e)
-                code = "st-unsupported" if unsupported else "bad-config"
-                self.add("warning" if unsupported else "error", code, str(e), module.config_file)
-        else:
+        if spec is None:
             module.config = dict(raw)
+            return
+        self.check_keys(module, spec)
+        try:
+            module.config = spec.decode(raw, path)
+        except (AttributeError, TypeError, ValueError) as e:  # a value of the wrong JSON type
+            self.add("error", "bad-config", f"{module.config_file}: malformed ({e})", module.config_file)
+        except ModelFolderError as e:
+            unsupported = "not supported by st" in str(e)
+            code = "st-unsupported" if unsupported else "bad-config"
+            self.add("warning" if unsupported else "error", code, str(e), module.config_file)
 
-    def check_keys(self, module: ModuleSummary) -> None:
-        known = _KNOWN_KEYS.get(module.short_type or "")
+    def check_keys(self, module: ModuleSummary, spec: TypeSpec) -> None:
+        known = spec.known_keys()
         if known is None or module.raw_config is None:
             return
         for key in sorted(set(module.raw_config) - known):
-            # Every ST version refuses unknown Transformer and Pooling keys; ST 6 only warns for Dense.
-            severity: Severity = "warning" if module.short_type == "Dense" else "error"
+            # A TypeError in every version, unless some generation drops unknown keys with a warning.
+            severity: Severity = "warning" if spec.lenient_in else "error"
             message = f"{module.config_file}: key {key!r} is unknown to every sentence-transformers version"
             self.add(severity, "unknown-config-key", message, module.config_file)
 
-    def read_weights(self, folder: Path, short: str | None) -> WeightsInfo | None:
+    def read_weights(self, folder: Path, spec: TypeSpec | None) -> WeightsInfo | None:
         weights = WeightsInfo()
         index = folder / "model.safetensors.index.json"
         files: list[Path]
@@ -576,10 +543,10 @@ class _Reader:
             weights.files.append(self.rel(path))
             self.read_header(path, weights)
         weights.pickled = [self.rel(p) for p in sorted(folder.iterdir()) if _is_pickle(p)]
-        needs_weights = short in ("Transformer", "Dense", "StaticEmbedding")
+        needs_weights = spec is not None and spec.needs_weights
         if needs_weights and not weights.files and not weights.pickled and not _other_framework_weights(folder):
             where = self.rel(folder)
-            message = f"{where}: {short} has no model.safetensors or pytorch_model.bin"
+            message = f"{where}: {spec.name if spec else ''} has no model.safetensors or pytorch_model.bin"
             self.add("error", "missing-weights", message, where)
         return weights if weights.files or weights.pickled else None
 
@@ -613,7 +580,7 @@ class _Reader:
         info.architecture = architectures[0] if isinstance(architectures, list) and architectures else None
         info.model_type = config.get("model_type")
         info.layers = _first_int(config, _LAYER_KEYS)
-        info.hidden_size = _first_int(config, _HIDDEN_SIZE_KEYS)
+        info.hidden_size = types.hidden_size(config)
         info.vocab_size = _first_int(config, ("vocab_size",))
         info.max_position_embeddings = _first_int(config, ("max_position_embeddings", "n_positions"))
         tok_path = folder / "tokenizer_config.json"
@@ -622,7 +589,7 @@ class _Reader:
             info.tokenizer_class = tok.get("tokenizer_class")
             limit = tok.get("model_max_length")
             info.model_max_length = limit if isinstance(limit, int) and limit < _NO_LIMIT else None
-        if info.tokenizer_class in _TF5_TOKENIZER_CLASSES:
+        if info.tokenizer_class in TF5_TOKENIZER_CLASSES:
             where = self.rel(tok_path)
             message = f"{where}: tokenizer_class {info.tokenizer_class!r} needs transformers >= 5 (4.x cannot load it)"
             self.add("warning", "tokenizer-class", message, where)
@@ -670,47 +637,30 @@ class _Reader:
     # ------------------------------------------------------------ dimensions
 
     def set_dims(self, module: ModuleSummary, dim: int | None) -> None:
-        """Input and output width of a module, checked against what comes before it and its weights."""
-        short, config, where = module.short_type, module.config or {}, module.config_file or module.path or "."
+        """Input and output width of a module (its spec's rule), checked against the module before and its weights."""
+        spec, where = module.spec, module.config_file or module.path or "."
         module.input_dim = dim
-        if short == "Transformer":
-            module.input_dim = None
-            module.output_dim = module.transformer.hidden_size if module.transformer else None
-        elif short == "Pooling" and isinstance(config.get("dimension"), int):
-            module.input_dim = config["dimension"]
-            module.output_dim = config["dimension"] * len(config.get("mode") or ["mean"])
-            if dim is not None and dim != module.input_dim:
-                message = f"{where}: Pooling expects {module.input_dim} dims but the module before gives {dim}"
-                self.add("warning", "dimension-mismatch", message, where)
-        elif short == "Dense" and "in_features" in config:
-            module.input_dim, module.output_dim = config["in_features"], config["out_features"]
-            if dim is not None and dim != module.input_dim:
-                message = f"{where}: in_features is {module.input_dim} but the module before gives {dim}"
-                self.add("error", "dimension-mismatch", message, where)
-            self.check_dense_weights(module, config)
-        elif short == "StaticEmbedding" and module.weights:
-            table = module.weights.tensor("embedding.weight") or module.weights.tensor("embeddings")
-            module.input_dim, module.output_dim = None, table.shape[-1] if table and table.shape else None
-        elif short in _PASS_THROUGH:
-            module.output_dim = dim
-
-    def check_dense_weights(self, module: ModuleSummary, config: dict[str, Any]) -> None:
-        weights = module.weights
-        if weights is None or not weights.files or weights.files[0] in self.unreadable:
+        if spec is None:
             return
-        weight, bias = weights.tensor("linear.weight"), weights.tensor("linear.bias")
+        shapes = {t.name: t.shape for t in module.weights.tensors} if module.weights else {}
+        hf = {"hidden_size": module.transformer.hidden_size} if module.transformer else None
+        ctx = WidthContext(module.config or {}, module.raw_config or {}, shapes, dim, hf)
+        widths = spec.width(ctx)
+        module.input_dim, module.output_dim = widths.input, widths.output
+        if dim is not None and widths.input is not None and widths.input != dim:
+            message = f"{where}: {spec.name} expects {widths.input} dims but the module before gives {dim}"
+            self.add(spec.width_mismatch, "dimension-mismatch", message, where)
+        self.check_weight_shapes(module, spec)
+
+    def check_weight_shapes(self, module: ModuleSummary, spec: TypeSpec) -> None:
+        weights = module.weights
+        if spec.check_weights is None or not module.config or weights is None or not weights.files:
+            return
+        if weights.files[0] in self.unreadable:
+            return
         where = weights.files[0]
-        expected = (config["out_features"], config["in_features"])
-        if weight is None:
-            self.add("error", "shape-mismatch", f"{where}: no tensor linear.weight", where)
-        elif weight.shape != expected:
-            message = f"{where}: linear.weight has shape {list(weight.shape)}, the config says {list(expected)}"
-            self.add("error", "shape-mismatch", message, where)
-        if config.get("bias") and (bias is None or bias.shape != (config["out_features"],)):
-            found = f"shape {list(bias.shape)}" if bias else "no tensor"
-            self.add("error", "shape-mismatch", f"{where}: linear.bias: {found}, the config asks for a bias", where)
-        elif not config.get("bias") and bias is not None:
-            self.add("error", "shape-mismatch", f"{where}: linear.bias present but the config says bias: false", where)
+        for problem in spec.check_weights(module.config, {t.name: t.shape for t in weights.tensors}):
+            self.add("error", "shape-mismatch", f"{where}: {problem}", where)
 
     # ------------------------------------------------------------ the whole folder
 
@@ -746,6 +696,11 @@ class _Reader:
             self.add("info", "manifest", message, layout.MANIFEST)
 
 
+def _plain_detail(entry: layout.ModuleEntry) -> str:
+    modes = (entry.config or {}).get("mode")
+    return f" ({'+'.join(modes)})" if modes else ""
+
+
 def _first_int(config: dict[str, Any], keys: tuple[str, ...]) -> int | None:
     return next((config[k] for k in keys if isinstance(config.get(k), int)), None)
 
@@ -769,7 +724,7 @@ def _saved_by(versions: dict[str, str]) -> str | None:
 def _max_seq_length(modules: list[ModuleSummary]) -> int | None:
     """ST's rule: sentence_bert_config's value, else the tokenizer limit capped by the position table."""
     first = modules[0] if modules else None
-    if first is None or first.short_type != "Transformer":
+    if first is None or first.spec is None or not first.spec.hf_model:
         return None
     configured = (first.raw_config or {}).get("max_seq_length")
     if isinstance(configured, int):
@@ -777,197 +732,3 @@ def _max_seq_length(modules: list[ModuleSummary]) -> int | None:
     info = first.transformer or TransformerInfo()
     limits = [x for x in (info.model_max_length, info.max_position_embeddings) if isinstance(x, int) and x > 0]
     return min(limits) if limits else None
-
-
-# ---------------------------------------------------------------- loader verdicts (FORMAT.md)
-
-
-class _Verdict:
-    def __init__(self, loader: str) -> None:
-        self.loader = loader
-        self.fatal: list[str] = []
-        self.caveats: list[str] = []
-
-    def no(self, reason: str) -> None:
-        if reason not in self.fatal:
-            self.fatal.append(reason)
-
-    def partial(self, reason: str) -> None:
-        if reason not in self.caveats:
-            self.caveats.append(reason)
-
-    def result(self) -> LoaderVerdict:
-        status: Status = "no" if self.fatal else "partial" if self.caveats else "yes"
-        return LoaderVerdict(self.loader, status, tuple(self.fatal or self.caveats))  # caveats matter only if it loads
-
-
-def _verdicts(summary: ModelSummary, root: Path) -> dict[str, LoaderVerdict]:
-    verdicts = {name: _Verdict(name) for name in LOADERS}
-    for finding in summary.findings:
-        if finding.severity == "error" and finding.code != "unknown-config-key":  # the rules below name those
-            for v in verdicts.values():
-                v.no(finding.message)
-    _st_legacy(summary, verdicts["ST<=5.3"])
-    _st_5x(summary, verdicts["ST5.4-5.x"])
-    _st_6(summary, verdicts["ST>=6"])
-    _tei(summary, root, verdicts["TEI"])
-    return {name: v.result() for name, v in verdicts.items()}
-
-
-def _tf5_tokenizer(s: ModelSummary) -> str | None:
-    info = s.modules[0].transformer if s.modules else None
-    return info.tokenizer_class if info and info.tokenizer_class in _TF5_TOKENIZER_CLASSES else None
-
-
-def _extra_keys(module: ModuleSummary, allowed: frozenset[str]) -> list[str]:
-    return sorted(set(module.raw_config or {}) - allowed)
-
-
-def _key_check(v: _Verdict, module: ModuleSummary, short: str, allowed: frozenset[str], when: str) -> None:
-    extra = _extra_keys(module, allowed) if module.short_type == short else []
-    if extra:
-        keys = ", ".join(repr(k) for k in extra)
-        v.no(f"{module.config_file}: {'keys' if len(extra) > 1 else 'key'} {keys} unknown {when} (TypeError)")
-
-
-def _types_check(v: _Verdict, s: ModelSummary, types: set[str] | dict[str, str], when: str) -> None:
-    found = [m.type for m in s.modules if m.type in types]
-    if found:
-        v.no(f"modules.json: {', '.join(found)} {'exist' if len(found) > 1 else 'exists'} only in {when}")
-
-
-def _st_legacy(s: ModelSummary, v: _Verdict) -> None:
-    _types_check(v, s, layout.NEW_TYPES, "ST >= 5.4")
-    for m in s.modules:
-        if m.short_type is None and m.custom_code:
-            v.partial(f"custom module {m.type}: ST <= 3.0 cannot import {m.custom_code}; 3.1-5.3 load it unasked")
-        _key_check(v, m, "Transformer", _SBERT_KEYS_LEGACY, "before ST 5.4")
-        _key_check(v, m, "Pooling", _POOLING_KEYS_LEGACY, "before ST 5.4")
-        _key_check(v, m, "Dense", _DENSE_KEYS_LEGACY, "before ST 5.4")
-        raw = m.raw_config or {}
-        if m.short_type == "Pooling":
-            if isinstance(raw.get("pooling_mode"), list):
-                v.no(f"{m.config_file}: a list pooling_mode needs ST >= 5.4")
-            newer = [k for k in ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken") if k in raw]
-            if newer:
-                v.partial(f"{m.config_file}: ST 2.2 fails on {', '.join(newer)} (TypeError); 2.3+ read it")
-            if "include_prompt" in raw:
-                v.partial(f"{m.config_file}: ST <= 2.3 fail on include_prompt (TypeError); 2.4+ read it")
-        if m.short_type == "Dense" and m.weights and not m.weights.pickled:
-            v.partial(f"{m.path}: ST <= 3.0 need {m.path}/pytorch_model.bin (3.1+ read model.safetensors)")
-        if m.kwargs:
-            v.partial(f"modules.json: ST < 3.4 ignore kwargs {list(m.kwargs)} of module {m.idx}")
-    if _tf5_tokenizer(s):
-        v.partial(
-            f"tokenizer_class {_tf5_tokenizer(s)!r}: ST <= 4.x (transformers < 5) fail; 5.0-5.3 need transformers 5"
-        )
-    if s.default_prompt:
-        v.partial(f"ST <= 2.3 ignore default_prompt_name {s.default_prompt!r} (different vectors)")
-    if s.truncate_dim:
-        v.partial(f"ST <= 5.3 ignore truncate_dim {s.truncate_dim} (full-width vectors)")
-
-
-def _st_5x(s: ModelSummary, v: _Verdict) -> None:
-    _types_check(v, s, _ST6_ONLY_TYPES, "ST >= 6.0")
-    if _tf5_tokenizer(s):
-        v.partial(f"tokenizer_class {_tf5_tokenizer(s)!r}: loads only with transformers >= 5")
-    for m in s.modules:
-        _key_check(v, m, "Transformer", _SBERT_KEYS_5X, "before ST 6")
-        _key_check(v, m, "Pooling", _POOLING_KEYS_NEW, "to ST")
-        _key_check(v, m, "Dense", _DENSE_KEYS_5X, "before ST 6")
-        if m.short_type is None and m.custom_code:
-            v.partial(f"custom module {m.type}: ST 5.x runs {m.custom_code} without asking for trust")
-
-
-def _st_6(s: ModelSummary, v: _Verdict) -> None:
-    for m in s.modules:
-        _key_check(v, m, "Transformer", _SBERT_KEYS_6, "to ST")
-        _key_check(v, m, "Pooling", _POOLING_KEYS_NEW, "to ST")
-        if m.short_type == "Dense":
-            for key in _extra_keys(m, _DENSE_KEYS_6):
-                v.partial(f"{m.config_file}: ST 6 drops unknown key {key!r} with a warning")
-        if m.short_type is None and m.custom_code:
-            v.partial(f"custom module {m.type}: loads only with trust_remote_code=True (runs {m.custom_code})")
-
-
-def _tei(s: ModelSummary, root: Path, v: _Verdict) -> None:
-    """text-embeddings-inference's parse rules (FORMAT.md §8); read in its source, not run."""
-    first = s.modules[0] if s.modules else None
-    if first is None or first.short_type != "Transformer" or first.path not in ("", "."):
-        v.no("the first module must be a Transformer saved in the root")
-    others = [m for m in s.modules if m.type not in _TEI_TYPES]
-    tei_modules = {"Transformer", "Pooling", "Dense", "Normalize"}  # new-dialect spellings are reported below
-    for m in others:
-        if m.short_type is None:
-            v.no(f"TEI cannot run custom module {m.type}")
-        elif m.short_type not in tei_modules:
-            v.no(f"TEI has no {m.short_type} module ({m.type})")
-    if others and any(m.short_type == "Dense" for m in s.modules):
-        v.no("modules.json has types TEI cannot parse, so it would skip every Dense layer without an error")
-    elif any(m.type in layout.NEW_TYPES for m in s.modules):
-        v.partial("modules.json uses new-dialect type strings; TEI ignores the file (no Dense here)")
-    _tei_pooling(s, root, v)
-    _tei_max_seq_length(s, root, v)
-    for m in s.modules:
-        if m.short_type == "Dense":
-            _tei_dense(m, v)
-    if first is not None and first.transformer is not None and not first.transformer.tokenizer_json:
-        v.no("TEI needs tokenizer.json")
-    if first is not None and (first.raw_config or {}).get("do_lower_case"):
-        v.partial(f"{first.config_file}: TEI ignores do_lower_case")
-    if s.default_prompt:
-        v.partial(f"TEI ignores default_prompt_name {s.default_prompt!r}; start it with --default-prompt-name")
-    if s.truncate_dim:
-        v.partial(f"TEI ignores truncate_dim {s.truncate_dim}")
-    if not any(m.short_type == "Normalize" for m in s.modules):
-        v.partial("the stack has no Normalize, but TEI normalizes unless a request sends normalize=false")
-
-
-def _tei_pooling(s: ModelSummary, root: Path, v: _Verdict) -> None:
-    path = root / "1_Pooling" / layout.MODULE_CONFIG
-    pooling = next((m for m in s.modules if m.short_type == "Pooling"), None)
-    modes = list((pooling.config or {}).get("mode") or []) if pooling else []
-    if pooling is not None and pooling.path != "1_Pooling":
-        v.no(f"TEI reads pooling only from 1_Pooling/config.json; Pooling here is at {pooling.path or '.'}")
-    if not path.is_file():
-        model_type = (s.modules[0].transformer.model_type if s.modules and s.modules[0].transformer else None) or ""
-        if "bert" in model_type and modes in ([], ["cls"]):
-            v.partial("no 1_Pooling/config.json: TEI defaults to CLS pooling for BERT models, with a warning")
-        else:
-            v.no("no 1_Pooling/config.json: TEI needs --pooling")
-        return
-    raw = pooling.raw_config if pooling is not None and pooling.path == "1_Pooling" else None
-    if raw is None:
-        return
-    if not all(isinstance(raw.get(k), bool) for k in ("pooling_mode_cls_token", "pooling_mode_mean_tokens")):
-        v.no("1_Pooling/config.json: TEI needs the pooling_mode_cls_token/pooling_mode_mean_tokens booleans")
-        return
-    if len(modes) != 1 or modes[0] not in ("cls", "mean", "lasttoken"):
-        v.no(f"1_Pooling/config.json: TEI supports one of cls, mean, lasttoken; this asks for {'+'.join(modes)}")
-    if raw.get("include_prompt") is False:
-        v.partial("1_Pooling/config.json: TEI ignores include_prompt: false (it pools the prompt too)")
-
-
-def _tei_max_seq_length(s: ModelSummary, root: Path, v: _Verdict) -> None:
-    first = s.modules[0] if s.modules else None
-    path = layout.find_sbert_config(root)
-    if path is not None:
-        raw = first.raw_config if first is not None and first.config_file == path.name else None
-        if raw is not None and not isinstance(raw.get("max_seq_length"), int):
-            v.no(f"{path.name}: TEI requires max_seq_length in it")
-        return
-    info = first.transformer if first is not None else None
-    if info is not None and info.max_position_embeddings and s.max_seq_length != info.max_position_embeddings:
-        v.partial(f"no sentence_bert_config.json: TEI uses max_position_embeddings ({info.max_position_embeddings})")
-
-
-def _tei_dense(m: ModuleSummary, v: _Verdict) -> None:
-    raw = m.raw_config or {}
-    missing = [k for k in ("in_features", "out_features", "bias") if k not in raw]
-    if missing:
-        v.no(f"{m.config_file}: TEI needs {', '.join(missing)}")
-    activation = raw.get("activation_function")
-    if activation is not None and (not isinstance(activation, str) or activation not in _TEI_ACTIVATIONS):
-        v.no(f"{m.config_file}: TEI supports only Tanh and Identity activations, not {activation}")
-    if m.weights is not None and m.weights.files and m.weights.tensor("linear.weight") is None:
-        v.no(f"{m.path}: TEI needs the tensor linear.weight")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from st_cli import __version__, hub, layout, registry
+from st_cli import __version__, fsio, hub, layout, registry
 from st_cli.errors import ModelFolderError, OutputExistsError, StError, first_line
 from st_cli.manifest import Manifest
 from st_cli.manifest import read as read_manifest
@@ -105,12 +105,15 @@ class VerifyReport:
         ET.indent(suites)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
-    def write_junit(self, path: str | os.PathLike[str]) -> None:
-        """Write `to_junit()` to a file (temporary name, then renamed)."""
-        target = Path(path)
+    def write_junit(self, path: str | os.PathLike[str] | fsio.Claim, *, force: bool = False) -> None:
+        """Write `to_junit()` to a file (temporary name, then a rename that replaces only with force).
+
+        Pass the fsio.Claim taken before the checks ran, so --force replaces only what existed then.
+        """
+        target = path.path if isinstance(path, fsio.Claim) else Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            layout.write_text_atomic(target, self.to_junit())
+            fsio.write_text_atomic(path, self.to_junit(), force=force)
         except OSError as e:
             raise StError(f"{target}: cannot write the JUnit report ({e.strerror or e})") from None
 
@@ -134,7 +137,7 @@ def verify_model(
         record: write st_manifest.json (atomically) when the folder has none and every check passes.
     """
     root = hub.resolve_model(model)
-    if not (root / layout.MODULES_JSON).is_file():
+    if not (root / layout.MODULES_JSON).is_file() and not layout.is_plain_folder(root):
         raise ModelFolderError(f"{root}: no {layout.MODULES_JSON}; not a sentence-transformers model folder")
     recorded, manifest_error = _read_manifest(root)
     if record:
@@ -462,7 +465,8 @@ def check_batch_invariance(run: _Run) -> Check:
 
 def check_normalization(run: _Run) -> Check:
     """Unit norms where the stack ends in Normalize."""
-    if run.entries[-1].short_type != "Normalize":
+    last = run.entries[-1].spec
+    if last is None or not last.normalizes:
         return _skip("normalization", "the stack does not end in Normalize")
     if run.raw is None:
         return run.unloaded("normalization")

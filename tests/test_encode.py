@@ -265,6 +265,9 @@ def test_truncate_dim_normalize_and_prompt(tiny: Model, tmp_path: Path) -> None:
     texts = varied_texts(20, seed=5)
     out = tmp_path / "o.npy"
     src = write_lines(tmp_path / "in.txt", texts)
+    with pytest.raises(StError, match=r"--truncate-dim 33: wider than the model's 32 dimensions"):
+        encode_file(src, out, model=tiny, truncate_dim=33)
+    assert not out.exists()
     encode_file(src, out, model=tiny, truncate_dim=8, normalize=True, prompt_name="query")
     want = tiny.encode(texts, truncate_dim=8, normalize=True, prompt_name="query")
     np.testing.assert_allclose(np.load(out), want, atol=ATOL, rtol=0)
@@ -419,3 +422,148 @@ def test_bad_options_are_one_line_errors(tiny: Model, tmp_path: Path) -> None:
         args = {"inputs": [src], "output": tmp_path / "o.npy", **kwargs}
         with pytest.raises(StError, match=message):
             encode_file(args.pop("inputs"), args.pop("output"), model=tiny, **args)
+
+
+# ---------------------------------------------------------------- strict readers (one row per case)
+
+
+def read_all(path: Path, **options: str) -> list[tuple[int, str]]:
+    from st_cli.inputs import ReadOptions, Source, iter_records, reader_for
+
+    source = Source(path.name, path, reader_for(path.name))
+    return [(r.line, r.text) for r in iter_records([source], ReadOptions(**options), skip_empty=False)]
+
+
+READ_CASES = [
+    # (file name, content, expected (line, text) records)
+    ("a.csv", 'text\n"one\ntwo",\n3\n', [(2, "one\ntwo"), (4, "3")]),
+    ("a.csv", 'id,text\n1,"say ""hi"", ok"\n2,plain\n', [(2, 'say "hi", ok'), (3, "plain")]),
+    ("a.csv", 'text\r\n"crlf\r\ninside"\r\nnext\r\n', [(2, "crlf\ninside"), (4, "next")]),
+    ("a.csv", 'text\n""\n\nlast', [(2, ""), (4, "last")]),
+    ("a.csv", 'text,id\n"a\n\nb",1\n"",2\n', [(2, "a\n\nb"), (5, "")]),
+    ("a.tsv", 'text\tid\nshe said "hi\t1\nnext "line\t2\n', [(2, 'she said "hi'), (3, 'next "line')]),
+    ("a.tsv", 'text\n"quoted"\n', [(2, '"quoted"')]),
+    ("a.txt", 'plain "text\nmore\n', [(1, 'plain "text'), (2, "more")]),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), READ_CASES)
+def test_readers_table(tmp_path: Path, name: str, content: str, expected: list[tuple[int, str]]) -> None:
+    path = tmp_path / name
+    path.write_bytes(content.encode())
+    assert read_all(path) == expected
+
+
+BAD_READ_CASES = [
+    # (file name, content, message): the line named is where the bad record starts
+    ("a.csv", 'text\nok\n"never closed\nx\ny\n', r"a\.csv:3: unterminated quote"),
+    ("a.csv", 'text\n"a"b\n', r"a\.csv:2: text after a closing quote"),
+    ("a.csv", 'text\nsay "hi"\n', r'a\.csv:2: a " inside an unquoted field'),
+    ("a.csv", "id,text\n1,a\n2\n", r"a\.csv:3: row has 1 fields, no 'text'"),
+    ("a.tsv", "id\ttext\n1\n", r"a\.tsv:2: row has 1 fields, no 'text'"),
+    ("a.csv", "id\n1\n", r"a\.csv:1: no column 'text'"),
+    ("a.jsonl", '{"text": 1}\n', r"a\.jsonl:1: field 'text' is int, not a string"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), BAD_READ_CASES)
+def test_bad_inputs_table(tmp_path: Path, name: str, content: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content.encode())
+    with pytest.raises(StError, match=message):
+        read_all(path)
+
+
+def test_a_200k_character_csv_field_is_one_record(tmp_path: Path) -> None:
+    big = "word " * 40_000
+    path = tmp_path / "big.csv"
+    path.write_text(f'text\n"{big}"\n{big}\n"a\n{big}"\n', encoding="utf-8")
+    assert read_all(path) == [(2, big), (3, big), (4, f"a\n{big}")]
+
+
+def test_unterminated_csv_quote_fails_before_the_model_loads(tiny_folder: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text('text\nfine\n"oops, the rest\nwould be\nswallowed\n', encoding="utf-8")
+    result = runner.invoke(app, ["encode", str(src), "--out", str(tmp_path / "o.npy"), "-m", str(tiny_folder)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: {src}:3: unterminated quote: the record starting here never closes it"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_inputs_that_change_between_passes_are_an_error(
+    tiny: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import st_cli.encode as encode_module
+    from st_cli import inputs
+
+    src = write_lines(tmp_path / "in.txt", ["a", "b", "c"])
+    original = inputs.count_records
+
+    def count_then_edit(*args: Any, **kwargs: Any) -> inputs.Tally:
+        tally = original(*args, **kwargs)
+        write_lines(src, ["a", "B", "c"])  # same count, different text
+        return tally
+
+    monkeypatch.setattr(encode_module, "count_records", count_then_edit)
+    with pytest.raises(StError, match="the inputs changed while being read: the records differ"):
+        encode_file(src, tmp_path / "o.npy", model=tiny)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+# ---------------------------------------------------------------- safe publishing
+
+
+def test_output_that_is_also_an_input_is_refused_even_with_force(tiny_folder: Path, tmp_path: Path) -> None:
+    src = tmp_path / "x.jsonl"
+    src.write_text('{"text": "keep me"}\n', encoding="utf-8")
+    result = runner.invoke(app, ["encode", str(src), "--out", str(src), "--force", "-m", str(tiny_folder)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: {src}: is also an input; write the output to another file"
+    assert src.read_text(encoding="utf-8") == '{"text": "keep me"}\n'
+
+
+def test_stdin_spool_lives_beside_the_output(tiny: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import st_cli.encode as encode_module
+
+    seen: list[Path] = []
+    original = encode_module.count_records
+
+    def spy(sources: Any, options: Any) -> Any:
+        seen.extend(s.path for s in sources)
+        return original(sources, options)
+
+    monkeypatch.setattr(encode_module, "count_records", spy)
+    out = tmp_path / "out" / "q.npy"
+    out.parent.mkdir()
+    encode_file("-", out, model=tiny, stdin=io.BytesIO(b"a\nb\n"))
+    assert [p.parent for p in seen] == [out.parent]
+    assert seen[0].name.startswith(".q.npy.st-tmp-") and seen[0].name.endswith(".stdin")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["q.npy"]
+
+
+def test_next_run_removes_temps_of_dead_runs_only(tiny: Model, tmp_path: Path) -> None:
+    gone_pid = _dead_pid()
+    src = write_lines(tmp_path / "in.txt", ["a"])
+    litter = [
+        tmp_path / f".o.npy.st-tmp-{gone_pid}-0badf00d",
+        tmp_path / f".o.npy.st-tmp-{gone_pid}-0badf00e.f32",
+        tmp_path / f".o.npy.lines.txt.st-tmp-{gone_pid}-0badf00f",
+    ]
+    for path in litter:
+        path.write_bytes(b"x")
+    alive = tmp_path / ".o.npy.st-tmp-1-0badf010"  # pid 1 is alive: its temps stay
+    alive.write_bytes(b"x")
+    unrelated = tmp_path / ".o.npy.notes"
+    unrelated.write_bytes(b"x")
+    encode_file(src, tmp_path / "o.npy", model=tiny)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.txt", "o.npy", alive.name, unrelated.name])
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])  # an exited (and reaped) child: its pid is not alive
+    proc.wait()
+    return proc.pid

@@ -380,7 +380,7 @@ FINDING_CASES = [
      "bad-model-config"),
     ("pooling config missing", _remove("1_Pooling/config.json"), "error", "missing-config"),
     ("unknown ST type", _edit_json("modules.json", lambda e: [*e, {**e[3], "idx": 4, "type":
-     "sentence_transformers.models.Nope"}]), "error", "unknown-type"),
+     "sentence_transformers.models.Nope"}]), "error", "unsupported-type"),
     ("custom type naming a file outside", _edit_json("modules.json", lambda e: [*e[:3], {**e[3], "type":
      "../outside.Evil"}]), "error", "unknown-type"),
     ("no manifest", _remove(layout.MANIFEST), "info", "no-manifest"),
@@ -419,7 +419,8 @@ def test_unknown_keys_decide_loaders(built, tmp_path: Path) -> None:
 
 
 ERROR_CASES = [
-    ("no modules.json", _remove("modules.json"), "no modules.json"),
+    # Without config.json too: with it, the folder is a plain transformers model (tests/test_plain_transformers.py).
+    ("no modules.json", lambda m: [_remove(name)(m) for name in ("modules.json", "config.json")], "no modules.json"),
     ("modules.json not JSON", _write("modules.json", "[{"), "modules.json: not valid JSON"),
     ("modules.json not a list", _write("modules.json", "{}"), "expected a non-empty list"),
     ("entry without type", _write("modules.json", '[{"path": ""}]'), "entry [0] needs string 'type'"),

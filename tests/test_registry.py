@@ -43,8 +43,8 @@ def test_every_dialect_spelling_resolves_to_the_builtin(type_string: str, tmp_pa
 
 
 def test_known_but_unsupported_and_custom_types(tmp_path: Path) -> None:
-    with pytest.raises(StError, match=r"'sentence_transformers.models.Asym' \(Router\) is not supported by st yet"):
-        registry.class_for_type_string("sentence_transformers.models.Asym", tmp_path)
+    with pytest.raises(StError, match=r"'sentence_transformers.models.Frobnicate' is not supported by st \(st runs: "):
+        registry.class_for_type_string("sentence_transformers.models.Frobnicate", tmp_path)
     (tmp_path / "gate.py").write_text("raise SystemExit('must not run')\n")
     with pytest.raises(TrustError, match="--trust-remote-code"):
         registry.class_for_type_string("gate.Gate", tmp_path)

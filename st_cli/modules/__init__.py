@@ -1,6 +1,8 @@
-"""The built-in module types; importing this package registers them all."""
+"""The built-in module types, one file each; the registry imports a file when its type is first used.
 
-from st_cli.modules import dense, normalize, pooling, transformer
+Each file's class points at its row of `st_cli.types.SPECS` with `@register(SPECS["Name"])`.
+"""
+
 from st_cli.modules.base import InputModule, Module
 
-__all__ = ["InputModule", "Module", "dense", "normalize", "pooling", "transformer"]
+__all__ = ["InputModule", "Module"]

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from st_cli import layout, registry
 from st_cli.errors import ModelFolderError, first_line
+from st_cli.types import TypeSpec
 
 Features = dict[str, Tensor]
 
@@ -26,7 +27,8 @@ Features = dict[str, Tensor]
 class Module(torch.nn.Module):
     """A step of the stack: reads and extends the `features` dict."""
 
-    type_name: ClassVar[str | None] = None  # the registry name; set by @register for built-ins
+    type_name: ClassVar[str | None] = None  # the registry name; set by @register
+    spec: ClassVar[TypeSpec | None] = None  # the type's torch-free spec (st_cli/types.py); set by @register
     config_keys: ClassVar[list[str]] = []  # constructor kwargs saved to config.json
     save_in_root: ClassVar[bool] = False
     forward_kwargs: ClassVar[set[str]] = set()  # encode-time kwargs this module accepts
@@ -117,9 +119,9 @@ def _load_pickle(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def _config_dialect(cls: type[Module]) -> str | None:
-    """A built-in's config spelling; a custom class (even a subclass of one) writes its config_keys as they are."""
-    return cls.type_name if registry.is_registered(cls) else None
+def _config_dialect(cls: type[Module]) -> TypeSpec | None:
+    """A registered type's codec; a custom class (even a subclass of one) writes its config_keys as they are."""
+    return cls.spec if registry.is_registered(cls) else None
 
 
 def local_folder(model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Path:

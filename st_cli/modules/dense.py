@@ -9,6 +9,7 @@ import torch
 from st_cli.errors import ConfigValueError
 from st_cli.modules.base import Features, Module
 from st_cli.registry import register
+from st_cli.types import SPECS
 
 IDENTITY = "torch.nn.modules.linear.Identity"
 # Classes in torch's activation module that need constructor arguments or carry weights, that change the
@@ -43,7 +44,7 @@ def _activation_module(path: str) -> torch.nn.Module:
     return getattr(module, cls_name)()
 
 
-@register("Dense")
+@register(SPECS["Dense"])
 class Dense(Module):
     config_keys: ClassVar[list[str]] = ["in_features", "out_features", "bias", "activation"]
 

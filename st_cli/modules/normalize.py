@@ -8,9 +8,10 @@ import torch.nn.functional as F  # noqa: N812
 
 from st_cli.modules.base import Features, Module
 from st_cli.registry import register
+from st_cli.types import SPECS
 
 
-@register("Normalize")
+@register(SPECS["Normalize"])
 class Normalize(Module):
     def forward(self, features: Features, **kwargs: Any) -> Features:
         features["sentence_embedding"] = F.normalize(features["sentence_embedding"], p=2, dim=-1)

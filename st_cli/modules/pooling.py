@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from st_cli.errors import ConfigValueError
-from st_cli.layout import POOLING_MODES
 from st_cli.modules.base import Features, Module
 from st_cli.registry import register
+from st_cli.types import POOLING_MODES, SPECS
 
 _ALIASES = {"mean_sqrt_len": "mean_sqrt_len_tokens"}
 
@@ -29,7 +29,7 @@ def canonical_modes(mode: str | list[str] | tuple[str, ...]) -> list[str]:
     return [m for m in POOLING_MODES if m in names]
 
 
-@register("Pooling")
+@register(SPECS["Pooling"])
 class Pooling(Module):
     config_keys: ClassVar[list[str]] = ["dimension", "mode", "include_prompt"]
 

@@ -11,13 +11,13 @@ from st_cli import hub, layout
 from st_cli.errors import ConfigValueError, ModelFolderError, first_line
 from st_cli.modules.base import Features, InputModule, local_folder
 from st_cli.registry import register
+from st_cli.types import SPECS, hidden_size
 
 # Inputs the HF model is called with, when the tokenizer produced them (as ST does).
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_HIDDEN_SIZE_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
 
 
-@register("Transformer")
+@register(SPECS["Transformer"])
 class Transformer(InputModule):
     """`model` is a folder, a Hub id or `package:pkg/dir`; the HF weights and tokenizer load from it."""
 
@@ -61,7 +61,7 @@ class Transformer(InputModule):
         except ModelFolderError as e:
             raise ConfigValueError("model", str(e)) from None
         config = layout.read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
-        hidden = next((config[k] for k in _HIDDEN_SIZE_KEYS if isinstance(config.get(k), int)), None)
+        hidden = hidden_size(config)
         if hidden is None:
             raise ConfigValueError("model", f"{folder}: no config.json with a hidden size; is it a transformers model?")
         max_len, limit = kwargs.get("max_seq_length"), config.get("max_position_embeddings")
@@ -101,14 +101,14 @@ class Transformer(InputModule):
         folder.mkdir(parents=True, exist_ok=True)
         self.auto_model.save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
-        layout.write_module_config(folder, "Transformer", self.get_config_dict(), format)
+        layout.write_module_config(folder, self.spec, self.get_config_dict(), format)
         if format == "portable":
             layout.make_tokenizer_config_portable(folder)
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Transformer:
         folder = local_folder(model_name_or_path, subfolder, **kwargs)
-        return cls(str(folder), **layout.read_module_config("Transformer", folder))
+        return cls(str(folder), **layout.read_module_config(SPECS["Transformer"], folder))
 
 
 try:  # huggingface_hub >= 1.0 validates transformers configs with strict dataclasses
@@ -149,7 +149,7 @@ def _load_auto_model(folder: Path) -> Any:
 
 def _default_max_seq_length(folder: Path, tokenizer: Any, config: Any) -> int:
     """ST's rule: the folder's sentence_bert_config, else the tokenizer limit capped by the positions."""
-    sbert = layout.read_module_config("Transformer", folder)
+    sbert = layout.read_module_config(SPECS["Transformer"], folder)
     if isinstance(sbert.get("max_seq_length"), int):
         return int(sbert["max_seq_length"])
     limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]

@@ -1,0 +1,294 @@
+"""Reading `st encode`'s inputs: a table of readers by suffix, records numbered by file and line.
+
+Every reader yields `(line, text)` for each record of one file, where `line` is the 1-based line the
+record starts on. Inputs are read twice (a counting pass that reports bad input before the model
+loads, then the encoding pass), so stdin is spooled to a file first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from st_cli import fsio
+from st_cli.errors import StError
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+
+
+@dataclass(frozen=True)
+class Record:
+    source: str  # file name as given, or "<stdin>"
+    line: int  # 1-based line where the record starts, in the concatenated input
+    text: str
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    field: str = "text"  # the JSON field holding the text in .jsonl inputs
+    column: str = "text"  # the column holding the text in .csv/.tsv inputs
+    errors: str = "strict"  # invalid UTF-8: "strict" (an error naming file and line) or "replace"
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str  # as the user gave it (for messages)
+    path: Path
+    reader: Reader
+
+
+ReadFn = Callable[[Source, ReadOptions], Iterator[tuple[int, str]]]
+
+
+@dataclass(frozen=True)
+class Reader:
+    kind: str
+    read: ReadFn
+    what: str  # for help text: what one record is
+
+
+def _decode(raw: bytes, name: str, line: int, errors: str) -> str:
+    if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as e:
+        raise StError(
+            f"{name}:{line}: invalid UTF-8 at byte {e.start}; pass --errors replace to substitute U+FFFD"
+        ) from None
+
+
+def _physical_lines(source: Source, errors: str, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line; CRLF and LF both end a line; a last line may lack one."""
+    with open(source.path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            body = raw[:-1] if raw.endswith(b"\n") else raw
+            body = body[:-1] if body.endswith(b"\r") else body
+            text = _decode(body, source.name, number, errors)
+            yield number, (text + "\n" if keep_ends and raw.endswith(b"\n") else text)
+
+
+def read_lines(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
+    return _physical_lines(source, options.errors)
+
+
+def read_jsonl(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
+    field_name = options.field
+    for number, line in _physical_lines(source, options.errors):
+        if not line.strip():
+            continue  # a blank line holds no record
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise StError(f"{source.name}:{number}: invalid JSON: {e.msg}") from None
+        if not isinstance(obj, dict) or field_name not in obj:
+            raise StError(f"{source.name}:{number}: no field {field_name!r} (set it with --field)")
+        value = obj[field_name]
+        if not isinstance(value, str):
+            raise StError(f"{source.name}:{number}: field {field_name!r} is {type(value).__name__}, not a string")
+        yield number, value
+
+
+class _BadRow(Exception):
+    """A malformed CSV record; the reader adds the file and the line the record starts on."""
+
+
+# A quoted field, unrolled so a 200k-character field is one linear scan: "..."" ...".
+_QUOTED = re.compile(r'"([^"]*(?:""[^"]*)*)"')
+
+
+def _csv_fields(text: str, delimiter: str) -> list[str] | None:
+    """RFC 4180 fields of one record's text (line ends inside quotes included); None: a quote is still open."""
+    fields: list[str] = []
+    pos, end = 0, len(text)
+    while True:
+        if text.startswith('"', pos):
+            match = _QUOTED.match(text, pos)
+            if match is None:
+                return None
+            fields.append(match.group(1).replace('""', '"'))
+            pos = match.end()
+            if pos == end:
+                return fields
+            if text[pos] != delimiter:
+                raise _BadRow("text after a closing quote; double a quote inside a quoted field")
+            pos += 1
+        else:
+            cut = text.find(delimiter, pos)
+            value = text[pos:] if cut < 0 else text[pos:cut]
+            if '"' in value:
+                raise _BadRow('a " inside an unquoted field; quote the field and double the "')
+            fields.append(value)
+            if cut < 0:
+                return fields
+            pos = cut + 1
+
+
+def _csv_rows(source: Source, errors: str) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, fields) for each CSV record; blank lines hold none."""
+    lines = _physical_lines(source, errors, keep_ends=True)
+    for start, line in lines:
+        text = line  # the record so far, line ends included
+        if not text.removesuffix("\n"):
+            continue
+        quotes = text.count('"')
+        try:
+            fields = _csv_fields(text.removesuffix("\n"), ",")
+            while fields is None:
+                # An open quote: the record goes on to the next line. Parse again only when the
+                # quotes balance, so a long multi-line field costs one pass, not one per line.
+                for _, more in lines:
+                    text += more
+                    quotes += more.count('"')
+                    if quotes % 2 == 0:
+                        break
+                else:
+                    raise _BadRow("unterminated quote: the record starting here never closes it")
+                fields = _csv_fields(text.removesuffix("\n"), ",")
+        except _BadRow as e:
+            raise StError(f"{source.name}:{start}: {e}") from None
+        yield start, fields
+
+
+def _tsv_rows(source: Source, errors: str) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) for each TSV line: split on tabs, no quoting (a quote is text); blank lines hold none."""
+    for number, line in _physical_lines(source, errors):
+        if line:
+            yield number, line.split("\t")
+
+
+def _read_table(
+    source: Source, options: ReadOptions, rows: Iterator[tuple[int, list[str]]]
+) -> Iterator[tuple[int, str]]:
+    column = options.column
+    header = next(rows, None)
+    if header is None:
+        return
+    number, names = header
+    if column not in names:
+        raise StError(
+            f"{source.name}:{number}: no column {column!r}; columns: {', '.join(names)} (set it with --column)"
+        )
+    index = names.index(column)
+    for number, row in rows:
+        if index >= len(row):
+            raise StError(f"{source.name}:{number}: row has {len(row)} fields, no {column!r}")
+        yield number, row[index]
+
+
+def read_csv(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
+    return _read_table(source, options, _csv_rows(source, options.errors))
+
+
+def read_tsv(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
+    return _read_table(source, options, _tsv_rows(source, options.errors))
+
+
+TEXT = Reader("txt", read_lines, "a line")
+# By suffix (lower case); stdin and anything not listed are read as text, one record per line.
+READERS: dict[str, Reader] = {
+    ".txt": TEXT,
+    ".jsonl": Reader("jsonl", read_jsonl, "a JSON object per line (--field)"),
+    ".csv": Reader("csv", read_csv, "a CSV row after the header (--column)"),
+    ".tsv": Reader("tsv", read_tsv, "a tab-separated row after the header (--column)"),
+}
+
+
+def reader_for(name: str) -> Reader:
+    """The reader for a file name by its suffix; stdin and unknown suffixes are plain text."""
+    return READERS.get(Path(name).suffix.lower(), TEXT)
+
+
+def _line_count(path: Path) -> int:
+    count, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+def iter_records(sources: Sequence[Source], options: ReadOptions, *, skip_empty: bool) -> Iterator[Record]:
+    """Every record of every input, in order; line numbers run on across inputs (as `cat` would)."""
+    offset = 0
+    for source in sources:
+        for number, text in source.reader.read(source, options):
+            if skip_empty and text == "":
+                continue
+            yield Record(source.name, offset + number, text)
+        offset += _line_count(source.path)
+
+
+@dataclass
+class Tally:
+    """What a pass over the records saw: the counting pass and the encoding pass must agree on it."""
+
+    records: int = 0
+    empty: int = 0
+    digest: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
+
+    def add(self, record: Record) -> None:
+        self.records += 1
+        self.empty += record.text == ""
+        self.digest.update(b"%d\0%d\0" % (record.line, len(record.text)) + record.text.encode("utf-8", "surrogatepass"))
+
+    def same_as(self, other: Tally) -> bool:
+        return (self.records, self.empty, self.digest.digest()) == (other.records, other.empty, other.digest.digest())
+
+
+def tallied(records: Iterator[Record], tally: Tally) -> Iterator[Record]:
+    """`records`, adding each to `tally` as it passes."""
+    for record in records:
+        tally.add(record)
+        yield record
+
+
+def count_records(sources: Sequence[Source], options: ReadOptions) -> Tally:
+    """Read everything once: counts the records (and empties) and reports bad input before the model loads."""
+    tally = Tally()
+    for record in iter_records(sources, options, skip_empty=False):
+        tally.add(record)
+    return tally
+
+
+@contextlib.contextmanager
+def resolved_inputs(
+    inputs: Sequence[str | os.PathLike[str]], stdin: IO[bytes] | None, *, spool_beside: Path
+) -> Iterator[list[Source]]:
+    """Inputs as files; stdin is spooled to a temp file beside the output (`spool_beside`) so it
+    can be read twice, and removed at the end (a killed run's spool goes with its other temps)."""
+    if not inputs:
+        raise StError("no input: give one or more files, or - for stdin")
+    spooled: list[Path] = []
+    try:
+        resolved = []
+        for item in inputs:
+            name = str(item)
+            if name == STDIN:
+                spool = fsio.temp_file(spool_beside, "stdin")
+                spooled.append(spool)
+                try:
+                    with open(spool, "wb") as f:
+                        shutil.copyfileobj(stdin or sys.stdin.buffer, f)
+                except OSError as e:
+                    raise fsio.write_error(e, spool_beside) from None
+                resolved.append(Source(STDIN_NAME, spool, reader_for(name)))
+            else:
+                path = Path(name)
+                if not path.is_file():
+                    raise StError(f"{name}: no such file")
+                resolved.append(Source(name, path, reader_for(name)))
+        yield resolved
+    finally:
+        for tmp in spooled:
+            fsio.remove(tmp)

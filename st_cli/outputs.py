@@ -1,0 +1,278 @@
+"""Writing `st encode`'s outputs: a table of writers by suffix, precisions, int8/uint8 calibration.
+
+Rows arrive as float32 blocks in input order and land in a file of final size under a temporary
+name beside the output (.npy and .safetensors through short-lived memory maps, .jsonl appended).
+int8/uint8 are calibrated on all the data, so their rows are staged as float32 first and quantized
+at the end; the ranges go where the writer's `calibration` says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from st_cli import fsio
+
+PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+CALIBRATED = ("int8", "uint8")
+
+
+# ---------------------------------------------------------------- precision
+
+
+def quantize(rows: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:
+    """sentence-transformers' `quantize_embeddings`, row-wise, with ranges calibrated beforehand."""
+    if precision == "float32":
+        return rows.astype(np.float32, copy=False)
+    if precision == "float16":
+        return rows.astype(np.float16)
+    if precision in CALIBRATED:
+        assert ranges is not None
+        starts, steps = starts_and_steps(ranges)
+        q = np.clip(np.floor((rows - starts) / steps), 0, 255)
+        return q.astype(np.uint8) if precision == "uint8" else (q - 128).astype(np.int8)
+    packed = np.packbits(rows > 0, axis=-1)
+    return (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
+
+
+def starts_and_steps(ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ranges = ranges.astype(np.float32, copy=False)
+    starts = ranges[0, :]
+    steps = (ranges[1, :] - starts) / 255
+    return starts, np.where(steps == 0, 1, steps).astype(np.float32)
+
+
+def output_width(dim: int, precision: str) -> int:
+    """Columns in the output: bit precisions pack 8 dimensions a byte."""
+    return (dim + 7) // 8 if precision.endswith("binary") else dim
+
+
+_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8, "binary": np.int8}
+
+
+def output_dtype(precision: str) -> np.dtype:
+    return np.dtype(_DTYPES.get(precision, np.uint8))
+
+
+# ---------------------------------------------------------------- writers
+
+
+class RowWriter(Protocol):
+    def write(self, start: int, block: np.ndarray) -> None: ...
+    def close(self) -> None: ...
+
+
+class MappedWriter:
+    """A fixed-size file whose data region (rows × width) is filled through short-lived memory maps.
+
+    Each write maps only the rows it fills and unmaps them at once, so written pages do not stay
+    counted in the process's RSS.
+    """
+
+    def __init__(self, path: Path, rows: int, width: int, dtype: np.dtype, header: bytes) -> None:
+        self.path, self.rows, self.width, self.dtype = path, rows, width, dtype
+        self.offset = len(header)
+        size = self.offset + rows * width * dtype.itemsize
+        try:
+            with open(path, "r+b") as f:  # the temp exists (created by fsio.temp_file), maybe reserved larger
+                f.write(header)
+                f.truncate(size)
+        except OSError as e:
+            raise fsio.write_error(e, path) from None
+        # Every page the memory map will touch is on disk now: a full disk is an error here, never a SIGBUS.
+        fsio.allocate(path, size)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        if len(block) == 0:
+            return
+        row_bytes = self.width * self.dtype.itemsize
+        mm = np.memmap(self.path, self.dtype, "r+", offset=self.offset + start * row_bytes, shape=block.shape)
+        mm[:] = block
+        mm.flush()
+        del mm
+
+    def close(self) -> None:
+        pass
+
+
+def npy_header(rows: int, width: int, dtype: np.dtype) -> bytes:
+    buffer = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (rows, width)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+_SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "int8": "I8", "uint8": "U8"}
+
+
+def safetensors_header(rows: int, width: int, dtype: np.dtype, metadata: dict[str, str]) -> bytes:
+    size = rows * width * dtype.itemsize
+    entry = {"dtype": _SAFETENSORS_DTYPES[dtype.name], "shape": [rows, width], "data_offsets": [0, size]}
+    body = json.dumps({"__metadata__": metadata, "embeddings": entry}, separators=(",", ":")).encode()
+    body += b" " * (-len(body) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    return len(body).to_bytes(8, "little") + body
+
+
+class JsonlWriter:
+    """One `{"index": i, "embedding": [...]}` per line; windows arrive in order, so it appends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.next = 0
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        assert start == self.next, "jsonl rows must arrive in order"
+        lines = (json.dumps({"index": start + i, "embedding": row}) for i, row in enumerate(block.tolist()))
+        self.file.writelines(line + "\n" for line in lines)
+        self.next += len(block)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _open_npy(path: Path, rows: int, width: int, dtype: np.dtype, metadata: dict[str, str]) -> RowWriter:
+    return MappedWriter(path, rows, width, dtype, npy_header(rows, width, dtype))
+
+
+def _open_safetensors(path: Path, rows: int, width: int, dtype: np.dtype, metadata: dict[str, str]) -> RowWriter:
+    return MappedWriter(path, rows, width, dtype, safetensors_header(rows, width, dtype, metadata))
+
+
+def _open_jsonl(path: Path, rows: int, width: int, dtype: np.dtype, metadata: dict[str, str]) -> RowWriter:
+    return JsonlWriter(path)
+
+
+OpenFn = Callable[[Path, int, int, np.dtype, dict[str, str]], RowWriter]
+
+
+@dataclass(frozen=True)
+class WriterSpec:
+    suffix: str
+    open: OpenFn  # (temporary path, rows, width, dtype, metadata) → writer
+    precisions: tuple[str, ...]  # which --precision values it stores
+    calibration: Literal["side-file", "metadata"]  # where int8/uint8 ranges go
+
+
+WRITERS: dict[str, WriterSpec] = {
+    ".npy": WriterSpec(".npy", _open_npy, PRECISIONS, calibration="side-file"),
+    ".safetensors": WriterSpec(".safetensors", _open_safetensors, PRECISIONS, calibration="metadata"),
+    # jsonl rows are JSON numbers of the quantized values; ranges go beside it like .npy's.
+    ".jsonl": WriterSpec(".jsonl", _open_jsonl, PRECISIONS, calibration="side-file"),
+}
+OUTPUT_SUFFIXES = tuple(WRITERS)
+
+
+def writer_for(output: Path) -> WriterSpec | None:
+    return WRITERS.get(output.suffix.lower())
+
+
+def side_paths(output: Path, *, skip_empty: bool, precision: str) -> dict[str, Path]:
+    """The files written beside the output: kept line numbers, int8/uint8 calibration."""
+    paths = {}
+    if skip_empty:
+        paths["lines"] = output.with_name(output.name + ".lines.txt")
+    spec = writer_for(output)
+    if precision in CALIBRATED and spec is not None and spec.calibration == "side-file":
+        paths["calibration"] = output.with_name(output.name + ".calibration.json")
+    return paths
+
+
+class Sink:
+    """Receives float32 rows in input order and produces the output at its precision.
+
+    Everything it will write is allocated when it is made, before any encoding: the output's temp
+    file at its final size, and for int8/uint8 (calibrated on all the data, so their rows go to a
+    float32 staging file and are quantized in chunks at the end) the staging file too.
+    """
+
+    def __init__(self, output: Path, rows: int, dim: int, precision: str, metadata: dict[str, str]) -> None:
+        self.output, self.rows, self.dim, self.precision, self.metadata = output, rows, dim, precision, metadata
+        spec = writer_for(output)
+        assert spec is not None, output
+        self.spec = spec
+        self.ranges: np.ndarray | None = None
+        self.calibrate = precision in CALIBRATED
+        self.staging: Path | None = None
+        self.writer: RowWriter | None = None
+        self.tmp = fsio.temp_file(output)
+        try:
+            if self.calibrate:
+                self.staging = fsio.temp_file(output, "f32")
+                self.low = np.full(dim, np.inf, np.float32)
+                self.high = np.full(dim, -np.inf, np.float32)
+                # The final file is written at the end; reserve it now (its header grows by the ranges).
+                fsio.allocate(self.tmp, self._final_bytes() + _CALIBRATION_HEADER_BYTES * (dim + 8))
+                self.writer = MappedWriter(self.staging, rows, dim, np.dtype(np.float32), b"")
+            else:
+                self.writer = self._open_final()
+        except BaseException:
+            self.discard()
+            raise
+
+    def _final_bytes(self) -> int:
+        return 4096 + self.rows * output_width(self.dim, self.precision) * output_dtype(self.precision).itemsize
+
+    def _open_final(self) -> RowWriter:
+        dtype = output_dtype(self.precision)
+        return self.spec.open(self.tmp, self.rows, output_width(self.dim, self.precision), dtype, self.metadata)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        assert self.writer is not None
+        if self.calibrate:
+            if len(block):
+                np.minimum(self.low, block.min(axis=0), out=self.low)
+                np.maximum(self.high, block.max(axis=0), out=self.high)
+            self.writer.write(start, block)
+        else:
+            self.writer.write(start, quantize(block, self.precision))
+
+    def finish(self, chunk: int = 8192) -> Path:
+        """Quantize the staged rows if needed; returns the finished temporary file."""
+        assert self.writer is not None
+        self.writer.close()
+        if self.calibrate and self.staging is not None:
+            if self.rows:
+                self.ranges = np.vstack([self.low, self.high])
+            else:
+                self.ranges = np.zeros((2, self.dim), np.float32)
+            self.metadata["calibration"] = json.dumps(self.calibration())
+            final = self._open_final()
+            for start in range(0, self.rows, chunk):
+                n = min(chunk, self.rows - start)
+                staged = np.memmap(self.staging, np.float32, "r", offset=start * self.dim * 4, shape=(n, self.dim))
+                final.write(start, quantize(np.asarray(staged), self.precision, self.ranges))
+                del staged
+            final.close()
+            fsio.remove(self.staging)
+        return self.tmp
+
+    def calibration(self) -> dict[str, Any]:
+        """The ranges int8/uint8 used: value ≈ start + (q [+128 for int8] + 0.5) × step."""
+        assert self.ranges is not None
+        starts, steps = starts_and_steps(self.ranges)
+        return {
+            "precision": self.precision,
+            "ranges": self.ranges.tolist(),
+            "starts": starts.tolist(),
+            "steps": steps.tolist(),
+        }
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+        for path in (self.tmp, self.staging):
+            if path is not None:
+                fsio.remove(path)
+
+
+# Bytes per dimension the calibration adds to a .safetensors header (4 floats as JSON, escaped), generously.
+_CALIBRATION_HEADER_BYTES = 160

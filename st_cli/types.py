@@ -1,0 +1,547 @@
+"""Module type specs: everything st knows about a module type, in one torch-free row per type.
+
+`layout.py` (type strings, config codecs), `summary.py` (key checks, widths), `portability.py`
+(loader verdicts), `recipe.py` and `verify.py` loop over `SPECS`; none of them names a type.
+The torch class in `st_cli/modules/<file>.py` points at its row with `@register(SPECS["Name"])`.
+
+How to add a built-in module type (say `LayerNorm`):
+
+1. Write `st_cli/modules/layer_norm.py`: a `Module` (or `InputModule`) subclass decorated with
+   `@register(SPECS["LayerNorm"])`, with `__init__(**config)`, `forward`, `plan`, and `save`/`load`
+   if the base class's (config file through the codec + `model.safetensors`) do not fit.
+2. Add its row below with `_add(TypeSpec(...))`: `name`, `module_file="layer_norm"` (the registry
+   imports that file lazily on the first lookup), the type strings (`legacy_type` is what
+   `--format portable` writes, `st6_type` what `--format st6` writes, `read_types` every other
+   spelling ST ever wrote or aliased, e.g. Asym → Router), `config_files` (the first is written;
+   `()` = no config), `decode`/`encode` (codec functions may sit right above the row),
+   `accepted_keys` per loader generation, the `width` rule, `since` (first ST version that has the
+   type) and `tei`, `example` (a tiny recipe stack for tests/test_module_types.py; "{tiny_bert}"
+   is replaced by a tiny BERT folder), plus the flags below that apply.
+
+Nothing else: tests parametrized over `registry.names()` pick the new type up.
+
+A spec is pure data plus pure functions of JSON and safetensors headers. This file must never
+import torch (`st inspect` and `st --help` stay instant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from st_cli.errors import ModelFolderError
+
+Format = Literal["portable", "st6"]
+FORMATS: tuple[Format, ...] = ("portable", "st6")
+Generation = Literal["ST<=5.3", "ST5.4-5.x", "ST>=6"]
+GENERATIONS: tuple[Generation, ...] = ("ST<=5.3", "ST5.4-5.x", "ST>=6")
+Loader = Literal["ST<=5.3", "ST5.4-5.x", "ST>=6", "TEI"]
+LOADERS: tuple[Loader, ...] = ("ST<=5.3", "ST5.4-5.x", "ST>=6", "TEI")
+Status = Literal["yes", "partial", "no"]
+Role = Literal["text", "token_embeddings", "sentence_embedding"]
+
+MODULE_CONFIG = "config.json"
+SBERT_CONFIG = "sentence_bert_config.json"
+LEGACY_PREFIX = "sentence_transformers.models."
+BASE_PREFIX = "sentence_transformers.base.modules."
+ST_PREFIX = "sentence_transformers.sentence_transformer.modules."
+# The first version of sentence-transformers that reads the new-dialect type strings.
+NEW_DIALECT_SINCE = "5.4"
+
+Config = dict[str, Any]
+Shapes = Mapping[str, tuple[int, ...]]  # safetensors tensor name → shape
+
+
+class WeightsView(Protocol):
+    """What a loader rule may ask about a module's weight files (summary.WeightsInfo)."""
+
+    files: list[str]
+    pickled: list[str]
+
+    def tensor(self, suffix: str) -> Any: ...
+
+
+class ModuleView(Protocol):
+    """What a loader rule may ask about one module of a folder (summary.ModuleSummary)."""
+
+    idx: int
+    path: str
+    config_file: str | None
+    raw_config: dict[str, Any] | None
+    config: dict[str, Any] | None
+    weights: Any
+
+
+@dataclass(frozen=True)
+class WidthContext:
+    """Everything a width rule may read: st's config, the raw file, tensor shapes, the incoming width."""
+
+    config: Mapping[str, Any]
+    raw: Mapping[str, Any]
+    shapes: Shapes
+    incoming: int | None
+    hf_config: Mapping[str, Any] | None = None  # the transformers config.json of an `hf_model` type
+
+
+@dataclass(frozen=True)
+class Widths:
+    """A module's input width (None: it takes text, or accepts any) and output width (None: unknown)."""
+
+    input: int | None
+    output: int | None
+
+
+@dataclass(frozen=True)
+class LoaderNote:
+    """A type-specific reason why one loader reads a module only partly ("partial") or not at all ("no")."""
+
+    loader: Loader
+    status: Literal["partial", "no"]
+    reason: str
+
+
+def _as_is(raw: Config, path: Path) -> Config:
+    return dict(raw)
+
+
+def _pass_through(ctx: WidthContext) -> Widths:
+    return Widths(ctx.incoming, ctx.incoming)
+
+
+def _unknown_width(ctx: WidthContext) -> Widths:
+    return Widths(ctx.incoming, None)
+
+
+def _no_notes(module: ModuleView) -> Iterable[LoaderNote]:
+    return ()
+
+
+@dataclass(frozen=True)
+class TypeSpec:
+    """Everything st knows about one module type, without torch."""
+
+    name: str  # the short name: a recipe's `type:` and the registry key
+    legacy_type: str  # what `--format portable` writes (ST <= 5.3, TEI, model2vec read it)
+    st6_type: str  # what `--format st6` writes (ST 6.2's own spelling)
+    module_file: str | None = None  # st_cli/modules/<file>.py holds the torch class (None: a plugin)
+    read_types: tuple[str, ...] = ()  # every other spelling read: 5.x paths, aliases
+    st6_type_since: str = NEW_DIALECT_SINCE  # the first ST version that reads `st6_type`
+    config_files: tuple[str, ...] = (MODULE_CONFIG,)  # first one written; others read (older names)
+    # raw config (either dialect) → constructor kwargs; raises ModelFolderError naming `path`
+    decode: Callable[[Config, Path], Config] = _as_is
+    # constructor kwargs → {file name: JSON object, or None for no file}; None: config_files[0] as is
+    encode: Callable[[Mapping[str, Any], Format], dict[str, Config | None]] | None = None
+    # config keys each loader generation's constructor accepts; None: not checked (config ignored or free)
+    accepted_keys: Mapping[Generation, frozenset[str]] | None = None
+    lenient_in: frozenset[Generation] = frozenset()  # generations that drop unknown keys with a warning
+    width: Callable[[WidthContext], Widths] = _unknown_width
+    width_mismatch: Literal["error", "warning"] = "error"  # incoming width ≠ the config's input width
+    check_weights: Callable[[Mapping[str, Any], Shapes], list[str]] | None = None  # shape problems
+    loader_notes: Callable[[ModuleView], Iterable[LoaderNote]] = _no_notes
+    input_module: bool = False  # tokenizes texts; must come first
+    save_in_root: bool = False  # as the first module, its files sit in the model root
+    hf_model: bool = False  # the folder holds a transformers model (config.json, tokenizer)
+    needs_config: bool = False  # a missing config file is an error
+    needs_weights: bool = False  # a missing weights file is an error
+    needs_folder: bool = True  # False: loaders never read its folder (Normalize)
+    reads: Role = "sentence_embedding"  # the feature it consumes
+    writes: Role = "sentence_embedding"  # the feature it produces
+    normalizes: bool = False  # its output has unit length
+    since: str = "2.0"  # the first sentence-transformers version that has the type
+    tei: bool = False  # text-embeddings-inference runs it
+    tei_needs_modules_json: bool = False  # TEI finds it only by parsing modules.json (it skips it otherwise)
+    path_keys: tuple[str, ...] = ()  # recipe kwargs naming a folder, resolved against the recipe's folder
+    example: tuple[Mapping[str, Any], ...] = ()  # a tiny recipe stack using it ("{tiny_bert}": a folder)
+
+    @property
+    def type_strings(self) -> tuple[str, ...]:
+        """Every spelling this type has had, the written ones first."""
+        return (self.legacy_type, self.st6_type, *self.read_types)
+
+    def type_string(self, fmt: Format) -> str:
+        return self.legacy_type if fmt == "portable" else self.st6_type
+
+    def encode_config(self, config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
+        if self.encode is not None:
+            return self.encode(config, fmt)
+        return {self.config_files[0]: dict(config)} if self.config_files else {}
+
+    def known_keys(self) -> frozenset[str] | None:
+        """Keys some loader generation accepts; None when keys are not checked."""
+        if self.accepted_keys is None:
+            return None
+        return frozenset().union(*self.accepted_keys.values())
+
+
+SPECS: dict[str, TypeSpec] = {}
+_BY_TYPE_STRING: dict[str, TypeSpec] = {}
+
+
+def _add(spec: TypeSpec) -> TypeSpec:
+    """Add a row to the table; every type string must be new."""
+    taken = [s for s in spec.type_strings if s in _BY_TYPE_STRING]
+    if spec.name in SPECS or taken:
+        raise ValueError(f"type spec {spec.name!r} clashes with an existing row ({taken or spec.name})")
+    SPECS[spec.name] = spec
+    _BY_TYPE_STRING.update(dict.fromkeys(spec.type_strings, spec))
+    return spec
+
+
+def spec_for_type_string(type_string: str) -> TypeSpec | None:
+    """The built-in spec that reads this modules.json `type`, in any dialect or alias."""
+    return _BY_TYPE_STRING.get(type_string)
+
+
+def is_legacy_type(type_string: str) -> bool:
+    return type_string.startswith(LEGACY_PREFIX)
+
+
+# ---------------------------------------------------------------- Transformer
+
+_SBERT_KEYS_LEGACY = frozenset(
+    {"max_seq_length", "do_lower_case", "model_args", "tokenizer_args", "config_args", "cache_dir", "backend"}
+    | {"tokenizer_name_or_path"}
+)
+_SBERT_KEYS_5X = _SBERT_KEYS_LEGACY | {
+    "transformer_task",
+    "modality_config",
+    "module_output_name",
+    "processing_kwargs",
+    "unpad_inputs",
+    "model_kwargs",
+    "processor_kwargs",
+    "config_kwargs",
+}
+_SBERT_KEYS_6 = _SBERT_KEYS_5X | {"query_length", "document_length", "query_expansion"}
+_HIDDEN_SIZE_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
+
+
+def hidden_size(hf_config: Mapping[str, Any] | None) -> int | None:
+    """The token embedding width a transformers config.json declares."""
+    config = hf_config or {}
+    return next((config[k] for k in _HIDDEN_SIZE_KEYS if isinstance(config.get(k), int)), None)
+
+
+def _decode_transformer(raw: Config, path: Path) -> Config:
+    return {k: raw[k] for k in ("max_seq_length", "do_lower_case") if k in raw}
+
+
+def _encode_transformer(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
+    if fmt == "portable":
+        return {SBERT_CONFIG: {"max_seq_length": config["max_seq_length"], "do_lower_case": False}}
+    return {
+        SBERT_CONFIG: {
+            "transformer_task": "feature-extraction",
+            "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+            "module_output_name": "token_embeddings",
+        }
+    }
+
+
+def _transformer_width(ctx: WidthContext) -> Widths:
+    return Widths(None, hidden_size(ctx.hf_config))
+
+
+_add(
+    TypeSpec(
+        name="Transformer",
+        module_file="transformer",
+        legacy_type=LEGACY_PREFIX + "Transformer",
+        st6_type=BASE_PREFIX + "transformer.Transformer",
+        # Older names for the Transformer's config, tried in this order.
+        config_files=(
+            SBERT_CONFIG,
+            "sentence_roberta_config.json",
+            "sentence_distilbert_config.json",
+            "sentence_camembert_config.json",
+            "sentence_albert_config.json",
+            "sentence_xlm-roberta_config.json",
+            "sentence_xlnet_config.json",
+        ),
+        decode=_decode_transformer,
+        encode=_encode_transformer,
+        accepted_keys={"ST<=5.3": _SBERT_KEYS_LEGACY, "ST5.4-5.x": _SBERT_KEYS_5X, "ST>=6": _SBERT_KEYS_6},
+        width=_transformer_width,
+        input_module=True,
+        save_in_root=True,
+        hf_model=True,
+        needs_weights=True,
+        reads="text",
+        writes="token_embeddings",
+        tei=True,
+        path_keys=("model",),
+        example=({"type": "Transformer", "model": "{tiny_bert}"}, {"type": "Pooling", "mode": "mean"}),
+    )
+)
+
+# ---------------------------------------------------------------- Pooling
+
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+# Legacy boolean keys, in sentence-transformers' concatenation order.
+_LEGACY_POOLING_KEYS = {
+    "cls": "pooling_mode_cls_token",
+    "max": "pooling_mode_max_tokens",
+    "mean": "pooling_mode_mean_tokens",
+    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+    "weightedmean": "pooling_mode_weightedmean_tokens",
+    "lasttoken": "pooling_mode_lasttoken",
+}
+_ST22_POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens")  # the five keys ST 2.2 accepts
+_POOLING_KEYS_LEGACY = frozenset(
+    {"word_embedding_dimension", "pooling_mode", "include_prompt", *_LEGACY_POOLING_KEYS.values()}
+)
+_POOLING_KEYS_NEW = _POOLING_KEYS_LEGACY | {"embedding_dimension"}
+TEI_POOLING_FOLDER = "1_Pooling"  # TEI reads pooling from this folder only
+
+
+def _decode_pooling(raw: Config, path: Path) -> Config:
+    dimension = raw.get("embedding_dimension", raw.get("word_embedding_dimension"))
+    if "pooling_mode" in raw:
+        mode = raw["pooling_mode"]
+        modes = [mode] if isinstance(mode, str) else list(mode)
+    else:
+        modes = [m for m, key in _LEGACY_POOLING_KEYS.items() if raw.get(key)] or ["mean"]
+    unknown = [m for m in modes if m not in POOLING_MODES]
+    if unknown or not isinstance(dimension, int):
+        problem = f"unknown pooling mode {unknown[0]!r}" if unknown else "missing embedding dimension"
+        raise ModelFolderError(f"{path}: {problem}")
+    return {"dimension": dimension, "mode": modes, "include_prompt": bool(raw.get("include_prompt", True))}
+
+
+def _encode_pooling(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
+    modes = list(config["mode"])
+    include_prompt = bool(config.get("include_prompt", True))
+    if fmt == "st6":
+        mode: str | list[str] = modes[0] if len(modes) == 1 else modes
+        return {
+            MODULE_CONFIG: {
+                "embedding_dimension": config["dimension"],
+                "pooling_mode": mode,
+                "include_prompt": include_prompt,
+            }
+        }
+    out: Config = {"word_embedding_dimension": config["dimension"]}
+    out |= {_LEGACY_POOLING_KEYS[m]: m in modes for m in _ST22_POOLING_MODES}
+    # The newer keys break ST <= 2.2, so they are written only when they carry information.
+    if not include_prompt or any(m not in _ST22_POOLING_MODES for m in modes):
+        out |= {_LEGACY_POOLING_KEYS[m]: m in modes for m in ("weightedmean", "lasttoken")}
+        out["include_prompt"] = include_prompt
+    return {MODULE_CONFIG: out}
+
+
+def _pooling_width(ctx: WidthContext) -> Widths:
+    dimension = ctx.config.get("dimension")
+    if not isinstance(dimension, int):
+        return Widths(ctx.incoming, None)
+    return Widths(dimension, dimension * len(ctx.config.get("mode") or ["mean"]))
+
+
+def _pooling_notes(m: ModuleView) -> Iterable[LoaderNote]:
+    raw, where = m.raw_config or {}, m.config_file
+    if isinstance(raw.get("pooling_mode"), list):
+        yield LoaderNote("ST<=5.3", "no", f"{where}: a list pooling_mode needs ST >= 5.4")
+    newer = [k for k in ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken") if k in raw]
+    if newer:
+        yield LoaderNote("ST<=5.3", "partial", f"{where}: ST 2.2 fails on {', '.join(newer)} (TypeError); 2.3+ read it")
+    if "include_prompt" in raw:
+        yield LoaderNote("ST<=5.3", "partial", f"{where}: ST <= 2.3 fail on include_prompt (TypeError); 2.4+ read it")
+    yield from _tei_pooling_notes(m)
+
+
+def _tei_pooling_notes(m: ModuleView) -> Iterable[LoaderNote]:
+    """text-embeddings-inference's pooling rules (FORMAT.md §8)."""
+    if m.path != TEI_POOLING_FOLDER:
+        yield LoaderNote(
+            "TEI", "no", f"TEI reads pooling only from {TEI_POOLING_FOLDER}/config.json; here at {m.path or '.'}"
+        )
+        return
+    raw, modes = m.raw_config, list((m.config or {}).get("mode") or [])
+    if raw is None:
+        return
+    where = f"{TEI_POOLING_FOLDER}/{MODULE_CONFIG}"
+    if not all(isinstance(raw.get(k), bool) for k in ("pooling_mode_cls_token", "pooling_mode_mean_tokens")):
+        yield LoaderNote(
+            "TEI", "no", f"{where}: TEI needs the pooling_mode_cls_token/pooling_mode_mean_tokens booleans"
+        )
+        return
+    if len(modes) != 1 or modes[0] not in ("cls", "mean", "lasttoken"):
+        yield LoaderNote(
+            "TEI", "no", f"{where}: TEI supports one of cls, mean, lasttoken; this asks for {'+'.join(modes)}"
+        )
+    if raw.get("include_prompt") is False:
+        yield LoaderNote("TEI", "partial", f"{where}: TEI ignores include_prompt: false (it pools the prompt too)")
+
+
+_add(
+    TypeSpec(
+        name="Pooling",
+        module_file="pooling",
+        legacy_type=LEGACY_PREFIX + "Pooling",
+        st6_type=ST_PREFIX + "pooling.Pooling",
+        decode=_decode_pooling,
+        encode=_encode_pooling,
+        accepted_keys={"ST<=5.3": _POOLING_KEYS_LEGACY, "ST5.4-5.x": _POOLING_KEYS_NEW, "ST>=6": _POOLING_KEYS_NEW},
+        width=_pooling_width,
+        width_mismatch="warning",  # ST pools whatever width arrives
+        loader_notes=_pooling_notes,
+        needs_config=True,
+        reads="token_embeddings",
+        tei=True,
+        example=({"type": "Transformer", "model": "{tiny_bert}"}, {"type": "Pooling", "mode": ["cls", "max"]}),
+    )
+)
+
+# ---------------------------------------------------------------- Dense
+
+_EMBEDDING_IO = {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}
+_DENSE_KEYS_LEGACY = frozenset(
+    {"in_features", "out_features", "bias", "activation_function", "init_weight", "init_bias"}
+)
+_DENSE_KEYS_5X = _DENSE_KEYS_LEGACY | {"module_input_name", "module_output_name"}
+_DENSE_KEYS_6 = _DENSE_KEYS_5X | {"use_residual"}
+TEI_ACTIVATIONS = {"torch.nn.modules.activation.Tanh", "torch.nn.modules.linear.Identity"}
+
+
+def _decode_dense(raw: Config, path: Path) -> Config:
+    if raw.get("use_residual"):
+        raise ModelFolderError(f"{path}: use_residual is not supported by st")
+    for key in ("module_input_name", "module_output_name"):
+        if raw.get(key, "sentence_embedding") != "sentence_embedding":
+            raise ModelFolderError(f"{path}: {key}={raw[key]!r} is not supported by st")
+    try:
+        return {
+            "in_features": int(raw["in_features"]),
+            "out_features": int(raw["out_features"]),
+            "bias": bool(raw.get("bias", True)),
+            "activation": raw.get("activation_function", "torch.nn.modules.activation.Tanh"),
+        }
+    except KeyError as e:
+        raise ModelFolderError(f"{path}: missing key {e}") from None
+
+
+def _encode_dense(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
+    dense = {
+        "in_features": config["in_features"],
+        "out_features": config["out_features"],
+        "bias": config["bias"],
+        "activation_function": config["activation"],
+    }
+    return {MODULE_CONFIG: dense | (_EMBEDDING_IO if fmt == "st6" else {})}
+
+
+def _dense_width(ctx: WidthContext) -> Widths:
+    if "in_features" not in ctx.config:
+        return Widths(ctx.incoming, None)
+    return Widths(ctx.config["in_features"], ctx.config["out_features"])
+
+
+def _dense_weight_problems(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    weight, bias = _tensor(shapes, "linear.weight"), _tensor(shapes, "linear.bias")
+    expected = (config["out_features"], config["in_features"])
+    problems = []
+    if weight is None:
+        problems.append("no tensor linear.weight")
+    elif weight != expected:
+        problems.append(f"linear.weight has shape {list(weight)}, the config says {list(expected)}")
+    if config.get("bias") and bias != (config["out_features"],):
+        found = f"shape {list(bias)}" if bias is not None else "no tensor"
+        problems.append(f"linear.bias: {found}, the config asks for a bias")
+    elif not config.get("bias") and bias is not None:
+        problems.append("linear.bias present but the config says bias: false")
+    return problems
+
+
+def _dense_notes(m: ModuleView) -> Iterable[LoaderNote]:
+    if m.weights and not m.weights.pickled:
+        yield LoaderNote(
+            "ST<=5.3", "partial", f"{m.path}: ST <= 3.0 need {m.path}/pytorch_model.bin (3.1+ read model.safetensors)"
+        )
+    raw, where = m.raw_config or {}, m.config_file
+    missing = [k for k in ("in_features", "out_features", "bias") if k not in raw]
+    if missing:
+        yield LoaderNote("TEI", "no", f"{where}: TEI needs {', '.join(missing)}")
+    activation = raw.get("activation_function")
+    if activation is not None and (not isinstance(activation, str) or activation not in TEI_ACTIVATIONS):
+        yield LoaderNote("TEI", "no", f"{where}: TEI supports only Tanh and Identity activations, not {activation}")
+    if m.weights is not None and m.weights.files and m.weights.tensor("linear.weight") is None:
+        yield LoaderNote("TEI", "no", f"{m.path}: TEI needs the tensor linear.weight")
+
+
+_add(
+    TypeSpec(
+        name="Dense",
+        module_file="dense",
+        legacy_type=LEGACY_PREFIX + "Dense",
+        st6_type=BASE_PREFIX + "dense.Dense",
+        decode=_decode_dense,
+        encode=_encode_dense,
+        accepted_keys={"ST<=5.3": _DENSE_KEYS_LEGACY, "ST5.4-5.x": _DENSE_KEYS_5X, "ST>=6": _DENSE_KEYS_6},
+        lenient_in=frozenset({"ST>=6"}),
+        width=_dense_width,
+        check_weights=_dense_weight_problems,
+        loader_notes=_dense_notes,
+        needs_config=True,
+        needs_weights=True,
+        tei=True,
+        tei_needs_modules_json=True,
+        example=(
+            {"type": "Transformer", "model": "{tiny_bert}"},
+            {"type": "Pooling"},
+            {"type": "Dense", "out_features": 8, "activation": "tanh"},
+        ),
+    )
+)
+
+# ---------------------------------------------------------------- Normalize
+
+
+def _encode_normalize(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
+    return {MODULE_CONFIG: dict(_EMBEDDING_IO) if fmt == "st6" else None}
+
+
+_add(
+    TypeSpec(
+        name="Normalize",
+        module_file="normalize",
+        legacy_type=LEGACY_PREFIX + "Normalize",
+        st6_type=BASE_PREFIX + "normalize.Normalize",
+        st6_type_since="6.0",
+        read_types=(ST_PREFIX + "normalize.Normalize",),
+        decode=lambda raw, path: {},
+        encode=_encode_normalize,
+        width=_pass_through,
+        needs_folder=False,  # ST never reads it (all-MiniLM-L6-v2 has none)
+        normalizes=True,
+        tei=True,
+        example=({"type": "Transformer", "model": "{tiny_bert}"}, {"type": "Pooling"}, {"type": "Normalize"}),
+    )
+)
+
+
+# ---------------------------------------------------------------- plain transformers folders
+
+
+def plain_stack(hf_config: Mapping[str, Any]) -> list[tuple[TypeSpec, Config | None]]:
+    """What sentence-transformers builds for a folder with no modules.json: Transformer + Pooling.
+
+    Pooling is mean, except lasttoken for a causal LM that has not been made bidirectional
+    (ST 6.2's `_load_default_modules`). None: the module reads its own files from the root.
+    """
+    architectures = hf_config.get("architectures") or [""]
+    causal = str(architectures[0]).endswith("ForCausalLM") and hf_config.get("is_causal", True) is not False
+    pooling = {"dimension": hidden_size(hf_config), "mode": ["lasttoken" if causal else "mean"], "include_prompt": True}
+    return [(SPECS["Transformer"], None), (SPECS["Pooling"], pooling)]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _tensor(shapes: Shapes, suffix: str) -> tuple[int, ...] | None:
+    return next((s for n, s in shapes.items() if n == suffix or n.endswith("." + suffix)), None)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'3.2' → (3, 2); for comparing `since` fields."""
+    return tuple(int(p) for p in version.split(".") if p.isdigit())

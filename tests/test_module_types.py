@@ -1,0 +1,142 @@
+"""Every registered module type, through its spec: build → save (both formats) → load → same vectors.
+
+Parametrized over `registry.names()`, so a new built-in is covered as soon as it is registered;
+its spec must carry an `example` stack or these tests fail for it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import st_cli
+from st_cli import layout, registry, types
+from st_cli.modules.base import Features, Module
+from st_cli.recipe import load_recipe
+from tests.texts import COMPARE_TEXTS
+
+NAMES = registry.names()
+
+
+def _example_recipe(name: str, tiny_bert: Path, folder: Path) -> Path:
+    spec = registry.spec(name)
+    assert spec.example, f"{name}: its spec (st_cli/types.py) has no `example` stack"
+    assert any(m.get("type") == name for m in spec.example), f"{name}: its example stack does not use it"
+    text = json.dumps({"seed": 3, "modules": list(spec.example)}).replace("{tiny_bert}", str(tiny_bert))
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(json.loads(text)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_type_has_one_spec(name: str) -> None:
+    cls, spec = registry.get(name), registry.spec(name)
+    assert cls.spec is spec and cls.type_name == name
+    assert spec is types.SPECS[name], "a built-in's spec is its row in st_cli/types.py"
+    for type_string in spec.type_strings:
+        assert registry.spec_for_type_string(type_string) is spec
+        assert registry.class_for_type_string(type_string, Path(".")) is cls
+    assert spec.input_module == (spec.reads == "text")
+
+
+@pytest.mark.parametrize("fmt", layout.FORMATS)
+@pytest.mark.parametrize("name", NAMES)
+def test_every_type_round_trips(name: str, fmt: layout.Format, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    recipe_path = _example_recipe(name, tiny_bert_dir, tmp_path)
+    model, folder = st_cli.build(recipe_path, tmp_path / "m", format=fmt)
+    loaded = st_cli.load_model(folder)  # no trust: every type string maps to a class
+    np.testing.assert_allclose(model.encode(COMPARE_TEXTS), loaded.encode(COMPARE_TEXTS), atol=1e-6, rtol=0)
+
+    entries = layout.read_modules_json(folder)
+    planned = load_recipe(recipe_path).modules
+    assert [e.type for e in entries] == [registry.spec(p.type).type_string(fmt) for p in planned]
+    summary = st_cli.summarize(folder)  # JSON and safetensors headers only
+    assert not summary.errors, summary.errors
+    assert [m.short_type for m in summary.modules] == [p.type for p in planned]
+    assert [m.output_dim for m in summary.modules] == [p.output_dim for p in planned]
+    assert summary.embedding_dimension == model.get_sentence_embedding_dimension() == planned[-1].output_dim
+
+
+@pytest.mark.parametrize("fmt", layout.FORMATS)
+@pytest.mark.parametrize("name", NAMES)
+def test_sentence_transformers_reads_every_type(name: str, fmt: str, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    model, folder = st_cli.build(_example_recipe(name, tiny_bert_dir, tmp_path), tmp_path / "m", format=fmt)
+    reference = SentenceTransformer(str(folder), device="cpu").encode(COMPARE_TEXTS, convert_to_numpy=True)
+    np.testing.assert_allclose(model.encode(COMPARE_TEXTS), reference, atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- plugins
+
+
+class Scale(Module):
+    """A plugin: multiplies the sentence embedding by a learned factor."""
+
+    config_keys: ClassVar[list[str]] = ["factor"]
+
+    def __init__(self, factor: float = 2.0) -> None:
+        super().__init__()
+        self.factor = factor
+        self.weight = torch.nn.Parameter(torch.full((1,), factor) + torch.rand(1))
+
+    def forward(self, features: Features, **kwargs: Any) -> Features:
+        features["sentence_embedding"] = features["sentence_embedding"] * self.weight
+        return features
+
+
+@pytest.mark.parametrize("fmt", layout.FORMATS)
+def test_a_registered_plugin_round_trips_without_trust(fmt: layout.Format, tiny_recipe, tmp_path: Path) -> None:
+    registry.register("TestScale")(Scale)
+    try:
+        spec = registry.spec("TestScale")
+        assert spec.type_strings[0] == f"{Scale.__module__}.Scale" and spec.config_files == ("config.json",)
+        model, folder = st_cli.build(
+            tiny_recipe("  - type: Pooling\n  - type: TestScale\n    factor: 3.0\n"), tmp_path / "m", format=fmt
+        )
+        assert layout.read_modules_json(folder)[-1].type == spec.legacy_type
+        assert json.loads((folder / "2_Scale/config.json").read_text()) == {"factor": 3.0}
+        assert not (folder / f"{Scale.__module__}.py").exists()  # a plugin is not custom code
+        loaded = st_cli.load_model(folder)  # trust_remote_code=False
+        assert type(loaded.steps[-1]) is Scale
+        np.testing.assert_allclose(model.encode(COMPARE_TEXTS), loaded.encode(COMPARE_TEXTS), atol=1e-6, rtol=0)
+        summary = st_cli.summarize(folder)
+        assert summary.modules[-1].short_type == "TestScale" and summary.modules[-1].config == {"factor": 3.0}
+        assert not summary.errors and "custom-code" not in {f.code for f in summary.findings}
+    finally:
+        registry.unregister("TestScale")
+    assert registry.spec_for_type_string(f"{Scale.__module__}.Scale") is None
+
+
+def test_a_plugin_cannot_take_a_builtin_name() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("Dense")(Scale)
+
+
+def test_an_entry_point_registers_a_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    class FakeEntryPoint:
+        name, value = "TestEpScale", "tests.test_module_types:Scale"
+
+        def load(self) -> type:
+            return type("EpScale", (Scale,), {})
+
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda group: [FakeEntryPoint()] if group == registry.ENTRY_POINT_GROUP else [],
+    )
+    try:
+        cls = registry.spec_for_type_string(f"{__name__}.EpScale")  # an unknown type string loads the entry points
+        assert cls is not None and cls.name == "TestEpScale"
+        assert registry.get("TestEpScale").__name__ == "EpScale"
+    finally:
+        registry.unregister("TestEpScale")
