@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from st_cli.recipe import Recipe, load_recipe
     from st_cli.registry import register
     from st_cli.summary import ModelSummary, summarize
+    from st_cli.training import TrainReport, train
     from st_cli.verify import VerifyReport, verify_model
 
 _LAZY = {
@@ -35,6 +36,9 @@ _LAZY = {
     "verify_model": "st_cli.verify",
     "EncodeSummary": "st_cli.encode",
     "encode_file": "st_cli.encode",
+    # training.py, not train.py: importing a submodule st_cli.train would shadow the function st_cli.train.
+    "train": "st_cli.training",
+    "TrainReport": "st_cli.training",
 }
 
 __all__ = ["__version__", *_LAZY]

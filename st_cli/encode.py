@@ -335,7 +335,8 @@ def _publish_all(temps: dict[str, Path], claims: dict[str, fsio.Claim], order: S
     published: list[Path] = []
     try:
         for name in order:
-            fsio.publish(temps.pop(name), claims[name])
+            fsio.publish(temps[name], claims[name])
+            del temps[name]  # published: no longer ours to remove
             published.append(claims[name].path)
     except BaseException:
         for path in published:
@@ -369,6 +370,8 @@ def encode(
     """
     started = time.perf_counter()
     target = Path(output)
+    if target.is_dir():
+        raise StError(f"{target}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
     options.check(target)
     side = side_paths(target, skip_empty=options.skip_empty, precision=options.precision)
     claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, options.force), strict=True))

@@ -292,3 +292,12 @@ def resolved_inputs(
     finally:
         for tmp in spooled:
             fsio.remove(tmp)
+
+
+def read_texts(inputs: Sequence[str | os.PathLike[str]], options: ReadOptions = ReadOptions()) -> list[str]:
+    """Every record of these files as `st encode` reads them (training data: files only, no stdin)."""
+    for item in inputs:
+        if str(item) == STDIN:
+            raise StError("training data must be files (their sha256 goes into the manifest), not - for stdin")
+    with resolved_inputs(inputs, None, spool_beside=Path(".")) as sources:
+        return [record.text for record in iter_records(sources, options, skip_empty=False)]

@@ -163,10 +163,15 @@ def read_modules_json(root: Path) -> list[ModuleEntry]:
 
 def dialect(entries: list[ModuleEntry]) -> str:
     """'legacy' (ST <= 5.3), 'new' (ST >= 5.4), 'mixed', or 'custom' (no built-in type at all)."""
-    kinds = {"legacy" if types.is_legacy_type(e.type) else "new" for e in entries if e.spec is not None}
+    kinds = {"legacy" if types.is_legacy_type(e.type) else "new" for e in entries if _sentence_transformers_type(e)}
     if not kinds:
         return "custom"
     return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _sentence_transformers_type(entry: ModuleEntry) -> bool:
+    """A built-in spelled as sentence-transformers spells it (plugins and custom code have their own paths)."""
+    return entry.spec is not None and (types.is_legacy_type(entry.type) or types.is_new_type(entry.type))
 
 
 def read_model_config(root: Path) -> ModelConfig:

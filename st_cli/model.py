@@ -180,11 +180,13 @@ class Model(torch.nn.Module):
         force: bool = False,
         recipe: Recipe | None = None,
         claim: fsio.Claim | None = None,
+        training: dict[str, Any] | None = None,
     ) -> Path:
         """Write the folder atomically: built beside `path`, published at the end by a no-replace rename.
 
         `claim` (from `fsio.claim` at the start of a longer job) makes --force replace only what
-        existed when the job started.
+        existed when the job started. `training` is `st train`'s record of how the weights were
+        fitted, kept in the manifest.
         """
         if format not in layout.FORMATS:
             raise StError(f"unknown format {format!r}; choose from {', '.join(layout.FORMATS)}")
@@ -199,7 +201,7 @@ class Model(torch.nn.Module):
             fsio.pause_point("build:modules-written")
             layout.write_model_files(tmp, entries, self._model_config(), format)
             (tmp / layout.MODEL_CARD).write_text(card.model_card(self, entries, format, target.name), encoding="utf-8")
-            manifest.write(tmp, self.build_manifest(tmp, format, recipe))
+            manifest.write(tmp, self.build_manifest(tmp, format, recipe, training=training))
         return target
 
     def _save_module(self, root: Path, index: int, module: Module, fmt: layout.Format) -> layout.ModuleEntry:
@@ -236,6 +238,7 @@ class Model(torch.nn.Module):
         *,
         dialect: str | None = None,
         recorded_by: str | None = None,
+        training: dict[str, Any] | None = None,
     ) -> manifest.Manifest:
         """st_manifest.json for the finished folder at `root`: file digests and the probes' embeddings."""
         import transformers
@@ -264,6 +267,7 @@ class Model(torch.nn.Module):
             untrained_modules=[i for i, m in enumerate(self.stack) if m.untrained],
             dialect=dialect,
             recorded_by=recorded_by,
+            training=training,
         )
 
 

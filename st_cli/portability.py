@@ -105,13 +105,18 @@ def _custom_module(module: ModuleSummary, found: dict[str, _Verdict]) -> None:
 
 
 def _type_availability(module: ModuleSummary, spec: TypeSpec, found: dict[str, _Verdict]) -> None:
-    """Which versions know this type string at all."""
-    if not types.is_legacy_type(module.type) and module.type.startswith("sentence_transformers."):
-        found["ST<=5.3"].no(f"modules.json: {module.type} exists only in ST >= {types.NEW_DIALECT_SINCE}")
-        if module.type == spec.st6_type and types.version_tuple(spec.st6_type_since) >= (6,):
-            found["ST5.4-5.x"].no(f"modules.json: {module.type} exists only in ST >= {spec.st6_type_since}")
-    elif types.version_tuple(spec.since) > (2, 0):
-        found["ST<=5.3"].partial(f"modules.json: {spec.name} exists only in ST >= {spec.since}")
+    """Which versions know this spelling of the type at all (TypeSpec.first_version)."""
+    first = spec.first_version(module.type)
+    since = types.version_tuple(first)
+    reason = f"modules.json: {module.type} exists only in ST >= {first}"
+    if since >= (6,):
+        found["ST5.4-5.x"].no(reason)
+    elif since > types.version_tuple(types.NEW_DIALECT_SINCE):
+        found["ST5.4-5.x"].partial(reason)
+    if since >= types.version_tuple(types.NEW_DIALECT_SINCE):
+        found["ST<=5.3"].no(reason)
+    elif since > (2, 0):
+        found["ST<=5.3"].partial(reason)
     if not spec.tei:
         found["TEI"].no(f"TEI has no {spec.name} module ({module.type})")
 
@@ -170,7 +175,7 @@ def _tei(s: ModelSummary, root: Path, v: _Verdict) -> None:
     unparsed = [m for m in s.modules if m.type not in tei_types]
     if unparsed and any(m.spec is not None and m.spec.tei_needs_modules_json for m in s.modules):
         v.no("modules.json has types TEI cannot parse, so it would skip every Dense layer without an error")
-    elif any(m.spec is not None and not types.is_legacy_type(m.type) for m in s.modules):
+    elif any(types.is_new_type(m.type) for m in s.modules):
         v.partial("modules.json uses new-dialect type strings; TEI ignores the file (no Dense here)")
     _tei_pooling_file(s, root, v)
     _tei_max_seq_length(s, root, v)

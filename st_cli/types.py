@@ -27,7 +27,7 @@ import torch (`st inspect` and `st --help` stay instant).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -149,7 +149,8 @@ class TypeSpec:
     reads: Role = "sentence_embedding"  # the feature it consumes
     writes: Role = "sentence_embedding"  # the feature it produces
     normalizes: bool = False  # its output has unit length
-    since: str = "2.0"  # the first sentence-transformers version that has the type
+    since: str = "2.0"  # the first sentence-transformers version that reads `legacy_type`
+    since_by_type: Mapping[str, str] = field(default_factory=dict)  # the same for other spellings (aliases)
     tei: bool = False  # text-embeddings-inference runs it
     tei_needs_modules_json: bool = False  # TEI finds it only by parsing modules.json (it skips it otherwise)
     path_keys: tuple[str, ...] = ()  # recipe kwargs naming a folder, resolved against the recipe's folder
@@ -159,6 +160,14 @@ class TypeSpec:
     def type_strings(self) -> tuple[str, ...]:
         """Every spelling this type has had, the written ones first."""
         return (self.legacy_type, self.st6_type, *self.read_types)
+
+    def first_version(self, type_string: str) -> str:
+        """The first sentence-transformers version that reads this spelling of the type."""
+        if type_string in self.since_by_type:
+            return self.since_by_type[type_string]
+        if type_string == self.legacy_type:
+            return self.since
+        return self.st6_type_since if type_string == self.st6_type else NEW_DIALECT_SINCE
 
     def type_string(self, fmt: Format) -> str:
         return self.legacy_type if fmt == "portable" else self.st6_type
@@ -195,7 +204,13 @@ def spec_for_type_string(type_string: str) -> TypeSpec | None:
 
 
 def is_legacy_type(type_string: str) -> bool:
+    """A `sentence_transformers.models.X` spelling (ST <= 5.3, TEI, model2vec)."""
     return type_string.startswith(LEGACY_PREFIX)
+
+
+def is_new_type(type_string: str) -> bool:
+    """A sentence-transformers spelling from ST >= 5.4 (`sentence_transformers.base.modules...` etc.)."""
+    return type_string.startswith("sentence_transformers.") and not is_legacy_type(type_string)
 
 
 # ---------------------------------------------------------------- Transformer
