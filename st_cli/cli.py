@@ -5,9 +5,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from st_cli import __version__, fsio, render
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, StError
@@ -16,7 +17,51 @@ from st_cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, StError
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+
+
+class _OneLineErrors(TyperGroup):
+    """Typer's usage errors (bad option values, a missing option, an unknown one) as one `error: …` line, exit 2.
+
+    Typer prints them as a multi-line rich panel; running the group with standalone_mode=False makes
+    typer re-raise them here instead. Living in the group, this also holds under typer.testing.CliRunner.
+    """
+
+    def main(  # type: ignore[override]
+        self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+        standalone_mode: bool = True, **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            render.error("aborted")
+            sys.exit(1)
+        except Exception as e:
+            if not _is_usage_error(e):
+                raise
+            if type(e).__name__ != "NoArgsIsHelpError":  # the help text is already printed
+                render.error(_usage_message(e))
+            sys.exit(getattr(e, "exit_code", EXIT_BAD_INPUT))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_usage_error(error: Exception) -> bool:
+    """Typer's (vendored click's) ClickException family: it has exit_code and format_message()."""
+    return isinstance(getattr(error, "exit_code", None), int) and callable(getattr(error, "format_message", None))
+
+
+def _usage_message(error: Exception) -> str:
+    """`st encode: invalid value for '--batch-size': 0 is not in the range x>=1 (see st encode --help)`."""
+    message = " ".join(str(error.format_message()).split())  # type: ignore[attr-defined]
+    message = message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
+    ctx = getattr(error, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "st"
+    return f"{command}: {message.rstrip('.')} (see {command} --help)"
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -189,6 +234,7 @@ def verify(
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Also write the report as JUnit XML to FILE.", show_default=False)
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --junit FILE.")] = False,
 ) -> None:
     """Reload a saved model and check its files and embeddings (for CI).
 
@@ -210,10 +256,12 @@ def verify(
       st verify ./downloaded-model --record
     """
     from st_cli.errors import EXIT_MISMATCH, EXIT_OK
+    from st_cli.fsio import claim
     from st_cli.threads import thread_count
     from st_cli.verify import verify_model
 
     with user_errors(), thread_count():
+        junit_claim = claim(junit, force=force) if junit is not None else None  # refused before the checks run
         report = verify_model(
             model,
             atol=atol,
@@ -222,8 +270,8 @@ def verify(
             require_portable=require_portable,
             record=record,
         )
-        if junit is not None:
-            report.write_junit(junit)
+        if junit_claim is not None:
+            report.write_junit(junit_claim)
     render.verify_report(report, as_json=json_out)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_MISMATCH)
 

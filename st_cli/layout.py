@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,10 @@ MODEL_CONFIG = "config_sentence_transformers.json"
 MANIFEST = "st_manifest.json"
 MODEL_CARD = "README.md"
 SAFETENSORS_WEIGHTS = "model.safetensors"
+# Files a transformers tokenizer is built from; without any, transformers builds a toy one silently.
+TOKENIZER_FILES = (
+    "tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model"
+)
 PICKLED_WEIGHTS = "pytorch_model.bin"
 
 # What each format writes for the built-ins, and every spelling read (views of types.SPECS).
@@ -87,6 +93,10 @@ def read_json(path: Path) -> Any:
         raise ModelFolderError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ModelFolderError(f"{path}: not valid JSON (nested too deeply)") from None
+    except OSError as e:
+        raise ModelFolderError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def module_folder(root: Path, entry_path: str) -> Path:
@@ -266,10 +276,18 @@ def write_model_files(root: Path, entries: list[ModuleEntry], config: ModelConfi
     write_json(root / MODEL_CONFIG, model_config)
 
 
+def walk(root: Path) -> list[Path]:
+    """Everything below root, sorted, without descending into symlinked folders (a link to / is not a walk of /)."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        found += [Path(folder) / name for name in dirs + files]
+    return sorted(found)
+
+
 def file_digests(root: Path) -> dict[str, str]:
     """sha256 of every file below root (relative POSIX paths), the manifest itself excluded."""
     digests = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in (p for p in walk(root) if p.is_file()):
         rel = path.relative_to(root).as_posix()
         if rel != MANIFEST:
             digests[rel] = sha256_file(path)
@@ -292,6 +310,13 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- safetensors headers
 
 SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors format's own limit
+# Bytes per element of the safetensors dtypes; a tensor's data must be exactly shape × this.
+SAFETENSORS_DTYPE_BYTES = {
+    "F64": 8, "I64": 8, "U64": 8, "C64": 8,
+    "F32": 4, "I32": 4, "U32": 4,
+    "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+}  # fmt: skip
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
@@ -315,7 +340,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         raise ModelFolderError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ModelFolderError(f"{path}: safetensors header is not valid JSON") from None
     if not isinstance(header, dict):
         raise ModelFolderError(f"{path}: safetensors header is not a JSON object")
@@ -336,4 +361,8 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             raise ModelFolderError(f"{path}: tensor {name!r} has a malformed header entry")
         if not 0 <= offsets[0] <= offsets[1] <= data_size:
             raise ModelFolderError(f"{path}: tensor {name!r} ends at byte {offsets[1]}, beyond the data ({data_size})")
+        width = SAFETENSORS_DTYPE_BYTES.get(info["dtype"])
+        if width is not None and math.prod(shape) * width != offsets[1] - offsets[0]:
+            problem = f"shape {shape} of {info['dtype']} needs {math.prod(shape) * width} bytes"
+            raise ModelFolderError(f"{path}: tensor {name!r}: {problem}, the header gives {offsets[1] - offsets[0]}")
     return header

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from st_cli import __version__, card, custom, fsio, hub, layout, registry
+from st_cli import __version__, card, custom, fsio, hub, layout, manifest, registry
 from st_cli.errors import ConfigValueError, ModelFolderError, StError, first_line
 from st_cli.modules.base import Features, InputModule, Module
 from st_cli.probes import PROBE_ATOL, PROBE_TEXTS
 from st_cli.recipe import Recipe
+
+
+class CustomModuleError(StError):
+    """A custom module's forward failed: names `modules[i]`, its class and the file it came from."""
+
+    def __init__(self, index: int, module: Module, error: BaseException) -> None:
+        self.index = index
+        cls = type(module)
+        try:
+            where = f" in {custom.source_file(cls)}"
+        except (StError, TypeError):
+            where = f" in {cls.__module__}"
+        self.detail = f"{cls.__name__}{where}: forward failed: {type(error).__name__}: {first_line(error)}"
+        super().__init__(f"modules[{index}]: {self.detail}")
 
 
 class Model(torch.nn.Module):
@@ -93,15 +106,26 @@ class Model(torch.nn.Module):
         return features
 
     def forward(self, features: Features, **kwargs: Any) -> Features:
-        for index, module in enumerate(self.stack):
+        for index, module in enumerate(self.steps):
             own = {k: v for k, v in kwargs.items() if k in self.declared_kwargs(index)}
-            features = module(features, **own)
+            if registry.is_registered(type(module)):
+                features = module(features, **own)
+                continue
+            try:
+                features = module(features, **own)
+            except StError:
+                raise
+            except Exception as e:  # custom code may fail in any way: say which module, class and file
+                raise CustomModuleError(index, module, e) from None
         return features
 
     @torch.inference_mode()
     def embed(self, texts: list[str], prompt: str = "", **kwargs: Any) -> torch.Tensor:
         """One padded batch of texts to sentence embeddings (before truncation)."""
-        return self.forward(self.tokenize(texts, prompt), **kwargs)["sentence_embedding"]
+        features = self.forward(self.tokenize(texts, prompt), **kwargs)
+        if "sentence_embedding" not in features:
+            raise StError("the stack gives no sentence embedding: its last module must pool (e.g. a Pooling)")
+        return features["sentence_embedding"]
 
     def encode(
         self,
@@ -177,10 +201,7 @@ class Model(torch.nn.Module):
             fsio.pause_point("build:modules-written")
             layout.write_model_files(tmp, entries, self._model_config(), format)
             (tmp / layout.MODEL_CARD).write_text(card.model_card(self, entries, format, target.name), encoding="utf-8")
-            manifest = self._manifest(tmp, format, recipe)
-            if training is not None:
-                manifest["training"] = training
-            layout.write_json(tmp / layout.MANIFEST, manifest)
+            manifest.write(tmp, self.build_manifest(tmp, format, recipe, training=training))
         return target
 
     def _save_module(self, root: Path, index: int, module: Module, fmt: layout.Format) -> layout.ModuleEntry:
@@ -209,7 +230,17 @@ class Model(torch.nn.Module):
             versions={"st_cli": __version__, "transformers": transformers.__version__, "pytorch": torch.__version__},
         )
 
-    def _manifest(self, root: Path, fmt: layout.Format, recipe: Recipe | None) -> dict[str, Any]:
+    def build_manifest(
+        self,
+        root: Path,
+        fmt: layout.Format | None,
+        recipe: Recipe | None,
+        *,
+        dialect: str | None = None,
+        recorded_by: str | None = None,
+        training: dict[str, Any] | None = None,
+    ) -> manifest.Manifest:
+        """st_manifest.json for the finished folder at `root`: file digests and the probes' embeddings."""
         import transformers
 
         try:
@@ -221,25 +252,23 @@ class Model(torch.nn.Module):
                 raise  # built-ins only: a bug in st
             problem = f"running the stack on the probe texts failed: {type(e).__name__}: {first_line(e)}"
             raise StError(f"{problem} (in custom module code?)") from None
-        return {
-            "st_cli": __version__,
-            "format": fmt,
-            "versions": {
-                "st_cli": __version__,
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "python": platform.python_version(),
-            },
-            "recipe": recipe.to_json() if recipe else None,
-            "untrained_modules": [i for i, m in enumerate(self.stack) if m.untrained],
-            "files": layout.file_digests(root),
-            "probes": {
-                "texts": PROBE_TEXTS,
-                "prompt_name": self.default_prompt_name,
-                "atol": PROBE_ATOL,
-                "embeddings": [[float(x) for x in row] for row in embeddings],
-            },
-        }
+        probes = manifest.Probes(
+            texts=tuple(PROBE_TEXTS),
+            embeddings=tuple(tuple(float(x) for x in row) for row in embeddings),
+            prompt_name=self.default_prompt_name,
+            atol=PROBE_ATOL,
+        )
+        return manifest.build(
+            root,
+            fmt=fmt,
+            versions={"torch": torch.__version__, "transformers": transformers.__version__},
+            probes=probes,
+            recipe=recipe.to_json() if recipe else None,
+            untrained_modules=[i for i, m in enumerate(self.stack) if m.untrained],
+            dialect=dialect,
+            recorded_by=recorded_by,
+            training=training,
+        )
 
 
 # ---------------------------------------------------------------- building and loading
@@ -298,6 +327,27 @@ def _check_custom_module(recipe: Recipe, index: int, module: Module) -> None:
         raise recipe.error(f"modules[{index}]", problem, spec.line)
 
 
+# What torch, safetensors and transformers raise on files that are damaged rather than on a bug in st.
+_DAMAGED_FOLDER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, EOFError, RecursionError, OverflowError,
+    MemoryError,
+)  # fmt: skip
+
+
+def refuse_damaged(root: Path) -> None:
+    """Refuse, before any weights load, a folder `st inspect` finds broken: the first error that fails verify's
+    layout or dimensions check, as one line naming the file (a damaged folder is bad input, DESIGN §6)."""
+    from st_cli.summary import summarize
+
+    for finding in summarize(str(root)).findings:
+        if finding.severity == "error" and finding.check in ("layout", "dimensions"):
+            message, path = finding.message, finding.path or ""
+            if message.startswith(str(root)):  # already names the file
+                raise ModelFolderError(message)
+            located = path not in ("", ".") and message.startswith(f"{path}:")
+            raise ModelFolderError(f"{root}/{message}" if located else f"{root}: {message}")
+
+
 def load_model(
     name_or_path: str | os.PathLike[str], *, revision: str | None = None, trust_remote_code: bool = False
 ) -> Model:
@@ -308,12 +358,13 @@ def load_model(
     config = layout.ModelConfig() if layout.is_plain_folder(root) else layout.read_model_config(root)
     for entry in entries:
         layout.module_folder(root, entry.path)  # refuses paths that leave the folder
+    refuse_damaged(root)
     # Every class first, so an untrusted custom module stops the load before any weights are read.
     classes = [registry.class_for_type_string(e.type, root, trust_remote_code=trust_remote_code) for e in entries]
     modules = []
     for entry, cls in zip(entries, classes, strict=True):
         builtin = registry.is_registered(cls)
-        expected = (OSError, ValueError, KeyError, TypeError) if builtin else Exception
+        expected = _DAMAGED_FOLDER_ERRORS if builtin else Exception
         try:
             if entry.config is not None:  # supplied by st (a plain folder's Pooling): nothing to read
                 modules.append(cls(**entry.config))
@@ -348,5 +399,11 @@ def build(
 
     claim = fsio.claim(output, force=force)  # --force replaces only what exists now, not what appears later
     recipe = load_recipe(recipe_path, overrides)
+    recipe.check_format(format)
     model = build_model(recipe)
-    return model, model.save(output, format=format, force=force, recipe=recipe, claim=claim)
+    try:
+        return model, model.save(output, format=format, force=force, recipe=recipe, claim=claim)
+    except CustomModuleError as e:
+        first = len(model.steps) - len(recipe.modules)  # modules kept from a base come first
+        spec = recipe.modules[e.index - first] if e.index >= first else None
+        raise recipe.error(f"modules[{e.index - first}]", e.detail, spec.line) if spec else e from None

@@ -28,6 +28,10 @@ from st_cli.types import TypeSpec
 
 TOP_LEVEL_KEYS = ("name", "seed", "base", "keep", "modules", "prompts", "default_prompt", "similarity", "truncate_dim")
 SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
+# Bounds on what a recipe may ask for, so a typo is a located error and not an allocation crash.
+MAX_WIDTH = 1 << 20
+_BYTES_PER_PARAMETER = 4  # float32
+_WEIGHT_MATRICES = {"Dense": ("in_features", "out_features")}  # built-ins whose weights grow as in × out
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SET_PATH = re.compile(r"^[A-Za-z_][\w]*(\[\d+\])?(\.[A-Za-z_]\w*(\[\d+\])?)*$")
 
@@ -56,6 +60,16 @@ class Recipe:
     truncate_dim: int | None = None
     base: str | None = None  # a model folder or Hub id whose first `keep` modules start the stack
     keep: int | None = None
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)  # top-level key -> its line
+
+    def check_format(self, fmt: str) -> None:
+        """What the recipe asks for that a folder format cannot hold; checked before any weights load."""
+        if fmt == "portable" and self.truncate_dim:
+            problem = (
+                "sentence-transformers < 5.4 ignore it, so it cannot be portable; "
+                "use --format st6, or shrink the last Dense's out_features instead"
+            )
+            raise self.error("truncate_dim", problem, self.lines.get("truncate_dim"))
 
     def error(self, where: str, problem: str, line: int | None = None) -> RecipeError:
         return RecipeError(self.source, line, where, problem)
@@ -238,10 +252,18 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
     for i, module in enumerate(modules):
         line, first = lines.get(("modules", i)), i == 0 and base is None
         spec = _check_module(module, ("modules", i), dim, fail, base=path.parent, line=line, first=first)
+        if not first and _is_input_module(spec):
+            where = "the base model's" if base is not None else "modules[0]"
+            problem = f"{spec.type} is an input module (it tokenizes); a stack has one, first, and {where} is it"
+            raise fail(("modules", i, "type"), problem)
+        _check_size(spec, dim, ("modules", i), fail)
         if base is None and _reads_missing_sentence_embedding(spec, specs):
             raise fail(("modules", i, "type"), f"{spec.type} works on the sentence embedding: put a Pooling before it")
         specs.append(spec)
         dim = spec.output_dim
+    if base is None and _gives_no_sentence_embedding(specs):
+        problem = "nothing in the stack gives a sentence embedding (only token embeddings): add a Pooling"
+        raise fail(("modules",), problem)
     if truncate_dim is not None and dim is not None and truncate_dim > dim:
         raise fail(("truncate_dim",), f"{truncate_dim} is larger than the embedding dimension {dim}")
     return Recipe(
@@ -255,7 +277,45 @@ def _check_recipe(path: Path, data: Any, lines: dict[KeyPath, int]) -> Recipe:
         truncate_dim=truncate_dim,
         base=base,
         keep=keep,
+        lines={str(k[0]): line for k, line in lines.items() if len(k) == 1},
     )
+
+
+def _gives_no_sentence_embedding(specs: list[ModuleSpec]) -> bool:
+    """Registered types only (custom code may write anything), none of which writes the sentence embedding."""
+    if any(s.module_class is not None for s in specs):
+        return False
+    return all(registry.spec(s.type).writes != "sentence_embedding" for s in specs)
+
+
+def _is_input_module(spec: ModuleSpec) -> bool:
+    return custom.is_input_module(spec.module_class or registry.get(spec.type))
+
+
+def _check_size(spec: ModuleSpec, input_dim: int | None, key_path: KeyPath, fail: Any) -> None:
+    """A width no model has, or a weight matrix that would not fit in this machine's memory."""
+    out = spec.output_dim
+    if out is None:
+        return
+    key = next((k for k, v in spec.kwargs.items() if v == out and not isinstance(v, bool)), None)
+    if out > MAX_WIDTH:
+        raise fail(key_path + ((key,) if key else ()), f"{out} is wider than st allows ({MAX_WIDTH})")
+    if spec.type not in _WEIGHT_MATRICES:
+        return
+    rows, cols = _WEIGHT_MATRICES[spec.type]
+    n_in, n_out = spec.kwargs.get(rows), spec.kwargs.get(cols)
+    if isinstance(n_in, int) and isinstance(n_out, int):
+        needed, memory = n_in * n_out * _BYTES_PER_PARAMETER, _physical_memory()
+        if memory is not None and needed > memory // 2:
+            problem = f"{n_in}×{n_out} weights need {needed / 2**30:.1f} GiB, more than half this machine's memory"
+            raise fail(key_path + (cols,), problem)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None
 
 
 def _type_spec(type_name: str) -> TypeSpec:

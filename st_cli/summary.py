@@ -36,6 +36,47 @@ _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 _NO_LIMIT = 10**9  # tokenizers store "no limit" as 1e30
 
 
+# Which `st verify` check each finding code fails (DESIGN.md §6). Every code summary.py emits has a row
+# (tests/test_bad_input.py reads this file to make sure), so a new finding cannot slip past verify:
+# "layout" and "dimensions" fail those checks; "portability" feeds the loader verdicts; None is information.
+FINDING_CHECKS: dict[str, str | None] = {
+    "path-escape": "layout",
+    "invalid-json": "layout",
+    "bad-model-config": "layout",
+    "missing-module-folder": "layout",
+    "unknown-type": "layout",
+    "missing-config": "layout",
+    "bad-config": "layout",
+    "missing-weights": "layout",
+    "bad-weights": "layout",
+    "st-unsupported": "layout",
+    "unsupported-type": "layout",
+    "missing-tokenizer": "layout",
+    "duplicate-module": "layout",
+    "bad-max-seq-length": "layout",
+    "shape-mismatch": "dimensions",
+    "dimension-mismatch": "dimensions",
+    "truncate-dim": "dimensions",
+    "unknown-config-key": "portability",
+    "custom-code": "portability",
+    "custom-code-missing": "portability",  # verify's layout check asks whether the code is importable
+    "tokenizer-class": "portability",
+    "pickled-weights": "portability",
+    "requirements": "portability",
+    "model-type": "portability",
+    "python-file": None,
+    "no-model-config": None,
+    "manifest": None,
+    "no-manifest": None,
+    "plain-transformers": None,
+}
+
+
+def finding_check(code: str) -> str | None:
+    """The verify check a finding code fails; an unknown code fails layout rather than pass unnoticed."""
+    return FINDING_CHECKS.get(code, "layout")
+
+
 # ---------------------------------------------------------------- the report
 
 
@@ -48,8 +89,19 @@ class Finding:
     message: str
     path: str | None = None
 
+    @property
+    def check(self) -> str | None:
+        """The `st verify` check this finding fails (FINDING_CHECKS)."""
+        return finding_check(self.code)
+
     def to_json(self) -> dict[str, Any]:
-        return {"severity": self.severity, "code": self.code, "message": self.message, "path": self.path}
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "path": self.path,
+            "check": self.check,
+        }
 
 
 @dataclass(frozen=True)
@@ -271,6 +323,14 @@ class _Reader:
         except ValueError:
             return str(path)
 
+    def inside(self, path: Path) -> bool:
+        """Whether a path resolves inside the folder (or, for a Hub cache snapshot, to its repo's blobs)."""
+        target = path.resolve()
+        allowed = [self.root]
+        if self.root.parent.name == "snapshots":  # huggingface_hub: snapshots/REV/file -> ../../blobs/SHA
+            allowed.append(self.root.parent.parent / "blobs")
+        return any(target == a or a in target.parents for a in allowed)
+
     def plain_name(self, name: str, named_in: Path) -> bool:
         """A file name without directories (HF cache files are symlinks, so resolving would not help)."""
         if name not in ("", ".", "..") and "/" not in name and "\\" not in name:
@@ -292,6 +352,7 @@ class _Reader:
             raise ModelFolderError(f"{self.root}: not a folder")
         entries = layout.read_modules_json(self.root)
         summary = ModelSummary(source=source, path=str(self.root), dialect=layout.dialect(entries))
+        self.check_entries(entries)
         if layout.is_plain_folder(self.root):
             stack = " + ".join(f"{e.short_type}{_plain_detail(e)}" for e in entries)
             message = f"a plain transformers folder (no {layout.MODULES_JSON}): loaders build {stack}"
@@ -313,6 +374,15 @@ class _Reader:
         return summary
 
     # ------------------------------------------------------------ model level
+
+    def check_entries(self, entries: list[layout.ModuleEntry]) -> None:
+        """Duplicate idx or name: sentence-transformers keys its module stack by name and would collapse it."""
+        for key in ("idx", "name"):
+            counts = Counter(getattr(e, key) for e in entries)
+            for value, n in counts.items():
+                if n > 1:
+                    message = f"{layout.MODULES_JSON}: {n} modules share {key} {value!r} (loaders collapse the stack)"
+                    self.add("error", "duplicate-module", message, layout.MODULES_JSON)
 
     def read_model_config(self, summary: ModelSummary) -> None:
         path = self.root / layout.MODEL_CONFIG
@@ -375,6 +445,7 @@ class _Reader:
         module.weights = self.read_weights(folder, spec)
         if spec is not None and spec.hf_model:
             module.transformer = self.read_transformer(folder, module.weights or WeightsInfo())
+            self.check_max_seq_length(module)
         self.set_dims(module, dim)
         return module
 
@@ -389,13 +460,14 @@ class _Reader:
     def check_custom(self, module: ModuleSummary) -> None:
         if module.type.startswith("sentence_transformers."):
             runs = ", ".join(registry.known_names())
-            message = f"{module.type}: a module type st cannot run (st runs: {runs})"
+            message = f"{layout.MODULES_JSON}: {module.type}: a module type st cannot run (st runs: {runs})"
             self.add("error", "unsupported-type", message, layout.MODULES_JSON)
             return
         module_name, _, _ = module.type.rpartition(".")
         repo, sep, file_name = module_name.partition("--")
         if not all(part.isidentifier() for part in (file_name if sep else module_name).split(".")):
-            self.add("error", "unknown-type", f"{module.type!r}: not a class path (expected file.Class)")
+            message = f"{layout.MODULES_JSON}: {module.type!r}: not a class path (expected file.Class)"
+            self.add("error", "unknown-type", message, layout.MODULES_JSON)
             return
         if sep:  # `org/repo--file.Class`: code fetched from another Hub repository
             self.add("warning", "custom-code", f"{module.type}: runs {file_name}.py from Hub repo {repo} (needs trust)")
@@ -533,7 +605,26 @@ class _Reader:
                 where = self.rel(folder / name)
                 self.add("warning", "custom-code", f"{where}: auto_map needs trust_remote_code in transformers", where)
         self.check_transformer_shapes(info, weights, self.rel(config_path))
+        if not any((folder / name).is_file() for name in layout.TOKENIZER_FILES):
+            where = self.rel(folder) if folder != self.root else "."
+            files = f"no tokenizer files ({', '.join(layout.TOKENIZER_FILES[:3])}, …)"
+            self.add("error", "missing-tokenizer", files if where == "." else f"{where}: {files}", where)
         return info
+
+    def check_max_seq_length(self, module: ModuleSummary) -> None:
+        """The Transformer's max_seq_length: absent or null (the tokenizer decides), else a positive integer."""
+        raw = module.raw_config or {}
+        value = raw.get("max_seq_length")
+        limit = module.transformer.max_position_embeddings if module.transformer else None
+        where = module.config_file
+        if value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            message = f"{where}: max_seq_length must be a positive integer, got {value!r}"
+            self.add("error", "bad-max-seq-length", message, where)
+        elif limit is not None and value > limit:
+            message = f"{where}: max_seq_length {value} exceeds the model's {limit} position embeddings"
+            self.add("error", "bad-max-seq-length", message, where)
 
     def check_transformer_shapes(self, info: TransformerInfo, weights: WeightsInfo, where: str) -> None:
         embedding = next((t for s in _EMBEDDING_TENSORS if (t := weights.tensor(s))), None)
@@ -583,9 +674,12 @@ class _Reader:
     def check_folder(self, summary: ModelSummary) -> None:
         self.check_manifest(summary)
         runs = {m.custom_code for m in summary.modules if m.custom_code}
-        for path in sorted(self.root.rglob("*")):
+        for path in layout.walk(self.root):
             rel = self.rel(path)
-            if _is_pickle(path):
+            if path.is_symlink() and not self.inside(path):
+                message = f"{rel}: a symlink to {os.path.realpath(path)}, outside the model folder"
+                self.add("error", "path-escape", message, rel)
+            elif _is_pickle(path):
                 beside = any(path.parent.glob("*.safetensors"))
                 if beside:
                     message = f"{rel}: pickled weights next to safetensors (loaders prefer the safetensors)"

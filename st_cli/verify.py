@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from st_cli import __version__, fsio, hub, layout, registry
-from st_cli.errors import ModelFolderError, OutputExistsError, StError
+from st_cli.errors import ModelFolderError, OutputExistsError, StError, first_line
+from st_cli.manifest import Manifest
+from st_cli.manifest import read as read_manifest
+from st_cli.manifest import write as write_manifest
 from st_cli.probes import PROBE_TEXTS
 
 if TYPE_CHECKING:
@@ -30,24 +32,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1  # of to_json(); keys are only ever added, any other change bumps it
 Status = Literal["pass", "fail", "skipped"]
-ST_AGAINST = "sentence-transformers"  # `--against sentence-transformers`: the same folder, loaded by ST
-# Which of `st inspect`'s findings (summary.py) fail which check; the rest are portability or info.
-_LAYOUT_FINDINGS = {
-    "path-escape",
-    "invalid-json",
-    "bad-model-config",
-    "missing-module-folder",
-    "unknown-type",
-    "unsupported-type",
-    "missing-config",
-    "bad-config",
-    "missing-weights",
-    "bad-weights",
-    "st-unsupported",
-}
-_DIMENSION_FINDINGS = {"shape-mismatch", "dimension-mismatch", "truncate-dim"}
 _MODEL_FILES = {layout.MODULES_JSON, layout.MODEL_CONFIG, layout.MODEL_CARD, layout.MANIFEST}
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
 
 
 @dataclass
@@ -120,12 +105,15 @@ class VerifyReport:
         ET.indent(suites)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
-    def write_junit(self, path: str | os.PathLike[str]) -> None:
-        """Write `to_junit()` to a file (temporary name, then renamed)."""
-        target = Path(path)
+    def write_junit(self, path: str | os.PathLike[str] | fsio.Claim, *, force: bool = False) -> None:
+        """Write `to_junit()` to a file (temporary name, then a rename that replaces only with force).
+
+        Pass the fsio.Claim taken before the checks ran, so --force replaces only what existed then.
+        """
+        target = path.path if isinstance(path, fsio.Claim) else Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fsio.write_text_atomic(target, self.to_junit(), force=True)  # --force for --junit: harden-verify
+            fsio.write_text_atomic(path, self.to_junit(), force=force)
         except OSError as e:
             raise StError(f"{target}: cannot write the JUnit report ({e.strerror or e})") from None
 
@@ -151,34 +139,25 @@ def verify_model(
     root = hub.resolve_model(model)
     if not (root / layout.MODULES_JSON).is_file() and not layout.is_plain_folder(root):
         raise ModelFolderError(f"{root}: no {layout.MODULES_JSON}; not a sentence-transformers model folder")
-    manifest, manifest_error = _read_manifest(root)
+    recorded, manifest_error = _read_manifest(root)
     if record:
         _check_recordable(model, root)
+    names = [spec.name for spec in CHECKS if spec.name != "against" or against is not None]
     try:
         entries = layout.read_modules_json(root)
     except ModelFolderError as e:
         problems = [_problem("invalid-json", str(e), layout.MODULES_JSON)]
         broken = Check("layout", "fail", "1 problem(s)", str(e), {"modules": 0, "problems": problems})
-        skipped = [_skip(name, "layout check failed") for name in _check_names(against)[1:]]
-        return VerifyReport(str(model), str(root), atol, manifest is not None, [broken, *skipped])
+        skipped = [_skip(name, "layout check failed") for name in names[1:]]
+        return VerifyReport(str(model), str(root), atol, recorded is not None, [broken, *skipped])
     _require_trust(root, entries, trust_remote_code)
 
-    run = _Run(root, entries, manifest, manifest_error, atol, trust_remote_code)
+    run = _Run(root, entries, recorded, manifest_error, atol, trust_remote_code)
+    run.require_portable, run.against = require_portable, against
     run.summarize()
-    checks = [check_layout(run), check_integrity(run)]
-    loaded = run.load() if checks[0].status == "pass" else None
-    checks += [
-        check_dimensions(run, layout_ok=checks[0].status == "pass"),
-        loaded or _skip("reload", "layout check failed"),
-        check_reference(run),
-        check_batch_invariance(run),
-        check_normalization(run),
-        check_portability(run, require=require_portable),
-    ]
-    if against is not None:
-        checks.append(check_against(run, against))
+    checks = [run.run(spec) for spec in CHECKS if spec.name in names]
     _point_at_changed_modules(checks, entries)
-    report = VerifyReport(str(model), str(root), atol, manifest is not None, checks)
+    report = VerifyReport(str(model), str(root), atol, recorded is not None, checks)
     if record:
         report.recorded = _record(run, report)
     return report
@@ -201,23 +180,15 @@ def _point_at_changed_modules(checks: list[Check], entries: list[layout.ModuleEn
         by_name["reference"].detail += f"; likely cause: changed files in {labels}"
 
 
-def _check_names(against: str | None) -> list[str]:
-    names = ["layout", "integrity", "dimensions", "reload", "reference", "batch_invariance", "normalization"]
-    return [*names, "portability"] + (["against"] if against is not None else [])
-
-
 def _skip(name: str, why: str) -> Check:
     return Check(name, "skipped", "", why)
 
 
-def _read_manifest(root: Path) -> tuple[dict[str, Any] | None, str | None]:
+def _read_manifest(root: Path) -> tuple[Manifest | None, str | None]:
     try:
-        manifest = layout.read_manifest(root)
+        return read_manifest(root), None
     except ModelFolderError as e:
         return None, str(e)
-    if manifest is not None and not isinstance(manifest, dict):
-        return None, f"{root / layout.MANIFEST}: expected a JSON object"
-    return manifest, None
 
 
 def _require_trust(root: Path, entries: list[layout.ModuleEntry], trust_remote_code: bool) -> None:
@@ -241,22 +212,44 @@ class _Run:
         self,
         root: Path,
         entries: list[layout.ModuleEntry],
-        manifest: dict[str, Any] | None,
+        manifest: Manifest | None,
         manifest_error: str | None,
         atol: float,
         trust_remote_code: bool,
     ) -> None:
         self.root, self.entries, self.atol, self.trust = root, entries, atol, trust_remote_code
         self.manifest, self.manifest_error = manifest, manifest_error
-        probes = (manifest or {}).get("probes") or {}
-        texts = probes.get("texts") if isinstance(probes, dict) else None
-        self.texts: list[str] = list(texts) if _is_text_list(texts) else list(PROBE_TEXTS)
+        self.texts: list[str] = list(manifest.probes.texts) if manifest and manifest.probes else list(PROBE_TEXTS)
+        self.require_portable = False
+        self.against: str | None = None
+        self.results: dict[str, Check] = {}  # the checks run so far, by name
         self.model: Model | None = None
         self.prompt = ""
         self.raw: torch.Tensor | None = None  # the probes' embeddings in one padded batch, before truncation
         self.load_error: str | None = None
         self.summary: ModelSummary | None = None
         self.summary_error: str | None = None
+        self._reload: Check | None = None
+
+    def run(self, spec: CheckSpec) -> Check:
+        """One row of CHECKS: skipped (or failed, for an unreadable manifest) when what it needs is missing."""
+        result = self.unmet(spec) or spec.function(self)
+        self.results[spec.name] = result
+        return result
+
+    def unmet(self, spec: CheckSpec) -> Check | None:
+        for need in spec.needs:
+            if need == "layout" and self.results.get("layout", _skip("layout", "")).status != "pass":
+                return _skip(spec.name, "layout check failed")
+            if need == "summary" and self.summary is None:
+                return _skip(spec.name, "layout check failed")
+            if need == "manifest" and self.manifest_error:
+                return Check(spec.name, "fail", "manifest unreadable", self.manifest_error)
+            if need == "manifest" and self.manifest is None:
+                return _skip(spec.name, f"no {layout.MANIFEST} (st verify --record writes one)")
+            if need == "model" and (self.loaded() and self.model is None):
+                return self.unloaded(spec.name)
+        return None
 
     def summarize(self) -> None:
         """What `st inspect` sees: JSON files and safetensors headers, no code run."""
@@ -267,13 +260,20 @@ class _Run:
         except StError as e:
             self.summary_error = str(e)
 
-    def findings(self, codes: set[str]) -> list[Finding]:
-        """Error and warning findings with these codes (info findings never fail a check)."""
+    def findings(self, check: str) -> list[Finding]:
+        """Error and warning findings that fail this check (summary.FINDING_CHECKS; info never fails one)."""
         found = self.summary.findings if self.summary else []
-        return [f for f in found if f.code in codes and f.severity != "info"]
+        return [f for f in found if f.check == check and f.severity != "info"]
+
+    def loaded(self) -> Check:
+        """The reload check, run once: the first check that needs the model loads it (only if layout passed)."""
+        if self._reload is None:
+            layout_ok = self.results.get("layout") is not None and self.results["layout"].status == "pass"
+            self._reload = self.load() if layout_ok else _skip("reload", "layout check failed")
+        return self._reload
 
     def load(self) -> Check:
-        """The reload check; keeps the first load for the checks that follow."""
+        """Load the folder twice and run the probes through both; keeps the first load for the checks that follow."""
         from st_cli.model import load_model
 
         try:
@@ -287,8 +287,7 @@ class _Run:
             self.raw = first.embed(self.texts, self.prompt)
             again = second.embed(self.texts, self.prompt)
         except Exception as e:  # noqa: BLE001 - a folder whose stack cannot run (e.g. widths that do not chain)
-            first_line = str(e).strip().partition("\n")[0]
-            self.raw, self.load_error = None, f"running the stack failed: {type(e).__name__}: {first_line}"
+            self.raw, self.load_error = None, f"running the stack failed: {type(e).__name__}: {first_line(e)}"
             return Check("reload", "fail", "does not run", self.load_error)
         self.model = first
         diff = _max_abs(self.raw, again)
@@ -300,10 +299,6 @@ class _Run:
         return _skip(name, f"model did not load: {self.load_error}" if self.load_error else "layout check failed")
 
 
-def _is_text_list(value: Any) -> TypeGuard[list[str]]:
-    return isinstance(value, list) and bool(value) and all(isinstance(t, str) for t in value)
-
-
 def _max_abs(a: Any, b: Any) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max(initial=0.0))
 
@@ -313,7 +308,7 @@ def _max_abs(a: Any, b: Any) -> float:
 
 def check_layout(run: _Run) -> Check:
     """Configs parse, every type resolves, module folders and weights exist, no path leaves the folder."""
-    problems = [f.to_json() for f in run.findings(_LAYOUT_FINDINGS)]
+    problems = [f.to_json() for f in run.findings("layout")]
     if run.summary_error:
         problems.append(_problem("unreadable", run.summary_error))
     for entry in run.entries:
@@ -343,35 +338,27 @@ def _st_problems(root: Path, entry: layout.ModuleEntry) -> list[dict[str, Any]]:
         if not found:
             message = f"{entry.type} ({label}): no {module_name}.py in the folder, and not importable"
             return [_problem("custom-code-missing", message, f"{module_name}.py")]
-    folder = root / entry.path
-    hf_model = entry.spec is not None and entry.spec.hf_model
-    if hf_model and folder.is_dir() and not any((folder / n).is_file() for n in _TOKENIZER_FILES):
-        where = entry.path or "."
-        return [_problem("missing-tokenizer", f"{where}: no tokenizer files ({label})", where)]
     return []
 
 
 # ---------------------------------------------------------------- integrity
 
 
-def _manifest_problem(run: _Run, check: str, key: str) -> Check | None:
-    """The result of `check` when the manifest is unreadable, absent or has no `key` object; else None."""
-    if run.manifest_error:
-        return Check(check, "fail", "manifest unreadable", run.manifest_error)
-    if run.manifest is None:
-        return _skip(check, f"no {layout.MANIFEST} (st verify --record writes one)")
-    if not isinstance(run.manifest.get(key), dict):
-        return Check(check, "fail", "manifest malformed", f"{layout.MANIFEST}: no {key!r} object")
-    return None
+def _malformed(check: str, key: str) -> Check:
+    return Check(check, "fail", "manifest malformed", f"{layout.MANIFEST}: no {key!r} object")
 
 
 def check_integrity(run: _Run) -> Check:
     """sha256 of every file against the manifest, naming changed, missing and added files."""
-    problem = _manifest_problem(run, "integrity", "files")
-    if problem:
-        return problem
-    expected = run.manifest["files"]  # type: ignore[index]
-    actual = {k: v for k, v in layout.file_digests(run.root).items() if not _ignored(k)}
+    assert run.manifest is not None  # CHECKS: needs manifest
+    if run.manifest.files is None:
+        return _malformed("integrity", "files")
+    try:
+        digests = layout.file_digests(run.root)
+    except OSError as e:  # an unreadable file is a damaged folder, not a crash
+        return Check("integrity", "fail", "unreadable file", f"{e.filename}: cannot read ({e.strerror or e})")
+    actual = {k: v for k, v in digests.items() if not _ignored(k)}
+    expected = run.manifest.files
     expected = {k: v for k, v in expected.items() if not _ignored(k)}
     changed = sorted(k for k in expected if k in actual and actual[k] != expected[k])
     missing = sorted(k for k in expected if k not in actual)
@@ -416,11 +403,11 @@ def _owned(rel: str, entries: list[layout.ModuleEntry]) -> str:
 # ---------------------------------------------------------------- dimensions
 
 
-def check_dimensions(run: _Run, *, layout_ok: bool = True) -> Check:
+def check_dimensions(run: _Run) -> Check:
     """Configs agree with weight shapes and with each other down the stack, and with what the model gives."""
-    if run.summary is None or not layout_ok:
-        return _skip("dimensions", "layout check failed")
-    problems = [f.to_json() for f in run.findings(_DIMENSION_FINDINGS)]
+    assert run.summary is not None  # CHECKS: needs summary
+    run.loaded()  # what the model gives, when it loads
+    problems = [f.to_json() for f in run.findings("dimensions")]
     widths = [m.output_dim for m in run.summary.modules]
     final = _final_width(run, widths[-1] if widths else None, problems)
     figure = " → ".join("?" if w is None else str(w) for w in widths)
@@ -440,11 +427,10 @@ def _final_width(run: _Run, width: int | None, problems: list[dict[str, Any]]) -
             problems.append(_problem("dimension-mismatch", message))
         width = running
     final = min(truncate, width) if truncate and width else width
-    stored = ((run.manifest or {}).get("probes") or {}).get("embeddings")
-    if final is not None and isinstance(stored, list) and stored and isinstance(stored[0], list):
-        if len(stored[0]) != final:
-            message = f"{layout.MANIFEST} stores {len(stored[0])}-d embeddings, the model gives {final}"
-            problems.append(_problem("dimension-mismatch", message, layout.MANIFEST))
+    stored = run.manifest.probes.dimension if run.manifest and run.manifest.probes else None
+    if final is not None and stored is not None and stored != final:
+        message = f"{layout.MANIFEST} stores {stored}-d embeddings, the model gives {final}"
+        problems.append(_problem("dimension-mismatch", message, layout.MANIFEST))
     return final
 
 
@@ -453,17 +439,13 @@ def _final_width(run: _Run, width: int | None, problems: list[dict[str, Any]]) -
 
 def check_reference(run: _Run) -> Check:
     """Outputs on the manifest's probes against its stored embeddings."""
-    problem = _manifest_problem(run, "reference", "probes")
-    if problem:
-        return problem
-    probes = run.manifest["probes"]  # type: ignore[index]
-    if run.model is None:
-        return run.unloaded("reference")
+    assert run.manifest is not None and run.model is not None  # CHECKS: needs manifest, model
+    probes = run.manifest.probes
+    if probes is None:
+        return _malformed("reference", "probes")
+    stored = np.asarray(probes.embeddings, dtype=np.float32)
     try:
-        stored = np.asarray(probes["embeddings"], dtype=np.float32)
-        got = run.model.encode(run.texts, batch_size=len(run.texts), prompt_name=probes.get("prompt_name"))
-    except (KeyError, ValueError, TypeError) as e:
-        return Check("reference", "fail", "probes unreadable", f"{layout.MANIFEST}: probes: {e}")
+        got = run.model.encode(run.texts, batch_size=len(run.texts), prompt_name=probes.prompt_name)
     except StError as e:
         return Check("reference", "fail", "cannot encode the probes", str(e))
     if stored.shape != got.shape:
@@ -474,8 +456,7 @@ def check_reference(run: _Run) -> Check:
 
 def check_batch_invariance(run: _Run) -> Check:
     """Each probe alone vs in one padded batch."""
-    if run.model is None or run.raw is None:
-        return run.unloaded("batch_invariance")
+    assert run.model is not None and run.raw is not None  # CHECKS: needs model
     import torch
 
     alone = torch.cat([run.model.embed([text], run.prompt) for text in run.texts])
@@ -487,7 +468,7 @@ def check_normalization(run: _Run) -> Check:
     last = run.entries[-1].spec
     if last is None or not last.normalizes:
         return _skip("normalization", "the stack does not end in Normalize")
-    if run.model is None or run.raw is None:
+    if run.raw is None:
         return run.unloaded("normalization")
     errors = np.abs(np.linalg.norm(run.raw.numpy().astype(np.float64), axis=1) - 1.0)
     worst = int(errors.argmax())
@@ -516,10 +497,10 @@ def _preview(text: str, width: int = 40) -> str:
 # ---------------------------------------------------------------- portability
 
 
-def check_portability(run: _Run, *, require: bool) -> Check:
-    """Which loaders read the folder (FORMAT.md §4, §8): a finding, failing only with require."""
-    if run.summary is None:
-        return _skip("portability", "layout check failed")
+def check_portability(run: _Run) -> Check:
+    """Which loaders read the folder (FORMAT.md §4, §8): a finding, failing only with --require-portable."""
+    assert run.summary is not None  # CHECKS: needs summary
+    require = run.require_portable
     verdicts = run.summary.loaders
     full = [name for name, v in verdicts.items() if v.status == "yes"]
     figure = f"{len(full)}/{len(verdicts)} loaders"
@@ -537,165 +518,41 @@ def check_portability(run: _Run, *, require: bool) -> Check:
 # ---------------------------------------------------------------- against
 
 
-@dataclass
-class _Stack:
-    """Another implementation to compare with: how it prepares inputs, its modules, and its encode."""
+def check_against(run: _Run) -> Check:
+    """--against: another folder, a Hub id, or sentence-transformers loading this folder (compare.py)."""
+    from st_cli.compare import compare_with
 
-    label: str
-    prepare: Callable[[list[str], str], dict[str, Any]]
-    modules: Sequence[Any]
-    types: list[str]
-    encode: Callable[[list[str], str], np.ndarray]
+    assert run.against is not None
+    return compare_with(run, run.against)
 
 
-def check_against(run: _Run, other: str) -> Check:
-    """Compare the probes with another folder, a Hub id, or sentence-transformers loading this folder."""
-    if run.model is None:
-        return run.unloaded("against")
-    try:
-        stack = _sentence_transformers_stack(run) if other == ST_AGAINST else _st_stack(other, run.trust)
-    except _STLoadError as e:
-        return Check("against", "fail", "does not load", str(e), {"against": ST_AGAINST})
-    model, texts, prompt = run.model, run.texts, run.prompt
-    ours = model.encode(texts, batch_size=len(texts), prompt=prompt)
-    try:
-        theirs = stack.encode(texts, prompt)
-    except Exception as e:  # noqa: BLE001 - the other stack failing is the finding
-        return Check(
-            "against", "fail", "cannot encode", f"{stack.label}: {type(e).__name__}: {e}", {"against": stack.label}
-        )
-    data: dict[str, Any] = {"against": stack.label, "max_abs_diff": None, "first_divergence": None}
-    if ours.shape == theirs.shape:
-        data["max_abs_diff"] = diff = _max_abs(ours, theirs)
-        if diff <= run.atol:
-            return Check("against", "pass", f"max |Δ| {diff:.1e}", f"vs {stack.label}", data)
-        figure = f"max |Δ| {diff:.1e}"
-    else:
-        figure = f"shape {list(ours.shape)} vs {list(theirs.shape)}"
-    divergence = first_divergence(run, stack)
-    data["first_divergence"] = divergence
-    where = (
-        f"first divergence: {divergence['module']}: {divergence['why']}"
-        if divergence
-        else "every module agrees on the same inputs; the difference comes from prompts, batching or truncation"
-    )
-    return Check("against", "fail", figure, f"vs {stack.label}: {where}", data)
+# ---------------------------------------------------------------- the table
 
 
-def first_divergence(run: _Run, stack: _Stack) -> dict[str, Any] | None:
-    """Run both stacks module by module, each module on the same input features; the first that differs."""
-    import torch
+@dataclass(frozen=True)
+class CheckSpec:
+    """A row of CHECKS: the check's name, its function, and what it needs before it can run.
 
-    assert run.model is not None
-    model, texts, atol = run.model, run.texts, run.atol
-    with torch.inference_mode():
-        features = model.tokenize(texts, run.prompt)
-        their_features = stack.prepare(texts, run.prompt)
-        extras = {k: v for k, v in their_features.items() if not isinstance(v, torch.Tensor)}
-        for key in ("input_ids", "attention_mask"):
-            if key in features and not _same_tensor(features[key], their_features.get(key)):
-                return _divergence(run, 0, f"the tokenizers give different {key}", None)
-        for i, module in enumerate(model.stack):
-            if i >= len(stack.modules):
-                return _divergence(run, i, f"{stack.label} has no module {i}", None)
-            if stack.types[i] != _short(run.entries[i]):
-                why = f"{stack.label} has {stack.types[i]} here"
-                return _divergence(run, i, why, None)
-            mine = module(_clone(features))
-            try:
-                theirs = stack.modules[i](extras | _clone(features))
-            except Exception as e:  # noqa: BLE001 - a module that fails on our inputs is where they diverge
-                return _divergence(run, i, f"{stack.label} raises {type(e).__name__}: {e}", None)
-            diff = _output_diff(mine, theirs)
-            if diff > atol:
-                return _divergence(run, i, f"max |Δ| {diff:.2e} on the same inputs", diff)
-            features = mine
-        if len(stack.modules) > len(model.stack):
-            return _divergence(run, len(model.stack), f"{stack.label} has {len(stack.modules)} modules", None)
-    return None
+    needs: "layout" (the layout check passed), "summary" (inspect could read the folder), "manifest"
+    (st_manifest.json readable: else fail; absent: skipped), "model" (the reload check loaded it).
+    """
+
+    name: str
+    function: Callable[[_Run], Check]
+    needs: tuple[str, ...] = ()
 
 
-def _short(entry: layout.ModuleEntry) -> str:
-    return entry.short_type or entry.type.rpartition(".")[2]
-
-
-def _divergence(run: _Run, index: int, why: str, diff: float | None) -> dict[str, Any]:
-    entry = run.entries[index] if index < len(run.entries) else None
-    return {
-        "index": index,
-        "type": _short(entry) if entry else None,
-        "path": entry.path if entry else None,
-        "module": _label(entry) if entry else f"module {index}",
-        "why": why,
-        "max_abs_diff": diff,
-    }
-
-
-def _clone(features: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.clone() if hasattr(v, "clone") else v for k, v in features.items()}
-
-
-def _same_tensor(a: Any, b: Any) -> bool:
-    return b is not None and tuple(a.shape) == tuple(b.shape) and bool((a == b).all())
-
-
-def _output_diff(mine: dict[str, Any], theirs: dict[str, Any]) -> float:
-    """Max |Δ| of the sentence embeddings, else of the token embeddings where the mask is on."""
-    key = "sentence_embedding" if "sentence_embedding" in mine else "token_embeddings"
-    a, b = mine.get(key), theirs.get(key)
-    if a is None or b is None or tuple(a.shape) != tuple(b.shape):
-        return float("inf")
-    if key == "token_embeddings" and "attention_mask" in mine:
-        keep = mine["attention_mask"].bool()
-        a, b = a[keep], b[keep]
-    return _max_abs(a.float().numpy(), b.float().numpy())
-
-
-def _st_stack(other: str, trust: bool) -> _Stack:
-    from st_cli.model import load_model
-
-    model = load_model(other, trust_remote_code=trust)
-    entries = layout.read_modules_json(hub.resolve_model(other))
-    return _Stack(
-        label=str(other),
-        prepare=lambda texts, prompt: model.tokenize(texts, prompt),
-        modules=list(model.stack),
-        types=[_short(e) for e in entries],
-        encode=lambda texts, prompt: model.encode(texts, batch_size=len(texts), prompt=prompt),
-    )
-
-
-def _sentence_transformers_stack(run: _Run) -> _Stack:
-    if importlib.util.find_spec("sentence_transformers") is None:
-        raise StError("--against sentence-transformers: sentence-transformers is not installed (pip install it)")
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        st = SentenceTransformer(str(run.root), device="cpu", trust_remote_code=run.trust)
-    except Exception as e:  # noqa: BLE001 - any failure to load is the finding
-        raise _STLoadError(e) from None
-    version = importlib.metadata.version("sentence-transformers")
-    return _Stack(
-        label=f"sentence-transformers {version}",
-        prepare=lambda texts, prompt: _st_features(st, texts, prompt),
-        modules=list(st),
-        types=[type(m).__name__ for m in st],
-        encode=lambda texts, prompt: st.encode(
-            texts, batch_size=len(texts), prompt=prompt or None, convert_to_numpy=True
-        ),
-    )
-
-
-def _st_features(st: Any, texts: list[str], prompt: str) -> dict[str, Any]:
-    """sentence-transformers' own input features: `preprocess` in 6.x, `tokenize` before."""
-    if hasattr(st, "preprocess"):
-        return dict(st.preprocess(texts, prompt=prompt or None))
-    return dict(st.tokenize([prompt + t for t in texts]))
-
-
-class _STLoadError(Exception):
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(f"sentence-transformers cannot load the folder: {type(error).__name__}: {error}")
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec("layout", check_layout),
+    CheckSpec("integrity", check_integrity, needs=("manifest",)),
+    CheckSpec("dimensions", check_dimensions, needs=("layout", "summary")),
+    CheckSpec("reload", _Run.loaded),
+    CheckSpec("reference", check_reference, needs=("manifest", "model")),
+    CheckSpec("batch_invariance", check_batch_invariance, needs=("model",)),
+    CheckSpec("normalization", check_normalization),  # skipped without a final Normalize, before any load
+    CheckSpec("portability", check_portability, needs=("summary",)),
+    CheckSpec("against", check_against, needs=("model",)),  # only with --against
+)
 
 
 # ---------------------------------------------------------------- record
@@ -705,21 +562,16 @@ def _record(run: _Run, report: VerifyReport) -> str | None:
     """Write st_manifest.json atomically, only for a folder whose checks all passed."""
     if not report.ok or run.model is None:
         return None
-    manifest = run.model._manifest(run.root, "portable", None)
-    manifest["format"] = None  # not written by `st build`, so no --format profile applies
-    manifest["dialect"] = layout.dialect(run.entries)
-    manifest["recorded_by"] = "st verify --record"
+    # format None: not written by `st build`, so no --format profile applies
+    recorded = run.model.build_manifest(
+        run.root, None, None, dialect=layout.dialect(run.entries), recorded_by="st verify --record"
+    )
     target = run.root / layout.MANIFEST
     try:
-        write_json_atomic(target, manifest)
+        write_manifest(run.root, recorded)
     except OSError as e:
         raise StError(f"{target}: cannot write ({e.strerror or e})") from None
     for name in ("integrity", "reference"):
         check = report.check(name)
         check.detail = f"no {layout.MANIFEST} before this run; recorded one for the next run"
     return str(target)
-
-
-def write_json_atomic(path: Path, document: Any) -> None:
-    """Publish without replacing: a manifest that appeared while verify ran is kept (exit 2)."""
-    fsio.write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")

@@ -345,7 +345,7 @@ def test_custom_type_naming_a_file_outside_the_folder_is_refused(marker_folder: 
     entries = json.loads((folder / "modules.json").read_text())
     entries[2]["type"] = "../scale.Scale"
     (folder / "modules.json").write_text(json.dumps(entries))
-    with pytest.raises(StError, match="neither a known module nor file.Class"):
+    with pytest.raises(StError, match="not a class path"):
         load_model(folder, trust_remote_code=True)
     assert not marker.exists()
 

@@ -284,7 +284,7 @@ def test_cli_json_schema(built: dict[str, Path]) -> None:
     }  # fmt: skip
     assert dense["raw_config"]["out_features"] == 16 and dense["weights"]["tensors"][0]["dtype"] == "F32"
     assert doc["loaders"]["ST>=6"] == {"status": "yes", "ok": True, "reasons": []}
-    assert set(doc["findings"][0]) == {"severity", "code", "message", "path"}
+    assert set(doc["findings"][0]) == {"severity", "code", "message", "path", "check"}
     plain = json.loads(runner.invoke(app, ["inspect", str(built["portable"]), "--json"]).stdout)
     assert "tensors" not in plain["modules"][2]["weights"]
 

@@ -7,15 +7,18 @@ changing its base class.
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from st_cli import layout, registry
-from st_cli.errors import ModelFolderError
+from st_cli.errors import ModelFolderError, first_line
 from st_cli.types import TypeSpec
 
 Features = dict[str, Tensor]
@@ -81,9 +84,9 @@ class Module(torch.nn.Module):
             return
         safetensors_path, pickled_path = folder / layout.SAFETENSORS_WEIGHTS, folder / layout.PICKLED_WEIGHTS
         if safetensors_path.is_file():
-            state = load_file(str(safetensors_path))
+            state = _load_safetensors(safetensors_path)
         elif pickled_path.is_file():
-            state = torch.load(pickled_path, map_location="cpu", weights_only=True)
+            state = _load_pickle(pickled_path)
         else:
             raise ModelFolderError(f"{folder}: no {layout.SAFETENSORS_WEIGHTS} or {layout.PICKLED_WEIGHTS}")
         try:
@@ -91,6 +94,29 @@ class Module(torch.nn.Module):
         except RuntimeError as e:
             first = str(e).strip().splitlines()[-1].strip()
             raise ModelFolderError(f"{folder}: weights do not fit the config: {first}") from None
+
+
+def _load_safetensors(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, MemoryError) as e:
+        raise ModelFolderError(f"{path}: unreadable safetensors file ({first_line(e)})") from None
+
+
+def _load_pickle(path: Path) -> dict[str, Tensor]:
+    """Plain tensors only (weights_only=True): anything that would need code to unpickle is refused, in one line."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing; one line is enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        message = "refused: it needs more than plain tensors to unpickle (loaded with weights_only=True)"
+        raise ModelFolderError(f"{path}: {message}; convert it to safetensors") from None
+    except (RuntimeError, EOFError, OSError, ValueError, MemoryError) as e:
+        raise ModelFolderError(f"{path}: unreadable pickled weights ({first_line(e)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ModelFolderError(f"{path}: expected a mapping of tensor names to tensors")
+    return state
 
 
 def _config_dialect(cls: type[Module]) -> TypeSpec | None:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 
 from st_cli import hub, layout
-from st_cli.errors import ConfigValueError, ModelFolderError
+from st_cli.errors import ConfigValueError, ModelFolderError, first_line
 from st_cli.modules.base import Features, InputModule, local_folder
 from st_cli.registry import register
 from st_cli.types import SPECS, hidden_size
@@ -26,16 +26,23 @@ class Transformer(InputModule):
     def __init__(
         self, model: str, max_seq_length: int | None = None, do_lower_case: bool = False, revision: str | None = None
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         super().__init__()
         folder = hub.resolve_model(model, revision=revision)
         self.source = str(model)
+        if not any((folder / name).is_file() for name in layout.TOKENIZER_FILES):
+            # transformers would build a 5-token toy tokenizer, and different words would get identical vectors.
+            raise ModelFolderError(f"{folder}: no tokenizer files ({', '.join(layout.TOKENIZER_FILES[:3])}, …)")
         # Never transformers' auto_map code: left unset, transformers asks on stdin and runs it on "y" (DESIGN §7).
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, trust_remote_code=False)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, trust_remote_code=False)
+        except _LOAD_ERRORS as e:
+            where = folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder
+            raise ModelFolderError(f"{where}: cannot load the tokenizer: {first_line(e)}") from None
         if not self.tokenizer.is_fast:
             raise ModelFolderError(f"{folder}: st needs a fast tokenizer (tokenizer.json)")
-        self.auto_model = AutoModel.from_pretrained(str(folder), dtype=torch.float32, trust_remote_code=False)
+        self.auto_model = _load_auto_model(folder)
         self.auto_model.eval()
         self.max_seq_length = max_seq_length or _default_max_seq_length(folder, self.tokenizer, self.auto_model.config)
         _check_max_seq_length(self.max_seq_length, self.auto_model.config, folder)
@@ -102,6 +109,42 @@ class Transformer(InputModule):
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Transformer:
         folder = local_folder(model_name_or_path, subfolder, **kwargs)
         return cls(str(folder), **layout.read_module_config(SPECS["Transformer"], folder))
+
+
+try:  # huggingface_hub >= 1.0 validates transformers configs with strict dataclasses
+    from huggingface_hub.errors import StrictDataclassError
+except ImportError:  # pragma: no cover - older huggingface_hub
+
+    class StrictDataclassError(Exception):  # type: ignore[no-redef]
+        """Never raised: stands in for the class older huggingface_hub versions lack."""
+
+
+# What transformers raises on a damaged folder (bad JSON, shapes that do not fit, unknown model types, config
+# values of the wrong type: huggingface_hub's strict dataclasses).
+_LOAD_ERRORS = (
+    OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, EOFError, RecursionError, OverflowError,
+    StrictDataclassError,
+)  # fmt: skip
+
+
+def _load_auto_model(folder: Path) -> Any:
+    """The transformers model, refusing weights that leave parameters at their random init (silently wrong vectors)."""
+    from transformers import AutoModel
+
+    try:
+        model, info = AutoModel.from_pretrained(
+            str(folder), dtype=torch.float32, trust_remote_code=False, output_loading_info=True
+        )
+    except _LOAD_ERRORS as e:
+        where = folder / "config.json"
+        raise ModelFolderError(f"{where}: cannot load the transformers model: {first_line(e)}") from None
+    # A checkpoint saved without the pooler is common and harmless: sentence embeddings never use it.
+    missing = sorted(k for k in info.get("missing_keys") or () if not k.startswith("pooler."))
+    mismatched = sorted(str(k) for k in info.get("mismatched_keys") or ())
+    if missing or mismatched:
+        what = f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else f"shapes differ ({mismatched[0]})"
+        raise ModelFolderError(f"{folder}: the weights do not fit config.json: {what}")
+    return model
 
 
 def _default_max_seq_length(folder: Path, tokenizer: Any, config: Any) -> int:
