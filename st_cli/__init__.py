@@ -10,6 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# OpenMP reads its wait policy once, when torch loads: every import of st_cli (CLI or library)
+# passes here before any module of it imports torch.
+from st_cli import threads as _threads  # noqa: E402
+
+_threads.prepare_environment()
+
 if TYPE_CHECKING:
     from st_cli.encode import EncodeSummary, encode_file
     from st_cli.model import Model, build, build_model, load_model
@@ -17,6 +23,7 @@ if TYPE_CHECKING:
     from st_cli.recipe import Recipe, load_recipe
     from st_cli.registry import register
     from st_cli.summary import ModelSummary, summarize
+    from st_cli.training import TrainReport, train
     from st_cli.verify import VerifyReport, verify_model
 
 _LAZY = {
@@ -35,6 +42,9 @@ _LAZY = {
     "verify_model": "st_cli.verify",
     "EncodeSummary": "st_cli.encode",
     "encode_file": "st_cli.encode",
+    # training.py, not train.py: importing a submodule st_cli.train would shadow the function st_cli.train.
+    "train": "st_cli.training",
+    "TrainReport": "st_cli.training",
 }
 
 __all__ = ["__version__", *_LAZY]

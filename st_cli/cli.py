@@ -50,7 +50,7 @@ def user_errors() -> Iterator[None]:
         render.error(str(e))
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
-        render.error("interrupted")
+        render.error("interrupted by SIGINT")
         raise typer.Exit(130) from None
     except fsio.Terminated as e:
         render.error(f"interrupted by {e}")
@@ -105,11 +105,12 @@ def build(
       st build recipes/minilm-dense-prompts.yaml -o out/m256 --set modules[2].out_features=128 --force
     """
     from st_cli.model import build as build_folder
+    from st_cli.threads import thread_count
 
     if format not in ("portable", "st6"):
         render.error(f"--format: expected portable or st6, got {format!r}")
         raise typer.Exit(EXIT_BAD_INPUT)
-    with user_errors():
+    with user_errors(), thread_count():
         model, folder = build_folder(recipe, output, format=format, force=force, overrides=set_ or [])  # type: ignore[arg-type]
     untrained = [f"{i}:{type(m).__name__}" for i, m in enumerate(model.stack) if m.untrained]
     if untrained:
@@ -209,9 +210,10 @@ def verify(
       st verify ./downloaded-model --record
     """
     from st_cli.errors import EXIT_MISMATCH, EXIT_OK
+    from st_cli.threads import thread_count
     from st_cli.verify import verify_model
 
-    with user_errors():
+    with user_errors(), thread_count():
         report = verify_model(
             model,
             atol=atol,
@@ -265,17 +267,23 @@ def encode(
         str, typer.Option("--errors", help="Invalid UTF-8: strict (an error naming file and line) or replace.")
     ] = "strict",
     max_batch_tokens: Annotated[
-        int, typer.Option("--max-batch-tokens", min=1, help="Padded tokens per batch.")
-    ] = 512,
+        int | None,
+        typer.Option("--max-batch-tokens", min=1, help="Padded tokens per batch (default: 512 on CPU, 16384 on CUDA)."),
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="At most this many texts per batch.", show_default=False)
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
     dtype: Annotated[
-        str, typer.Option("--dtype", help="float32; float16 or bfloat16 run under autocast (faster, less exact).")
-    ] = "float32",
+        str,
+        typer.Option(
+            "--dtype",
+            help="auto (float16 on CUDA, else float32), float32, float16 or bfloat16 (autocast: faster, less exact).",
+        ),
+    ] = "auto",
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="torch threads (default: torch's choice).")
+        int | None,
+        typer.Option("--threads", min=1, help="torch threads (default: the CPUs other processes leave free)."),
     ] = None,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
@@ -297,7 +305,10 @@ def encode(
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
     """
     from st_cli.encode import encode_file, parse_kwargs
+    from st_cli.threads import cpu_runs_natively
 
+    if device == "cpu" and cpu_runs_natively(dtype) is False:
+        render.warning(f"--dtype {dtype}: this CPU has no native {dtype} instructions; expect it slower than float32")
     with user_errors():
         with render.encode_progress(sys.stderr.isatty() and not quiet) as progress:
             summary = encode_file(
@@ -326,6 +337,137 @@ def encode(
     if json_out or not quiet:
         render.encode_summary(summary, as_json=json_out)
 
+
+@app.command()
+def train(
+    model: ModelArg,
+    *,
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            help="Training data (repeatable): text files for distill, .jsonl/.csv pairs for contrastive.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The model folder to write.", show_default=False)],
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Distillation target: a folder or Hub id (default: the model's stack without its untrained modules).",
+        ),
+    ] = None,
+    loss: Annotated[
+        str, typer.Option("--loss", help="distill (plain text) or contrastive (anchor/positive pairs).")
+    ] = "distill",
+    train_: Annotated[
+        str,
+        typer.Option("--train", help="Which modules learn: untrained (per the manifest), all, or indices like 2,3."),
+    ] = "untrained",
+    epochs: Annotated[int, typer.Option("--epochs", min=0, help="Passes over the data (0: only --init).")] = 1,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            min=0.0,
+            help="Peak learning rate (default 1e-3 for added layers, 2e-5 with the Transformer).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Texts (or pairs) per step.")] = 64,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps in all.", show_default=False)
+    ] = None,
+    eval_fraction: Annotated[
+        float,
+        typer.Option("--eval", min=0.0, max=0.99, help="Fraction of the data held out for the per-epoch evaluation."),
+    ] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the split, the shuffling and dropout.")] = 0,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init", help="pca: set a narrowing Dense to the teacher's principal directions first.", show_default=False
+        ),
+    ] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", help="portable: loads in sentence-transformers 2.2–6.x and TEI; st6: what ST 6.2 writes."
+        ),
+    ] = "portable",
+    field: Annotated[
+        str, typer.Option("--field", help="The JSON field holding the text in .jsonl inputs (distill).")
+    ] = "text",
+    column: Annotated[
+        str, typer.Option("--column", help="The column holding the text in .csv/.tsv inputs (distill).")
+    ] = "text",
+    anchor: Annotated[str, typer.Option("--anchor", help="The anchor field/column of pairs.")] = "anchor",
+    positive: Annotated[str, typer.Option("--positive", help="The positive field/column of pairs.")] = "positive",
+    negative: Annotated[
+        str, typer.Option("--negative", help="The optional negative field/column of pairs.")
+    ] = "negative",
+    symmetric: Annotated[
+        bool, typer.Option("--symmetric", help="Contrastive: also rank each positive's anchor first.")
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
+    force: ForceOpt = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last epoch checkpoint of an interrupted run on OUTPUT.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary lines.")] = False,
+    json_out: JsonOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Fine-tune the modules a recipe added (random-init layers), and write a new model folder.
+
+    distill (default): the student learns to reproduce the teacher's embeddings of
+    the texts (MSE when the widths agree, the teacher's in-batch cosine
+    similarities when the student is narrower). contrastive: pairs with
+    in-batch negatives. Only the manifest's untrained modules learn by default;
+    the frozen modules before them run once per text, not once per epoch.
+    A checkpoint is kept after each epoch beside OUTPUT; --resume continues
+    from it. OUTPUT's manifest records the data (sha256), loss, settings and
+    the held-out metric per epoch.
+
+    Examples:
+      st train out/minilm-128 --data corpus.txt -o out/minilm-128-trained --init pca --epochs 3
+      st train out/minilm-linear --data corpus.txt -o out/trained --trust-remote-code
+      st train out/minilm --loss contrastive --data pairs.jsonl --train all -o out/tuned --symmetric
+    """
+    from st_cli.threads import thread_count
+    from st_cli.training import PairColumns
+    from st_cli.training import train as train_model
+
+    with user_errors(), thread_count():
+        with render.train_progress(sys.stderr.isatty() and not quiet and not json_out) as progress:
+            report = train_model(
+                model,
+                data,
+                output=output,
+                teacher=teacher,
+                loss=loss,
+                train=train_,
+                epochs=epochs,
+                lr=lr,
+                batch_size=batch_size,
+                max_steps=max_steps,
+                eval_fraction=eval_fraction,
+                seed=seed,
+                init=init,
+                format=format,  # type: ignore[arg-type]
+                force=force,
+                resume=resume,
+                device=device,
+                field=field,
+                column=column,
+                columns=PairColumns(anchor, positive, negative),
+                symmetric=symmetric,
+                trust_remote_code=trust_remote_code,
+                progress=progress,
+            )
+    if json_out or not quiet:
+        render.train_report(report, as_json=json_out)
 
 def main() -> None:
     app()

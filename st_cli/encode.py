@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_cli import fsio, hub
+from st_cli import fsio, hub, threads
 from st_cli.batching import (
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_WINDOW,
@@ -36,7 +36,17 @@ from st_cli.batching import (
     windows,
 )
 from st_cli.errors import StError
-from st_cli.inputs import STDIN, ReadOptions, Record, Tally, count_records, iter_records, resolved_inputs, tallied
+from st_cli.inputs import (
+    STDIN,
+    ReadOptions,
+    Record,
+    Source,
+    Tally,
+    count_records,
+    iter_records,
+    resolved_inputs,
+    tallied,
+)
 from st_cli.outputs import OUTPUT_SUFFIXES, PRECISIONS, Sink, side_paths
 
 if TYPE_CHECKING:
@@ -62,7 +72,16 @@ __all__ = [
 ]
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+# What "auto" runs per device: GPUs have fast float16 units; on CPUs float32 is exact and a reduced
+# dtype is an explicit choice (bfloat16 ~2x where the CPU has it, see README "Speed").
+AUTO_DTYPE = {"cuda": "float16"}
+# Padded tokens per batch by device when --max-batch-tokens is not given: a GPU needs big batches
+# to fill its units, a CPU wants the activations to stay in cache (see batching.py).
+DEVICE_MAX_BATCH_TOKENS = {"cuda": 16384, "mps": 4096}
+# Tokenize ahead in a background thread: on a GPU the CPU is otherwise idle while it runs; on a
+# 2-core CPU the thread competes with torch's (measured ~1.0x), so it is off there.
+DEVICE_PREFETCH = {"cuda": True}
 ERRORS = ("strict", "replace")
 
 # Allocations from this size up are served by mmap and unmapped on free (glibc's M_MMAP_THRESHOLD).
@@ -98,20 +117,30 @@ class EncodeOptions:
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     skip_empty: bool = False
     errors: str = "strict"
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    max_batch_tokens: int | None = None  # None: by device (DEVICE_MAX_BATCH_TOKENS, else 512)
     batch_size: int | None = None
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "auto"
     threads: int | None = None
     force: bool = False
     trust_remote_code: bool = False
     window: int = DEFAULT_WINDOW
-    prefetch: bool = False
+    prefetch: bool | None = None  # None: by device (DEVICE_PREFETCH)
     pad_multiple: int = PAD_MULTIPLE
 
     @property
     def read(self) -> ReadOptions:
         return ReadOptions(field=self.field, column=self.column, errors=self.errors)
+
+    def for_device(self, device: str) -> EncodeOptions:
+        """These options with the device-dependent defaults (dtype, batch budget, prefetch) filled in."""
+        return dataclasses.replace(
+            self,
+            device=device,
+            dtype=AUTO_DTYPE.get(device, "float32") if self.dtype == "auto" else self.dtype,
+            max_batch_tokens=self.max_batch_tokens or DEVICE_MAX_BATCH_TOKENS.get(device, DEFAULT_MAX_BATCH_TOKENS),
+            prefetch=DEVICE_PREFETCH.get(device, False) if self.prefetch is None else self.prefetch,
+        )
 
     def check(self, output: Path) -> None:
         """Refuse bad values with one line naming the option, before anything is read."""
@@ -121,7 +150,7 @@ class EncodeOptions:
             value = getattr(self, name)
             if value not in allowed:
                 raise StError(f"--{name}: expected one of {', '.join(allowed)}, got {value!r}")
-        if self.max_batch_tokens < 1 or self.window < 1:
+        if (self.max_batch_tokens is not None and self.max_batch_tokens < 1) or self.window < 1:
             raise StError("--max-batch-tokens and the window size must be positive")
         if self.truncate_dim is not None and self.truncate_dim <= 0:
             raise StError(f"--truncate-dim must be positive, got {self.truncate_dim}")
@@ -141,6 +170,7 @@ class EncodeSummary:
     padded_tokens: int = 0  # tokens the model ran, padding included
     seconds: float = 0.0  # encoding, from the loaded model to the renamed output
     load_seconds: float = 0.0  # reading the inputs once and loading the model
+    threads: int = 0  # torch threads the batches ran with (st's policy unless --threads)
     side_files: list[Path] = dataclasses.field(default_factory=list)
 
     @property
@@ -163,6 +193,7 @@ class EncodeSummary:
             "padding_fraction": round(self.padding_fraction, 4),
             "seconds": round(self.seconds, 3),
             "load_seconds": round(self.load_seconds, 3),
+            "threads": self.threads,
             "texts_per_second": round(self.texts_per_second, 1),
             "side_files": [str(p) for p in self.side_files],
         }
@@ -214,33 +245,22 @@ def _autocast(device: str, dtype: str) -> contextlib.AbstractContextManager[Any]
 
 
 def _to_device(features: dict[str, Any], device: str) -> dict[str, Any]:
+    """Tensors to `device`; to CUDA through pinned memory without waiting, so copies overlap compute."""
     if device == "cpu":
         return features
+    if device == "cuda":
+        pinned = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in features.items()}
+        return {k: v.to(device, non_blocking=True) if hasattr(v, "to") else v for k, v in pinned.items()}
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    import torch
-
-    if not threads:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _embed_batch(model: Model, batch: Batch, options: EncodeOptions, device: str) -> torch.Tensor:
+def _embed_batch(model: Model, batch: Batch, options: EncodeOptions) -> torch.Tensor:
     import torch
 
     # Modules add their outputs to the dict they get: give them a copy, or every batch's token
     # embeddings would stay referenced by the window until it ends (hundreds of MB).
-    features = _to_device(dict(batch.features), device)
-    with torch.inference_mode(), _autocast(device, options.dtype):
+    features = _to_device(dict(batch.features), options.device)
+    with torch.inference_mode(), _autocast(options.device, options.dtype):
         out = model.forward(features, **options.kwargs)["sentence_embedding"]
     return out.float()
 
@@ -250,22 +270,32 @@ def _encode_stream(
     prepared: Iterable[Window],
     sink: Sink,
     options: EncodeOptions,
-    device: str,
     summary: EncodeSummary,
     progress: ProgressFn | None,
 ) -> int:
-    """Run every batch; rows go to the sink one window at a time, in input order."""
+    """Run every batch; rows go to the sink one window at a time, in input order.
+
+    A window's embeddings stay on the device until its last batch ran, then come back in one copy:
+    on a GPU the batches queue up without waiting for each other (truncation and normalization are
+    row by row, so finishing them together changes nothing).
+    """
+    import torch
+
     done = 0
     for win in prepared:
         block = np.empty((win.size, summary.dimension), np.float32)
+        outputs, indices = [], []
         for batch in win.batches:
-            emb = _embed_batch(model, batch, options, device)
-            block[batch.indices] = model.finish(emb, normalize=options.normalize, truncate_dim=options.truncate_dim)
+            outputs.append(_embed_batch(model, batch, options))
+            indices.append(batch.indices)
             done += len(batch.indices)
             summary.tokens += batch.tokens
             summary.padded_tokens += batch.padded_tokens
             if progress is not None:
                 progress(done, summary.rows, summary.tokens)
+        if outputs:
+            rows = model.finish(torch.cat(outputs), normalize=options.normalize, truncate_dim=options.truncate_dim)
+            block[np.concatenate(indices)] = rows
         summary.truncated += win.truncated
         sink.write(win.start, block)
         fsio.pause_point("encode:window")
@@ -282,6 +312,30 @@ def _load(model: Model | str | os.PathLike[str] | None, trust_remote_code: bool)
         return model, ""
     name = str(model) if model is not None else (os.environ.get("ST_MODEL") or hub.DEFAULT_MODEL)
     return load_model(name, trust_remote_code=trust_remote_code), name
+
+
+def _load_while_counting(
+    model: Model | str | os.PathLike[str] | None,
+    trust_remote_code: bool,
+    sources: Sequence[Source],
+    read: ReadOptions,
+) -> tuple[Model, str, Tally]:
+    """Count (and check) the inputs in a thread while torch and the model load: the costs overlap.
+
+    Reading releases the GIL on I/O and importing torch spends most of its time in C, so on two
+    cores the counting pass of a large input comes almost for free. A bad input is the error
+    reported even when the model fails to load too, as when counting came first.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="st-count") as pool:
+        counting = pool.submit(count_records, sources, read)
+        try:
+            encoder, name = _load(model, trust_remote_code)
+        except BaseException:
+            counting.result()
+            raise
+        return encoder, name, counting.result()
 
 
 def _claim_outputs(targets: Sequence[Path], inputs: Sequence[str | os.PathLike[str]], force: bool) -> list[fsio.Claim]:
@@ -335,7 +389,8 @@ def _publish_all(temps: dict[str, Path], claims: dict[str, fsio.Claim], order: S
     published: list[Path] = []
     try:
         for name in order:
-            fsio.publish(temps.pop(name), claims[name])
+            fsio.publish(temps[name], claims[name])
+            del temps[name]  # published: no longer ours to remove
             published.append(claims[name].path)
     except BaseException:
         for path in published:
@@ -369,22 +424,25 @@ def encode(
     """
     started = time.perf_counter()
     target = Path(output)
+    if target.is_dir():
+        raise StError(f"{target}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
     options.check(target)
     side = side_paths(target, skip_empty=options.skip_empty, precision=options.precision)
     claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, options.force), strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
-        counted = count_records(sources, read)
-        encoder, model_name = _load(model, options.trust_remote_code)
+        encoder, model_name, counted = _load_while_counting(model, options.trust_remote_code, sources, read)
         encoder.check_kwargs(dict(options.kwargs))
         prompt = encoder.resolve_prompt(options.prompt, options.prompt_name)
-        device = resolve_device(options.device)
+        options = options.for_device(resolve_device(options.device))
+        device = options.device
         encoder.to(device)
         if device == "cpu":
             pin_mmap_threshold(MMAP_THRESHOLD)
         rows = counted.records - counted.empty if options.skip_empty else counted.records
         summary = EncodeSummary(target, rows, _embedding_dim(encoder, options.truncate_dim), options.precision)
         summary.skipped_empty = counted.empty if options.skip_empty else 0
+        assert options.max_batch_tokens is not None  # filled in by for_device
         plan = BatchPlan(
             prompt, options.max_batch_tokens, options.batch_size, options.pad_multiple if device == "cpu" else 1
         )
@@ -396,7 +454,7 @@ def encode(
         try:
             if "lines" in side:
                 temps["lines"] = fsio.temp_file(side["lines"])
-            with _torch_threads(options.threads), contextlib.ExitStack() as stack:
+            with threads.thread_count(options.threads) as summary.threads, contextlib.ExitStack() as stack:
                 read_again = Tally()
                 records = tallied(iter_records(sources, read, skip_empty=False), read_again)
                 if options.skip_empty:
@@ -409,7 +467,6 @@ def encode(
                     prefetched(prepared) if options.prefetch else prepared,
                     sink,
                     options,
-                    device,
                     summary,
                     progress,
                 )
@@ -446,15 +503,15 @@ def encode_file(
     kwargs: Mapping[str, Any] | None = None,
     skip_empty: bool = False,
     errors: str = "strict",
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: int | None = None,
     batch_size: int | None = None,
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: str = "auto",
     threads: int | None = None,
     force: bool = False,
     trust_remote_code: bool = False,
     window: int = DEFAULT_WINDOW,
-    prefetch: bool = False,
+    prefetch: bool | None = None,
     pad_multiple: int = PAD_MULTIPLE,
     progress: ProgressFn | None = None,
     stdin: IO[bytes] | None = None,

@@ -397,7 +397,10 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
-    """While inside: SIGTERM/SIGHUP raise `Terminated`; SIGXFSZ is ignored so a size limit is EFBIG."""
+    """While inside: SIGTERM/SIGHUP raise `Terminated`; SIGXFSZ is ignored so a size limit is EFBIG.
+
+    A signal the parent set to be ignored stays ignored (`nohup st encode ...` survives SIGHUP).
+    """
     wanted: dict[signal.Signals, Callable[[int, FrameType | None], None] | signal.Handlers] = {
         signal.SIGTERM: _raise_terminated,
         signal.SIGHUP: _raise_terminated,
@@ -406,6 +409,8 @@ def signals_raise() -> Iterator[None]:
     previous: dict[signal.Signals, Any] = {}
     try:
         for signum, handler in wanted.items():
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # ignored by whoever started us (nohup): keep it so
             previous[signum] = signal.signal(signum, handler)
     except ValueError:  # not the main thread: leave signals alone
         pass

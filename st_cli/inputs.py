@@ -109,6 +109,8 @@ _QUOTED = re.compile(r'"([^"]*(?:""[^"]*)*)"')
 
 def _csv_fields(text: str, delimiter: str) -> list[str] | None:
     """RFC 4180 fields of one record's text (line ends inside quotes included); None: a quote is still open."""
+    if '"' not in text:
+        return text.split(delimiter)  # most records: nothing quoted
     fields: list[str] = []
     pos, end = 0, len(text)
     while True:
@@ -261,6 +263,17 @@ def count_records(sources: Sequence[Source], options: ReadOptions) -> Tally:
     return tally
 
 
+def _check_readable(path: Path, name: str) -> None:
+    """Inputs are read twice (count, then encode), so each must be a regular file."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise StError(f"{name}: is a folder, not a text file")
+    if path.exists():
+        raise StError(f"{name}: not a regular file (it would be read twice); pipe it to stdin and give -")
+    raise StError(f"{name}: no such file")
+
+
 @contextlib.contextmanager
 def resolved_inputs(
     inputs: Sequence[str | os.PathLike[str]], stdin: IO[bytes] | None, *, spool_beside: Path
@@ -285,10 +298,18 @@ def resolved_inputs(
                 resolved.append(Source(STDIN_NAME, spool, reader_for(name)))
             else:
                 path = Path(name)
-                if not path.is_file():
-                    raise StError(f"{name}: no such file")
+                _check_readable(path, name)
                 resolved.append(Source(name, path, reader_for(name)))
         yield resolved
     finally:
         for tmp in spooled:
             fsio.remove(tmp)
+
+
+def read_texts(inputs: Sequence[str | os.PathLike[str]], options: ReadOptions = ReadOptions()) -> list[str]:
+    """Every record of these files as `st encode` reads them (training data: files only, no stdin)."""
+    for item in inputs:
+        if str(item) == STDIN:
+            raise StError("training data must be files (their sha256 goes into the manifest), not - for stdin")
+    with resolved_inputs(inputs, None, spool_beside=Path(".")) as sources:
+        return [record.text for record in iter_records(sources, options, skip_empty=False)]

@@ -156,11 +156,13 @@ class Model(torch.nn.Module):
         force: bool = False,
         recipe: Recipe | None = None,
         claim: fsio.Claim | None = None,
+        training: dict[str, Any] | None = None,
     ) -> Path:
         """Write the folder atomically: built beside `path`, published at the end by a no-replace rename.
 
         `claim` (from `fsio.claim` at the start of a longer job) makes --force replace only what
-        existed when the job started.
+        existed when the job started. `training` is `st train`'s record of how the weights were
+        fitted, kept in the manifest.
         """
         if format not in layout.FORMATS:
             raise StError(f"unknown format {format!r}; choose from {', '.join(layout.FORMATS)}")
@@ -175,7 +177,10 @@ class Model(torch.nn.Module):
             fsio.pause_point("build:modules-written")
             layout.write_model_files(tmp, entries, self._model_config(), format)
             (tmp / layout.MODEL_CARD).write_text(card.model_card(self, entries, format, target.name), encoding="utf-8")
-            layout.write_json(tmp / layout.MANIFEST, self._manifest(tmp, format, recipe))
+            manifest = self._manifest(tmp, format, recipe)
+            if training is not None:
+                manifest["training"] = training
+            layout.write_json(tmp / layout.MANIFEST, manifest)
         return target
 
     def _save_module(self, root: Path, index: int, module: Module, fmt: layout.Format) -> layout.ModuleEntry:

