@@ -14,9 +14,12 @@ How to add a built-in module type (say `LayerNorm`):
    `--format portable` writes, `st6_type` what `--format st6` writes, `read_types` every other
    spelling ST ever wrote or aliased, e.g. Asym → Router), `config_files` (the first is written;
    `()` = no config), `decode`/`encode` (codec functions may sit right above the row),
-   `accepted_keys` per loader generation, the `width` rule, `since` (first ST version that has the
-   type) and `tei`, `example` (a tiny recipe stack for tests/test_module_types.py; "{tiny_bert}"
-   is replaced by a tiny BERT folder), plus the flags below that apply.
+   `accepted_keys` per loader generation (+ `lenient_in`), the `width` rule (and `check_weights`
+   for shape checks), `since` (first ST version that reads `legacy_type`; `since_by_type` for
+   aliases, `st6_type_since` for the new spelling) and `tei`, `loader_notes` for caveats of one
+   loader or version, `required_files`, `path_keys` (recipe kwargs that name folders), `example`
+   (a tiny recipe stack for tests/test_module_types.py; "{tiny_bert}" is replaced by a tiny BERT
+   folder; a type without one fails those tests), plus the flags below that apply.
 
 Nothing else: tests parametrized over `registry.names()` pick the new type up.
 
