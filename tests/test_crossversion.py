@@ -19,7 +19,7 @@ from tests.texts import COMPARE_TEXTS
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 VENVS = Path(os.environ.get("ST_COMPAT_VENVS", Path(__file__).parent.parent / ".venv-compat"))
-VERSIONS = ["st22", "st27", "st34", "st57"]
+VERSIONS = ["st22", "st27", "st34", "st41", "st57"]
 # Across transformers versions the low bits differ (FORMAT.md §4: 3.5e-7 between groups).
 ATOL = 1e-6
 

@@ -552,7 +552,7 @@ def test_custom_module_code_is_never_imported(built, tmp_path: Path) -> None:
 
 VENVS = Path(os.environ.get("ST_COMPAT_VENVS", Path(__file__).parent.parent / ".venv-compat"))
 # Each compat venv (made by `make compat-venvs`) and the loader column of `portability` it belongs to.
-VENV_LOADER = {"st22": "ST<=5.3", "st27": "ST<=5.3", "st34": "ST<=5.3", "st57": "ST5.4-5.x"}
+VENV_LOADER = {"st22": "ST<=5.3", "st27": "ST<=5.3", "st34": "ST<=5.3", "st41": "ST<=5.3", "st57": "ST5.4-5.x"}
 LOAD_ALL = """
 import json, sys, warnings
 warnings.filterwarnings("ignore")
