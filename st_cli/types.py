@@ -16,10 +16,12 @@ How to add a built-in module type (say `LayerNorm`):
    `()` = no config), `decode`/`encode` (codec functions may sit right above the row),
    `accepted_keys` per loader generation (+ `lenient_in`), the `width` rule (and `check_weights`
    for shape checks), `since` (first ST version that reads `legacy_type`; `since_by_type` for
-   aliases, `st6_type_since` for the new spelling) and `tei`, `loader_notes` for caveats of one
-   loader or version, `required_files`, `path_keys` (recipe kwargs that name folders), `example`
-   (a tiny recipe stack for tests/test_module_types.py; "{tiny_bert}" is replaced by a tiny BERT
-   folder; a type without one fails those tests), plus the flags below that apply.
+   aliases, `st6_type_since` for the new spelling; `fails_in` for versions that have it but cannot
+   run it) and `tei`, `loader_notes` for caveats of one loader or version, `required_files`,
+   `path_keys` (recipe kwargs that name folders), `example` (a tiny recipe stack for
+   tests/test_module_types.py and the cross-version table tests/test_type_table.py; "{tiny_bert}"
+   is replaced by a tiny BERT folder; a type without one fails those tests), plus the flags below
+   that apply.
 
 Nothing else: tests parametrized over `registry.names()` pick the new type up.
 
@@ -155,6 +157,8 @@ class TypeSpec:
     normalizes: bool = False  # its output has unit length
     since: str = "2.0"  # the first sentence-transformers version that reads `legacy_type`
     since_by_type: Mapping[str, str] = field(default_factory=dict)  # the same for other spellings (aliases)
+    # ST versions ("2.7" or "2.7.0") that have the type but cannot run it, with the reason (tests skip them)
+    fails_in: Mapping[str, str] = field(default_factory=dict)
     tei: bool = False  # text-embeddings-inference runs it
     tei_needs_modules_json: bool = False  # TEI finds it only by parsing modules.json (it skips it otherwise)
     path_keys: tuple[str, ...] = ()  # recipe kwargs naming a folder, resolved against the recipe's folder
