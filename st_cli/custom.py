@@ -225,13 +225,12 @@ def load_folder_class(type_string: str, root: Path, *, trust_remote_code: bool) 
 
 
 def _hub_file(repo_id: str, filename: str, modules_json: Path) -> Path:
-    from huggingface_hub import hf_hub_download
+    from st_cli import hub
 
     try:
-        return Path(hf_hub_download(repo_id, filename))
-    except Exception as e:  # noqa: BLE001 - offline, missing repo or file: all "cannot get the code"
-        problem = f"cannot get {filename} from Hub repo {repo_id}: {first_line(e)}"
-        raise ModelFolderError(f"{modules_json}: {problem}") from None
+        return hub.hub_file(repo_id, filename)
+    except ModelFolderError as e:
+        raise ModelFolderError(f"{modules_json}: {e}") from None
 
 
 # ---------------------------------------------------------------- importing
@@ -267,4 +266,3 @@ def _class_in(module: ModuleType, class_name: str, where: str) -> Any:
         hint = f" (it defines: {', '.join(classes)})" if classes else ""
         raise StError(f"{where} has no class {class_name!r}{hint}")
     return getattr(module, class_name)
-
