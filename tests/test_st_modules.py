@@ -61,8 +61,9 @@ def save_with_st(python: Path | str, bert: Path, texts_file: Path, out_root: Pat
 
 @pytest.fixture(scope="module")
 def st62(tiny_bert_dir: Path, texts_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """decay/ and task/ as sentence-transformers 6.2 saves them, plus decay.npy, task.npy, task.clustering.npy."""
-    return save_with_st(sys.executable, tiny_bert_dir, texts_file, tmp_path_factory.mktemp("st62"), "decay", "task")
+    """decay/, task/ and input/ as sentence-transformers 6.2 saves them, each with ST's embeddings beside it."""
+    root = tmp_path_factory.mktemp("st62")
+    return save_with_st(sys.executable, tiny_bert_dir, texts_file, root, "decay", "task", "input")
 
 
 def theirs(root: Path, name: str) -> np.ndarray:
@@ -72,16 +73,21 @@ def theirs(root: Path, name: str) -> np.ndarray:
 # ---------------------------------------------------------------- ST 6.2's own folders, in this process
 
 
-@pytest.mark.parametrize("stack", ["decay", "task"])
+STACKS = {
+    "decay": (["Transformer", "DecayMeanPooling", "Normalize"], 32),  # Module (the docs' example)
+    "task": (["CustomTransformer", "Pooling", "Normalize"], 32),  # Transformer, with kwargs [task]
+    "input": (["HashedWords", "Pooling", "Normalize"], 16),  # InputModule, with weights and its own load()
+}
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
 def test_folders_saved_by_st62_load_with_trust_and_match(st62: Path, stack: str) -> None:
     import sentence_transformers
 
     model = st_cli.load_model(st62 / stack, trust_remote_code=True)
-    assert [type(m).__name__ for m in model.steps][:2] in (
-        ["Transformer", "DecayMeanPooling"],
-        ["CustomTransformer", "Pooling"],
-    )
-    assert model.get_sentence_embedding_dimension() == 32
+    names, dimension = STACKS[stack]
+    assert [type(m).__name__ for m in model.steps] == names
+    assert model.get_sentence_embedding_dimension() == dimension
     np.testing.assert_allclose(model.encode(COMPARE_TEXTS, batch_size=16), theirs(st62, stack), atol=ATOL, rtol=0)
     if stack == "task":  # the keyword reaches the custom Transformer, as in ST
         clustered = model.encode(COMPARE_TEXTS, batch_size=16, task="clustering")
@@ -125,20 +131,28 @@ def test_st_resave_of_an_st_style_module_loads_in_st62(st62: Path, tmp_path: Pat
         np.testing.assert_allclose(ours, reference.encode(COMPARE_TEXTS, batch_size=16, **kwargs), atol=ATOL, rtol=0)
 
 
+def test_the_docs_example_on_the_real_model(minilm_dir: Path, texts_file: Path, tmp_path: Path) -> None:
+    """The docs' DecayMeanPooling over all-MiniLM-L6-v2, saved by ST 6.2: st gives ST's embeddings."""
+    root = save_with_st(sys.executable, minilm_dir, texts_file, tmp_path, "decay")
+    model = st_cli.load_model(root / "decay", trust_remote_code=True)
+    assert model.get_sentence_embedding_dimension() == 384
+    np.testing.assert_allclose(model.encode(COMPARE_TEXTS, batch_size=16), theirs(root, "decay"), atol=ATOL, rtol=0)
+
+
 # ---------------------------------------------------------------- sentence-transformers not installed
 
 
 def test_st62_folders_load_where_sentence_transformers_is_not_importable(st62: Path, tmp_path: Path) -> None:
     texts = tmp_path / "texts.json"
     texts.write_text(json.dumps(COMPARE_TEXTS), encoding="utf-8")
-    args = [str(st62 / "decay"), str(st62 / "task"), f"{st62 / 'task'}:clustering"]
+    args = [*(str(st62 / stack) for stack in STACKS), f"{st62 / 'task'}:clustering"]
     run = subprocess.run(
         [sys.executable, str(EXAMPLES / "encode_without_st.py"), str(texts), str(tmp_path), *args],
         capture_output=True, text=True, env={**ENV, "PYTHONPATH": str(Path(__file__).parent.parent)}, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert "sentence_transformers stayed hidden" in run.stdout
-    for name in ("decay", "task", "task.clustering"):
+    for name in [*STACKS, "task.clustering"]:
         np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), theirs(st62, name), atol=ATOL, rtol=0)
 
 

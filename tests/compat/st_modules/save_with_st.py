@@ -2,7 +2,8 @@
 
 usage: python save_with_st.py TINY_BERT_DIR TEXTS_JSON OUT_ROOT STACK...
 STACK: decay (Transformer, DecayMeanPooling, Normalize), task (CustomTransformer with kwargs
-[task], Pooling, Normalize) or old-style (Transformer, ScaledMeanPooling, Normalize).
+[task], Pooling, Normalize), input (HashedWords, Pooling, Normalize) or old-style (Transformer,
+ScaledMeanPooling, Normalize).
 Writes OUT_ROOT/STACK (with the module's .py copied in, as the docs say to) and OUT_ROOT/STACK.npy;
 for `task` also OUT_ROOT/task.clustering.npy, encoded with task="clustering". ST 3.4 is the oldest
 version that reloads a custom module from the folder (ST 2.x records only the file's module name).
@@ -28,11 +29,17 @@ def build(stack: str) -> tuple[list, str]:
     if stack == "decay":
         from decay_pooling import DecayMeanPooling
 
-        return [models.Transformer(bert), DecayMeanPooling(32, decay=0.9), models.Normalize()], "decay_pooling.py"
+        transformer = models.Transformer(bert)
+        width = transformer.auto_model.config.hidden_size
+        return [transformer, DecayMeanPooling(width, decay=0.9), models.Normalize()], "decay_pooling.py"
     if stack == "task":
         from custom_transformer import CustomTransformer
 
         return [CustomTransformer(bert), models.Pooling(32, "mean"), models.Normalize()], "custom_transformer.py"
+    if stack == "input":
+        from hashed_words import HashedWords
+
+        return [HashedWords(97, 16), models.Pooling(16, "mean"), models.Normalize()], "hashed_words.py"
     from old_style_pooling import ScaledMeanPooling
 
     pooling = ScaledMeanPooling(32)
