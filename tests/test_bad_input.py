@@ -158,6 +158,22 @@ def test_bad_recipe_file(ctx: Ctx, text: str | None, args: list[str], expected: 
     assert list(ctx.out.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [("bert", "is also an input of this build"), ("recipe.yaml", "is also an input of this build"),
+     (".", "holds TMP/recipe.yaml, an input of this build")],
+)  # fmt: skip
+def test_build_refuses_an_output_that_holds_its_inputs_even_with_force(ctx: Ctx, output: str, expected: str) -> None:
+    bert = Path(shutil.copytree(ctx.bert, ctx.tmp / "bert"))
+    recipe = ctx.write("recipe.yaml", f"modules:\n  - type: Transformer\n    model: {bert}\n{POOL}")
+    before = {p: p.read_bytes() for p in ctx.tmp.rglob("*") if p.is_file()}
+    target = ctx.tmp / output
+    result = runner.invoke(app, ["build", str(recipe), "-o", str(target), "--force"])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert one_error_line(result) == f"error: {target}: {expected.replace('TMP', str(ctx.tmp))}; write the output elsewhere"
+    assert {p: p.read_bytes() for p in ctx.tmp.rglob("*") if p.is_file()} == before
+
+
 CUSTOM_FAILING = """from st_cli import Module
 
 
@@ -331,6 +347,9 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("build-output-missing", {"r.yaml": b"modules: []\n"}, ["build", "TMP/r.yaml"], "'--output'"),
     ("inspect-revision-on-folder", {}, ["inspect", "MODEL", "--revision", "v1"], "--revision"),
     ("unknown-command", {}, ["emcode"], "'emcode'"),
+    ("verify-junit-over-its-model", {}, ["verify", "MODEL", "--junit", "MODEL/modules.json", "--force"], "MODEL/modules.json: --junit is inside MODEL"),
+    ("verify-junit-into-its-model", {}, ["verify", "MODEL", "--junit", "MODEL/v.xml"], "MODEL/v.xml: --junit is inside MODEL"),
+    ("verify-junit-into-against", {}, ["verify", "MODEL", "--against", "TMP", "--junit", "TMP/v.xml"], "TMP/v.xml: --junit is inside TMP"),
 ]  # fmt: skip
 
 
