@@ -347,6 +347,8 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("build-output-missing", {"r.yaml": b"modules: []\n"}, ["build", "TMP/r.yaml"], "'--output'"),
     ("inspect-revision-on-folder", {}, ["inspect", "MODEL", "--revision", "v1"], "--revision"),
     ("unknown-command", {}, ["emcode"], "'emcode'"),
+    ("encode-over-its-model", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "MODEL/model.safetensors", "-m", "MODEL", "--force"], "MODEL/model.safetensors: --out is inside MODEL"),
+    ("encode-into-its-model", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "MODEL/e.npy", "-m", "MODEL"], "MODEL/e.npy: --out is inside MODEL"),
     ("verify-junit-over-its-model", {}, ["verify", "MODEL", "--junit", "MODEL/modules.json", "--force"], "MODEL/modules.json: --junit is inside MODEL"),
     ("verify-junit-into-its-model", {}, ["verify", "MODEL", "--junit", "MODEL/v.xml"], "MODEL/v.xml: --junit is inside MODEL"),
     ("verify-junit-into-against", {}, ["verify", "MODEL", "--against", "TMP", "--junit", "TMP/v.xml"], "TMP/v.xml: --junit is inside TMP"),
