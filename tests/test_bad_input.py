@@ -242,6 +242,7 @@ DAMAGES: list[tuple[str, Callable[[Path], object], str, str]] = [
     ("pickle-refused", lambda m: _pickle_only(m, EVIL_PICKLE), "2_Dense/pytorch_model.bin", "reload"),
     ("pickle-garbage", lambda m: _pickle_only(m, b"not a pickle at all"), "2_Dense/pytorch_model.bin", "reload"),
     ("hidden-size-mismatch", lambda m: _json(m / "config.json", hidden_size=48), "config.json: hidden_size", "dimensions"),
+    ("intermediate-size-10^9", lambda m: _json(m / "config.json", intermediate_size=10**9), "model.safetensors: encoder.layer.0.intermediate.dense.bias has shape [37], config.json makes it [1000000000]", "reload"),
     ("vocab-size-mismatch", lambda m: _json(m / "config.json", vocab_size=5), "config.json: vocab_size", "dimensions"),
     ("layers-missing-from-weights", lambda m: _json(m / "config.json", num_hidden_layers=4), "config.json: config has 4 layers, the weights hold 2", "dimensions"),
     ("layers-10^5", lambda m: _json(m / "config.json", num_hidden_layers=10**5), "config.json: config has 100000 layers", "dimensions"),
