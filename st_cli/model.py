@@ -403,6 +403,7 @@ def build(
 
     claim = fsio.claim(output, force=force)  # --force replaces only what exists now, not what appears later
     recipe = load_recipe(recipe_path, overrides)
+    fsio.refuse_inputs_inside(claim.path, recipe.input_paths(), "build")
     recipe.check_format(format)
     model = build_model(recipe)
     try:
