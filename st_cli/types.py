@@ -345,6 +345,9 @@ def _encode_pooling(config: Mapping[str, Any], fmt: Format) -> dict[str, Config 
                 "include_prompt": include_prompt,
             }
         }
+    if modes != [m for m in POOLING_MODES if m in modes]:
+        problem = f"pooling modes in the order {modes} need a list pooling_mode (ST >= 5.4): use --format st6"
+        raise ModelFolderError(f"Pooling: {problem}")
     out: Config = {"word_embedding_dimension": config["dimension"]}
     out |= {_LEGACY_POOLING_KEYS[m]: m in modes for m in _ST22_POOLING_MODES}
     # The newer keys break ST <= 2.2, so they are written only when they carry information.
