@@ -294,6 +294,7 @@ def build_model(recipe: Recipe) -> Model:
             raise recipe.error(f"modules[{i}]", f"could not build {spec.type}: {first_line(e)}", spec.line) from None
         if spec.module_class:
             _check_custom_module(recipe, i, modules[-1])
+    _wire_all_layer_embeddings(recipe, modules)
     return Model(
         modules,
         prompts=dict(recipe.prompts),
@@ -302,6 +303,19 @@ def build_model(recipe: Recipe) -> Model:
         truncate_dim=recipe.truncate_dim,
         module_kwargs=module_kwargs + [spec.forward_kwargs for spec in recipe.modules],
     )
+
+
+def _wire_all_layer_embeddings(recipe: Recipe, modules: list[Module]) -> None:
+    """A module that pools every hidden state (WeightedLayerPooling) makes the input module give them."""
+    first = len(modules) - len(recipe.modules)
+    needing = [i for i, m in enumerate(modules) if m.needs_all_layer_embeddings]
+    if needing and isinstance(modules[0], InputModule):
+        try:
+            modules[0].output_all_layers()
+        except StError as e:
+            index = needing[0] - first
+            line = recipe.modules[index].line if index >= 0 else None
+            raise recipe.error(f"modules[{index}]", str(e), line) from None
 
 
 def _base_modules(recipe: Recipe) -> tuple[list[Module], list[tuple[str, ...]]]:

@@ -345,6 +345,9 @@ def _encode_pooling(config: Mapping[str, Any], fmt: Format) -> dict[str, Config 
                 "include_prompt": include_prompt,
             }
         }
+    if modes != [m for m in POOLING_MODES if m in modes]:
+        problem = f"pooling modes in the order {modes} need a list pooling_mode (ST >= 5.4): use --format st6"
+        raise ModelFolderError(f"Pooling: {problem}")
     out: Config = {"word_embedding_dimension": config["dimension"]}
     out |= {_LEGACY_POOLING_KEYS[m]: m in modes for m in _ST22_POOLING_MODES}
     # The newer keys break ST <= 2.2, so they are written only when they carry information.
@@ -539,6 +542,276 @@ _add(
         normalizes=True,
         tei=True,
         example=({"type": "Transformer", "model": "{tiny_bert}"}, {"type": "Pooling"}, {"type": "Normalize"}),
+    )
+)
+
+
+# ---------------------------------------------------------------- WeightedLayerPooling, LayerNorm, Dropout, CNN, LSTM
+# st's constructor kwargs are ST >= 5.4's names; ST <= 5.3 wrote a few of them under older names
+# (`legacy_names`), which every later version still accepts (`config_key_renames`).
+
+
+def _renaming_codec(
+    file: str,
+    keys: tuple[str, ...],
+    required: tuple[str, ...],
+    legacy_names: Mapping[str, str] | None = None,
+    portable_omits: Callable[[Mapping[str, Any]], set[str]] = lambda config: set(),
+) -> tuple[Callable[[Config, Path], Config], Callable[[Mapping[str, Any], Format], dict[str, Config | None]]]:
+    """decode/encode for a config that is the constructor's kwargs, some spelled differently before ST 5.4."""
+    legacy = dict(legacy_names or {})
+
+    def decode(raw: Config, path: Path) -> Config:
+        config = {}
+        for key in keys:
+            spelling = next((name for name in (key, legacy.get(key)) if name is not None and name in raw), None)
+            if spelling is not None:
+                config[key] = raw[spelling]
+        missing = [legacy.get(k, k) for k in required if k not in config]
+        if missing:
+            raise ModelFolderError(f"{path}: missing key {missing[0]!r}")
+        return config
+
+    def encode(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
+        if fmt == "st6":
+            return {file: {k: config[k] for k in keys if k in config}}
+        omitted = portable_omits(config)
+        return {file: {legacy.get(k, k): config[k] for k in keys if k in config and k not in omitted}}
+
+    return decode, encode
+
+
+def _keys_by_generation(keys: tuple[str, ...], legacy_names: Mapping[str, str], extra: Iterable[str] = ()) -> Any:
+    """ST <= 5.3 constructors take the legacy spellings; later ones take both (deprecated_kwargs)."""
+    old = frozenset({legacy_names.get(k, k) for k in keys} | set(extra))
+    new = old | set(keys)
+    return {"ST<=5.3": old, "ST5.4-5.x": new, "ST>=6": new}
+
+
+def _pickle_notes(m: ModuleView) -> Iterable[LoaderNote]:
+    """ST <= 3.0 load these modules' weights from pytorch_model.bin only."""
+    if m.weights and m.weights.files and not m.weights.pickled:
+        yield LoaderNote(
+            "ST<=5.3", "partial", f"{m.path}: ST <= 3.0 need {m.path}/pytorch_model.bin (3.1+ read model.safetensors)"
+        )
+
+
+def _shape_problems(shapes: Shapes, expected: Mapping[str, tuple[int, ...]]) -> list[str]:
+    problems = []
+    for name, shape in expected.items():
+        found = _tensor(shapes, name)
+        if found is None:
+            problems.append(f"no tensor {name}")
+        elif tuple(found) != shape:
+            problems.append(f"{name} has shape {list(found)}, the config says {list(shape)}")
+    return problems
+
+
+def _ints(config: Mapping[str, Any], *keys: str) -> list[int] | None:
+    values = [config.get(k) for k in keys]
+    return values if all(isinstance(v, int) and not isinstance(v, bool) for v in values) else None  # type: ignore[return-value]
+
+
+# WeightedLayerPooling: a weighted mean of the Transformer's hidden states (it needs `all_layer_embeddings`).
+_WLP_KEYS = ("embedding_dimension", "layer_start", "num_hidden_layers")
+_WLP_LEGACY = {"embedding_dimension": "word_embedding_dimension"}
+_decode_wlp, _encode_wlp = _renaming_codec(MODULE_CONFIG, _WLP_KEYS, ("embedding_dimension",), _WLP_LEGACY)
+
+
+def _wlp_width(ctx: WidthContext) -> Widths:
+    dim = ctx.config.get("embedding_dimension")
+    return Widths(dim, dim) if isinstance(dim, int) else Widths(ctx.incoming, None)
+
+
+def _wlp_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    layers, start = config.get("num_hidden_layers", 12), config.get("layer_start", 4)
+    if not isinstance(layers, int) or not isinstance(start, int):
+        return ["num_hidden_layers and layer_start must be integers"]
+    return _shape_problems(shapes, {"layer_weights": (layers + 1 - start,)})
+
+
+_add(
+    TypeSpec(
+        name="WeightedLayerPooling",
+        module_file="weighted_layer_pooling",
+        legacy_type=LEGACY_PREFIX + "WeightedLayerPooling",
+        st6_type=ST_PREFIX + "weighted_layer_pooling.WeightedLayerPooling",
+        decode=_decode_wlp,
+        encode=_encode_wlp,
+        accepted_keys=_keys_by_generation(_WLP_KEYS, _WLP_LEGACY, ["layer_weights"]),
+        width=_wlp_width,
+        check_weights=_wlp_weights,
+        loader_notes=_pickle_notes,
+        needs_config=True,
+        needs_weights=True,
+        reads="token_embeddings",
+        writes="token_embeddings",
+        example=(
+            {"type": "Transformer", "model": "{tiny_bert}"},
+            {"type": "WeightedLayerPooling", "num_hidden_layers": 2, "layer_start": 0, "layer_weights": [0.5, 1, 2]},
+            {"type": "Pooling"},
+        ),
+    )
+)
+
+# LayerNorm on the sentence embedding.
+_decode_layer_norm, _encode_layer_norm = _renaming_codec(MODULE_CONFIG, ("dimension",), ("dimension",))
+
+
+def _layer_norm_width(ctx: WidthContext) -> Widths:
+    dim = ctx.config.get("dimension")
+    return Widths(dim, dim) if isinstance(dim, int) else Widths(ctx.incoming, None)
+
+
+def _layer_norm_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    dim = _ints(config, "dimension")
+    return _shape_problems(shapes, {"norm.weight": (dim[0],), "norm.bias": (dim[0],)}) if dim else []
+
+
+_add(
+    TypeSpec(
+        name="LayerNorm",
+        module_file="layer_norm",
+        legacy_type=LEGACY_PREFIX + "LayerNorm",
+        st6_type=ST_PREFIX + "layer_norm.LayerNorm",
+        decode=_decode_layer_norm,
+        encode=_encode_layer_norm,
+        accepted_keys=dict.fromkeys(GENERATIONS, frozenset({"dimension"})),
+        width=_layer_norm_width,
+        check_weights=_layer_norm_weights,
+        loader_notes=_pickle_notes,
+        needs_config=True,
+        needs_weights=True,
+        example=({"type": "Transformer", "model": "{tiny_bert}"}, {"type": "Pooling"}, {"type": "LayerNorm"}),
+    )
+)
+
+# Dropout on the sentence embedding: nothing at inference, but loaders read its config.json.
+_decode_dropout, _encode_dropout = _renaming_codec(MODULE_CONFIG, ("dropout",), ())
+
+_add(
+    TypeSpec(
+        name="Dropout",
+        module_file="dropout",
+        legacy_type=LEGACY_PREFIX + "Dropout",
+        st6_type=ST_PREFIX + "dropout.Dropout",
+        decode=_decode_dropout,
+        encode=_encode_dropout,
+        accepted_keys=dict.fromkeys(GENERATIONS, frozenset({"dropout"})),
+        width=_pass_through,
+        needs_config=True,
+        example=(
+            {"type": "Transformer", "model": "{tiny_bert}"},
+            {"type": "Pooling"},
+            {"type": "Dropout", "dropout": 0.3},
+        ),
+    )
+)
+
+# CNN over the token embeddings: one Conv1d per kernel size, outputs concatenated.
+CNN_CONFIG = "cnn_config.json"
+_CNN_KEYS = ("in_embedding_dimension", "out_channels", "kernel_sizes", "stride_sizes")
+_CNN_LEGACY = {"in_embedding_dimension": "in_word_embedding_dimension"}
+
+
+def _cnn_default_strides(config: Mapping[str, Any]) -> set[str]:
+    """ST <= 5.3 never wrote stride_sizes (their constructors take it); leave it out when it is all ones."""
+    strides = config.get("stride_sizes")
+    return {"stride_sizes"} if strides is None or all(s == 1 for s in strides) else set()
+
+
+_decode_cnn, _encode_cnn = _renaming_codec(
+    CNN_CONFIG, _CNN_KEYS, ("in_embedding_dimension",), _CNN_LEGACY, _cnn_default_strides
+)
+
+
+def _cnn_width(ctx: WidthContext) -> Widths:
+    dims, kernels = _ints(ctx.config, "in_embedding_dimension", "out_channels"), ctx.config.get("kernel_sizes")
+    if dims is None or not isinstance(kernels, list):
+        return Widths(ctx.incoming, None)
+    return Widths(dims[0], dims[1] * len(kernels))
+
+
+def _cnn_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    dims, kernels = _ints(config, "in_embedding_dimension", "out_channels"), config.get("kernel_sizes")
+    if dims is None or not isinstance(kernels, list):
+        return []
+    n_in, n_out = dims
+    return _shape_problems(shapes, {f"convs.{i}.weight": (n_out, n_in, k) for i, k in enumerate(kernels)})
+
+
+_add(
+    TypeSpec(
+        name="CNN",
+        module_file="cnn",
+        legacy_type=LEGACY_PREFIX + "CNN",
+        st6_type=ST_PREFIX + "cnn.CNN",
+        config_files=(CNN_CONFIG,),
+        decode=_decode_cnn,
+        encode=_encode_cnn,
+        accepted_keys=_keys_by_generation(_CNN_KEYS, _CNN_LEGACY),
+        width=_cnn_width,
+        check_weights=_cnn_weights,
+        loader_notes=_pickle_notes,
+        needs_config=True,
+        needs_weights=True,
+        reads="token_embeddings",
+        writes="token_embeddings",
+        example=(
+            {"type": "Transformer", "model": "{tiny_bert}"},
+            {"type": "CNN", "out_channels": 6, "kernel_sizes": [1, 3, 5]},
+            {"type": "Pooling", "mode": ["mean", "max"]},
+        ),
+    )
+)
+
+# LSTM over the token embeddings; it packs by `sentence_lengths`, which only WordEmbeddings gives.
+LSTM_CONFIG = "lstm_config.json"
+_LSTM_KEYS = ("embedding_dimension", "hidden_dim", "num_layers", "dropout", "bidirectional")
+_LSTM_LEGACY = {"embedding_dimension": "word_embedding_dimension"}
+_decode_lstm, _encode_lstm = _renaming_codec(
+    LSTM_CONFIG, _LSTM_KEYS, ("embedding_dimension", "hidden_dim"), _LSTM_LEGACY
+)
+
+
+def _lstm_width(ctx: WidthContext) -> Widths:
+    dims = _ints(ctx.config, "embedding_dimension", "hidden_dim")
+    if dims is None:
+        return Widths(ctx.incoming, None)
+    return Widths(dims[0], dims[1] * (2 if ctx.config.get("bidirectional", True) else 1))
+
+
+def _lstm_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    dims = _ints(config, "embedding_dimension", "hidden_dim")
+    return _shape_problems(shapes, {"encoder.weight_ih_l0": (4 * dims[1], dims[0])}) if dims else []
+
+
+_add(
+    TypeSpec(
+        name="LSTM",
+        module_file="lstm",
+        legacy_type=LEGACY_PREFIX + "LSTM",
+        st6_type=ST_PREFIX + "lstm.LSTM",
+        config_files=(LSTM_CONFIG,),
+        decode=_decode_lstm,
+        encode=_encode_lstm,
+        accepted_keys=_keys_by_generation(_LSTM_KEYS, _LSTM_LEGACY),
+        width=_lstm_width,
+        check_weights=_lstm_weights,
+        loader_notes=_pickle_notes,
+        needs_config=True,
+        needs_weights=True,
+        reads="token_embeddings",
+        writes="token_embeddings",
+        example=(
+            {
+                "type": "WordEmbeddings",
+                "vocab": ["PADDING", "man", "food", "eating", "the", "a"],
+                "dimension": 8,
+            },
+            {"type": "LSTM", "hidden_dim": 4},
+            {"type": "Pooling", "mode": ["mean", "max"]},
+        ),
     )
 )
 

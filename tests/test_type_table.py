@@ -42,6 +42,8 @@ FORMATS_BY_VERSION: dict[str, tuple[layout.Format, ...]] = {v: ("portable",) for
 }
 COLUMNS = [(v, fmt) for v, fmts in FORMATS_BY_VERSION.items() for fmt in fmts]
 NAMES = registry.names()
+# Both sides batch the texts alike (longest first, this many rows): padding reaches a CNN's outputs.
+BATCH_SIZE = 16
 # Across transformers versions the low bits differ (FORMAT.md §4: 3.5e-7 between groups).
 ATOL = 1e-6
 
@@ -112,7 +114,7 @@ def _build_examples(table: Table, tiny_bert: Path, root: Path) -> dict[tuple[str
         for fmt in layout.FORMATS:
             model, folder = st_cli.build(recipe, root / fmt / name, format=fmt)
             table.folders[name, fmt] = folder
-            ours[name, fmt] = model.encode(COMPARE_TEXTS)
+            ours[name, fmt] = model.encode(COMPARE_TEXTS, batch_size=BATCH_SIZE)
     return ours
 
 
@@ -121,7 +123,7 @@ def _run_version(version: str, jobs: list[dict[str, str]], work: Path) -> dict[s
     python = _python(version)
     assert python is not None
     jobs_file, results_file = work / f"{version}-jobs.json", work / f"{version}-results.json"
-    jobs_file.write_text(json.dumps({"texts": COMPARE_TEXTS, "jobs": jobs}), encoding="utf-8")
+    jobs_file.write_text(json.dumps({"texts": COMPARE_TEXTS, "batch_size": BATCH_SIZE, "jobs": jobs}), encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
     run = subprocess.run(
         [str(python), str(SCRIPT), str(jobs_file), str(results_file)],
@@ -190,7 +192,7 @@ def test_st_reads_version_folder(table: Table, name: str, version: str, fmt: str
     cell = _cell(table, name, version, fmt)
     assert cell.theirs is not None and cell.resaved is not None
     loaded = st_cli.load_model(cell.resaved)
-    np.testing.assert_allclose(loaded.encode(COMPARE_TEXTS), np.load(cell.theirs), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(loaded.encode(COMPARE_TEXTS, batch_size=BATCH_SIZE), np.load(cell.theirs), atol=ATOL, rtol=0)
 
 
 _SUMMARIZE_WITHOUT_TORCH = """

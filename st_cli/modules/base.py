@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from st_cli import hub, layout, registry
-from st_cli.errors import ModelFolderError, first_line
+from st_cli.errors import ModelFolderError, StError, first_line
 from st_cli.types import TypeSpec
 
 Features = dict[str, Tensor]
@@ -32,6 +32,8 @@ class Module(torch.nn.Module):
     config_keys: ClassVar[list[str]] = []  # constructor kwargs saved to config.json
     save_in_root: ClassVar[bool] = False
     forward_kwargs: ClassVar[set[str]] = set()  # encode-time kwargs this module accepts
+    # Reads `all_layer_embeddings` (every hidden state): a stack built with it asks its input module for them.
+    needs_all_layer_embeddings: ClassVar[bool] = False
     # True while a module's weights come from a random init rather than a trained checkpoint.
     untrained: bool = False
 
@@ -149,3 +151,7 @@ class InputModule(Module):
 
     def get_max_seq_length(self) -> int | None:
         return None
+
+    def output_all_layers(self) -> None:
+        """Give `all_layer_embeddings` from now on (and save that choice); only transformer models can."""
+        raise StError(f"{type(self).__name__} has no hidden layers to give (a later module needs all_layer_embeddings)")

@@ -15,8 +15,8 @@ from st_cli.types import POOLING_MODES, SPECS
 _ALIASES = {"mean_sqrt_len": "mean_sqrt_len_tokens"}
 
 
-def canonical_modes(mode: str | list[str] | tuple[str, ...]) -> list[str]:
-    """Mode names in ST's concatenation order; raises ConfigValueError for an unknown one."""
+def checked_modes(mode: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Mode names in the order given (ST >= 5.4 concatenate a list pooling_mode in its order)."""
     modes = [mode] if isinstance(mode, str) else list(mode)
     if not modes:
         raise ConfigValueError("mode", "needs at least one pooling mode")
@@ -26,6 +26,12 @@ def canonical_modes(mode: str | list[str] | tuple[str, ...]) -> list[str]:
         if name not in POOLING_MODES:
             raise ConfigValueError("mode", f"unknown pooling mode {m!r}; choose from {', '.join(POOLING_MODES)}")
         names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def canonical_modes(mode: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Mode names in the order the legacy booleans concatenate them (what --format portable can write)."""
+    names = checked_modes(mode)
     return [m for m in POOLING_MODES if m in names]
 
 
@@ -36,7 +42,7 @@ class Pooling(Module):
     def __init__(self, dimension: int, mode: str | list[str] = "mean", include_prompt: bool = True) -> None:
         super().__init__()
         self.dimension = dimension
-        self.mode = canonical_modes(mode)
+        self.mode = checked_modes(mode)  # a recipe's plan() has put them in the legacy order
         self.include_prompt = include_prompt
 
     @classmethod

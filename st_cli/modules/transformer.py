@@ -80,8 +80,16 @@ class Transformer(InputModule):
 
     def forward(self, features: Features, **kwargs: Any) -> Features:
         inputs = {k: features[k] for k in _MODEL_INPUTS if k in features}
-        features["token_embeddings"] = self.auto_model(**inputs, return_dict=True).last_hidden_state
+        out = self.auto_model(**inputs, return_dict=True)
+        features["token_embeddings"] = out.last_hidden_state
+        # As in ST: the config.json's output_hidden_states decides (WeightedLayerPooling reads them).
+        if self.auto_model.config.output_hidden_states and getattr(out, "hidden_states", None) is not None:
+            features["all_layer_embeddings"] = out.hidden_states
         return features
+
+    def output_all_layers(self) -> None:
+        # Saved in config.json, which is how every ST version knows to give them too.
+        self.auto_model.config.output_hidden_states = True
 
     def get_max_seq_length(self) -> int | None:
         return self.max_seq_length

@@ -2,7 +2,7 @@
 
 usage: python save_roundtrip.py JOBS_JSON RESULTS_JSON
 
-JOBS_JSON: {"texts": [...], "jobs": [{"id": str, "folder": str, "out": str (.npy), "resave": str (a new folder)}]}
+JOBS_JSON: {"texts": [...], "batch_size": int, "jobs": [{"id": str, "folder": str, "out": str (.npy), "resave": str (a new folder)}]}
 RESULTS_JSON (written): {id: null on success, or the error as one line}
 
 Knows nothing about module types: whatever the folder holds, the version's own SentenceTransformer loads it,
@@ -18,9 +18,9 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 
-def run(job, texts):
+def run(job, texts, batch_size):
     model = SentenceTransformer(job["folder"], device="cpu")
-    np.save(job["out"], model.encode(texts, batch_size=16, convert_to_numpy=True))
+    np.save(job["out"], model.encode(texts, batch_size=batch_size, convert_to_numpy=True))
     model.save(job["resave"])
 
 
@@ -31,7 +31,7 @@ def main():
     results = {}
     for job in spec["jobs"]:
         try:
-            run(job, spec["texts"])
+            run(job, spec["texts"], spec["batch_size"])
             results[job["id"]] = None
         except Exception as e:  # report, then go on with the next folder
             last = traceback.extract_tb(e.__traceback__)[-1]
