@@ -84,18 +84,22 @@ class Module(torch.nn.Module):
         """Load model.safetensors, else pytorch_model.bin (weights only), with a strict key match."""
         if not any(True for _ in self.parameters()):
             return
-        safetensors_path, pickled_path = folder / layout.SAFETENSORS_WEIGHTS, folder / layout.PICKLED_WEIGHTS
-        if safetensors_path.is_file():
-            state = _load_safetensors(safetensors_path)
-        elif pickled_path.is_file():
-            state = _load_pickle(pickled_path)
-        else:
-            raise ModelFolderError(f"{folder}: no {layout.SAFETENSORS_WEIGHTS} or {layout.PICKLED_WEIGHTS}")
+        state = read_state(folder)
         try:
             self.load_state_dict(state, strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[-1].strip()
             raise ModelFolderError(f"{folder}: weights do not fit the config: {first}") from None
+
+
+def read_state(folder: Path) -> dict[str, Tensor]:
+    """A module folder's tensors: model.safetensors, else pytorch_model.bin (weights only)."""
+    safetensors_path, pickled_path = folder / layout.SAFETENSORS_WEIGHTS, folder / layout.PICKLED_WEIGHTS
+    if safetensors_path.is_file():
+        return _load_safetensors(safetensors_path)
+    if pickled_path.is_file():
+        return _load_pickle(pickled_path)
+    raise ModelFolderError(f"{folder}: no {layout.SAFETENSORS_WEIGHTS} or {layout.PICKLED_WEIGHTS}")
 
 
 def _load_safetensors(path: Path) -> dict[str, Tensor]:
