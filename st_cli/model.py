@@ -205,7 +205,8 @@ class Model(torch.nn.Module):
         return target
 
     def _save_module(self, root: Path, index: int, module: Module, fmt: layout.Format) -> layout.ModuleEntry:
-        in_root = index == 0 and module.save_in_root
+        spec = module.spec if registry.is_registered(type(module)) else None
+        in_root = index == 0 and module.save_in_root and (spec is None or fmt in spec.root_formats)
         rel = "" if in_root else layout.module_dir_name(index, type(module).__name__)
         (root / rel).mkdir(parents=True, exist_ok=True)
         module.save(str(root / rel), format=fmt)

@@ -145,6 +145,7 @@ class TypeSpec:
     loader_notes: Callable[[ModuleView], Iterable[LoaderNote]] = _no_notes
     input_module: bool = False  # tokenizes texts; must come first
     save_in_root: bool = False  # as the first module, its files sit in the model root
+    root_formats: tuple[Format, ...] = FORMATS  # the formats that put it in the root (others: {idx}_{Name}/)
     hf_model: bool = False  # the folder holds a transformers model (config.json, tokenizer)
     needs_config: bool = False  # a missing config file is an error
     needs_weights: bool = False  # a missing weights file is an error
@@ -535,6 +536,39 @@ _add(
         normalizes=True,
         tei=True,
         example=({"type": "Transformer", "model": "{tiny_bert}"}, {"type": "Pooling"}, {"type": "Normalize"}),
+    )
+)
+
+
+# ---------------------------------------------------------------- StaticEmbedding
+
+_STATIC_TABLES = ("embedding.weight", "embeddings")  # sentence-transformers' key, model2vec's
+
+
+def _static_width(ctx: WidthContext) -> Widths:
+    table = next((ctx.shapes[k] for k in _STATIC_TABLES if k in ctx.shapes), None)
+    return Widths(None, table[1] if table is not None and len(table) == 2 else None)
+
+
+_add(
+    TypeSpec(
+        name="StaticEmbedding",
+        module_file="static_embedding",
+        legacy_type=LEGACY_PREFIX + "StaticEmbedding",
+        st6_type=ST_PREFIX + "static_embedding.StaticEmbedding",
+        config_files=(),  # no config: model2vec's root config.json is its own, ignored by every loader
+        decode=lambda raw, path: {},
+        encode=lambda config, fmt: {},
+        width=_static_width,
+        input_module=True,
+        save_in_root=True,
+        root_formats=("st6",),  # ST <= 4.1 write 0_StaticEmbedding/, which every version reads
+        needs_weights=True,
+        required_files=("tokenizer.json",),
+        reads="text",
+        since="3.2",
+        path_keys=("tokenizer",),
+        example=({"type": "StaticEmbedding", "tokenizer": "{tiny_bert}", "embedding_dim": 16}, {"type": "Normalize"}),
     )
 )
 
