@@ -329,25 +329,28 @@ def _encode_static_stream(
 # ---------------------------------------------------------------- the job
 
 
-def _load(model: Model | str | os.PathLike[str] | None, trust_remote_code: bool) -> tuple[Encoder, str]:
-    """The model to run: a static folder as a numpy StaticEncoder (torch is never imported), else a Model."""
+def _load(model: Model | str | os.PathLike[str] | None, options: EncodeOptions) -> tuple[Encoder, str]:
+    """The model to run: a static folder as a numpy StaticEncoder (torch is never imported), else a Model.
+
+    The numpy path runs on the CPU in the table's dtype; an explicit --device or --dtype asks for torch.
+    """
     if model is not None and not isinstance(model, (str, os.PathLike)):
         return model, ""
     name = str(model) if model is not None else (os.environ.get("ST_MODEL") or hub.DEFAULT_MODEL)
-    root = hub.find_local(name)
+    numpy_ok = options.device in ("cpu", "auto") and options.dtype in ("auto", "float32")
+    root = hub.find_local(name) if numpy_ok else None
     fast = static.static_encoder(root) if root is not None else None
     if fast is not None:
         return fast, name
     from st_cli.model import load_model
 
-    return load_model(name, trust_remote_code=trust_remote_code), name
+    return load_model(name, trust_remote_code=options.trust_remote_code), name
 
 
 def _load_while_counting(
     model: Model | str | os.PathLike[str] | None,
-    trust_remote_code: bool,
+    options: EncodeOptions,
     sources: Sequence[Source],
-    read: ReadOptions,
 ) -> tuple[Encoder, str, Tally]:
     """Count (and check) the inputs in a thread while torch and the model load: the costs overlap.
 
@@ -358,9 +361,9 @@ def _load_while_counting(
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="st-count") as pool:
-        counting = pool.submit(count_records, sources, read)
+        counting = pool.submit(count_records, sources, options.read)
         try:
-            encoder, name = _load(model, trust_remote_code)
+            encoder, name = _load(model, options)
         except BaseException:
             counting.result()
             raise
@@ -460,7 +463,7 @@ def encode(
     claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, options.force), strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
-        encoder, model_name, counted = _load_while_counting(model, options.trust_remote_code, sources, read)
+        encoder, model_name, counted = _load_while_counting(model, options, sources)
         encoder.check_kwargs(dict(options.kwargs))
         prompt = encoder.resolve_prompt(options.prompt, options.prompt_name)
         # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).

@@ -11,6 +11,7 @@ This file must not import torch. The torch module (`modules/static_embedding.py`
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,12 @@ def read_tokenizer(path: Path) -> Any:
 
 def token_ids(tokenizer: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """All texts' token ids end to end, and where each text starts (no special tokens, as ST)."""
-    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-    ids = np.fromiter((i for e in encodings for i in e.ids), dtype=np.int64, count=int(lengths.sum()))
+    # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads: the same ids, ~2x faster.
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    encodings = encode(list(texts), add_special_tokens=False)
+    id_lists = [e.ids for e in encodings]  # each .ids builds a new list: read it once
+    lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+    ids = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
     offsets = np.zeros(len(encodings), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
     return ids, offsets
