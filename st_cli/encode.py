@@ -465,7 +465,7 @@ def encode(
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
         encoder, model_name, counted = _load_while_counting(model, options, sources)
         encoder.check_kwargs(dict(options.kwargs))
-        prompt = encoder.resolve_prompt(options.prompt, options.prompt_name)
+        prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
         # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).
         fast = isinstance(encoder, static.StaticEncoder)
         options = options.for_device("cpu" if fast else resolve_device(options.device))
@@ -479,7 +479,11 @@ def encode(
         summary.skipped_empty = counted.empty if options.skip_empty else 0
         assert options.max_batch_tokens is not None  # filled in by for_device
         plan = BatchPlan(
-            prompt, options.max_batch_tokens, options.batch_size, options.pad_multiple if device == "cpu" else 1
+            prompt,
+            options.max_batch_tokens,
+            options.batch_size,
+            options.pad_multiple if device == "cpu" else 1,
+            kwargs=dict(options.kwargs),
         )
         summary.load_seconds = time.perf_counter() - started
         started = time.perf_counter()

@@ -134,13 +134,18 @@ class StaticEncoder:
         return int(self.table.shape[1])
 
     def check_kwargs(self, kwargs: Mapping[str, Any]) -> None:
-        if kwargs:
-            raise StError(f"keyword argument {sorted(kwargs)[0]!r} is not declared by any module (declared: none)")
+        unknown = sorted(set(kwargs) - {"task"})  # a task only picks a prompt here
+        if unknown:
+            raise StError(f"keyword argument {unknown[0]!r} is not declared by any module (declared: none)")
 
-    def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None) -> str:
-        """sentence-transformers' order: an explicit prompt, then a prompt name, then the default prompt."""
+    def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None, task: str | None = None) -> str:
+        """sentence-transformers' order: an explicit prompt, then a prompt name, then the task's prompt,
+        then the default prompt (as Model.resolve_prompt)."""
         if prompt is not None:
             return prompt
+        implied = layout.task_prompt(task, self.prompts)
+        if prompt_name is None and implied is not None:
+            return implied
         name = prompt_name if prompt_name is not None else self.default_prompt_name
         if name is None:
             return ""
