@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,6 +53,7 @@ class BatchPlan:
     max_tokens: int
     max_rows: int | None
     pad_multiple: int
+    kwargs: Mapping[str, Any] = field(default_factory=dict)  # encode-time kwargs (a Router's task picks the tokenizer)
 
 
 def token_lengths(model: Model, texts: list[str], prompt: str = "") -> tuple[np.ndarray, int]:
@@ -126,7 +127,8 @@ def prepare_window(model: Model, start: int, records: list[Record], plan: BatchP
     lengths, truncated = token_lengths(model, texts, plan.prompt)
     batches = []
     for indices in plan_batches(lengths, plan.max_tokens, plan.max_rows, plan.pad_multiple):
-        features = _pad_features(model.tokenize([texts[i] for i in indices], plan.prompt), plan.pad_multiple)
+        tokenized = model.tokenize([texts[i] for i in indices], plan.prompt, **plan.kwargs)
+        features = _pad_features(tokenized, plan.pad_multiple)
         mask = features.get("attention_mask")
         padded = int(mask.numel()) if mask is not None else int(lengths[indices].max()) * len(indices)
         batches.append(Batch(indices, features, int(lengths[indices].sum()), padded))

@@ -310,6 +310,15 @@ def encode(
         list[str] | None,
         typer.Option("--kw", help="key=value for a keyword a module declares in modules.json (repeatable)."),
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="query or document: a Router's route, and the task's prompt if the model has one "
+            "(sentence-transformers' encode_query / encode_document).",
+            show_default=False,
+        ),
+    ] = None,
     skip_empty: Annotated[
         bool, typer.Option("--skip-empty", help="Drop empty records; write the kept line numbers to OUT.lines.txt.")
     ] = False,
@@ -352,6 +361,7 @@ def encode(
       st encode corpus.txt --out emb.npy
       st encode docs.jsonl --field body -m out/minilm --out emb.safetensors --precision int8
       cat queries.txt | st encode - --out q.jsonl --prompt-name query --normalize
+      st encode queries.txt -m asym-model --task query --out q.npy
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
     """
     from st_cli.encode import encode_file, parse_kwargs
@@ -372,7 +382,7 @@ def encode(
                 normalize=normalize,
                 prompt_name=prompt_name,
                 prompt=prompt,
-                kwargs=parse_kwargs(kw or []),
+                kwargs=parse_kwargs(kw or []) | ({"task": task} if task else {}),
                 skip_empty=skip_empty,
                 errors=errors,
                 max_batch_tokens=max_batch_tokens,

@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_cli import fsio, hub, threads
+from st_cli import fsio, hub, static, threads
 from st_cli.batching import (
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_WINDOW,
@@ -30,6 +30,7 @@ from st_cli.batching import (
     Batch,
     BatchPlan,
     Window,
+    chunked,
     plan_batches,
     prefetched,
     token_lengths,
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     import torch
 
     from st_cli.model import Model
+
+    Encoder = Model | static.StaticEncoder
 
 # Re-exported: older callers import these from st_cli.encode.
 __all__ = [
@@ -302,24 +305,53 @@ def _encode_stream(
     return done
 
 
+def _encode_static_stream(
+    encoder: static.StaticEncoder,
+    records: Iterable[Record],
+    prompt: str,
+    sink: Sink,
+    options: EncodeOptions,
+    summary: EncodeSummary,
+    progress: ProgressFn | None,
+) -> int:
+    """A static model's rows, a window at a time, in numpy: no padding, so no sorting by length either."""
+    done = 0
+    for start, chunk in chunked(records, options.window):
+        embeddings = encoder.embed([r.text for r in chunk], prompt)
+        sink.write(start, encoder.finish(embeddings, normalize=options.normalize, truncate_dim=options.truncate_dim))
+        done += len(chunk)
+        if progress is not None:
+            progress(done, summary.rows, summary.tokens)
+        fsio.pause_point("encode:window")
+    return done
+
+
 # ---------------------------------------------------------------- the job
 
 
-def _load(model: Model | str | os.PathLike[str] | None, trust_remote_code: bool) -> tuple[Model, str]:
-    from st_cli.model import Model, load_model
+def _load(model: Model | str | os.PathLike[str] | None, options: EncodeOptions) -> tuple[Encoder, str]:
+    """The model to run: a static folder as a numpy StaticEncoder (torch is never imported), else a Model.
 
-    if isinstance(model, Model):
+    The numpy path runs on the CPU in the table's dtype; an explicit --device or --dtype asks for torch.
+    """
+    if model is not None and not isinstance(model, (str, os.PathLike)):
         return model, ""
     name = str(model) if model is not None else (os.environ.get("ST_MODEL") or hub.DEFAULT_MODEL)
-    return load_model(name, trust_remote_code=trust_remote_code), name
+    numpy_ok = options.device in ("cpu", "auto") and options.dtype in ("auto", "float32")
+    root = hub.find_local(name) if numpy_ok else None
+    fast = static.static_encoder(root) if root is not None else None
+    if fast is not None:
+        return fast, name
+    from st_cli.model import load_model
+
+    return load_model(name, trust_remote_code=options.trust_remote_code), name
 
 
 def _load_while_counting(
     model: Model | str | os.PathLike[str] | None,
-    trust_remote_code: bool,
+    options: EncodeOptions,
     sources: Sequence[Source],
-    read: ReadOptions,
-) -> tuple[Model, str, Tally]:
+) -> tuple[Encoder, str, Tally]:
     """Count (and check) the inputs in a thread while torch and the model load: the costs overlap.
 
     Reading releases the GIL on I/O and importing torch spends most of its time in C, so on two
@@ -329,9 +361,9 @@ def _load_while_counting(
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="st-count") as pool:
-        counting = pool.submit(count_records, sources, read)
+        counting = pool.submit(count_records, sources, options.read)
         try:
-            encoder, name = _load(model, trust_remote_code)
+            encoder, name = _load(model, options)
         except BaseException:
             counting.result()
             raise
@@ -358,7 +390,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _embedding_dim(model: Model, truncate_dim: int | None) -> int:
+def _embedding_dim(model: Encoder, truncate_dim: int | None) -> int:
     dim = model.get_sentence_embedding_dimension()
     if dim is None:  # a custom last module that does not say: ask it
         dim = int(model.embed([""]).shape[-1])
@@ -433,12 +465,15 @@ def encode(
     claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, options.force), strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
-        encoder, model_name, counted = _load_while_counting(model, options.trust_remote_code, sources, read)
+        encoder, model_name, counted = _load_while_counting(model, options, sources)
         encoder.check_kwargs(dict(options.kwargs))
-        prompt = encoder.resolve_prompt(options.prompt, options.prompt_name)
-        options = options.for_device(resolve_device(options.device))
+        prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
+        # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).
+        fast = isinstance(encoder, static.StaticEncoder)
+        options = options.for_device("cpu" if fast else resolve_device(options.device))
         device = options.device
-        encoder.to(device)
+        if not isinstance(encoder, static.StaticEncoder):
+            encoder.to(device)
         if device == "cpu":
             pin_mmap_threshold(MMAP_THRESHOLD)
         rows = counted.records - counted.empty if options.skip_empty else counted.records
@@ -446,7 +481,11 @@ def encode(
         summary.skipped_empty = counted.empty if options.skip_empty else 0
         assert options.max_batch_tokens is not None  # filled in by for_device
         plan = BatchPlan(
-            prompt, options.max_batch_tokens, options.batch_size, options.pad_multiple if device == "cpu" else 1
+            prompt,
+            options.max_batch_tokens,
+            options.batch_size,
+            options.pad_multiple if device == "cpu" else 1,
+            kwargs=dict(options.kwargs),
         )
         summary.load_seconds = time.perf_counter() - started
         started = time.perf_counter()
@@ -456,22 +495,20 @@ def encode(
         try:
             if "lines" in side:
                 temps["lines"] = fsio.temp_file(side["lines"])
-            with threads.thread_count(options.threads) as summary.threads, contextlib.ExitStack() as stack:
+            torch_threads = contextlib.nullcontext(1) if fast else threads.thread_count(options.threads)
+            with torch_threads as summary.threads, contextlib.ExitStack() as stack:
                 read_again = Tally()
                 records = tallied(iter_records(sources, read, skip_empty=False), read_again)
                 if options.skip_empty:
                     records = (r for r in records if r.text != "")
                 if "lines" in temps:
                     records = _noting_lines(records, stack.enter_context(open(temps["lines"], "w", encoding="utf-8")))
-                prepared = windows(encoder, records, options.window, plan)
-                done = _encode_stream(
-                    encoder,
-                    prefetched(prepared) if options.prefetch else prepared,
-                    sink,
-                    options,
-                    summary,
-                    progress,
-                )
+                if isinstance(encoder, static.StaticEncoder):
+                    done = _encode_static_stream(encoder, records, prompt, sink, options, summary, progress)
+                else:
+                    prepared = windows(encoder, records, options.window, plan)
+                    stream = prefetched(prepared) if options.prefetch else prepared
+                    done = _encode_stream(encoder, stream, sink, options, summary, progress)
             _check_same_records(counted, read_again, done, rows)
             temps["output"] = sink.finish()
             if "calibration" in side:

@@ -148,6 +148,7 @@ class TypeSpec:
     loader_notes: Callable[[ModuleView], Iterable[LoaderNote]] = _no_notes
     input_module: bool = False  # tokenizes texts; must come first
     save_in_root: bool = False  # as the first module, its files sit in the model root
+    root_formats: tuple[Format, ...] = FORMATS  # the formats that put it in the root (others: {idx}_{Name}/)
     hf_model: bool = False  # the folder holds a transformers model (config.json, tokenizer)
     needs_config: bool = False  # a missing config file is an error
     needs_weights: bool = False  # a missing weights file is an error
@@ -1063,6 +1064,128 @@ _add(
         needs_config=True,
         reads="text",
         example=({"type": "BoW", "vocab": _EXAMPLE_VOCAB[1:], **_EXAMPLE_WEIGHTS},),
+    )
+)
+
+
+# ---------------------------------------------------------------- StaticEmbedding
+
+_STATIC_TABLES = ("embedding.weight", "embeddings")  # sentence-transformers' key, model2vec's
+
+
+def _static_width(ctx: WidthContext) -> Widths:
+    table = next((ctx.shapes[k] for k in _STATIC_TABLES if k in ctx.shapes), None)
+    return Widths(None, table[1] if table is not None and len(table) == 2 else None)
+
+
+_add(
+    TypeSpec(
+        name="StaticEmbedding",
+        module_file="static_embedding",
+        legacy_type=LEGACY_PREFIX + "StaticEmbedding",
+        st6_type=ST_PREFIX + "static_embedding.StaticEmbedding",
+        config_files=(),  # no config: model2vec's root config.json is its own, ignored by every loader
+        decode=lambda raw, path: {},
+        encode=lambda config, fmt: {},
+        width=_static_width,
+        input_module=True,
+        save_in_root=True,
+        root_formats=("st6",),  # ST <= 4.1 write 0_StaticEmbedding/, which every version reads
+        needs_weights=True,
+        required_files=("tokenizer.json",),
+        reads="text",
+        since="3.2",
+        path_keys=("tokenizer",),
+        example=({"type": "StaticEmbedding", "tokenizer": "{tiny_bert}", "embedding_dim": 16}, {"type": "Normalize"}),
+    )
+)
+
+
+# ---------------------------------------------------------------- Router (Asym)
+
+ROUTER_CONFIG = "router_config.json"  # ST >= 5.0
+ASYM_CONFIG = "config.json"  # Asym (ST <= 4.1), and st's portable folders
+
+
+def _decode_router(raw: Config, path: Path) -> Config:
+    """The routing table, plus each route's module names and widths (from the sub-modules' own files)."""
+    types, structure, parameters = raw.get("types"), raw.get("structure"), raw.get("parameters") or {}
+    if not isinstance(types, dict) or not isinstance(structure, dict) or not isinstance(parameters, dict):
+        raise ModelFolderError(f"{path}: expected 'types' and 'structure' mappings (a Router/Asym config)")
+    routes: dict[str, list[str | None]] = {}
+    widths: dict[str, tuple[int | None, int | None]] = {}
+    for name, subs in structure.items():
+        if not isinstance(subs, list) or any(s not in types for s in subs):
+            raise ModelFolderError(f"{path}: structure[{name!r}] names a module that is not in types")
+        specs = [spec_for_type_string(str(types[s])) for s in subs]
+        routes[str(name)] = [spec.name if spec else None for spec in specs]
+        widths[str(name)] = _route_widths(path.parent, subs, specs)
+    default = parameters.get("default_route")
+    if default is None and parameters.get("allow_empty_key", True) and routes:
+        default = next(iter(routes))
+    return {"routes": routes, "route_widths": widths, "default_route": default}
+
+
+def _route_widths(folder: Path, subs: list[str], specs: list[TypeSpec | None]) -> tuple[int | None, int | None]:
+    """(input, output) width of one route: each module's width rule on its config and safetensors header."""
+    from st_cli import layout  # layout imports this file; only its readers are needed, at call time
+
+    first: int | None = None
+    dim: int | None = None
+    for i, (sub, spec) in enumerate(zip(subs, specs, strict=True)):
+        if spec is None:
+            return first, None
+        sub_folder = folder / sub
+        try:
+            config = layout.read_module_config(spec, sub_folder)
+            weights = sub_folder / "model.safetensors"
+            header = layout.read_safetensors_header(weights) if weights.is_file() else {}
+            hf = layout.read_json(sub_folder / MODULE_CONFIG) if spec.hf_model else None
+        except (ModelFolderError, AttributeError, TypeError, ValueError):
+            return first, None
+        shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        widths = spec.width(WidthContext(config, {}, shapes, dim, hf if isinstance(hf, dict) else None))
+        first = widths.input if i == 0 else first
+        dim = widths.output
+    return first, dim
+
+
+def _router_width(ctx: WidthContext) -> Widths:
+    widths = ctx.config.get("route_widths") or {}
+    route = ctx.config.get("default_route") or next(iter(widths), None)
+    if route not in widths:
+        return Widths(ctx.incoming, None)
+    return Widths(*widths[route])
+
+
+_add(
+    TypeSpec(
+        name="Router",
+        module_file="router",
+        legacy_type=LEGACY_PREFIX + "Asym",  # every version reads Asym; ST >= 5 as a Router
+        st6_type=BASE_PREFIX + "router.Router",
+        read_types=(LEGACY_PREFIX + "Router",),
+        since_by_type={LEGACY_PREFIX + "Router": "5.0"},
+        st6_type_since="5.4",
+        config_files=(ROUTER_CONFIG, ASYM_CONFIG),
+        decode=_decode_router,
+        encode=lambda config, fmt: {},  # Router.save writes its table: it names the sub-modules' type strings
+        width=_router_width,
+        needs_config=True,
+        save_in_root=True,
+        width_mismatch="warning",
+        example=(
+            {"type": "Transformer", "model": "{tiny_bert}"},
+            {"type": "Pooling"},
+            {
+                "type": "Router",
+                "routes": {
+                    "query": [{"type": "Dense", "out_features": 8}],
+                    "document": [{"type": "Dense", "out_features": 8}, {"type": "Normalize"}],
+                },
+                "default_route": "document",
+            },
+        ),
     )
 )
 

@@ -34,11 +34,19 @@ class Module(torch.nn.Module):
     forward_kwargs: ClassVar[set[str]] = set()  # encode-time kwargs this module accepts
     # Reads `all_layer_embeddings` (every hidden state): a stack built with it asks its input module for them.
     needs_all_layer_embeddings: ClassVar[bool] = False
+    tokenize_kwargs: ClassVar[set[str]] = set()  # of those, the ones its tokenize() takes too (as the first module)
     # True while a module's weights come from a random init rather than a trained checkpoint.
     untrained: bool = False
 
     def forward(self, features: Features, **kwargs: Any) -> Features:
         raise NotImplementedError
+
+    def probe_kwargs(self) -> dict[str, Any]:
+        """Encode-time kwargs st's own checks need to run this module at all (none for most)."""
+        return {}
+
+    def check_call(self, kwargs: dict[str, Any]) -> None:
+        """Refuse, before any text is encoded, encode-time kwargs this module cannot run with (StError)."""
 
     def get_config_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.config_keys}
