@@ -350,6 +350,12 @@ def encode(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue a killed run of this same command from its last finished window.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, help="Processes encoding shards at once, then merged (--device cuda: one per GPU)."
+        ),
+    ] = 1,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
     json_out: JsonOpt = False,
@@ -407,6 +413,7 @@ def encode(
                 window=window,
                 shard=parse_shard(shard) if shard is not None else None,
                 resume=resume,
+                workers=workers,
                 progress=progress,
             )
     if json_out or not quiet:

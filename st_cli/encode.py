@@ -672,6 +672,7 @@ def encode_file(
     stdin: IO[bytes] | None = None,
     shard: tuple[int, int] | None = None,
     resume: bool = False,
+    workers: int = 1,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` (.npy, .safetensors or .jsonl), one row each, in order.
 
@@ -682,6 +683,8 @@ def encode_file(
         shard: (I, N): encode only the I-th (0-based) of N contiguous runs of whole windows, and write
             OUTPUT.shard.json beside it; `merge_shards` joins the N parts into a single run's output.
         resume: continue a killed run of the same job from its first unfinished window.
+        workers: run the job's shards in this many processes at once (one per GPU with device
+            "cuda", else sharing the CPUs) and merge them; the model must be a folder or Hub id.
         The other keywords are the fields of `EncodeOptions`, documented there.
     """
     options = EncodeOptions(
@@ -707,6 +710,16 @@ def encode_file(
         pad_multiple=pad_multiple,
     )
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if workers > 1:
+        from st_cli.workers import encode_with_workers
+
+        if shard is not None:
+            raise StError("--workers and --shard: give one of them (each worker already runs one shard)")
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise StError("--workers: give the model as a folder or Hub id (each worker process loads it)")
+        return encode_with_workers(items, output, options, model=model, workers=workers, resume=resume)
+    if workers < 1:
+        raise StError(f"--workers must be at least 1, got {workers}")
     return encode(items, output, options, model=model, progress=progress, stdin=stdin, shard=shard, resume=resume)
 
 
