@@ -54,10 +54,13 @@ from st_cli.outputs import OUTPUT_SUFFIXES, PRECISIONS, Sink, side_paths
 from st_cli.shards import (
     ShardInfo,
     ShardPlan,
+    differences,
     file_sha256,
     fingerprint,
+    finished_shard,
     job_id,
     plan_shard,
+    read_sidecar,
     sidecar_path,
     stored_precision,
     valid_shard,
@@ -468,7 +471,9 @@ def encode(
     side = side_paths(target, skip_empty=options.skip_empty, precision=stored)
     last = {"shard": sidecar_path(target)} if shard is not None else {}
     names = ["output", *side, *last]
-    claimed = _claim_outputs([target, *side.values(), *last.values()], inputs, options.force)
+    # --resume on a finished shard: kept if it is of this same job (checked once the model is loaded)
+    finished = shard is not None and resume and last["shard"].is_file()
+    claimed = _claim_outputs([target, *side.values(), *last.values()], inputs, options.force or finished)
     claims = dict(zip(names, claimed, strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
@@ -489,6 +494,10 @@ def encode(
             prompt, options.max_batch_tokens, options.batch_size, options.pad_multiple if device == "cpu" else 1
         )
         fp = None if from_stdin else _fingerprint(sources, encoder, model_name, options, plan)
+        if finished and fp is not None and (intact := _finished_shard(target, fp, options.force)) is not None:
+            summary.shard, summary.resumed_rows = intact, intact.rows
+            summary.side_files = [*side.values(), *last.values()]
+            return summary
         journal = None
         if fp is not None:
             header = {"job": job_id(fp), "shard": part.shard, "of": part.of, "rows": part.rows}
@@ -556,6 +565,23 @@ def encode(
     summary.side_files = list(side.values()) + list(last.values())
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _finished_shard(target: Path, fp: dict[str, Any], force: bool) -> ShardInfo | None:
+    """A finished, intact shard of this job at `target` (nothing to do); else None to encode it again,
+    which replaces a finished shard of another job only with --force."""
+    info = finished_shard(target, job_id(fp))
+    if info is None and not force:
+        changed = ", ".join(_shard_changes(target, fp)) or "its file no longer matches its sha256"
+        raise StError(f"{target}: a finished shard of another job ({changed}); pass --force to replace it")
+    return info
+
+
+def _shard_changes(target: Path, fp: dict[str, Any]) -> list[str]:
+    try:
+        return [f"changed: {', '.join(differences(read_sidecar(target).fingerprint, fp))}"]
+    except StError:
+        return []
 
 
 def _open_journal(target: Path, header: dict[str, Any], *, resume: bool, force: bool) -> Journal | None:

@@ -2,8 +2,8 @@
 job side by side, then the parts are merged into the output: equal to a single run, byte for byte.
 
 The parts live in `.OUT.st-partial.workers/` beside the output (no pid in the name: a killed run's
-parts wait for `--resume`, which continues each unfinished part from its journal; a part that had
-finished is encoded again, since only a loaded model can tell it is still of the same job).
+parts wait for `--resume`, which keeps each finished part of the same job and continues the others
+from their journals).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from st_cli import fsio
 from st_cli.errors import StError
 from st_cli.inputs import STDIN
 from st_cli.journal import PARTIAL_TAG
-from st_cli.shards import lines_path, merge_shards, sidecar_path
+from st_cli.shards import merge_shards
 
 if TYPE_CHECKING:
     from st_cli.encode import EncodeOptions, EncodeSummary
@@ -107,9 +107,7 @@ def _run_shard(
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     from st_cli.encode import encode
 
-    for path in (part, sidecar_path(part), lines_path(part)):  # a part finished before a kill: redone
-        fsio.remove(path)
-    return encode(inputs, part, dataclasses.replace(options, force=False), model=model, shard=shard, resume=resume)
+    return encode(inputs, part, options, model=model, shard=shard, resume=resume)
 
 
 def _devices(device: str, workers: int) -> list[str | None]:

@@ -308,3 +308,17 @@ def test_workers_on_cpu_equal_a_single_run_and_leave_nothing_behind(tiny_folder:
         "o.npy.lines.txt",
         "single",
     ]
+
+
+def test_resume_keeps_a_finished_shard_of_the_same_job_only(tiny_folder: Path, tmp_path: Path) -> None:
+    src = corpus(tmp_path / "in.txt")
+    part = tmp_path / "p1.npy"
+    first = encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3))
+    before = part.stat().st_mtime_ns
+    again = encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True)
+    assert (again.resumed_rows, again.shard) == (first.rows, first.shard)
+    assert part.stat().st_mtime_ns == before  # not written again
+    with pytest.raises(StError, match=r"p1.npy: a finished shard of another job \(changed: option normalize\)"):
+        encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True)
+    encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True, force=True)
+    assert part.stat().st_mtime_ns != before
