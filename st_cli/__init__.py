@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from st_cli.modules.base import InputModule, Module
     from st_cli.recipe import Recipe, load_recipe
     from st_cli.registry import register
+    from st_cli.shards import MergeSummary, merge_shards
     from st_cli.summary import ModelSummary, summarize
     from st_cli.training import TrainReport, train
     from st_cli.verify import VerifyReport, verify_model
@@ -42,6 +43,8 @@ _LAZY = {
     "verify_model": "st_cli.verify",
     "EncodeSummary": "st_cli.encode",
     "encode_file": "st_cli.encode",
+    "merge_shards": "st_cli.shards",
+    "MergeSummary": "st_cli.shards",
     # training.py, not train.py: importing a submodule st_cli.train would shadow the function st_cli.train.
     "train": "st_cli.training",
     "TrainReport": "st_cli.training",
