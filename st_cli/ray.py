@@ -1,0 +1,493 @@
+"""Ray Data: `st encode --ray` runs st's own shards on an actor pool and merges them (DESIGN.md §9).
+
+Ray only schedules. The driver reads and counts the inputs with st's readers (Ray's `read_text`
+counts lines differently: it drops blank lines and splits on form feeds), plans shards of whole
+windows, and hands shard numbers to a pool of actors. Each actor loads the model once and runs
+exactly `st encode --shard I/N --resume` into a parts folder beside the output; a part whose
+`.shard.json` is valid is not run again, so a rerun of the same command only does what is missing,
+and an actor Ray restarts resumes its shard from the last completed window. The parts are then
+merged into the output, bit for bit what one `st encode` gives.
+
+`Embedder` is the other way in: a callable class for the user's own Ray Data pipelines.
+
+Ray is an optional extra (`pip install 'st-cli[ray]'`): it is imported inside these functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from st_cli.errors import StError
+
+if TYPE_CHECKING:
+    from st_cli.encode import EncodeOptions
+    from st_cli.model import Model
+
+RAY_MISSING = "Ray is not installed: pip install 'st-cli[ray]'"
+# CPUs a local cluster declares beyond the actor pool's: Ray Data's own tasks (reading the shard
+# list, handing out results) need CPUs too, and a pool holding every CPU hung silently (DESIGN.md §9).
+SPARE_CPUS = 2
+# Times Ray restarts a dead actor, and retries the shard it was running (which then resumes).
+# Ray Data's default is forever: a shard that kills every actor that runs it would never end.
+RESTARTS = 3
+# Test-only: a file name; the first actor to pass a window of a shard creates it and dies (os._exit),
+# so the tests see Ray restart it and the shard resume. Never set it in real use.
+KILL_ENV = "ST_TEST_RAY_KILL"
+
+ShardProgressFn = Callable[[int, int, int, int], None]  # (shards done, shards, rows done, rows)
+
+
+def import_ray() -> Any:
+    """The `ray` module with Ray Data, or one line saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the extra must include Ray Data, not just ray core
+    except ImportError:
+        raise StError(RAY_MISSING) from None
+    return ray
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+@contextlib.contextmanager
+def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterator[float]:
+    """Connected to Ray for the block; yields the seconds start-up took.
+
+    With no `address`, a local cluster starts with `cpus` CPUs declared and stops at the end. With
+    "auto" or an address, st joins that cluster and leaves it running. If this process is already
+    connected (a test, a notebook), that connection is used and left alone.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield 0.0
+        return
+    started = time.perf_counter()
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "warning"}
+    try:
+        if address is None:
+            ray.init(num_cpus=cpus, **quiet)
+        else:
+            ray.init(address=address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
+    except ConnectionError as e:
+        raise StError(f"--ray {address}: cannot reach a Ray cluster there ({e})") from None
+    try:
+        yield time.perf_counter() - started
+    finally:
+        ray.shutdown()
+
+
+def local_cpus(workers: int, cpus_per_worker: float) -> float:
+    """CPUs a local cluster declares: the pool's share plus SPARE_CPUS, even beyond the cores."""
+    return workers * cpus_per_worker + SPARE_CPUS
+
+
+def default_workers(address: str | None, cpus_per_worker: float, gpus_per_worker: float) -> int:
+    """One worker per GPU slice when GPUs are asked for; else per CPU slice (of the cores, locally)."""
+    if address is None and not gpus_per_worker:
+        return max(1, int((os.cpu_count() or 1) // cpus_per_worker))
+    ray = import_ray()
+    resources = ray.cluster_resources()
+    if gpus_per_worker:
+        return max(1, int(resources.get("GPU", 0) // gpus_per_worker))
+    return max(1, int((resources.get("CPU", 1) - 1) // cpus_per_worker))
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def parts_folder(output: Path) -> Path:
+    """Where the shards of `output` are written: `OUT.parts/` beside it (shared by every worker)."""
+    return output.with_name(output.name + ".parts")
+
+
+def part_path(parts: Path, index: int, count: int) -> Path:
+    """Shard `index` of `count`: float32 .npy whatever the output (the merge converts)."""
+    return parts / f"part-{index:05d}-of-{count:05d}.npy"
+
+
+def default_shards(rows: int, window: int, workers: int) -> int:
+    """Enough shards that a slow or restarted worker holds up little (4 per worker), never more than windows."""
+    windows = max(1, math.ceil(rows / window))
+    return max(1, min(windows, 4 * workers))
+
+
+@dataclass
+class RayEncodeSummary:
+    """What `encode_files_ray` did. `to_json()` keys are part of the CLI's `--json` API."""
+
+    output: Path
+    rows: int
+    dimension: int
+    precision: str
+    shards: int
+    skipped_shards: int  # valid parts found from an earlier run, not run again
+    workers: int
+    pids: list[int]  # the worker process that wrote each shard run this time, by shard
+    resumed_shards: int = 0  # shards that continued a part a dead actor left
+    ray_start_seconds: float = 0.0
+    seconds: float = 0.0  # counting, running the shards and merging, after Ray started
+    address: str = "local"
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output),
+            "rows": self.rows,
+            "dimension": self.dimension,
+            "precision": self.precision,
+            "shards": self.shards,
+            "skipped_shards": self.skipped_shards,
+            "resumed_shards": self.resumed_shards,
+            "workers": self.workers,
+            "worker_pids": sorted(set(self.pids)),
+            "address": self.address,
+            "ray_start_seconds": round(self.ray_start_seconds, 3),
+            "seconds": round(self.seconds, 3),
+            "texts_per_second": round(self.texts_per_second, 1),
+        }
+
+
+# ---------------------------------------------------------------- embedding a window
+
+
+def embed_records(model: Model, texts: list[str], options: EncodeOptions, prompt: str = "") -> np.ndarray:
+    """Embed `texts` as one window of `st encode` (sorted by length, cut by the batch budget), in order.
+
+    Equal to `st encode` bit for bit when `texts` are exactly one of its windows; otherwise batches
+    are cut differently and rows differ by ~2e-7 (float sums in another order).
+    """
+    import torch
+
+    from st_cli.batching import BatchPlan, prepare_window
+    from st_cli.encode import _embed_batch
+    from st_cli.inputs import Record
+
+    assert options.max_batch_tokens is not None  # filled in by for_device
+    pad = options.pad_multiple if options.device == "cpu" else 1
+    plan = BatchPlan(prompt, options.max_batch_tokens, options.batch_size, pad)
+    window = prepare_window(model, 0, [Record("", i + 1, t) for i, t in enumerate(texts)], plan)
+    if not window.batches:
+        dim = model.get_sentence_embedding_dimension() or 0
+        return np.empty((0, options.truncate_dim or dim), np.float32)
+    outputs = [_embed_batch(model, batch, options) for batch in window.batches]
+    rows = model.finish(torch.cat(outputs), normalize=options.normalize, truncate_dim=options.truncate_dim)
+    block = np.empty(rows.shape, np.float32)
+    block[np.concatenate([batch.indices for batch in window.batches])] = rows
+    return block
+
+
+class Embedder:
+    """A callable class for your own Ray Data pipelines: adds an embedding column to each batch.
+
+        ds = ray.data.read_parquet("docs/").map_batches(
+            Embedder, fn_constructor_kwargs={"model": "/shared/minilm", "normalize": True},
+            batch_size=8192, compute=ray.data.ActorPoolStrategy(size=4), num_cpus=1)
+
+    Each actor loads the model once. Rows equal `st encode`'s only up to ~2e-7: st sorts each window
+    of `window` records by length before batching, so a Ray batch that is not exactly one of st's
+    windows is batched differently. For bit-identical files use `st encode --ray`.
+
+    Args:
+        model: a model folder every worker can read, or a Hub id.
+        column: the text column; output_column: where the float32 vectors go.
+        The other keywords are `EncodeOptions` fields (normalize, prompt_name, truncate_dim, device, ...).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        column: str = "text",
+        output_column: str = "embedding",
+        trust_remote_code: bool = False,
+        **options: Any,
+    ) -> None:
+        from st_cli.encode import EncodeOptions, _load, resolve_device
+
+        self.column, self.output_column = column, output_column
+        self.model, _ = _load(model, trust_remote_code)
+        opts = EncodeOptions(trust_remote_code=trust_remote_code, **options)
+        self.model.check_kwargs(dict(opts.kwargs))
+        self.prompt = self.model.resolve_prompt(opts.prompt, opts.prompt_name)
+        self.options = opts.for_device(resolve_device(opts.device))
+        self.model.to(self.options.device)
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        from st_cli import threads
+
+        if self.column not in batch:
+            raise StError(f"Embedder: the batch has no column {self.column!r} (columns: {', '.join(batch)})")
+        texts = [str(t) for t in batch[self.column]]
+        with threads.thread_count(self.options.threads):
+            vectors = embed_records(self.model, texts, self.options, self.prompt)
+        return {**batch, self.output_column: vectors}
+
+
+# ---------------------------------------------------------------- the shards on actors
+
+
+def _absolute(item: str | os.PathLike[str]) -> str:
+    """Workers may start in another folder: give them absolute paths (a Hub id stays as it is)."""
+    path = Path(item)
+    return str(path.resolve()) if path.exists() else str(item)
+
+
+class ShardWorker:
+    """A Ray actor: loads the model once, then runs `st encode --shard I/N --resume` per shard it gets."""
+
+    def __init__(
+        self,
+        model: str,
+        inputs: list[str],
+        options: dict[str, Any],
+        parts: str,
+        shards: int,
+        kill_once: str | None = None,
+    ) -> None:
+        from st_cli.encode import _load
+
+        self.model, _ = _load(model, options.get("trust_remote_code", False))
+        self.inputs, self.options, self.parts, self.shards = inputs, options, Path(parts), shards
+        self.kill_once = kill_once
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows, pids, resumed = [], [], []
+        for index in batch["shard"]:
+            done, was_resumed = self.run_shard(int(index))
+            rows.append(done)
+            pids.append(os.getpid())
+            resumed.append(was_resumed)
+        return {
+            "shard": np.asarray(batch["shard"]),
+            "rows": np.array(rows),
+            "pid": np.array(pids),
+            "resumed": np.array(resumed),
+        }
+
+    def run_shard(self, index: int) -> tuple[int, bool]:
+        from st_cli.encode import encode_file
+
+        part = part_path(self.parts, index, self.shards)
+        progress = self._killer() if self.kill_once else None
+        summary = encode_file(  # type: ignore[call-arg]
+            self.inputs,
+            part,
+            model=self.model,
+            shard=(index, self.shards),  # shard= and resume= come with st_cli.shards
+            resume=True,
+            progress=progress,
+            **self.options,
+        )
+        return summary.rows, bool(getattr(summary, "resumed", False))
+
+    def _killer(self) -> Callable[[int, int, int], None]:
+        """Test hook (KILL_ENV): die once, inside the second window of a shard (the first is journaled)."""
+        window = int(self.options.get("window", 8192))
+        marker = str(self.kill_once)
+
+        def progress(done: int, total: int, tokens: int) -> None:
+            if done <= window:
+                return
+            try:
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                return
+            os._exit(1)
+
+        return progress
+
+
+def _worker_options(options: EncodeOptions, cpus_per_worker: float) -> dict[str, Any]:
+    """The shard code's keywords: every option of the job; torch threads default to the worker's CPUs."""
+    fields = dataclasses.asdict(options)
+    fields["kwargs"] = dict(options.kwargs)
+    if fields["threads"] is None:
+        fields["threads"] = max(1, round(cpus_per_worker))
+    return fields
+
+
+def _shard_error(error: BaseException) -> StError | None:
+    """The StError a shard raised inside Ray's wrappers (RayTaskError, UserCodeException), if any."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, StError):
+            return item
+        todo += [item.__cause__, item.__context__, getattr(item, "cause", None)]
+    return None
+
+
+def _run_shards(
+    worker_args: dict[str, Any],
+    todo: list[int],
+    *,
+    workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    restarts: int,
+) -> Iterator[dict[str, Any]]:
+    """One result row per shard in `todo`, as each finishes: shard, rows, pid, resumed."""
+    ray = import_ray()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # st draws its own
+    ds = ray.data.from_items([{"shard": i} for i in todo], override_num_blocks=len(todo))
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates passing actor options this way but has no other spelling for them yet.
+        warnings.simplefilter("ignore")
+        ds = ds.map_batches(
+            ShardWorker,
+            fn_constructor_kwargs=worker_args,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=min(workers, len(todo))),
+            num_cpus=cpus_per_worker,
+            num_gpus=gpus_per_worker or None,
+            max_restarts=restarts,
+            max_task_retries=restarts,
+        )
+    try:
+        yield from ds.iter_rows()
+    except Exception as e:
+        cause = _shard_error(e)
+        if cause is None:
+            raise
+        raise StError(str(cause)) from None
+
+
+def encode_files_ray(
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    model: str | os.PathLike[str] | None,
+    output: str | os.PathLike[str],
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+    shards: int | None = None,
+    restarts: int = RESTARTS,
+    progress: ShardProgressFn | None = None,
+    **options: Any,
+) -> RayEncodeSummary:
+    """`st encode` on a Ray cluster: shards of whole windows on an actor pool, merged into `output`.
+
+    Args:
+        inputs: text files every worker can read at the same path (no stdin).
+        model: a model folder every worker can read, or a Hub id; None: $ST_MODEL, else all-MiniLM-L6-v2.
+        address: None starts a local cluster for this call; "auto" or "HOST:PORT" joins a running one.
+        workers: actors in the pool (default: one per GPU slice, else per CPU slice).
+        shards: how many shards (default: 4 per worker, at most one per window).
+        restarts: times Ray restarts a dead actor; its shard resumes from its last completed window.
+        progress: called as shards finish with (shards done, shards, rows done, rows).
+        The other keywords are the fields of `EncodeOptions` (window, precision, skip_empty, ...).
+    """
+    from st_cli import fsio, hub
+    from st_cli.encode import EncodeOptions
+    from st_cli.inputs import STDIN, count_records, resolved_inputs
+
+    started = time.perf_counter()
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if any(str(item) == STDIN for item in items):
+        raise StError("--ray: stdin cannot be sharded; save it to a file and give that")
+    for name, value in (("--workers", workers), ("--shards", shards), ("--cpus-per-worker", cpus_per_worker)):
+        if value is not None and value <= 0:
+            raise StError(f"{name} must be positive, got {value}")
+    if gpus_per_worker < 0:
+        raise StError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
+    opts = EncodeOptions(**options)
+    target = Path(output)
+    opts.check(target)
+    fsio.claim(target, force=opts.force)  # refuse an existing output before Ray starts
+    import_ray()
+    with resolved_inputs(items, None, spool_beside=target) as sources:
+        tally = count_records(sources, opts.read)
+    rows = tally.records - tally.empty if opts.skip_empty else tally.records
+    local_workers = workers or default_workers(None, cpus_per_worker, gpus_per_worker)
+    with cluster(address, cpus=local_cpus(local_workers, cpus_per_worker)) as ray_start:
+        pool = workers or (
+            local_workers if address is None else default_workers(address, cpus_per_worker, gpus_per_worker)
+        )
+        count = shards or default_shards(rows, opts.window, pool)
+        parts = parts_folder(target)
+        parts.mkdir(exist_ok=True)
+        paths = [part_path(parts, i, count) for i in range(count)]
+        worker_args = {
+            "model": _absolute(model or os.environ.get("ST_MODEL") or hub.DEFAULT_MODEL),
+            "inputs": [_absolute(item) for item in items],
+            "options": _worker_options(opts, cpus_per_worker),
+            "parts": str(parts.resolve()),
+            "shards": count,
+            "kill_once": os.environ.get(KILL_ENV) or None,
+        }
+        todo = [i for i, path in enumerate(paths) if not _finished(path, worker_args)]
+        summary = RayEncodeSummary(target, rows, 0, opts.precision, count, count - len(todo), pool, [])
+        summary.ray_start_seconds = ray_start
+        summary.address = address or "local"
+        done_rows = sum(_part_rows(paths[i]) for i in range(count) if i not in todo)
+        if progress is not None:
+            progress(count - len(todo), count, done_rows, rows)
+        if todo:
+            results = _run_shards(
+                worker_args,
+                todo,
+                workers=pool,
+                cpus_per_worker=cpus_per_worker,
+                gpus_per_worker=gpus_per_worker,
+                restarts=restarts,
+            )
+            for finished, result in enumerate(results, count - len(todo) + 1):
+                done_rows += int(result["rows"])
+                summary.pids.append(int(result["pid"]))
+                summary.resumed_shards += bool(result["resumed"])
+                if progress is not None:
+                    progress(finished, count, done_rows, rows)
+    merged = _merge(paths, target, opts)
+    summary.dimension = merged.dimension
+    fsio.remove(parts)
+    summary.seconds = time.perf_counter() - started - ray_start
+    return summary
+
+
+# ---------------------------------------------------------------- the shard files (st_cli.shards)
+
+
+def _finished(part: Path, worker_args: dict[str, Any]) -> bool:
+    """Whether `part` is a finished shard of this very job (its `.shard.json` valid): then it is not run again."""
+    from st_cli import shards
+
+    return bool(shards.is_finished_shard(part))
+
+
+def _part_rows(part: Path) -> int:
+    from st_cli import shards
+
+    return int(shards.read_sidecar(part).rows)
+
+
+@dataclass
+class _Merged:
+    dimension: int
+
+
+def _merge(parts: list[Path], output: Path, options: EncodeOptions) -> _Merged:
+    from st_cli import shards
+
+    merged = shards.merge_shards(parts, output, precision=options.precision, force=options.force)
+    return _Merged(int(merged.dimension))
