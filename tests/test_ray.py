@@ -103,7 +103,7 @@ def ray_cluster() -> Iterator[str]:
 def test_embedder_in_a_user_pipeline_matches_st_encode(ray_cluster: str, tiny_bert_dir: Path, tmp_path: Path) -> None:
     import ray
 
-    from st_cli.ray import Embedder
+    from st_cli import Embedder
 
     texts = [" ".join(["word"] * (i % 13)) + f" text {i}" for i in range(50)] + [""]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
