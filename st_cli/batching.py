@@ -133,10 +133,9 @@ def prepare_window(model: Model, start: int, records: list[Record], plan: BatchP
     return Window(start, len(records), batches, truncated)
 
 
-def chunked(records: Iterable[Record], size: int) -> Iterator[tuple[int, list[Record]]]:
-    """(first row, records) for consecutive runs of `size` records (the last may be shorter)."""
+def chunked(records: Iterable[Record], size: int, start: int = 0) -> Iterator[tuple[int, list[Record]]]:
+    """(first row, records) for consecutive runs of `size` records (the last may be shorter), from row `start`."""
     chunk: list[Record] = []
-    start = 0
     for record in records:
         chunk.append(record)
         if len(chunk) == size:
@@ -147,9 +146,9 @@ def chunked(records: Iterable[Record], size: int) -> Iterator[tuple[int, list[Re
         yield start, chunk
 
 
-def windows(model: Model, records: Iterable[Record], size: int, plan: BatchPlan) -> Iterator[Window]:
-    """The records as prepared windows of `size`, in input order."""
-    return (prepare_window(model, start, chunk, plan) for start, chunk in chunked(records, size))
+def windows(model: Model, records: Iterable[Record], size: int, plan: BatchPlan, start: int = 0) -> Iterator[Window]:
+    """The records as prepared windows of `size`, in input order; the first is row `start` (a resumed run)."""
+    return (prepare_window(model, first, chunk, plan) for first, chunk in chunked(records, size, start))
 
 
 def prefetched(items: Iterator[Window], depth: int = 1) -> Iterator[Window]:

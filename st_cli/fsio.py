@@ -35,7 +35,8 @@ from st_cli.errors import OutputExistsError, StError
 
 TEMP_MARK = "st-tmp"
 _TEMP_RE = re.compile(rf"\.{TEMP_MARK}-(\d+)-[0-9a-f]+(\.[\w.-]+)?$")
-_TEMP_NAME_RE = re.compile(rf"^\.(.+)\.{TEMP_MARK}-\d+-[0-9a-f]+(\.[\w.-]+)?$")
+# Also a resumable run's `.NAME.st-partial[.journal]` (journal.py), which carries no pid: never stale.
+_TEMP_NAME_RE = re.compile(rf"^\.(.+)\.(?:{TEMP_MARK}-\d+-[0-9a-f]+|st-partial)(\.[\w.-]+)?$")
 
 # Test-only hook: ST_TEST_PAUSE="point[=seconds],..." makes a run print "st-test: at POINT" on stderr
 # at each named point, then sleep that long, or without seconds stop itself (SIGSTOP) until the test
