@@ -447,6 +447,7 @@ def encode(
     stdin: IO[bytes] | None = None,
     shard: tuple[int, int] | None = None,
     resume: bool = False,
+    model_name: str | None = None,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` as `options` say; see `encode_file`.
 
@@ -472,7 +473,8 @@ def encode(
     claims = dict(zip(names, claimed, strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
-        encoder, model_name, counted = _load_while_counting(model, options.trust_remote_code, sources, read)
+        encoder, loaded_name, counted = _load_while_counting(model, options.trust_remote_code, sources, read)
+        model_name = model_name or loaded_name
         encoder.check_kwargs(dict(options.kwargs))
         prompt = encoder.resolve_prompt(options.prompt, options.prompt_name)
         options = options.for_device(resolve_device(options.device))
@@ -672,6 +674,7 @@ def encode_file(
     stdin: IO[bytes] | None = None,
     shard: tuple[int, int] | None = None,
     resume: bool = False,
+    model_name: str | None = None,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` (.npy, .safetensors or .jsonl), one row each, in order.
 
@@ -682,6 +685,8 @@ def encode_file(
         shard: (I, N): encode only the I-th (0-based) of N contiguous runs of whole windows, and write
             OUTPUT.shard.json beside it; `merge_shards` joins the N parts into a single run's output.
         resume: continue a killed run of the same job from its first unfinished window.
+        model_name: with a loaded Model, the folder or Hub id it came from: recorded in the output's
+            metadata and the job's fingerprint as if `model` had been that name (Ray workers load once).
         The other keywords are the fields of `EncodeOptions`, documented there.
     """
     options = EncodeOptions(
@@ -707,7 +712,29 @@ def encode_file(
         pad_multiple=pad_multiple,
     )
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    return encode(items, output, options, model=model, progress=progress, stdin=stdin, shard=shard, resume=resume)
+    return encode(
+        items,
+        output,
+        options,
+        model=model,
+        progress=progress,
+        stdin=stdin,
+        shard=shard,
+        resume=resume,
+        model_name=model_name,
+    )
+
+
+def job_of(inputs: Sequence[str | os.PathLike[str]], model: Model, model_name: str = "", **options: Any) -> str:
+    """The job id `encode_file(inputs, ..., model=model, model_name=model_name, **options)` records in
+    its journal and `.shard.json`, without running it: whether a finished shard belongs to this job."""
+    opts = EncodeOptions(**options)
+    prompt = model.resolve_prompt(opts.prompt, opts.prompt_name)
+    opts = opts.for_device(resolve_device(opts.device))
+    assert opts.max_batch_tokens is not None  # filled in by for_device
+    plan = BatchPlan(prompt, opts.max_batch_tokens, opts.batch_size, opts.pad_multiple if opts.device == "cpu" else 1)
+    with resolved_inputs(inputs, None, spool_beside=Path(".")) as sources:
+        return job_id(_fingerprint(sources, model, model_name, opts, plan))
 
 
 def parse_kwargs(pairs: Iterable[str]) -> dict[str, Any]:

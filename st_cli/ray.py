@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -41,9 +42,13 @@ SPARE_CPUS = 2
 # Times Ray restarts a dead actor, and retries the shard it was running (which then resumes).
 # Ray Data's default is forever: a shard that kills every actor that runs it would never end.
 RESTARTS = 3
-# Test-only: a file name; the first actor to pass a window of a shard creates it and dies (os._exit),
-# so the tests see Ray restart it and the shard resume. Never set it in real use.
+# Test-only: MARKER[@SHARD]; the first actor to enter a second window of a shard (of shard SHARD)
+# creates MARKER and dies (os._exit), so tests see Ray restart it and the shard resume. Never set it
+# in real use.
 KILL_ENV = "ST_TEST_RAY_KILL"
+# How long the pool may take to start every actor before the job fails (a cluster without the
+# CPUs or GPUs asked for would otherwise wait forever).
+ACTOR_START_SECONDS = 300
 
 ShardProgressFn = Callable[[int, int, int, int], None]  # (shards done, shards, rows done, rows)
 
@@ -70,16 +75,19 @@ def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterato
     connected (a test, a notebook), that connection is used and left alone.
     """
     ray = import_ray()
+    # st reports progress and failures itself: Ray's info lines, its own progress bars and its
+    # advice at start-up would bury them.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     if ray.is_initialized():
         yield 0.0
         return
     started = time.perf_counter()
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "warning"}
+    quiet = {"log_to_driver": False, "logging_level": "error"}
     try:
-        if address is None:
-            ray.init(num_cpus=cpus, **quiet)
+        if address is None:  # "local": a new cluster even where RAY_ADDRESS names another
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
         else:
-            ray.init(address=address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
+            ray.init(address=address, **quiet)
     except ConnectionError as e:
         raise StError(f"--ray {address}: cannot reach a Ray cluster there ({e})") from None
     try:
@@ -248,57 +256,69 @@ def _absolute(item: str | os.PathLike[str]) -> str:
 
 
 class ShardWorker:
-    """A Ray actor: loads the model once, then runs `st encode --shard I/N --resume` per shard it gets."""
+    """A Ray actor: loads the model once, then runs `st encode --shard I/N --resume` for each shard it gets.
+
+    A shard whose part is already finished for this job (its `.shard.json` valid) is reported, not
+    run; a part a dead actor left half-written is continued from its journal.
+    """
 
     def __init__(
         self,
         model: str,
+        model_name: str,
         inputs: list[str],
         options: dict[str, Any],
         parts: str,
         shards: int,
-        kill_once: str | None = None,
+        cwd: str,
+        kill: str | None = None,
     ) -> None:
         from st_cli.encode import _load
 
-        self.model, _ = _load(model, options.get("trust_remote_code", False))
-        self.inputs, self.options, self.parts, self.shards = inputs, options, Path(parts), shards
-        self.kill_once = kill_once
+        # The driver's folder, where it exists here: a relative model name then finds the same folder,
+        # so every worker records the same model hashes in its shard's job (and merge accepts them).
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+        self.model, _ = _load(model, bool(options.get("trust_remote_code")))
+        self.model_name, self.inputs, self.options = model_name, inputs, options
+        self.parts, self.shards, self.kill = Path(parts), shards, kill
+        self.job: str | None = None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows, pids, resumed = [], [], []
-        for index in batch["shard"]:
-            done, was_resumed = self.run_shard(int(index))
-            rows.append(done)
-            pids.append(os.getpid())
-            resumed.append(was_resumed)
-        return {
-            "shard": np.asarray(batch["shard"]),
-            "rows": np.array(rows),
-            "pid": np.array(pids),
-            "resumed": np.array(resumed),
-        }
+        results = [self.run_shard(int(index)) for index in batch["shard"]]
+        return {key: np.array([result[key] for result in results]) for key in results[0]}
 
-    def run_shard(self, index: int) -> tuple[int, bool]:
-        from st_cli.encode import encode_file
+    def run_shard(self, index: int) -> dict[str, Any]:
+        from st_cli.encode import encode_file, job_of
+        from st_cli.shards import finished_shard
 
         part = part_path(self.parts, index, self.shards)
-        progress = self._killer() if self.kill_once else None
-        summary = encode_file(  # type: ignore[call-arg]
+        result = {"shard": index, "pid": os.getpid(), "skipped": False, "resumed": False}
+        if self.job is None:
+            self.job = job_of(self.inputs, self.model, self.model_name, **self.options)
+        info = finished_shard(part, self.job)
+        if info is not None:
+            return {**result, "rows": info.rows, "skipped": True}
+        summary = encode_file(
             self.inputs,
             part,
             model=self.model,
-            shard=(index, self.shards),  # shard= and resume= come with st_cli.shards
+            model_name=self.model_name,
+            shard=(index, self.shards),
             resume=True,
-            progress=progress,
+            progress=self._killer(index),
             **self.options,
         )
-        return summary.rows, bool(getattr(summary, "resumed", False))
+        return {**result, "rows": summary.rows, "resumed": summary.resumed_rows > 0}
 
-    def _killer(self) -> Callable[[int, int, int], None]:
-        """Test hook (KILL_ENV): die once, inside the second window of a shard (the first is journaled)."""
+    def _killer(self, index: int) -> Callable[[int, int, int], None] | None:
+        """Test hook (KILL_ENV=MARKER[@SHARD]): die once, in the second window of a shard (the first is journaled)."""
+        if not self.kill:
+            return None
+        marker, _, only = self.kill.partition("@")
+        if only and int(only) != index:
+            return None
         window = int(self.options.get("window", 8192))
-        marker = str(self.kill_once)
 
         def progress(done: int, total: int, tokens: int) -> None:
             if done <= window:
@@ -306,7 +326,7 @@ class ShardWorker:
             try:
                 os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except FileExistsError:
-                return
+                return  # died once already
             os._exit(1)
 
         return progress
@@ -336,20 +356,25 @@ def _shard_error(error: BaseException) -> StError | None:
     return None
 
 
-def _run_shards(
-    worker_args: dict[str, Any],
-    todo: list[int],
-    *,
-    workers: int,
-    cpus_per_worker: float,
-    gpus_per_worker: float,
-    restarts: int,
-) -> Iterator[dict[str, Any]]:
-    """One result row per shard in `todo`, as each finishes: shard, rows, pid, resumed."""
+@dataclass(frozen=True)
+class Pool:
+    """The actor pool: how many, and what each asks of Ray."""
+
+    workers: int
+    cpus: float
+    gpus: float
+    restarts: int
+
+
+def _run_shards(worker_args: dict[str, Any], shards: list[int], pool: Pool) -> Iterator[dict[str, Any]]:
+    """One result row per shard (shard, rows, pid, skipped, resumed), as each finishes."""
     ray = import_ray()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # st draws its own
-    ds = ray.data.from_items([{"shard": i} for i in todo], override_num_blocks=len(todo))
+    # Start every actor before any shard goes out (so the work spreads), and fail, not hang, when
+    # the cluster cannot place them.
+    context.wait_for_min_actors_s = ACTOR_START_SECONDS
+    ds = ray.data.from_items([{"shard": i} for i in shards], override_num_blocks=len(shards))
     with warnings.catch_warnings():
         # Ray 2.60 deprecates passing actor options this way but has no other spelling for them yet.
         warnings.simplefilter("ignore")
@@ -357,19 +382,47 @@ def _run_shards(
             ShardWorker,
             fn_constructor_kwargs=worker_args,
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=min(workers, len(todo))),
-            num_cpus=cpus_per_worker,
-            num_gpus=gpus_per_worker or None,
-            max_restarts=restarts,
-            max_task_retries=restarts,
+            # One shard in flight per actor: a shard is minutes of work, queueing it gains nothing.
+            compute=ray.data.ActorPoolStrategy(size=min(pool.workers, len(shards)), max_tasks_in_flight_per_actor=1),
+            num_cpus=pool.cpus,
+            num_gpus=pool.gpus or None,
+            max_restarts=pool.restarts,
+            max_task_retries=pool.restarts,
         )
     try:
         yield from ds.iter_rows()
     except Exception as e:
-        cause = _shard_error(e)
-        if cause is None:
-            raise
-        raise StError(str(cause)) from None
+        raise _job_error(e, pool) from None
+
+
+def _job_error(error: Exception, pool: Pool) -> StError:
+    """Ray's failure as one line: a shard's own StError, actors that could not start, or a job that died."""
+    from st_cli.errors import first_line
+
+    ray = import_ray()
+    cause = _shard_error(error)
+    if cause is not None:
+        return StError(str(cause))
+    if isinstance(error, ray.exceptions.GetTimeoutError):
+        return StError(
+            f"Ray could not start {pool.workers} workers of {pool.cpus:g} CPUs and {pool.gpus:g} GPUs each "
+            f"within {ACTOR_START_SECONDS} s: the cluster lacks the resources (see `ray status`)"
+        )
+    return StError(
+        f"the Ray job failed ({first_line(error)}); run the same command again to continue from the shards "
+        "that finished"
+    )
+
+
+def _check_local_gpus(pool: Pool) -> None:
+    if not pool.gpus:
+        return
+    have = import_ray().cluster_resources().get("GPU", 0)
+    if have < pool.workers * pool.gpus:
+        raise StError(
+            f"--gpus-per-worker {pool.gpus:g} × {pool.workers} workers needs {pool.workers * pool.gpus:g} GPUs; "
+            f"this machine has {have:g}"
+        )
 
 
 def encode_files_ray(
@@ -417,77 +470,51 @@ def encode_files_ray(
     fsio.claim(target, force=opts.force)  # refuse an existing output before Ray starts
     import_ray()
     with resolved_inputs(items, None, spool_beside=target) as sources:
-        tally = count_records(sources, opts.read)
+        tally = count_records(sources, opts.read)  # bad input is reported here, before Ray starts
     rows = tally.records - tally.empty if opts.skip_empty else tally.records
     local_workers = workers or default_workers(None, cpus_per_worker, gpus_per_worker)
     with cluster(address, cpus=local_cpus(local_workers, cpus_per_worker)) as ray_start:
-        pool = workers or (
-            local_workers if address is None else default_workers(address, cpus_per_worker, gpus_per_worker)
-        )
-        count = shards or default_shards(rows, opts.window, pool)
+        if not workers and address is not None:
+            local_workers = default_workers(address, cpus_per_worker, gpus_per_worker)
+        pool = Pool(local_workers, cpus_per_worker, gpus_per_worker, restarts)
+        if address is None:
+            _check_local_gpus(pool)
+        count = shards or default_shards(rows, opts.window, pool.workers)
         parts = parts_folder(target)
         parts.mkdir(exist_ok=True)
-        paths = [part_path(parts, i, count) for i in range(count)]
+        model_name = str(model or os.environ.get("ST_MODEL") or hub.DEFAULT_MODEL)
         worker_args = {
-            "model": _absolute(model or os.environ.get("ST_MODEL") or hub.DEFAULT_MODEL),
+            "model": _absolute(model_name),
+            "model_name": model_name,  # as given: it goes into the output's metadata, as in one run
             "inputs": [_absolute(item) for item in items],
             "options": _worker_options(opts, cpus_per_worker),
             "parts": str(parts.resolve()),
             "shards": count,
-            "kill_once": os.environ.get(KILL_ENV) or None,
+            "cwd": os.getcwd(),
+            "kill": os.environ.get(KILL_ENV) or None,
         }
-        todo = [i for i, path in enumerate(paths) if not _finished(path, worker_args)]
-        summary = RayEncodeSummary(target, rows, 0, opts.precision, count, count - len(todo), pool, [])
-        summary.ray_start_seconds = ray_start
-        summary.address = address or "local"
-        done_rows = sum(_part_rows(paths[i]) for i in range(count) if i not in todo)
+        summary = RayEncodeSummary(target, rows, 0, opts.precision, count, 0, pool.workers, [])
+        summary.ray_start_seconds, summary.address = ray_start, address or "local"
+        done_rows = 0
         if progress is not None:
-            progress(count - len(todo), count, done_rows, rows)
-        if todo:
-            results = _run_shards(
-                worker_args,
-                todo,
-                workers=pool,
-                cpus_per_worker=cpus_per_worker,
-                gpus_per_worker=gpus_per_worker,
-                restarts=restarts,
-            )
-            for finished, result in enumerate(results, count - len(todo) + 1):
-                done_rows += int(result["rows"])
+            progress(0, count, 0, rows)
+        for finished, result in enumerate(_run_shards(worker_args, list(range(count)), pool), 1):
+            done_rows += int(result["rows"])
+            if result["skipped"]:
+                summary.skipped_shards += 1
+            else:
                 summary.pids.append(int(result["pid"]))
-                summary.resumed_shards += bool(result["resumed"])
-                if progress is not None:
-                    progress(finished, count, done_rows, rows)
-    merged = _merge(paths, target, opts)
-    summary.dimension = merged.dimension
+            summary.resumed_shards += bool(result["resumed"])
+            if progress is not None:
+                progress(finished, count, done_rows, rows)
+    summary.dimension = _merge([part_path(parts, i, count) for i in range(count)], target, opts)
     fsio.remove(parts)
     summary.seconds = time.perf_counter() - started - ray_start
     return summary
 
 
-# ---------------------------------------------------------------- the shard files (st_cli.shards)
+def _merge(parts: list[Path], output: Path, options: EncodeOptions) -> int:
+    """Merge the parts into the output (the job's precision); returns its dimension."""
+    from st_cli.shards import merge_shards
 
-
-def _finished(part: Path, worker_args: dict[str, Any]) -> bool:
-    """Whether `part` is a finished shard of this very job (its `.shard.json` valid): then it is not run again."""
-    from st_cli import shards
-
-    return bool(shards.is_finished_shard(part))
-
-
-def _part_rows(part: Path) -> int:
-    from st_cli import shards
-
-    return int(shards.read_sidecar(part).rows)
-
-
-@dataclass
-class _Merged:
-    dimension: int
-
-
-def _merge(parts: list[Path], output: Path, options: EncodeOptions) -> _Merged:
-    from st_cli import shards
-
-    merged = shards.merge_shards(parts, output, precision=options.precision, force=options.force)
-    return _Merged(int(merged.dimension))
+    return merge_shards(parts, output, precision=options.precision, force=options.force).dimension

@@ -7,6 +7,8 @@ and a faulthandler backstop that ends the process), so a hung pool fails the sui
 from __future__ import annotations
 
 import faulthandler
+import json
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -86,6 +88,35 @@ def test_stdin_cannot_go_to_ray(tmp_path: Path) -> None:
     assert "stdin cannot be sharded" in result.output
 
 
+def test_job_of_is_the_job_a_shard_records(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """Workers skip a finished part by comparing job_of with its .shard.json: both must agree."""
+    from st_cli.encode import job_of
+    from st_cli.model import load_model
+    from st_cli.shards import read_sidecar
+
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("\n".join(varied_lines(20)) + "\n", encoding="utf-8")
+    model = load_model(tiny_bert_dir)
+    name = str(tiny_bert_dir)
+    encode_file(corpus, tmp_path / "p.npy", model=model, model_name=name, shard=(0, 2), window=8)
+    recorded = read_sidecar(tmp_path / "p.npy").job
+    assert job_of([corpus], model, name, window=8) == recorded
+    assert job_of([corpus], model, name, window=8, normalize=True) != recorded
+    assert job_of([corpus], model, name, window=4) != recorded
+
+
+def test_a_loaded_model_with_its_name_writes_what_the_name_writes(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """Ray workers load the model once and pass model_name: the output (metadata too) is a single run's."""
+    from st_cli.model import load_model
+
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("\n".join(varied_lines(20)) + "\n", encoding="utf-8")
+    encode_file(corpus, tmp_path / "by-name.safetensors", model=tiny_bert_dir)
+    loaded = load_model(tiny_bert_dir)
+    encode_file(corpus, tmp_path / "loaded.safetensors", model=loaded, model_name=str(tiny_bert_dir))
+    assert (tmp_path / "loaded.safetensors").read_bytes() == (tmp_path / "by-name.safetensors").read_bytes()
+
+
 # ---------------------------------------------------------------- on a local cluster
 
 
@@ -123,3 +154,85 @@ def test_embedder_in_a_user_pipeline_matches_st_encode(ray_cluster: str, tiny_be
     assert [row["text"] for row in rows] == texts
     assert got.dtype == np.float32 and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+
+
+def varied_lines(n: int) -> list[str]:
+    words = "the a man woman is eating food playing horse cat dog movie new great text vector model".split()
+    rng = np.random.default_rng(0)
+    return [" ".join(rng.choice(words, size=int(rng.integers(0, 30)))) for _ in range(n)]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(varied_lines(100)) + "\n", encoding="utf-8")  # blank lines included
+    return path
+
+
+def test_ray_equals_a_single_run_bit_for_bit_on_minilm(ray_cluster: str, minilm_dir: Path, corpus: Path) -> None:
+    from st_cli import encode_files_ray
+
+    single = corpus.with_name("single.npy")
+    encode_file(corpus, single, model=minilm_dir, window=16, threads=1)
+    out = corpus.with_name("ray.npy")
+    summary = encode_files_ray(corpus, minilm_dir, out, address=ray_cluster, workers=2, shards=3, window=16)
+    assert out.read_bytes() == single.read_bytes()
+    assert (summary.rows, summary.shards, summary.skipped_shards, summary.dimension) == (100, 3, 0, 384)
+    assert len(summary.pids) == 3  # one entry per shard run
+    assert len(set(summary.pids)) == 2  # both actors worked, neither of them this process
+    assert os.getpid() not in summary.pids
+    assert not corpus.with_name("ray.npy.parts").exists()  # the parts went once OUT was published
+
+
+def test_cli_ray_safetensors_equals_st_encode(ray_cluster: str, tiny_bert_dir: Path, corpus: Path) -> None:
+    single, out = corpus.with_name("single.safetensors"), corpus.with_name("ray.safetensors")
+    model = str(tiny_bert_dir)
+    base = ["encode", str(corpus), "-m", model, "--precision", "int8", "--skip-empty"]
+    assert runner.invoke(app, [*base, "--out", str(single)]).exit_code == 0
+    result = runner.invoke(app, [*base, "--out", str(out), "--ray", ray_cluster, "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["rows"] == 100 - corpus.read_text().splitlines().count("")
+    assert doc["address"] == ray_cluster and doc["skipped_shards"] == 0
+    assert out.read_bytes() == single.read_bytes()
+    lines = "single.safetensors.lines.txt", "ray.safetensors.lines.txt"
+    assert corpus.with_name(lines[0]).read_text() == corpus.with_name(lines[1]).read_text()
+
+
+def test_an_actor_killed_mid_shard_is_restarted_and_its_shard_resumes(
+    ray_cluster: str, tiny_bert_dir: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from st_cli import encode_files_ray
+    from st_cli.ray import KILL_ENV
+
+    single = corpus.with_name("single.npy")
+    encode_file(corpus, single, model=tiny_bert_dir, window=8)
+    marker = corpus.with_name("killed")
+    monkeypatch.setenv(KILL_ENV, str(marker))
+    out = corpus.with_name("ray.npy")
+    summary = encode_files_ray(corpus, tiny_bert_dir, out, address=ray_cluster, workers=1, shards=3, window=8)
+    assert marker.exists()  # the actor did die
+    assert summary.resumed_shards == 1
+    assert out.read_bytes() == single.read_bytes()  # every row exactly once, in order
+
+
+def test_a_rerun_skips_the_shards_that_finished(
+    ray_cluster: str, tiny_bert_dir: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from st_cli import encode_files_ray
+    from st_cli.errors import StError
+    from st_cli.ray import KILL_ENV
+
+    single = corpus.with_name("single.npy")
+    encode_file(corpus, single, model=tiny_bert_dir, window=8)
+    out = corpus.with_name("ray.npy")
+    job = {"address": ray_cluster, "workers": 1, "shards": 3, "window": 8}
+    monkeypatch.setenv(KILL_ENV, f"{corpus.with_name('killed')}@1")  # shard 1's actor dies
+    with pytest.raises(StError, match="run the same command again"):
+        encode_files_ray(corpus, tiny_bert_dir, out, restarts=0, **job)
+    assert not out.exists()
+    monkeypatch.delenv(KILL_ENV)
+    summary = encode_files_ray(corpus, tiny_bert_dir, out, **job)
+    assert summary.skipped_shards == 1  # shard 0 finished before the failure
+    assert summary.resumed_shards == 1  # shard 1 continues from its journal
+    assert out.read_bytes() == single.read_bytes()
