@@ -10,6 +10,7 @@ Prints, from one run (medians of interleaved rounds): both wall times, their rat
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -38,16 +39,18 @@ def main() -> None:
         src = Path(tmp) / "lines.txt"
         src.write_text("\n".join(english_lines(args.lines)) + "\n", encoding="utf-8")
         env = child_env()
+        # One worker holding the machine's CPUs, as the plain run does (a worker's torch threads = its CPUs).
+        ray_options = ["--ray", "--workers", "1", "--cpus-per-worker", str(os.cpu_count() or 1)]
         plain, ray, starts = [], [], []
         for _ in range(args.rounds):  # interleaved: the machine's load drifts alike for both
             seconds, _ = timed(st_command(src, Path(tmp) / "plain.npy"), env)
             plain.append(seconds)
-            seconds, doc = timed(st_command(src, Path(tmp) / "ray.npy") + ["--ray", "--workers", "1"], env)
+            seconds, doc = timed(st_command(src, Path(tmp) / "ray.npy") + ray_options, env)
             ray.append(seconds)
             starts.append(float(doc["ray_start_seconds"]))
         delta = float(np.abs(np.load(Path(tmp) / "plain.npy") - np.load(Path(tmp) / "ray.npy")).max())
     p, r, s = statistics.median(plain), statistics.median(ray), statistics.median(starts)
-    print(f"st encode vs st encode --ray --workers 1, {args.lines:,} lines, all-MiniLM-L6-v2, load {load_average():.1f}")
+    print(f"st encode vs st encode {' '.join(ray_options)}, {args.lines:,} lines, all-MiniLM-L6-v2, load {load_average():.1f}")
     print(f"  plain {p:.1f} s, --ray {r:.1f} s: ratio {r / p:.3f}")
     print(f"  Ray start-up {s:.1f} s; --ray without it {r - s:.1f} s: ratio {(r - s) / p:.3f} (target <= ~1.0)")
     print(f"  max |delta| between the outputs: {delta:.1e} (0 = bit for bit)")
