@@ -101,14 +101,21 @@ def local_cpus(workers: int, cpus_per_worker: float) -> float:
     return workers * cpus_per_worker + SPARE_CPUS
 
 
+def local_workers(cpus_per_worker: float) -> int:
+    """Workers a machine's cores hold: what a local cluster is sized for."""
+    return max(1, int((os.cpu_count() or 1) // cpus_per_worker))
+
+
 def default_workers(address: str | None, cpus_per_worker: float, gpus_per_worker: float) -> int:
-    """One worker per GPU slice when GPUs are asked for; else per CPU slice (of the cores, locally)."""
-    if address is None and not gpus_per_worker:
-        return max(1, int((os.cpu_count() or 1) // cpus_per_worker))
-    ray = import_ray()
-    resources = ray.cluster_resources()
+    """One worker per GPU slice when GPUs are asked for; else per CPU slice (of the cores, locally).
+
+    Needs Ray started: it reads the cluster's resources.
+    """
+    resources = import_ray().cluster_resources()
     if gpus_per_worker:
         return max(1, int(resources.get("GPU", 0) // gpus_per_worker))
+    if address is None:
+        return local_workers(cpus_per_worker)
     return max(1, int((resources.get("CPU", 1) - 1) // cpus_per_worker))
 
 
@@ -420,7 +427,7 @@ def _check_local_gpus(pool: Pool) -> None:
     have = import_ray().cluster_resources().get("GPU", 0)
     if have < pool.workers * pool.gpus:
         raise StError(
-            f"--gpus-per-worker {pool.gpus:g} × {pool.workers} workers needs {pool.workers * pool.gpus:g} GPUs; "
+            f"{pool.workers} workers × --gpus-per-worker {pool.gpus:g} need {pool.workers * pool.gpus:g} GPUs; "
             f"this machine has {have:g}"
         )
 
@@ -454,6 +461,7 @@ def encode_files_ray(
     from st_cli import fsio, hub
     from st_cli.encode import EncodeOptions
     from st_cli.inputs import STDIN, count_records, resolved_inputs
+    from st_cli.shards import merge_shards
 
     started = time.perf_counter()
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -472,11 +480,10 @@ def encode_files_ray(
     with resolved_inputs(items, None, spool_beside=target) as sources:
         tally = count_records(sources, opts.read)  # bad input is reported here, before Ray starts
     rows = tally.records - tally.empty if opts.skip_empty else tally.records
-    local_workers = workers or default_workers(None, cpus_per_worker, gpus_per_worker)
-    with cluster(address, cpus=local_cpus(local_workers, cpus_per_worker)) as ray_start:
-        if not workers and address is not None:
-            local_workers = default_workers(address, cpus_per_worker, gpus_per_worker)
-        pool = Pool(local_workers, cpus_per_worker, gpus_per_worker, restarts)
+    sized_for = workers or local_workers(cpus_per_worker)
+    with cluster(address, cpus=local_cpus(sized_for, cpus_per_worker)) as ray_start:
+        size = workers or default_workers(address, cpus_per_worker, gpus_per_worker)
+        pool = Pool(size, cpus_per_worker, gpus_per_worker, restarts)
         if address is None:
             _check_local_gpus(pool)
         count = shards or default_shards(rows, opts.window, pool.workers)
@@ -507,14 +514,11 @@ def encode_files_ray(
             summary.resumed_shards += bool(result["resumed"])
             if progress is not None:
                 progress(finished, count, done_rows, rows)
-    summary.dimension = _merge([part_path(parts, i, count) for i in range(count)], target, opts)
+    merged = merge_shards(
+        [part_path(parts, i, count) for i in range(count)], target, precision=opts.precision, force=opts.force
+    )
+    summary.rows, summary.dimension = merged.rows, merged.dimension
     fsio.remove(parts)
     summary.seconds = time.perf_counter() - started - ray_start
     return summary
 
-
-def _merge(parts: list[Path], output: Path, options: EncodeOptions) -> int:
-    """Merge the parts into the output (the job's precision); returns its dimension."""
-    from st_cli.shards import merge_shards
-
-    return merge_shards(parts, output, precision=options.precision, force=options.force).dimension

@@ -117,6 +117,18 @@ def test_a_loaded_model_with_its_name_writes_what_the_name_writes(tiny_bert_dir:
     assert (tmp_path / "loaded.safetensors").read_bytes() == (tmp_path / "by-name.safetensors").read_bytes()
 
 
+def test_a_shards_own_error_comes_out_of_rays_wrappers_as_one_line() -> None:
+    from st_cli.errors import StError
+    from st_cli.ray import _shard_error
+
+    inner = StError("OUT.parts/part-00001-of-00004.npy: already exists; pass --force to replace it")
+    wrapped = RuntimeError("ray.exceptions.RayTaskError(UserCodeException): traceback ...")
+    wrapped.cause = RuntimeError("UserCodeException")  # type: ignore[attr-defined]
+    wrapped.cause.__cause__ = inner  # type: ignore[attr-defined]
+    assert _shard_error(wrapped) is inner
+    assert _shard_error(RuntimeError("worker died")) is None
+
+
 # ---------------------------------------------------------------- on a local cluster
 
 
@@ -236,3 +248,12 @@ def test_a_rerun_skips_the_shards_that_finished(
     assert summary.skipped_shards == 1  # shard 0 finished before the failure
     assert summary.resumed_shards == 1  # shard 1 continues from its journal
     assert out.read_bytes() == single.read_bytes()
+
+
+def test_gpus_the_local_machine_lacks_are_refused_before_any_actor(ray_cluster: str, corpus: Path) -> None:
+    result = runner.invoke(
+        app, ["encode", str(corpus), "--out", str(corpus.with_name("e.npy")), "--ray", "--gpus-per-worker", "1"]
+    )
+    assert result.exit_code == 2
+    assert "1 workers × --gpus-per-worker 1 need 1 GPUs; this machine has 0" in result.output
+    assert not corpus.with_name("e.npy").exists()
