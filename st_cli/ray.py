@@ -20,12 +20,14 @@ import dataclasses
 import logging
 import math
 import os
+import queue
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -50,7 +52,11 @@ KILL_ENV = "ST_TEST_RAY_KILL"
 # CPUs or GPUs asked for would otherwise wait forever).
 ACTOR_START_SECONDS = 300
 
+# How often the progress bar reads the running shards' journals (rows done inside a shard).
+PROGRESS_SECONDS = 1.0
+
 ShardProgressFn = Callable[[int, int, int, int], None]  # (shards done, shards, rows done, rows)
+T = TypeVar("T")
 
 
 def import_ray() -> Any:
@@ -421,6 +427,35 @@ def _job_error(error: Exception, pool: Pool) -> StError:
     )
 
 
+def with_heartbeat(items: Iterator[T], seconds: float) -> Iterator[T | None]:
+    """`items`, drawn in a background thread, with a None whenever `seconds` pass without one.
+
+    The caller redraws progress on each None. Errors come out where the item would have.
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def draw() -> None:
+        try:
+            for item in items:
+                q.put(("item", item))
+            q.put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            q.put(("error", e))
+
+    threading.Thread(target=draw, name="st-ray-results", daemon=True).start()
+    while True:
+        try:
+            kind, value = q.get(timeout=seconds)
+        except queue.Empty:
+            yield None
+            continue
+        if kind == "end":
+            return
+        if kind == "error":
+            raise value
+        yield value
+
+
 def _check_local_gpus(pool: Pool) -> None:
     if not pool.gpus:
         return
@@ -455,10 +490,11 @@ def encode_files_ray(
         workers: actors in the pool (default: one per GPU slice, else per CPU slice).
         shards: how many shards (default: 4 per worker, at most one per window).
         restarts: times Ray restarts a dead actor; its shard resumes from its last completed window.
-        progress: called as shards finish with (shards done, shards, rows done, rows).
+        progress: called as shards finish, and each PROGRESS_SECONDS with the rows the running shards'
+            journals record, with (shards done, shards, rows done, rows).
         The other keywords are the fields of `EncodeOptions` (window, precision, skip_empty, ...).
     """
-    from st_cli import fsio, hub
+    from st_cli import fsio, hub, journal
     from st_cli.encode import EncodeOptions
     from st_cli.inputs import STDIN, count_records, resolved_inputs
     from st_cli.shards import merge_shards
@@ -502,21 +538,20 @@ def encode_files_ray(
         }
         summary = RayEncodeSummary(target, rows, 0, opts.precision, count, 0, pool.workers, [])
         summary.ray_start_seconds, summary.address = ray_start, address or "local"
-        done_rows = 0
-        if progress is not None:
-            progress(0, count, 0, rows)
-        for finished, result in enumerate(_run_shards(worker_args, list(range(count)), pool), 1):
-            done_rows += int(result["rows"])
-            if result["skipped"]:
-                summary.skipped_shards += 1
-            else:
-                summary.pids.append(int(result["pid"]))
-            summary.resumed_shards += bool(result["resumed"])
-            if progress is not None:
-                progress(finished, count, done_rows, rows)
-    merged = merge_shards(
-        [part_path(parts, i, count) for i in range(count)], target, precision=opts.precision, force=opts.force
-    )
+        paths = [part_path(parts, i, count) for i in range(count)]
+        results = _run_shards(worker_args, list(range(count)), pool)
+        pending, finished, done_rows = set(range(count)), 0, 0
+        for result in results if progress is None else with_heartbeat(results, PROGRESS_SECONDS):
+            if result is not None:
+                pending.discard(int(result["shard"]))
+                finished, done_rows = finished + 1, done_rows + int(result["rows"])
+                summary.skipped_shards += bool(result["skipped"])
+                summary.resumed_shards += bool(result["resumed"])
+                if not result["skipped"]:
+                    summary.pids.append(int(result["pid"]))
+            if progress is not None:  # rows of the shards still running: their journals say
+                progress(finished, count, done_rows + sum(journal.rows_done(paths[i]) for i in pending), rows)
+    merged = merge_shards(paths, target, precision=opts.precision, force=opts.force)
     summary.rows, summary.dimension = merged.rows, merged.dimension
     fsio.remove(parts)
     summary.seconds = time.perf_counter() - started - ray_start

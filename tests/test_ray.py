@@ -129,6 +129,25 @@ def test_a_shards_own_error_comes_out_of_rays_wrappers_as_one_line() -> None:
     assert _shard_error(RuntimeError("worker died")) is None
 
 
+def test_heartbeat_yields_none_while_waiting_and_passes_errors_on() -> None:
+    import time
+
+    from st_cli.ray import with_heartbeat
+
+    def slow() -> Iterator[int]:
+        yield 1
+        time.sleep(0.25)
+        yield 2
+        raise ValueError("shard failed")
+
+    seen: list[int | None] = []
+    with pytest.raises(ValueError, match="shard failed"):
+        for item in with_heartbeat(slow(), 0.05):
+            seen.append(item)
+    assert [x for x in seen if x is not None] == [1, 2]
+    assert None in seen
+
+
 # ---------------------------------------------------------------- on a local cluster
 
 
@@ -187,8 +206,13 @@ def test_ray_equals_a_single_run_bit_for_bit_on_minilm(ray_cluster: str, minilm_
     single = corpus.with_name("single.npy")
     encode_file(corpus, single, model=minilm_dir, window=16, threads=1)
     out = corpus.with_name("ray.npy")
-    summary = encode_files_ray(corpus, minilm_dir, out, address=ray_cluster, workers=2, shards=3, window=16)
+    calls: list[tuple[int, int, int, int]] = []
+    summary = encode_files_ray(
+        corpus, minilm_dir, out, address=ray_cluster, workers=2, shards=3, window=16, progress=lambda *a: calls.append(a)
+    )
     assert out.read_bytes() == single.read_bytes()
+    assert calls[-1] == (3, 3, 100, 100)
+    assert [c[2] for c in calls] == sorted(c[2] for c in calls)  # rows done never go back
     assert (summary.rows, summary.shards, summary.skipped_shards, summary.dimension) == (100, 3, 0, 384)
     assert len(summary.pids) == 3  # one entry per shard run
     assert len(set(summary.pids)) == 2  # both actors worked, neither of them this process
