@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from st_cli.ray import Embedder, RayEncodeSummary, encode_files_ray
     from st_cli.recipe import Recipe, load_recipe
     from st_cli.registry import register
+    from st_cli.shards import MergeSummary, merge_shards
     from st_cli.summary import ModelSummary, summarize
     from st_cli.training import TrainReport, train
     from st_cli.verify import VerifyReport, verify_model
@@ -46,6 +47,8 @@ _LAZY = {
     "encode_files_ray": "st_cli.ray",
     "Embedder": "st_cli.ray",
     "RayEncodeSummary": "st_cli.ray",
+    "merge_shards": "st_cli.shards",
+    "MergeSummary": "st_cli.shards",
     # training.py, not train.py: importing a submodule st_cli.train would shadow the function st_cli.train.
     "train": "st_cli.training",
     "TrainReport": "st_cli.training",

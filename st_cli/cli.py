@@ -355,6 +355,23 @@ def encode(
         int | None,
         typer.Option("--threads", min=1, help="torch threads (default: the CPUs other processes leave free)."),
     ] = None,
+    window: Annotated[
+        int,
+        typer.Option(
+            "--window", min=1, help="Records sorted and batched together; also the unit of --shard and --resume."
+        ),
+    ] = 8192,  # batching.DEFAULT_WINDOW (not imported: --help stays light); a test keeps them equal
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="I/N: encode the I-th (from 0) of N runs of whole windows, plus OUT.shard.json; join with st merge.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a killed run of this same command from its last finished window.")
+    ] = False,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
     json_out: JsonOpt = False,
@@ -395,8 +412,14 @@ def encode(
     an existing OUT is replaced only with --force. int8/uint8 ranges go to
     OUT.calibration.json (or the .safetensors metadata).
 
+    Past one machine: --shard I/N writes one of N parts (shard on other
+    machines, then st merge the parts: equal to one run bit for bit). A run
+    killed outright keeps a journal; the same command with --resume goes on
+    from its last finished window.
+
     Examples:
       st encode corpus.txt --out emb.npy
+      st encode corpus.txt --out part1.npy --shard 1/4 --resume
       st encode docs.jsonl --field body -m out/minilm --out emb.safetensors --precision int8
       cat queries.txt | st encode - --out q.jsonl --prompt-name query --normalize
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
@@ -409,6 +432,7 @@ def encode(
     command after a failure runs only the shards still missing.
     """
     from st_cli.encode import encode_file, parse_kwargs
+    from st_cli.shards import parse_shard
     from st_cli.threads import cpu_runs_natively
 
     if device == "cpu" and cpu_runs_natively(dtype) is False:
@@ -419,7 +443,10 @@ def encode(
         given = next(name for name, value in ray_only.items() if value is not None)
         render.error(f"st encode: {given} needs --ray (see st encode --help)")
         raise typer.Exit(EXIT_BAD_INPUT)
-    if ray is not None:
+    if ray is not None and shard is not None:
+        render.error("st encode: --shard cannot go with --ray, which plans the shards itself (--shards K)")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if ray is not None:  # --resume needs no saying: --ray always resumes its shards
         from st_cli.ray import encode_files_ray
 
         with user_errors(), render.ray_progress(sys.stderr.isatty() and not quiet) as ray_progress:
@@ -450,6 +477,7 @@ def encode(
                 threads=threads,
                 force=force,
                 trust_remote_code=trust_remote_code,
+                window=window,
             )
         if json_out or not quiet:
             render.ray_summary(ray_summary, as_json=json_out)
@@ -477,10 +505,50 @@ def encode(
                 threads=threads,
                 force=force,
                 trust_remote_code=trust_remote_code,
+                window=window,
+                shard=parse_shard(shard) if shard is not None else None,
+                resume=resume,
                 progress=progress,
             )
     if json_out or not quiet:
         render.encode_summary(summary, as_json=json_out)
+
+
+@app.command()
+def merge(
+    parts: Annotated[
+        list[Path], typer.Argument(help="The parts written by st encode --shard I/N (any order).", show_default=False)
+    ],
+    *,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output file: .npy, .safetensors or .jsonl.", show_default=False)
+    ],
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", help="Default: the job's. Shards of float32 or int8/uint8 jobs allow any."),
+    ] = None,
+    force: ForceOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Join the shards of one st encode --shard I/N job into what a single run writes.
+
+    Checks that shards 0..N-1 are each given once, of one job (same inputs,
+    model and options, per their PART.shard.json), with their rows contiguous
+    and their files unchanged; then streams their rows into OUT (any output
+    format) under a temporary name, renamed at the end. int8/uint8 jobs are
+    calibrated here, over all rows. --skip-empty line numbers are joined too.
+
+    Examples:
+      st merge part0.npy part1.npy part2.npy --out emb.npy
+      st merge parts/*.npy --out emb.safetensors --precision int8 --json
+    """
+    from st_cli.shards import merge_shards
+
+    with user_errors(), render.merge_progress(sys.stderr.isatty() and not quiet) as progress:
+        summary = merge_shards(parts, out, precision=precision, force=force, progress=progress)
+    if json_out or not quiet:
+        render.merge_summary(summary, as_json=json_out)
 
 
 @app.command()

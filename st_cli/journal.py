@@ -77,7 +77,7 @@ class Journal:
         try:
             journal._start(header, resume=resume, force=force)
         except BaseException:
-            journal.close()
+            os.close(fd)  # unlock only: a refused run leaves the partial run it found as it was
             raise
         return journal
 

@@ -73,6 +73,7 @@ def test_without_ray_installed_one_line_says_how_to_install(tmp_path: Path, monk
         (["--workers", "2"], "--workers needs --ray"),
         (["--shards", "3"], "--shards needs --ray"),
         (["--gpus-per-worker", "1"], "--gpus-per-worker needs --ray"),
+        (["--ray", "--shard", "0/2"], "--shard cannot go with --ray"),
     ],
 )
 def test_ray_options_without_ray_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
@@ -223,13 +224,14 @@ def test_ray_equals_a_single_run_bit_for_bit_on_minilm(ray_cluster: str, minilm_
 def test_cli_ray_safetensors_equals_st_encode(ray_cluster: str, tiny_bert_dir: Path, corpus: Path) -> None:
     single, out = corpus.with_name("single.safetensors"), corpus.with_name("ray.safetensors")
     model = str(tiny_bert_dir)
-    base = ["encode", str(corpus), "-m", model, "--precision", "int8", "--skip-empty"]
+    base = ["encode", str(corpus), "-m", model, "--precision", "int8", "--skip-empty", "--window", "16"]
     assert runner.invoke(app, [*base, "--out", str(single)]).exit_code == 0
     result = runner.invoke(app, [*base, "--out", str(out), "--ray", ray_cluster, "--workers", "1", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["rows"] == 100 - corpus.read_text().splitlines().count("")
     assert doc["address"] == ray_cluster and doc["skipped_shards"] == 0
+    assert doc["shards"] == 4  # 4 per worker: int8 calibrated and line numbers joined across shards
     assert out.read_bytes() == single.read_bytes()
     lines = "single.safetensors.lines.txt", "ray.safetensors.lines.txt"
     assert corpus.with_name(lines[0]).read_text() == corpus.with_name(lines[1]).read_text()
