@@ -37,20 +37,23 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         src = Path(tmp) / "lines.txt"
-        src.write_text("\n".join(english_lines(args.lines)) + "\n", encoding="utf-8")
+        lines = english_lines(args.lines)  # at most the reference's ~3,250 distinct lines: cycle them
+        src.write_text("\n".join((lines * -(-args.lines // len(lines)))[: args.lines]) + "\n", encoding="utf-8")
         env = child_env()
-        # One worker holding the machine's CPUs, as the plain run does (a worker's torch threads = its CPUs).
-        ray_options = ["--ray", "--workers", "1", "--cpus-per-worker", str(os.cpu_count() or 1)]
+        # One worker holding the machine's CPUs (its torch threads = its CPUs), and the plain run with as
+        # many threads: torch's matmuls split their sums by thread, so other counts move a few rows by ~2e-7.
+        cpus = str(os.cpu_count() or 1)
+        ray_options = ["--ray", "--workers", "1", "--cpus-per-worker", cpus]
         plain, ray, starts = [], [], []
         for _ in range(args.rounds):  # interleaved: the machine's load drifts alike for both
-            seconds, _ = timed(st_command(src, Path(tmp) / "plain.npy"), env)
+            seconds, _ = timed(st_command(src, Path(tmp) / "plain.npy") + ["--threads", cpus], env)
             plain.append(seconds)
             seconds, doc = timed(st_command(src, Path(tmp) / "ray.npy") + ray_options, env)
             ray.append(seconds)
             starts.append(float(doc["ray_start_seconds"]))
         delta = float(np.abs(np.load(Path(tmp) / "plain.npy") - np.load(Path(tmp) / "ray.npy")).max())
     p, r, s = statistics.median(plain), statistics.median(ray), statistics.median(starts)
-    print(f"st encode vs st encode {' '.join(ray_options)}, {args.lines:,} lines, all-MiniLM-L6-v2, load {load_average():.1f}")
+    print(f"st encode --threads {cpus} vs st encode {' '.join(ray_options)}, {args.lines:,} lines, all-MiniLM-L6-v2, load {load_average():.1f}")
     print(f"  plain {p:.1f} s, --ray {r:.1f} s: ratio {r / p:.3f}")
     print(f"  Ray start-up {s:.1f} s; --ray without it {r - s:.1f} s: ratio {(r - s) / p:.3f} (target <= ~1.0)")
     print(f"  max |delta| between the outputs: {delta:.1e} (0 = bit for bit)")
