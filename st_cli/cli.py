@@ -388,7 +388,11 @@ def encode(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", min=1, help="With --ray: actors (default: one per GPU or CPU slice).", show_default=False
+            "--workers",
+            min=1,
+            help="Processes encoding shards at once, then merged (--device cuda: one per GPU; default 1); "
+            "with --ray: actors (default: one per GPU or CPU slice).",
+            show_default=False,
         ),
     ] = None,
     gpus_per_worker: Annotated[
@@ -437,8 +441,8 @@ def encode(
 
     if device == "cpu" and cpu_runs_natively(dtype) is False:
         render.warning(f"--dtype {dtype}: this CPU has no native {dtype} instructions; expect it slower than float32")
-    ray_only: dict[str, object] = {"--workers": workers, "--shards": shards}
-    ray_only |= {"--gpus-per-worker": gpus_per_worker or None, "--cpus-per-worker": cpus_per_worker != 1.0 or None}
+    ray_only: dict[str, object] = {"--shards": shards, "--gpus-per-worker": gpus_per_worker or None}
+    ray_only["--cpus-per-worker"] = cpus_per_worker != 1.0 or None
     if ray is None and any(value is not None for value in ray_only.values()):
         given = next(name for name, value in ray_only.items() if value is not None)
         render.error(f"st encode: {given} needs --ray (see st encode --help)")
@@ -508,6 +512,7 @@ def encode(
                 window=window,
                 shard=parse_shard(shard) if shard is not None else None,
                 resume=resume,
+                workers=workers or 1,
                 progress=progress,
             )
     if json_out or not quiet:

@@ -54,10 +54,13 @@ from st_cli.outputs import OUTPUT_SUFFIXES, PRECISIONS, Sink, side_paths
 from st_cli.shards import (
     ShardInfo,
     ShardPlan,
+    differences,
     file_sha256,
     fingerprint,
+    finished_shard,
     job_id,
     plan_shard,
+    read_sidecar,
     sidecar_path,
     stored_precision,
     valid_shard,
@@ -469,7 +472,9 @@ def encode(
     side = side_paths(target, skip_empty=options.skip_empty, precision=stored)
     last = {"shard": sidecar_path(target)} if shard is not None else {}
     names = ["output", *side, *last]
-    claimed = _claim_outputs([target, *side.values(), *last.values()], inputs, options.force)
+    # --resume on a finished shard: kept if it is of this same job (checked once the model is loaded)
+    finished = shard is not None and resume and last["shard"].is_file()
+    claimed = _claim_outputs([target, *side.values(), *last.values()], inputs, options.force or finished)
     claims = dict(zip(names, claimed, strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
@@ -491,6 +496,10 @@ def encode(
             prompt, options.max_batch_tokens, options.batch_size, options.pad_multiple if device == "cpu" else 1
         )
         fp = None if from_stdin else _fingerprint(sources, encoder, model_name, options, plan)
+        if finished and fp is not None and (intact := _finished_shard(target, fp, options.force)) is not None:
+            summary.shard, summary.resumed_rows = intact, intact.rows
+            summary.side_files = [*side.values(), *last.values()]
+            return summary
         journal = None
         if fp is not None:
             header = {"job": job_id(fp), "shard": part.shard, "of": part.of, "rows": part.rows}
@@ -558,6 +567,23 @@ def encode(
     summary.side_files = list(side.values()) + list(last.values())
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _finished_shard(target: Path, fp: dict[str, Any], force: bool) -> ShardInfo | None:
+    """A finished, intact shard of this job at `target` (nothing to do); else None to encode it again,
+    which replaces a finished shard of another job only with --force."""
+    info = finished_shard(target, job_id(fp))
+    if info is None and not force:
+        changed = ", ".join(_shard_changes(target, fp)) or "its file no longer matches its sha256"
+        raise StError(f"{target}: a finished shard of another job ({changed}); pass --force to replace it")
+    return info
+
+
+def _shard_changes(target: Path, fp: dict[str, Any]) -> list[str]:
+    try:
+        return [f"changed: {', '.join(differences(read_sidecar(target).fingerprint, fp))}"]
+    except StError:
+        return []
 
 
 def _open_journal(target: Path, header: dict[str, Any], *, resume: bool, force: bool) -> Journal | None:
@@ -675,6 +701,7 @@ def encode_file(
     shard: tuple[int, int] | None = None,
     resume: bool = False,
     model_name: str | None = None,
+    workers: int = 1,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` (.npy, .safetensors or .jsonl), one row each, in order.
 
@@ -687,6 +714,8 @@ def encode_file(
         resume: continue a killed run of the same job from its first unfinished window.
         model_name: with a loaded Model, the folder or Hub id it came from: recorded in the output's
             metadata and the job's fingerprint as if `model` had been that name (Ray workers load once).
+        workers: run the job's shards in this many processes at once (one per GPU with device
+            "cuda", else sharing the CPUs) and merge them; the model must be a folder or Hub id.
         The other keywords are the fields of `EncodeOptions`, documented there.
     """
     options = EncodeOptions(
@@ -712,6 +741,16 @@ def encode_file(
         pad_multiple=pad_multiple,
     )
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if workers > 1:
+        from st_cli.workers import encode_with_workers
+
+        if shard is not None:
+            raise StError("--workers and --shard: give one of them (each worker already runs one shard)")
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise StError("--workers: give the model as a folder or Hub id (each worker process loads it)")
+        return encode_with_workers(items, output, options, model=model, workers=workers, resume=resume)
+    if workers < 1:
+        raise StError(f"--workers must be at least 1, got {workers}")
     return encode(
         items,
         output,

@@ -70,7 +70,6 @@ def test_without_ray_installed_one_line_says_how_to_install(tmp_path: Path, monk
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--workers", "2"], "--workers needs --ray"),
         (["--shards", "3"], "--shards needs --ray"),
         (["--gpus-per-worker", "1"], "--gpus-per-worker needs --ray"),
         (["--ray", "--shard", "0/2"], "--shard cannot go with --ray"),

@@ -266,7 +266,9 @@ def test_resume_refuses_a_changed_model_or_option_and_force_starts_over(
         encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, normalize=True)
     other = tmp_path / "other"
     build_other = tmp_path / "r.yaml"
-    build_other.write_text(f"modules:\n  - type: Transformer\n    model: {tiny_bert_dir}\n  - type: Pooling\n    mode: max\n")
+    build_other.write_text(
+        f"modules:\n  - type: Transformer\n    model: {tiny_bert_dir}\n  - type: Pooling\n    mode: max\n"
+    )
     build(build_other, other)
     with pytest.raises(StError, match=r"cannot resume: .*changed: model"):
         encode_file(src, out, model=other, window=WINDOW, resume=True)
@@ -280,3 +282,43 @@ def test_resume_refuses_a_changed_model_or_option_and_force_starts_over(
     summary = encode_file(src, tmp_path / "again.npy", model=tiny_folder, window=WINDOW, force=True)
     assert summary.resumed_rows == 0
     assert np.array_equal(np.load(tmp_path / "again.npy"), np.load(out))
+
+
+# ---------------------------------------------------------------- --workers
+
+
+def test_workers_on_cpu_equal_a_single_run_and_leave_nothing_behind(tiny_folder: Path, tmp_path: Path) -> None:
+    src = corpus(tmp_path / "in.txt")
+    single = tmp_path / "single" / "o.npy"
+    single.parent.mkdir()
+    encode_file(src, single, model=tiny_folder, window=WINDOW, precision="int8", skip_empty=True)
+    out = tmp_path / "o.npy"
+    result = runner.invoke(
+        app,
+        ["encode", str(src), "--out", str(out), "-m", str(tiny_folder), "--window", "4", "--workers", "2"]
+        + ["--precision", "int8", "--skip-empty", "--threads", "1", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows"] == np.load(single).shape[0]
+    assert outputs_of(out) == outputs_of(single)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.txt",
+        "o.npy",
+        "o.npy.calibration.json",
+        "o.npy.lines.txt",
+        "single",
+    ]
+
+
+def test_resume_keeps_a_finished_shard_of_the_same_job_only(tiny_folder: Path, tmp_path: Path) -> None:
+    src = corpus(tmp_path / "in.txt")
+    part = tmp_path / "p1.npy"
+    first = encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3))
+    before = part.stat().st_mtime_ns
+    again = encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True)
+    assert (again.resumed_rows, again.shard) == (first.rows, first.shard)
+    assert part.stat().st_mtime_ns == before  # not written again
+    with pytest.raises(StError, match=r"p1.npy: a finished shard of another job \(changed: option normalize\)"):
+        encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True)
+    encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True, force=True)
+    assert part.stat().st_mtime_ns != before
