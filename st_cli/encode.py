@@ -368,7 +368,7 @@ def _encode_static_stream(
 # ---------------------------------------------------------------- the job
 
 
-def _load(model: Model | str | os.PathLike[str] | None, options: EncodeOptions) -> tuple[Encoder, str]:
+def _load(model: Encoder | str | os.PathLike[str] | None, options: EncodeOptions) -> tuple[Encoder, str]:
     """The model to run: a static folder as a numpy StaticEncoder (torch is never imported), else a Model.
 
     The numpy path runs on the CPU in the table's dtype; an explicit --device or --dtype asks for torch.
@@ -387,7 +387,7 @@ def _load(model: Model | str | os.PathLike[str] | None, options: EncodeOptions) 
 
 
 def _load_while_counting(
-    model: Model | str | os.PathLike[str] | None,
+    model: Encoder | str | os.PathLike[str] | None,
     options: EncodeOptions,
     sources: Sequence[Source],
 ) -> tuple[Encoder, str, Tally]:
@@ -484,11 +484,12 @@ def encode(
     output: str | os.PathLike[str],
     options: EncodeOptions,
     *,
-    model: Model | str | os.PathLike[str] | None = None,
+    model: Encoder | str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
     stdin: IO[bytes] | None = None,
     shard: tuple[int, int] | None = None,
     resume: bool = False,
+    model_name: str | None = None,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` as `options` say; see `encode_file`.
 
@@ -518,7 +519,8 @@ def encode(
     claims = dict(zip(names, claimed, strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
-        encoder, model_name, counted = _load_while_counting(model, options, sources)
+        encoder, loaded_name, counted = _load_while_counting(model, options, sources)
+        model_name = model_name or loaded_name
         encoder.check_kwargs(dict(options.kwargs))
         prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
         # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).
@@ -738,7 +740,7 @@ def encode_file(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    model: Model | str | os.PathLike[str] | None = None,
+    model: Encoder | str | os.PathLike[str] | None = None,
     field: str = "text",
     column: str = "text",
     precision: str = "float32",
@@ -763,6 +765,7 @@ def encode_file(
     stdin: IO[bytes] | None = None,
     shard: tuple[int, int] | None = None,
     resume: bool = False,
+    model_name: str | None = None,
     workers: int = 1,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` (.npy, .safetensors or .jsonl), one row each, in order.
@@ -774,6 +777,8 @@ def encode_file(
         shard: (I, N): encode only the I-th (0-based) of N contiguous runs of whole windows, and write
             OUTPUT.shard.json beside it; `merge_shards` joins the N parts into a single run's output.
         resume: continue a killed run of the same job from its first unfinished window.
+        model_name: with a loaded Model, the folder or Hub id it came from: recorded in the output's
+            metadata and the job's fingerprint as if `model` had been that name (Ray workers load once).
         workers: run the job's shards in this many processes at once (one per GPU with device
             "cuda", else sharing the CPUs) and merge them; the model must be a folder or Hub id.
         The other keywords are the fields of `EncodeOptions`, documented there.
@@ -811,7 +816,29 @@ def encode_file(
         return encode_with_workers(items, output, options, model=model, workers=workers, resume=resume)
     if workers < 1:
         raise StError(f"--workers must be at least 1, got {workers}")
-    return encode(items, output, options, model=model, progress=progress, stdin=stdin, shard=shard, resume=resume)
+    return encode(
+        items,
+        output,
+        options,
+        model=model,
+        progress=progress,
+        stdin=stdin,
+        shard=shard,
+        resume=resume,
+        model_name=model_name,
+    )
+
+
+def job_of(inputs: Sequence[str | os.PathLike[str]], model: Encoder, model_name: str = "", **options: Any) -> str:
+    """The job id `encode_file(inputs, ..., model=model, model_name=model_name, **options)` records in
+    its journal and `.shard.json`, without running it: whether a finished shard belongs to this job."""
+    opts = EncodeOptions(**options)
+    prompt = model.resolve_prompt(opts.prompt, opts.prompt_name)
+    opts = opts.for_device(resolve_device(opts.device))
+    assert opts.max_batch_tokens is not None  # filled in by for_device
+    plan = BatchPlan(prompt, opts.max_batch_tokens, opts.batch_size, opts.pad_multiple if opts.device == "cpu" else 1)
+    with resolved_inputs(inputs, None, spool_beside=Path(".")) as sources:
+        return job_id(_fingerprint(sources, model, model_name, opts, plan))
 
 
 def parse_kwargs(pairs: Iterable[str]) -> dict[str, Any]:

@@ -131,6 +131,16 @@ class Journal:
             os.close(self.fd)
 
 
+def rows_done(target: Path) -> int:
+    """Rows a run writing `target` has made durable so far, read without the lock (for progress)."""
+    try:
+        raw = journal_path(target).read_bytes()
+    except OSError:
+        return 0
+    _, entries = _parse(raw)
+    return int(entries[-1]["rows"]) if entries else 0
+
+
 def _read_all(fd: int) -> bytes:
     os.lseek(fd, 0, os.SEEK_SET)
     chunks = []
