@@ -204,6 +204,13 @@ def load_folder_class(type_string: str, root: Path, *, trust_remote_code: bool) 
     if not class_name.isidentifier() or not all(part.isidentifier() for part in module_name.split(".")):
         raise ModelFolderError(f"{modules_json}: type {type_string!r} is neither a known module nor file.Class")
     where = f"{module_name}.py in Hub repo {repo_id}" if hub else str(root / f"{module_name}.py")
+    if not hub and not (root / f"{module_name}.py").is_file() and not trust_remote_code:
+        # Likely a plugin type whose package is not installed here: asking for trust would mislead.
+        raise ModelFolderError(
+            f"{modules_json}: module type {type_string!r} is not built in, no installed plugin registers it, "
+            f"and the folder has no {module_name}.py; install the package that provides it "
+            "(or, if it is installed code you trust, re-run with --trust-remote-code)"
+        )
     if not trust_remote_code:
         raise TrustError(
             f"{modules_json}: module {type_string!r} is custom code (class {class_name} in {where}); "

@@ -257,3 +257,83 @@ def test_module_load_by_hub_id_is_served_from_the_cache_offline(
         ModelFolderError, match=r"stcli/absent: not in the Hugging Face cache \(HF_HUB_OFFLINE is set\)"
     ):
         local_folder("stcli/absent", "", cache_folder=cache)
+
+
+# ---------------------------------------------------------------- plugins from an installed package's entry point
+
+PLUGIN = '''
+from typing import ClassVar
+
+import torch
+
+from st_cli import Module
+
+
+class DemoScale(Module):
+    """Scales the sentence embedding by a learned factor; registered by this package's entry point."""
+
+    config_keys: ClassVar[list[str]] = ["factor"]
+
+    def __init__(self, factor: float = 2.0) -> None:
+        super().__init__()
+        self.factor = factor
+        self.weight = torch.nn.Parameter(torch.full((1,), factor))
+
+    def forward(self, features, **kwargs):
+        features["sentence_embedding"] = features["sentence_embedding"] * self.weight
+        return features
+'''
+
+
+def install_plugin_package(site: Path) -> None:
+    """An installed distribution `st-plugin-demo` whose entry point registers DemoScale with st."""
+    (site / "st_plugin_demo").mkdir(parents=True)
+    (site / "st_plugin_demo" / "__init__.py").write_text(PLUGIN, encoding="utf-8")
+    dist = site / "st_plugin_demo-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: st-plugin-demo\nVersion: 0.1\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[st_cli.modules]\nDemoScale = st_plugin_demo:DemoScale\n", encoding="utf-8")
+
+
+def st_process(*args: str, site: Path | None) -> subprocess.CompletedProcess[str]:
+    path = os.pathsep.join([str(Path(__file__).parent.parent), *([str(site)] if site else [])])
+    return subprocess.run(
+        [sys.executable, "-m", "st_cli", *args],
+        capture_output=True, text=True, env={**ENV, "PYTHONPATH": path}, timeout=600,
+    )  # fmt: skip
+
+
+def test_an_installed_packages_entry_point_plugin_builds_saves_and_loads_without_trust(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from st_cli import registry
+
+    site = tmp_path / "site"
+    install_plugin_package(site)
+    recipe = tiny_recipe("  - type: Pooling\n  - type: DemoScale\n    factor: 3.0\n")
+    folder, texts = tmp_path / "m", tmp_path / "texts.txt"
+    texts.write_text("\n".join(COMPARE_TEXTS[i] for i in ONE_LINERS) + "\n", encoding="utf-8")
+
+    run = st_process("build", str(recipe), "-o", str(folder), site=site)  # a fresh process: only the entry point
+    assert run.returncode == 0, run.stderr
+    assert json.loads((folder / "modules.json").read_text())[-1]["type"] == "st_plugin_demo.DemoScale"
+    assert not (folder / "st_plugin_demo.py").exists()  # a plugin is installed code, not the folder's
+    run = st_process("encode", str(texts), "-m", str(folder), "-o", str(tmp_path / "e.npy"), "-q", site=site)
+    assert run.returncode == 0, run.stderr  # no --trust-remote-code needed
+
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    try:
+        model = st_cli.load_model(folder)  # trust_remote_code=False
+        assert type(model.steps[-1]).__name__ == "DemoScale" and model.steps[-1].factor == 3.0
+        expected = model.encode([COMPARE_TEXTS[i] for i in ONE_LINERS])
+    finally:
+        registry.unregister("DemoScale")
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), expected, atol=ATOL, rtol=0)
+
+    # Without the package, the folder names code nobody has: one line, exit 2, nothing written.
+    run = st_process("encode", str(texts), "-m", str(folder), "-o", str(tmp_path / "x.npy"), site=None)
+    assert run.returncode == EXIT_BAD_INPUT, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "'st_plugin_demo.DemoScale' is not built in, no installed plugin registers it" in run.stderr
+    assert "install the package that provides it" in run.stderr and not (tmp_path / "x.npy").exists()
