@@ -98,6 +98,20 @@ def test_folders_saved_by_st62_load_with_trust_and_match(st62: Path, stack: str)
     assert sys.modules["sentence_transformers"].__file__ == sentence_transformers.__file__
 
 
+def test_folders_saved_by_st57_load_with_trust_and_match(portable_bert: Path, texts_file: Path, tmp_path: Path) -> None:
+    """The same three stacks saved by sentence-transformers 5.7 (its compat venv)."""
+    python = VENVS / "st57" / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(f"{python} missing: run `make compat-venvs` (make test does)")
+    root = save_with_st(python, portable_bert, texts_file, tmp_path, *STACKS)
+    for stack, (names, _) in STACKS.items():
+        model = st_cli.load_model(root / stack, trust_remote_code=True)
+        assert [type(m).__name__ for m in model.steps] == names
+        np.testing.assert_allclose(model.encode(COMPARE_TEXTS, batch_size=16), theirs(root, stack), atol=ATOL, rtol=0)
+    clustered = st_cli.load_model(root / "task", trust_remote_code=True).encode(COMPARE_TEXTS, task="clustering")
+    np.testing.assert_allclose(clustered, theirs(root, "task.clustering"), atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize(
     "spelling",
     [
