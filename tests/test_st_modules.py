@@ -31,6 +31,13 @@ ATOL = 1e-6
 ONE_LINERS = (2, 3, 6, 8, 15)  # COMPARE_TEXTS without a newline, for stdin
 runner = CliRunner()
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error"}
+STACKS = {
+    "decay": (["Transformer", "DecayMeanPooling", "Normalize"], 32),  # Module (the docs' example)
+    "task": (["CustomTransformer", "Pooling", "Normalize"], 32),  # Transformer, with kwargs [task]
+    "input": (["HashedWords", "Pooling", "Normalize"], 16),  # InputModule, with weights and its own load()
+    # ST 5.0-5.3 style: tokenize(), get_sentence_embedding_dimension(), pytorch_model.bin, load(input_path)
+    "st5-style": (["CharTrigrams", "Pooling", "Shift"], 16),
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +68,9 @@ def save_with_st(python: Path | str, bert: Path, texts_file: Path, out_root: Pat
 
 @pytest.fixture(scope="module")
 def st62(tiny_bert_dir: Path, texts_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """decay/, task/ and input/ as sentence-transformers 6.2 saves them, each with ST's embeddings beside it."""
+    """Every stack of STACKS as sentence-transformers 6.2 saves it, each with ST's embeddings beside it."""
     root = tmp_path_factory.mktemp("st62")
-    return save_with_st(sys.executable, tiny_bert_dir, texts_file, root, "decay", "task", "input")
+    return save_with_st(sys.executable, tiny_bert_dir, texts_file, root, *STACKS)
 
 
 def theirs(root: Path, name: str) -> np.ndarray:
@@ -71,13 +78,6 @@ def theirs(root: Path, name: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- ST 6.2's own folders, in this process
-
-
-STACKS = {
-    "decay": (["Transformer", "DecayMeanPooling", "Normalize"], 32),  # Module (the docs' example)
-    "task": (["CustomTransformer", "Pooling", "Normalize"], 32),  # Transformer, with kwargs [task]
-    "input": (["HashedWords", "Pooling", "Normalize"], 16),  # InputModule, with weights and its own load()
-}
 
 
 @pytest.mark.parametrize("stack", list(STACKS))
