@@ -51,7 +51,7 @@ def class_from_ref(ref: str, base: Path) -> type[Module]:
         source = source if source.is_absolute() else base / source
         if not source.is_file():
             raise StError(f"no such file {where!r} (looked for {source})")
-        module = import_file(source)
+        module = _import_recipe_file(source)
     else:
         try:
             module = importlib.import_module(where)
@@ -61,6 +61,16 @@ def class_from_ref(ref: str, base: Path) -> type[Module]:
     check_contract(cls, ref)
     check_portable_source(cls)
     return cls
+
+
+def _import_recipe_file(source: Path) -> ModuleType:
+    """A recipe's own file; one written for sentence-transformers gets st's stand-in for it, as a folder's does."""
+    if "sentence_transformers" not in source.read_text(encoding="utf-8", errors="replace"):
+        return import_file(source)
+    from st_cli import st_compat
+
+    with st_compat.supplied():
+        return import_file(source)
 
 
 def plan(cls: type[Module], kwargs: dict[str, Any], input_dim: int | None) -> tuple[dict[str, Any], int | None]:

@@ -153,6 +153,20 @@ def test_the_docs_example_on_the_real_model(minilm_dir: Path, texts_file: Path, 
     np.testing.assert_allclose(model.encode(COMPARE_TEXTS, batch_size=16), theirs(root, "decay"), atol=ATOL, rtol=0)
 
 
+def test_a_recipe_names_a_module_written_for_sentence_transformers(tiny_recipe, tmp_path: Path) -> None:
+    """The docs' file in a recipe: st builds with it, and both st and ST 6.2 load the folder alike."""
+    from sentence_transformers import SentenceTransformer
+
+    recipe = tiny_recipe(f"  - type: {EXAMPLES / 'decay_pooling.py'}:DecayMeanPooling\n    decay: 0.8\n")
+    built, folder = st_cli.build(recipe, tmp_path / "m")
+    assert json.loads((folder / "1_DecayMeanPooling" / "config.json").read_text()) == {"dimension": 32, "decay": 0.8}
+    assert (folder / "decay_pooling.py").read_bytes() == (EXAMPLES / "decay_pooling.py").read_bytes()
+    ours = st_cli.load_model(folder, trust_remote_code=True).encode(COMPARE_TEXTS, batch_size=16)
+    np.testing.assert_allclose(ours, built.encode(COMPARE_TEXTS, batch_size=16), atol=ATOL, rtol=0)
+    reference = SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
+    np.testing.assert_allclose(ours, reference.encode(COMPARE_TEXTS, batch_size=16), atol=ATOL, rtol=0)
+
+
 # ---------------------------------------------------------------- sentence-transformers not installed
 
 
