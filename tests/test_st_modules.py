@@ -256,8 +256,8 @@ def test_module_load_by_hub_id_is_served_from_the_cache_offline(
 ) -> None:
     """sentence-transformers calls a module's load() with a Hub id; offline, the cache must answer.
 
-    Some huggingface_hub releases raise OfflineModeIsEnabled from a plain snapshot_download under
-    HF_HUB_OFFLINE=1 rather than falling back to the cache: that is simulated here.
+    huggingface_hub 1.x (seen on 1.33) raises OfflineModeIsEnabled from a plain snapshot_download under
+    HF_HUB_OFFLINE=1 (it lists the repo tree after falling back to the cached commit): simulated here.
     """
     import huggingface_hub
     from huggingface_hub.errors import OfflineModeIsEnabled
