@@ -51,7 +51,7 @@ def class_from_ref(ref: str, base: Path) -> type[Module]:
         source = source if source.is_absolute() else base / source
         if not source.is_file():
             raise StError(f"no such file {where!r} (looked for {source})")
-        module = import_file(source)
+        module = _import_recipe_file(source)
     else:
         try:
             module = importlib.import_module(where)
@@ -61,6 +61,16 @@ def class_from_ref(ref: str, base: Path) -> type[Module]:
     check_contract(cls, ref)
     check_portable_source(cls)
     return cls
+
+
+def _import_recipe_file(source: Path) -> ModuleType:
+    """A recipe's own file; one written for sentence-transformers gets st's stand-in for it, as a folder's does."""
+    if "sentence_transformers" not in source.read_text(encoding="utf-8", errors="replace"):
+        return import_file(source)
+    from st_cli import st_compat
+
+    with st_compat.supplied():
+        return import_file(source)
 
 
 def plan(cls: type[Module], kwargs: dict[str, Any], input_dim: int | None) -> tuple[dict[str, Any], int | None]:
@@ -204,6 +214,13 @@ def load_folder_class(type_string: str, root: Path, *, trust_remote_code: bool) 
     if not class_name.isidentifier() or not all(part.isidentifier() for part in module_name.split(".")):
         raise ModelFolderError(f"{modules_json}: type {type_string!r} is neither a known module nor file.Class")
     where = f"{module_name}.py in Hub repo {repo_id}" if hub else str(root / f"{module_name}.py")
+    if not hub and not (root / f"{module_name}.py").is_file() and not trust_remote_code:
+        # Likely a plugin type whose package is not installed here: asking for trust would mislead.
+        raise ModelFolderError(
+            f"{modules_json}: module type {type_string!r} is not built in, no installed plugin registers it, "
+            f"and the folder has no {module_name}.py; install the package that provides it "
+            "(or, if it is installed code you trust, re-run with --trust-remote-code)"
+        )
     if not trust_remote_code:
         raise TrustError(
             f"{modules_json}: module {type_string!r} is custom code (class {class_name} in {where}); "

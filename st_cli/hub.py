@@ -133,9 +133,10 @@ def snapshot(
 ) -> Path:
     """A Hub repository's snapshot folder, from the cache first; downloaded only when allowed and online.
 
-    The cache is asked with `local_files_only=True` before anything else: some huggingface_hub
-    releases raise OfflineModeIsEnabled from a plain `snapshot_download` under HF_HUB_OFFLINE=1
-    instead of falling back to the cache, so a user with a prepared cache would be refused.
+    The cache is asked with `local_files_only=True` before anything else. Under HF_HUB_OFFLINE=1 a
+    plain `snapshot_download` is not safe: huggingface_hub 1.x (seen on 1.33) falls back to the
+    cached commit hash, then lists the repository tree outside its offline guard and raises
+    OfflineModeIsEnabled, so a user with a prepared cache would be refused.
     """
     from huggingface_hub import snapshot_download
 

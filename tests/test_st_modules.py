@@ -31,6 +31,13 @@ ATOL = 1e-6
 ONE_LINERS = (2, 3, 6, 8, 15)  # COMPARE_TEXTS without a newline, for stdin
 runner = CliRunner()
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error"}
+STACKS = {
+    "decay": (["Transformer", "DecayMeanPooling", "Normalize"], 32),  # Module (the docs' example)
+    "task": (["CustomTransformer", "Pooling", "Normalize"], 32),  # Transformer, with kwargs [task]
+    "input": (["HashedWords", "Pooling", "Normalize"], 16),  # InputModule, with weights and its own load()
+    # ST 5.0-5.3 style: tokenize(), get_sentence_embedding_dimension(), pytorch_model.bin, load(input_path)
+    "st5-style": (["CharTrigrams", "Pooling", "Shift"], 16),
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +68,9 @@ def save_with_st(python: Path | str, bert: Path, texts_file: Path, out_root: Pat
 
 @pytest.fixture(scope="module")
 def st62(tiny_bert_dir: Path, texts_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """decay/, task/ and input/ as sentence-transformers 6.2 saves them, each with ST's embeddings beside it."""
+    """Every stack of STACKS as sentence-transformers 6.2 saves it, each with ST's embeddings beside it."""
     root = tmp_path_factory.mktemp("st62")
-    return save_with_st(sys.executable, tiny_bert_dir, texts_file, root, "decay", "task", "input")
+    return save_with_st(sys.executable, tiny_bert_dir, texts_file, root, *STACKS)
 
 
 def theirs(root: Path, name: str) -> np.ndarray:
@@ -71,13 +78,6 @@ def theirs(root: Path, name: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- ST 6.2's own folders, in this process
-
-
-STACKS = {
-    "decay": (["Transformer", "DecayMeanPooling", "Normalize"], 32),  # Module (the docs' example)
-    "task": (["CustomTransformer", "Pooling", "Normalize"], 32),  # Transformer, with kwargs [task]
-    "input": (["HashedWords", "Pooling", "Normalize"], 16),  # InputModule, with weights and its own load()
-}
 
 
 @pytest.mark.parametrize("stack", list(STACKS))
@@ -96,6 +96,20 @@ def test_folders_saved_by_st62_load_with_trust_and_match(st62: Path, stack: str)
     # The stand-in existed only while the file was imported: the real package is back for everyone else.
     assert sys.modules["sentence_transformers"] is sentence_transformers
     assert sys.modules["sentence_transformers"].__file__ == sentence_transformers.__file__
+
+
+def test_folders_saved_by_st57_load_with_trust_and_match(portable_bert: Path, texts_file: Path, tmp_path: Path) -> None:
+    """The same three stacks saved by sentence-transformers 5.7 (its compat venv)."""
+    python = VENVS / "st57" / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(f"{python} missing: run `make compat-venvs` (make test does)")
+    root = save_with_st(python, portable_bert, texts_file, tmp_path, *STACKS)
+    for stack, (names, _) in STACKS.items():
+        model = st_cli.load_model(root / stack, trust_remote_code=True)
+        assert [type(m).__name__ for m in model.steps] == names
+        np.testing.assert_allclose(model.encode(COMPARE_TEXTS, batch_size=16), theirs(root, stack), atol=ATOL, rtol=0)
+    clustered = st_cli.load_model(root / "task", trust_remote_code=True).encode(COMPARE_TEXTS, task="clustering")
+    np.testing.assert_allclose(clustered, theirs(root, "task.clustering"), atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +151,20 @@ def test_the_docs_example_on_the_real_model(minilm_dir: Path, texts_file: Path, 
     model = st_cli.load_model(root / "decay", trust_remote_code=True)
     assert model.get_sentence_embedding_dimension() == 384
     np.testing.assert_allclose(model.encode(COMPARE_TEXTS, batch_size=16), theirs(root, "decay"), atol=ATOL, rtol=0)
+
+
+def test_a_recipe_names_a_module_written_for_sentence_transformers(tiny_recipe, tmp_path: Path) -> None:
+    """The docs' file in a recipe: st builds with it, and both st and ST 6.2 load the folder alike."""
+    from sentence_transformers import SentenceTransformer
+
+    recipe = tiny_recipe(f"  - type: {EXAMPLES / 'decay_pooling.py'}:DecayMeanPooling\n    decay: 0.8\n")
+    built, folder = st_cli.build(recipe, tmp_path / "m")
+    assert json.loads((folder / "1_DecayMeanPooling" / "config.json").read_text()) == {"dimension": 32, "decay": 0.8}
+    assert (folder / "decay_pooling.py").read_bytes() == (EXAMPLES / "decay_pooling.py").read_bytes()
+    ours = st_cli.load_model(folder, trust_remote_code=True).encode(COMPARE_TEXTS, batch_size=16)
+    np.testing.assert_allclose(ours, built.encode(COMPARE_TEXTS, batch_size=16), atol=ATOL, rtol=0)
+    reference = SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
+    np.testing.assert_allclose(ours, reference.encode(COMPARE_TEXTS, batch_size=16), atol=ATOL, rtol=0)
 
 
 # ---------------------------------------------------------------- sentence-transformers not installed
@@ -228,8 +256,8 @@ def test_module_load_by_hub_id_is_served_from_the_cache_offline(
 ) -> None:
     """sentence-transformers calls a module's load() with a Hub id; offline, the cache must answer.
 
-    Some huggingface_hub releases raise OfflineModeIsEnabled from a plain snapshot_download under
-    HF_HUB_OFFLINE=1 rather than falling back to the cache: that is simulated here.
+    huggingface_hub 1.x (seen on 1.33) raises OfflineModeIsEnabled from a plain snapshot_download under
+    HF_HUB_OFFLINE=1 (it lists the repo tree after falling back to the cached commit): simulated here.
     """
     import huggingface_hub
     from huggingface_hub.errors import OfflineModeIsEnabled
@@ -257,3 +285,83 @@ def test_module_load_by_hub_id_is_served_from_the_cache_offline(
         ModelFolderError, match=r"stcli/absent: not in the Hugging Face cache \(HF_HUB_OFFLINE is set\)"
     ):
         local_folder("stcli/absent", "", cache_folder=cache)
+
+
+# ---------------------------------------------------------------- plugins from an installed package's entry point
+
+PLUGIN = '''
+from typing import ClassVar
+
+import torch
+
+from st_cli import Module
+
+
+class DemoScale(Module):
+    """Scales the sentence embedding by a learned factor; registered by this package's entry point."""
+
+    config_keys: ClassVar[list[str]] = ["factor"]
+
+    def __init__(self, factor: float = 2.0) -> None:
+        super().__init__()
+        self.factor = factor
+        self.weight = torch.nn.Parameter(torch.full((1,), factor))
+
+    def forward(self, features, **kwargs):
+        features["sentence_embedding"] = features["sentence_embedding"] * self.weight
+        return features
+'''
+
+
+def install_plugin_package(site: Path) -> None:
+    """An installed distribution `st-plugin-demo` whose entry point registers DemoScale with st."""
+    (site / "st_plugin_demo").mkdir(parents=True)
+    (site / "st_plugin_demo" / "__init__.py").write_text(PLUGIN, encoding="utf-8")
+    dist = site / "st_plugin_demo-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: st-plugin-demo\nVersion: 0.1\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[st_cli.modules]\nDemoScale = st_plugin_demo:DemoScale\n", encoding="utf-8")
+
+
+def st_process(*args: str, site: Path | None) -> subprocess.CompletedProcess[str]:
+    path = os.pathsep.join([str(Path(__file__).parent.parent), *([str(site)] if site else [])])
+    return subprocess.run(
+        [sys.executable, "-m", "st_cli", *args],
+        capture_output=True, text=True, env={**ENV, "PYTHONPATH": path}, timeout=600,
+    )  # fmt: skip
+
+
+def test_an_installed_packages_entry_point_plugin_builds_saves_and_loads_without_trust(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from st_cli import registry
+
+    site = tmp_path / "site"
+    install_plugin_package(site)
+    recipe = tiny_recipe("  - type: Pooling\n  - type: DemoScale\n    factor: 3.0\n")
+    folder, texts = tmp_path / "m", tmp_path / "texts.txt"
+    texts.write_text("\n".join(COMPARE_TEXTS[i] for i in ONE_LINERS) + "\n", encoding="utf-8")
+
+    run = st_process("build", str(recipe), "-o", str(folder), site=site)  # a fresh process: only the entry point
+    assert run.returncode == 0, run.stderr
+    assert json.loads((folder / "modules.json").read_text())[-1]["type"] == "st_plugin_demo.DemoScale"
+    assert not (folder / "st_plugin_demo.py").exists()  # a plugin is installed code, not the folder's
+    run = st_process("encode", str(texts), "-m", str(folder), "-o", str(tmp_path / "e.npy"), "-q", site=site)
+    assert run.returncode == 0, run.stderr  # no --trust-remote-code needed
+
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    try:
+        model = st_cli.load_model(folder)  # trust_remote_code=False
+        assert type(model.steps[-1]).__name__ == "DemoScale" and model.steps[-1].factor == 3.0
+        expected = model.encode([COMPARE_TEXTS[i] for i in ONE_LINERS])
+    finally:
+        registry.unregister("DemoScale")
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), expected, atol=ATOL, rtol=0)
+
+    # Without the package, the folder names code nobody has: one line, exit 2, nothing written.
+    run = st_process("encode", str(texts), "-m", str(folder), "-o", str(tmp_path / "x.npy"), site=None)
+    assert run.returncode == EXIT_BAD_INPUT, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "'st_plugin_demo.DemoScale' is not built in, no installed plugin registers it" in run.stderr
+    assert "install the package that provides it" in run.stderr and not (tmp_path / "x.npy").exists()

@@ -2,8 +2,8 @@
 
 usage: python save_with_st.py TINY_BERT_DIR TEXTS_JSON OUT_ROOT STACK...
 STACK: decay (Transformer, DecayMeanPooling, Normalize), task (CustomTransformer with kwargs
-[task], Pooling, Normalize), input (HashedWords, Pooling, Normalize) or old-style (Transformer,
-ScaledMeanPooling, Normalize).
+[task], Pooling, Normalize), input (HashedWords, Pooling, Normalize), st5-style (CharTrigrams,
+Pooling, Shift) or old-style (Transformer, ScaledMeanPooling, Normalize).
 Writes OUT_ROOT/STACK (with the module's .py copied in, as the docs say to) and OUT_ROOT/STACK.npy;
 for `task` also OUT_ROOT/task.clustering.npy, encoded with task="clustering". ST 3.4 is the oldest
 version that reloads a custom module from the folder (ST 2.x records only the file's module name).
@@ -40,6 +40,13 @@ def build(stack: str) -> tuple[list, str]:
         from hashed_words import HashedWords
 
         return [HashedWords(97, 16), models.Pooling(16, "mean"), models.Normalize()], "hashed_words.py"
+    if stack == "st5-style":
+        from st5_style import CharTrigrams, Shift
+
+        shift = Shift(16)
+        with torch.no_grad():
+            shift.bias.copy_(torch.rand(16) - 0.5)
+        return [CharTrigrams(101, 16), models.Pooling(16, "mean"), shift], "st5_style.py"
     from old_style_pooling import ScaledMeanPooling
 
     pooling = ScaledMeanPooling(32)
