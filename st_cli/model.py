@@ -91,13 +91,13 @@ class Model(torch.nn.Module):
     def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None) -> str:
         """ST's order: an explicit prompt, then a prompt name, then the default prompt."""
         if prompt is not None:
-            return prompt
+            return _whole_text(prompt, "--prompt")
         name = prompt_name if prompt_name is not None else self.default_prompt_name
         if name is None:
             return ""
         if name not in self.prompts:
             raise StError(f"unknown prompt name {name!r}; this model has: {', '.join(self.prompts) or 'none'}")
-        return self.prompts[name]
+        return _whole_text(self.prompts[name], f"prompt {name!r}")
 
     def tokenize(self, texts: list[str], prompt: str = "") -> Features:
         features = self.input_module.tokenize([prompt + t for t in texts] if prompt else texts)
@@ -272,6 +272,16 @@ class Model(torch.nn.Module):
 
 
 # ---------------------------------------------------------------- building and loading
+
+
+def _whole_text(text: str, where: str) -> str:
+    """A prompt a tokenizer accepts: no half surrogate pair (an argument with invalid UTF-8 arrives as one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        problem = f"not valid text (an invalid UTF-8 byte or half a surrogate pair at {e.start})"
+        raise StError(f"{where}: {problem}") from None
+    return text
 
 
 def build_model(recipe: Recipe) -> Model:
