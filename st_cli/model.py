@@ -100,7 +100,7 @@ class Model(torch.nn.Module):
         """ST's order: an explicit prompt, then a prompt name, then the task's prompt
         (encode_query/encode_document), then the default prompt."""
         if prompt is not None:
-            return prompt
+            return _whole_text(prompt, "--prompt")
         implied = layout.task_prompt(task, self.prompts)
         if prompt_name is None and implied is not None:
             return implied
@@ -109,7 +109,7 @@ class Model(torch.nn.Module):
             return ""
         if name not in self.prompts:
             raise StError(f"unknown prompt name {name!r}; this model has: {', '.join(self.prompts) or 'none'}")
-        return self.prompts[name]
+        return _whole_text(self.prompts[name], f"prompt {name!r}")
 
     def tokenize(self, texts: list[str], prompt: str = "", **kwargs: Any) -> Features:
         own = {k: v for k, v in kwargs.items() if k in self.input_module.tokenize_kwargs}
@@ -288,6 +288,16 @@ class Model(torch.nn.Module):
 
 
 # ---------------------------------------------------------------- building and loading
+
+
+def _whole_text(text: str, where: str) -> str:
+    """A prompt a tokenizer accepts: no half surrogate pair (an argument with invalid UTF-8 arrives as one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        problem = f"not valid text (an invalid UTF-8 byte or half a surrogate pair at {e.start})"
+        raise StError(f"{where}: {problem}") from None
+    return text
 
 
 def build_model(recipe: Recipe) -> Model:
