@@ -444,7 +444,11 @@ def encode(
         summary.skipped_empty = counted.empty if options.skip_empty else 0
         assert options.max_batch_tokens is not None  # filled in by for_device
         plan = BatchPlan(
-            prompt, options.max_batch_tokens, options.batch_size, options.pad_multiple if device == "cpu" else 1
+            prompt,
+            options.max_batch_tokens,
+            options.batch_size,
+            options.pad_multiple if device == "cpu" else 1,
+            like_st=encoder.batch_dependent,
         )
         summary.load_seconds = time.perf_counter() - started
         started = time.perf_counter()
