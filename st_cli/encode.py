@@ -427,6 +427,8 @@ def encode(
     if target.is_dir():
         raise StError(f"{target}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
     options.check(target)
+    if isinstance(model, (str, os.PathLike)):  # a model file replaced by its own embeddings
+        fsio.refuse_output_in_folders(target, [str(model)], "--out")
     side = side_paths(target, skip_empty=options.skip_empty, precision=options.precision)
     claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, options.force), strict=True))
     read = options.read

@@ -213,8 +213,10 @@ class Model(torch.nn.Module):
         in_root = index == 0 and module.save_in_root
         rel = "" if in_root else layout.module_dir_name(index, type(module).__name__)
         (root / rel).mkdir(parents=True, exist_ok=True)
-        module.save(str(root / rel), format=fmt)
-        if not registry.is_registered(type(module)):
+        if registry.is_registered(type(module)):
+            module.save(str(root / rel), format=fmt)
+        else:
+            custom.save_module(module, root / rel, fmt)
             custom.copy_source(type(module), root)  # at the root, where every ST version looks for it
         return layout.ModuleEntry(
             idx=index,
@@ -388,7 +390,9 @@ def load_model(
             if entry.config is not None:  # supplied by st (a plain folder's Pooling): nothing to read
                 modules.append(cls(**entry.config))
             else:
-                modules.append(cls.load(str(root), subfolder=entry.path))
+                modules.append(
+                    cls.load(str(root), subfolder=entry.path) if builtin else custom.load_module(cls, root, entry.path)
+                )
         except StError:
             raise
         except expected as e:
@@ -418,6 +422,7 @@ def build(
 
     claim = fsio.claim(output, force=force)  # --force replaces only what exists now, not what appears later
     recipe = load_recipe(recipe_path, overrides)
+    fsio.refuse_inputs_inside(claim.path, recipe.input_paths(), "build")
     recipe.check_format(format)
     model = build_model(recipe)
     try:

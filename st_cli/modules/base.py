@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from st_cli import layout, registry
+from st_cli import hub, layout, registry
 from st_cli.errors import ModelFolderError, StError, first_line
 from st_cli.types import TypeSpec
 
@@ -131,16 +131,12 @@ def local_folder(model_name_or_path: str, subfolder: str = "", **kwargs: Any) ->
     with its own `cache_folder`, `revision`, `token` and `local_files_only`."""
     root = Path(model_name_or_path)
     if not root.is_dir():
-        from huggingface_hub import snapshot_download
-
-        root = Path(
-            snapshot_download(
-                str(model_name_or_path),
-                revision=kwargs.get("revision"),
-                cache_dir=kwargs.get("cache_folder"),
-                token=kwargs.get("token"),
-                local_files_only=bool(kwargs.get("local_files_only")),
-            )
+        root = hub.snapshot(
+            str(model_name_or_path),
+            revision=kwargs.get("revision"),
+            cache_dir=kwargs.get("cache_folder"),
+            token=kwargs.get("token"),
+            local_files_only=bool(kwargs.get("local_files_only")),
         )
     return root / subfolder
 
