@@ -542,6 +542,7 @@ def encode(
             options.batch_size,
             options.pad_multiple if device == "cpu" else 1,
             kwargs=dict(options.kwargs),
+            like_st=encoder.batch_dependent,
         )
         fp = None if from_stdin else _fingerprint(sources, encoder, model_name, options, plan)
         if finished and fp is not None and (intact := _finished_shard(target, fp, options.force)) is not None:

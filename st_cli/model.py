@@ -68,6 +68,11 @@ class Model(torch.nn.Module):
     def input_module(self) -> InputModule:
         return self.stack[0]  # type: ignore[return-value]
 
+    @property
+    def batch_dependent(self) -> bool:
+        """A module reads the padding (CNN): a text's vector depends on its batch, so batch as ST does."""
+        return any(m.spec is not None and m.spec.batch_dependent for m in self.steps)
+
     def get_sentence_embedding_dimension(self) -> int | None:
         for module in reversed(self.steps):
             dim = module.get_sentence_embedding_dimension()
