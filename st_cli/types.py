@@ -20,8 +20,8 @@ How to add a built-in module type (say `LayerNorm`):
    run it) and `tei`, `loader_notes` for caveats of one loader or version, `required_files`,
    `path_keys` (recipe kwargs that name folders), `example` (a tiny recipe stack for
    tests/test_module_types.py and the cross-version table tests/test_type_table.py; "{tiny_bert}"
-   is replaced by a tiny BERT folder; a type without one fails those tests), plus the flags below
-   that apply.
+   is replaced by a tiny BERT folder, "{tiny_clip}" by a tiny CLIP folder; a type without one fails
+   those tests), plus the flags below that apply.
 
 Nothing else: tests parametrized over `registry.names()` pick the new type up.
 
@@ -1192,6 +1192,63 @@ _add(
                 "default_route": "document",
             },
         ),
+    )
+)
+
+
+# ---------------------------------------------------------------- CLIPModel
+
+# Image-processor settings: transformers 5 nest them in processor_config.json, 4.x read preprocessor_config.json.
+CLIP_PROCESSOR_CONFIG = "processor_config.json"
+CLIP_PREPROCESSOR_CONFIG = "preprocessor_config.json"
+_CLIP_SBERT_6 = {
+    "transformer_task": "feature-extraction",
+    "modality_config": {
+        "text": {"method": "get_text_features", "method_output_name": "pooler_output"},
+        "image": {"method": "get_image_features", "method_output_name": "pooler_output"},
+    },
+    "module_output_name": "sentence_embedding",
+}
+
+
+def _decode_clip(raw: Config, path: Path) -> Config:
+    # ST <= 4.x write no config; ST >= 5 write how to call the model, which is fixed for CLIP.
+    return {k: raw[k] for k in ("max_seq_length",) if k in raw}
+
+
+def _encode_clip(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
+    return {SBERT_CONFIG: dict(_CLIP_SBERT_6)} if fmt == "st6" else {}
+
+
+def _clip_width(ctx: WidthContext) -> Widths:
+    shape = _tensor(ctx.shapes, "text_projection.weight")
+    return Widths(None, shape[0] if shape else None)
+
+
+def _clip_notes(m: ModuleView) -> Iterable[LoaderNote]:
+    yield LoaderNote("ST<=5.3", "partial", f"{m.path or '.'}: ST < 4 do not truncate CLIP texts: over 77 tokens fails")
+    yield LoaderNote("ST5.4-5.x", "partial", f"{m.path or '.'}: ST 5.x log that CLIPModel is deprecated (it loads)")
+
+
+_add(
+    TypeSpec(
+        name="CLIPModel",
+        module_file="clip_model",
+        legacy_type=LEGACY_PREFIX + "CLIPModel",
+        st6_type=ST_PREFIX + "clip_model.CLIPModel",
+        config_files=(SBERT_CONFIG,),
+        decode=_decode_clip,
+        encode=_encode_clip,
+        # ST <= 5.3 never read a config for it; later ones build a Transformer from it.
+        accepted_keys={"ST5.4-5.x": _SBERT_KEYS_5X, "ST>=6": _SBERT_KEYS_6},
+        width=_clip_width,
+        loader_notes=_clip_notes,
+        input_module=True,
+        save_in_root=True,
+        needs_weights=True,
+        reads="text",
+        path_keys=("model",),
+        example=({"type": "CLIPModel", "model": "{tiny_clip}"},),
     )
 )
 
