@@ -82,6 +82,16 @@ class ModelConfig:
     versions: dict[str, str] = field(default_factory=dict)
 
 
+# Tasks with a prompt of their own: ST 6.2's encode_query / encode_document use prompts[task], and its
+# SentenceTransformer always has both keys ("" unless the folder sets them), so never the default prompt.
+TASK_PROMPTS = ("query", "document")
+
+
+def task_prompt(task: str | None, prompts: Mapping[str, str]) -> str | None:
+    """The prompt a task implies (its own, or ""), or None for no task or a task without one."""
+    return prompts.get(task, "") if task in TASK_PROMPTS else None
+
+
 # ---------------------------------------------------------------- reading
 
 

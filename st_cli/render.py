@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from rich.tree import Tree
 
     from st_cli.encode import EncodeSummary
+    from st_cli.ray import RayEncodeSummary
+    from st_cli.shards import MergeSummary
     from st_cli.summary import ModelSummary, ModuleSummary
     from st_cli.training import TrainReport
     from st_cli.verify import VerifyReport
@@ -225,6 +227,78 @@ def encode_summary(summary: EncodeSummary, *, as_json: bool) -> None:
     ]
     if summary.skipped_empty:
         parts.append(f"{summary.skipped_empty:,} empty skipped")
+    if summary.resumed_rows:
+        parts.append(f"resumed after {summary.resumed_rows:,} rows")
+    if summary.shard is not None:
+        shard = summary.shard
+        parts.append(f"shard {shard.shard}/{shard.of}: rows {shard.first_row:,}+{shard.rows:,} of {shard.total_rows:,}")
+    info("; ".join(parts))
+
+
+@contextlib.contextmanager
+def merge_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback for `st merge` on stderr (rows written of the total), or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("merging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  transient=True) as bar:  # fmt: skip
+        task = bar.add_task("merge", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def merge_summary(summary: MergeSummary, *, as_json: bool) -> None:
+    """One line on stderr (or the JSON document on stdout)."""
+    if as_json:
+        print_json(summary.to_json())
+        return
+    info(
+        f"merged {summary.shards} shards: {summary.rows:,} rows × {summary.dimension} ({summary.precision}) "
+        f"→ {summary.output}; {summary.seconds:.1f} s"
+    )
+
+
+@contextlib.contextmanager
+def ray_progress(enabled: bool) -> Iterator[Callable[[int, int, int, int], None] | None]:
+    """A progress callback for `st encode --ray`: rows done (finished and running shards), and shards done."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("encoding on Ray"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows, {task.fields[shards]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("ray", total=None, shards="")
+
+        def update(shards_done: int, shards: int, rows_done: int, rows: int) -> None:
+            bar.update(task, completed=rows_done, total=rows, shards=f"{shards_done}/{shards} shards")
+
+        yield update
+
+
+def ray_summary(summary: RayEncodeSummary, *, as_json: bool) -> None:
+    """One line on stderr (or the JSON document on stdout)."""
+    if as_json:
+        print_json(summary.to_json())
+        return
+    ran = summary.shards - summary.skipped_shards
+    parts = [
+        f"encoded {summary.rows:,} rows × {summary.dimension} ({summary.precision}) → {summary.output}",
+        f"{ran} of {summary.shards} shards on {len(set(summary.pids))} Ray workers ({summary.address})",
+        f"{summary.seconds:.1f} s (+{summary.ray_start_seconds:.1f} s starting Ray)",
+    ]
+    if summary.skipped_shards:
+        parts.append(f"{summary.skipped_shards} shards already done")
+    if summary.resumed_shards:
+        parts.append(f"{summary.resumed_shards} resumed")
     info("; ".join(parts))
 
 

@@ -1,0 +1,132 @@
+"""`st encode --workers N`: N processes (one per GPU with --device cuda) encode the N shards of one
+job side by side, then the parts are merged into the output: equal to a single run, byte for byte.
+
+The parts live in `.OUT.st-partial.workers/` beside the output (no pid in the name: a killed run's
+parts wait for `--resume`, which keeps each finished part of the same job and continues the others
+from their journals).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from st_cli import fsio
+from st_cli.errors import StError
+from st_cli.inputs import STDIN
+from st_cli.journal import PARTIAL_TAG
+from st_cli.shards import merge_shards
+
+if TYPE_CHECKING:
+    from st_cli.encode import EncodeOptions, EncodeSummary
+
+
+def workers_folder(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{PARTIAL_TAG}.workers")
+
+
+def encode_with_workers(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    options: EncodeOptions,
+    *,
+    model: str | os.PathLike[str] | None,
+    workers: int,
+    resume: bool = False,
+) -> EncodeSummary:
+    """Encode the shards of the job in `workers` processes at once, then merge them into `output`."""
+    from st_cli.encode import EncodeSummary
+
+    started = time.perf_counter()
+    target = Path(output)
+    options.check(target)
+    if any(str(item) == STDIN for item in inputs):
+        raise StError("--workers: stdin cannot be split between processes; save it to a file first")
+    if not options.force and os.path.lexists(target):
+        raise StError(f"{target}: already exists; pass --force to replace it")
+    folder = workers_folder(target)
+    if folder.exists() and any(folder.iterdir()) and not (resume or options.force):
+        raise StError(
+            f"{target}: a killed --workers run left its parts in {folder.name}; "
+            "continue it with --resume, or pass --force to start over"
+        )
+    if options.force and not resume:
+        fsio.remove(folder)
+    folder.mkdir(exist_ok=True)
+    parts = [folder / f"part{i}{target.suffix}" for i in range(workers)]
+    devices = _devices(options.device, workers)
+    threads = options.threads
+    if threads is None and devices[0] is None:  # CPU workers share the cores
+        threads = max(1, _usable_cpus() // workers)
+    summaries: list[EncodeSummary] = []
+    try:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            jobs = [
+                pool.submit(_run_shard, [str(i) for i in inputs], part, dataclasses.replace(options, threads=threads),
+                            model, (i, workers), resume, devices[i])  # fmt: skip
+                for i, part in enumerate(parts)
+            ]
+            summaries = [job.result() for job in jobs]
+        merged = merge_shards(parts, target, precision=options.precision, force=options.force)
+    except BaseException:
+        if not resume:
+            fsio.remove(folder)
+        raise
+    fsio.remove(folder)
+    summary = EncodeSummary(target, merged.rows, merged.dimension, merged.precision)
+    for part in summaries:
+        summary.skipped_empty = part.skipped_empty
+        summary.truncated += part.truncated
+        summary.tokens += part.tokens
+        summary.padded_tokens += part.padded_tokens
+        summary.resumed_rows += part.resumed_rows
+        summary.load_seconds = max(summary.load_seconds, part.load_seconds)
+        summary.threads = part.threads
+    summary.side_files = merged.side_files
+    summary.seconds = time.perf_counter() - started - summary.load_seconds
+    return summary
+
+
+def _run_shard(
+    inputs: list[str],
+    part: Path,
+    options: EncodeOptions,
+    model: str | os.PathLike[str] | None,
+    shard: tuple[int, int],
+    resume: bool,
+    gpu: str | None,
+) -> EncodeSummary:
+    """One worker process: its GPU made the only visible one before torch loads, then `--shard I/N`."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    from st_cli.encode import encode
+
+    return encode(inputs, part, options, model=model, shard=shard, resume=resume)
+
+
+def _devices(device: str, workers: int) -> list[str | None]:
+    """The GPU each worker sees (CUDA_VISIBLE_DEVICES), round robin; None for CPU workers."""
+    if device not in ("cuda", "auto"):
+        return [None] * workers
+    import torch
+
+    if not torch.cuda.is_available():
+        if device == "cuda":
+            raise StError("--device cuda: no CUDA device is available")
+        return [None] * workers
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    ids = ids or [str(i) for i in range(torch.cuda.device_count())]
+    return [ids[i % len(ids)] for i in range(workers)]
+
+
+def _usable_cpus() -> int:
+    from st_cli.threads import usable_cpus
+
+    return usable_cpus()
