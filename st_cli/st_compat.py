@@ -494,8 +494,6 @@ class PlainModule(base.Module):
 
 
 class PlainInputModule(PlainModule, base.InputModule):
-    save_in_root: ClassVar[bool] = True
-
     def tokenize(self, texts: list[str], **kwargs: Any) -> Features:
         return dict(self.inner.tokenize(texts))  # type: ignore[operator]
 
@@ -517,6 +515,8 @@ def adapt(cls: Any) -> Any:
         "__qualname__": cls.__qualname__,
         "__doc__": cls.__doc__,
         "forward_kwargs": set(getattr(cls, "forward_kwargs", ())),
+        # ST <= 5.3 saved a first module in the root only when it had this attribute (as its Transformer did).
+        "save_in_root": bool(getattr(cls, "save_in_root", False)),
     }
     return type(cls.__name__, (adapter,), namespace)
 

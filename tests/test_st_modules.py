@@ -223,68 +223,34 @@ def test_a_name_st_does_not_supply_is_one_line(st62: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("version", ["st34", "st41"])
-def test_plain_module_saved_by_an_old_st_loads_and_matches(
+def test_plain_modules_saved_by_an_old_st_load_and_match(
     version: str, portable_bert: Path, texts_file: Path, tmp_path: Path
 ) -> None:
     python = VENVS / version / "bin" / "python"
     if not python.is_file():
         pytest.skip(f"{python} missing: run `make compat-venvs` (make test does)")
-    root = save_with_st(python, portable_bert, texts_file, tmp_path, "old-style")
-    folder = root / "old-style"
-    assert json.loads((folder / "modules.json").read_text())[1]["type"] == "old_style_pooling.ScaledMeanPooling"
-    with pytest.raises(TrustError):
-        st_cli.load_model(folder)
-    model = st_cli.load_model(folder, trust_remote_code=True)
-    assert [type(m).__name__ for m in model.steps] == ["Transformer", "ScaledMeanPooling", "Normalize"]
-    assert model.get_sentence_embedding_dimension() == 32
-    ours = model.encode(COMPARE_TEXTS, batch_size=16)
-    np.testing.assert_allclose(ours, theirs(root, "old-style"), atol=ATOL, rtol=0)
+    root = save_with_st(python, portable_bert, texts_file, tmp_path, "old-style", "old-input")
+    stacks = {  # the classes, the file they come from, and where their weights are saved
+        "old-style": (["Transformer", "ScaledMeanPooling", "Normalize"], "old_style_pooling.py", "1_ScaledMeanPooling"),
+        "old-input": (["OldHashedWords", "Pooling", "Normalize"], "old_style_input.py", "0_OldHashedWords"),
+    }
+    for stack, (names, source, module_dir) in stacks.items():
+        folder = root / stack
+        with pytest.raises(TrustError):
+            st_cli.load_model(folder)
+        model = st_cli.load_model(folder, trust_remote_code=True)
+        assert [type(m).__name__ for m in model.steps] == names
+        ours = model.encode(COMPARE_TEXTS, batch_size=16)
+        np.testing.assert_allclose(ours, theirs(root, stack), atol=ATOL, rtol=0)
 
-    # st saves it through the module's own save(path), carrying the file; it loads back the same.
-    resaved = model.save(tmp_path / "resaved")
-    assert (resaved / "1_ScaledMeanPooling" / "pytorch_model.bin").is_file()
-    assert (resaved / "old_style_pooling.py").read_bytes() == (EXAMPLES / "old_style_pooling.py").read_bytes()
-    again = st_cli.load_model(resaved, trust_remote_code=True).encode(COMPARE_TEXTS, batch_size=16)
-    np.testing.assert_allclose(again, ours, atol=ATOL, rtol=0)
-
-
-# ---------------------------------------------------------------- Hub cache, offline
-
-
-def test_module_load_by_hub_id_is_served_from_the_cache_offline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """sentence-transformers calls a module's load() with a Hub id; offline, the cache must answer.
-
-    huggingface_hub 1.x (seen on 1.33) raises OfflineModeIsEnabled from a plain snapshot_download under
-    HF_HUB_OFFLINE=1 (it lists the repo tree after falling back to the cached commit): simulated here.
-    """
-    import huggingface_hub
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
-    from st_cli.modules.base import local_folder
-
-    sha = "c" * 40
-    repo = tmp_path / "cache" / "models--stcli--cached"
-    (repo / "snapshots" / sha / "1_Pooling").mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(sha)
-    real = huggingface_hub.snapshot_download
-
-    def strict_offline(repo_id: str, **kwargs: object) -> str:
-        if not kwargs.get("local_files_only"):
-            raise OfflineModeIsEnabled("Cannot reach the Hub: offline mode is enabled.")
-        return real(repo_id, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", strict_offline)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cache = str(tmp_path / "cache")
-    found = local_folder("stcli/cached", "1_Pooling", cache_folder=cache)
-    assert found == repo / "snapshots" / sha / "1_Pooling"
-    with pytest.raises(
-        ModelFolderError, match=r"stcli/absent: not in the Hugging Face cache \(HF_HUB_OFFLINE is set\)"
-    ):
-        local_folder("stcli/absent", "", cache_folder=cache)
+        # st saves it through the module's own save(path), where ST put it, carrying the file; it loads back the same.
+        resaved = model.save(tmp_path / f"{stack}-resaved")
+        assert sorted(p.name for p in (resaved / module_dir).iterdir()) == sorted(
+            p.name for p in (folder / module_dir).iterdir()
+        )
+        assert (resaved / source).read_bytes() == (EXAMPLES / source).read_bytes()
+        again = st_cli.load_model(resaved, trust_remote_code=True).encode(COMPARE_TEXTS, batch_size=16)
+        np.testing.assert_allclose(again, ours, atol=ATOL, rtol=0)
 
 
 # ---------------------------------------------------------------- plugins from an installed package's entry point
@@ -365,3 +331,42 @@ def test_an_installed_packages_entry_point_plugin_builds_saves_and_loads_without
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert "'st_plugin_demo.DemoScale' is not built in, no installed plugin registers it" in run.stderr
     assert "install the package that provides it" in run.stderr and not (tmp_path / "x.npy").exists()
+
+
+# ---------------------------------------------------------------- Hub cache, offline
+
+
+def test_module_load_by_hub_id_is_served_from_the_cache_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sentence-transformers calls a module's load() with a Hub id; offline, the cache must answer.
+
+    huggingface_hub 1.x (seen on 1.33) raises OfflineModeIsEnabled from a plain snapshot_download under
+    HF_HUB_OFFLINE=1 (it lists the repo tree after falling back to the cached commit): simulated here.
+    """
+    import huggingface_hub
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from st_cli.modules.base import local_folder
+
+    sha = "c" * 40
+    repo = tmp_path / "cache" / "models--stcli--cached"
+    (repo / "snapshots" / sha / "1_Pooling").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    real = huggingface_hub.snapshot_download
+
+    def strict_offline(repo_id: str, **kwargs: object) -> str:
+        if not kwargs.get("local_files_only"):
+            raise OfflineModeIsEnabled("Cannot reach the Hub: offline mode is enabled.")
+        return real(repo_id, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", strict_offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = str(tmp_path / "cache")
+    found = local_folder("stcli/cached", "1_Pooling", cache_folder=cache)
+    assert found == repo / "snapshots" / sha / "1_Pooling"
+    with pytest.raises(
+        ModelFolderError, match=r"stcli/absent: not in the Hugging Face cache \(HF_HUB_OFFLINE is set\)"
+    ):
+        local_folder("stcli/absent", "", cache_folder=cache)

@@ -3,7 +3,8 @@
 usage: python save_with_st.py TINY_BERT_DIR TEXTS_JSON OUT_ROOT STACK...
 STACK: decay (Transformer, DecayMeanPooling, Normalize), task (CustomTransformer with kwargs
 [task], Pooling, Normalize), input (HashedWords, Pooling, Normalize), st5-style (CharTrigrams,
-Pooling, Shift) or old-style (Transformer, ScaledMeanPooling, Normalize).
+Pooling, Shift), old-style (Transformer, ScaledMeanPooling, Normalize) or old-input
+(OldHashedWords, Pooling, Normalize).
 Writes OUT_ROOT/STACK (with the module's .py copied in, as the docs say to) and OUT_ROOT/STACK.npy;
 for `task` also OUT_ROOT/task.clustering.npy, encoded with task="clustering". ST 3.4 is the oldest
 version that reloads a custom module from the folder (ST 2.x records only the file's module name).
@@ -47,6 +48,10 @@ def build(stack: str) -> tuple[list, str]:
         with torch.no_grad():
             shift.bias.copy_(torch.rand(16) - 0.5)
         return [CharTrigrams(101, 16), models.Pooling(16, "mean"), shift], "st5_style.py"
+    if stack == "old-input":
+        from old_style_input import OldHashedWords
+
+        return [OldHashedWords(97, 16), models.Pooling(16, "mean"), models.Normalize()], "old_style_input.py"
     from old_style_pooling import ScaledMeanPooling
 
     pooling = ScaledMeanPooling(32)
