@@ -74,11 +74,25 @@ class Table:
     planned: dict[str, list[int | None]] = field(default_factory=dict)  # name → planned output widths
 
 
+def _tiny_clip(folder: Path) -> Path:
+    from tests.compat.tiny_clip import make_tiny_clip
+
+    target = folder / "tiny_clip"
+    return target if target.is_dir() else make_tiny_clip(target)
+
+
+# Placeholders an `example` may use, each a function of the work folder (made only when used).
+PLACEHOLDERS = {"{tiny_clip}": _tiny_clip}
+
+
 def example_recipe(name: str, tiny_bert: Path, folder: Path) -> Path:
-    """The spec's `example` stack as a recipe file ("{tiny_bert}" → the tiny BERT folder)."""
+    """The spec's `example` stack as a recipe file ("{tiny_bert}" → the tiny BERT folder, and PLACEHOLDERS)."""
     spec = registry.spec(name)
     assert spec.example, f"{name}: its spec (st_cli/types.py) has no `example` stack"
     text = json.dumps({"seed": 3, "modules": list(spec.example)}).replace("{tiny_bert}", str(tiny_bert))
+    for placeholder, make in PLACEHOLDERS.items():
+        if placeholder in text:
+            text = text.replace(placeholder, str(make(folder)))
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(json.loads(text)), encoding="utf-8")
     return path
