@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from st_cli import fsio
 from st_cli.errors import StError
@@ -64,15 +64,11 @@ def encode_with_workers(
     threads = options.threads
     if threads is None and devices[0] is None:  # CPU workers share the cores
         threads = max(1, _usable_cpus() // workers)
-    summaries: list[EncodeSummary] = []
+    worker_options = dataclasses.replace(options, threads=threads)
+    jobs = [([str(i) for i in inputs], part, worker_options, model, (i, workers), resume, devices[i])
+            for i, part in enumerate(parts)]  # fmt: skip
     try:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            jobs = [
-                pool.submit(_run_shard, [str(i) for i in inputs], part, dataclasses.replace(options, threads=threads),
-                            model, (i, workers), resume, devices[i])  # fmt: skip
-                for i, part in enumerate(parts)
-            ]
-            summaries = [job.result() for job in jobs]
+        summaries = _run_all(jobs)
         merged = merge_shards(parts, target, precision=options.precision, force=options.force)
     except BaseException:
         if not resume:
@@ -91,6 +87,52 @@ def encode_with_workers(
     summary.side_files = merged.side_files
     summary.seconds = time.perf_counter() - started - summary.load_seconds
     return summary
+
+
+Job = tuple[list[str], Path, "EncodeOptions", "str | os.PathLike[str] | None", tuple[int, int], bool, "str | None"]
+
+
+def _run_all(jobs: Sequence[Job], poll: float = 0.5) -> list[EncodeSummary]:
+    """Start a process per job and wait for all; the first error (or a worker that died) stops the
+    others at once, and so does an exception here (Ctrl-C, SIGTERM): no worker outlives the command."""
+    context = get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_worker, args=(i, results, job), daemon=True) for i, job in enumerate(jobs)]
+    for process in processes:
+        process.start()
+    done: dict[int, EncodeSummary] = {}
+    try:
+        while len(done) < len(jobs):
+            try:
+                index, ok, value = results.get(timeout=poll)
+            except queue.Empty:
+                for index, process in enumerate(processes):
+                    if index not in done and process.exitcode not in (None, 0) and results.empty():
+                        raise StError(
+                            f"--workers: worker {index} died (exit {process.exitcode}); "
+                            "run the same command with --resume to continue"
+                        ) from None
+                continue
+            if not ok:
+                raise StError(value)
+            done[index] = value
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join()
+    return [done[i] for i in range(len(jobs))]
+
+
+def _worker(index: int, results: Any, job: Job) -> None:
+    """A worker process's body: its summary, or its error as one line, goes back on `results`."""
+    try:
+        results.put((index, True, _run_shard(*job)))
+    except StError as e:
+        results.put((index, False, str(e)))
+    except Exception as e:  # noqa: BLE001 - reported by the parent as one line
+        results.put((index, False, f"worker {index}: {type(e).__name__}: {e}"))
 
 
 def _run_shard(

@@ -326,3 +326,16 @@ def test_resume_keeps_a_finished_shard_of_the_same_job_only(tiny_folder: Path, t
         encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True)
     encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True, force=True)
     assert part.stat().st_mtime_ns != before
+
+
+def test_a_worker_error_is_one_line_exit_2_and_leaves_nothing(tiny_folder: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"fine\nbad \xff byte\n")
+    out = tmp_path / "o.npy"
+    args = ["encode", str(src), "--out", str(out), "-m", str(tiny_folder), "--workers", "2", "--threads", "1"]
+    result = runner.invoke(app, args)
+    assert (
+        result.exit_code == 2
+        and result.output == f"error: {src}:2: invalid UTF-8 at byte 4; pass --errors replace to substitute U+FFFD\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
