@@ -8,23 +8,24 @@ from their journals).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from st_cli import fsio
 from st_cli.errors import StError
-from st_cli.inputs import STDIN
-from st_cli.journal import PARTIAL_TAG
-from st_cli.shards import merge_shards
+from st_cli.inputs import STDIN, count_records, resolved_inputs
+from st_cli.journal import PARTIAL_TAG, journal_path, parse
+from st_cli.shards import merge_shards, read_sidecar, sidecar_path
 
 if TYPE_CHECKING:
-    from st_cli.encode import EncodeOptions, EncodeSummary
+    from st_cli.encode import EncodeOptions, EncodeSummary, ProgressFn
 
 
 def workers_folder(target: Path) -> Path:
@@ -39,8 +40,12 @@ def encode_with_workers(
     model: str | os.PathLike[str] | None,
     workers: int,
     resume: bool = False,
+    progress: ProgressFn | None = None,
 ) -> EncodeSummary:
-    """Encode the shards of the job in `workers` processes at once, then merge them into `output`."""
+    """Encode the shards of the job in `workers` processes at once, then merge them into `output`.
+
+    `progress` gets (rows done, rows total, 0), the rows done read from the parts' journals.
+    """
     from st_cli.encode import EncodeSummary
 
     started = time.perf_counter()
@@ -68,7 +73,7 @@ def encode_with_workers(
     jobs = [([str(i) for i in inputs], part, worker_options, model, (i, workers), resume, devices[i])
             for i, part in enumerate(parts)]  # fmt: skip
     try:
-        summaries = _run_all(jobs)
+        summaries = _run_all(jobs, report=_reporter(inputs, target, options, parts, progress))
         merged = merge_shards(parts, target, precision=options.precision, force=options.force)
     except BaseException:
         if not resume:
@@ -92,7 +97,41 @@ def encode_with_workers(
 Job = tuple[list[str], Path, "EncodeOptions", "str | os.PathLike[str] | None", tuple[int, int], bool, "str | None"]
 
 
-def _run_all(jobs: Sequence[Job], poll: float = 0.5) -> list[EncodeSummary]:
+def _reporter(
+    inputs: Sequence[str | os.PathLike[str]],
+    target: Path,
+    options: EncodeOptions,
+    parts: Sequence[Path],
+    progress: ProgressFn | None,
+) -> Callable[[], None] | None:
+    """A function reporting the rows the workers have journaled so far (None without `progress`)."""
+    if progress is None:
+        return None
+    with resolved_inputs(inputs, None, spool_beside=target) as sources:
+        tally = count_records(sources, options.read)
+    total = tally.records - tally.empty if options.skip_empty else tally.records
+
+    def report() -> None:
+        done = 0
+        for part in parts:
+            if sidecar_path(part).exists():
+                done += _rows_in_sidecar(part)
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                done += int(parse(journal_path(part).read_bytes())[1][-1]["rows"])
+        progress(done, total, 0)
+
+    return report
+
+
+def _rows_in_sidecar(part: Path) -> int:
+    try:
+        return read_sidecar(part).rows
+    except StError:
+        return 0
+
+
+def _run_all(jobs: Sequence[Job], poll: float = 0.5, report: Callable[[], None] | None = None) -> list[EncodeSummary]:
     """Start a process per job and wait for all; the first error (or a worker that died) stops the
     others at once, and so does an exception here (Ctrl-C, SIGTERM): no worker outlives the command."""
     context = get_context("spawn")
@@ -106,6 +145,8 @@ def _run_all(jobs: Sequence[Job], poll: float = 0.5) -> list[EncodeSummary]:
             try:
                 index, ok, value = results.get(timeout=poll)
             except queue.Empty:
+                if report is not None:
+                    report()
                 for index, process in enumerate(processes):
                     if index not in done and process.exitcode not in (None, 0) and results.empty():
                         raise StError(
