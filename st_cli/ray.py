@@ -6,7 +6,7 @@ windows, and hands shard numbers to a pool of actors. Each actor loads the model
 exactly `st encode --shard I/N --resume` into a parts folder beside the output; a part whose
 `.shard.json` is valid is not run again, so a rerun of the same command only does what is missing,
 and an actor Ray restarts resumes its shard from the last completed window. The parts are then
-merged into the output, bit for bit what one `st encode` gives.
+merged into the output, bit for bit what one `st encode` with the workers' thread count gives.
 
 `Embedder` is the other way in: a callable class for the user's own Ray Data pipelines.
 
@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import queue
+import socket
 import threading
 import time
 import warnings
@@ -93,6 +94,7 @@ def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterato
         if address is None:  # "local": a new cluster even where RAY_ADDRESS names another
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
         else:
+            check_reachable(address)
             ray.init(address=address, **quiet)
     except ConnectionError as e:
         raise StError(f"--ray {address}: cannot reach a Ray cluster there ({e})") from None
@@ -100,6 +102,17 @@ def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterato
         yield time.perf_counter() - started
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, seconds: float = 10.0) -> None:
+    """Refuse a HOST:PORT (or ray://HOST:PORT) nothing answers on: Ray itself retries for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray knows better: let it judge
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as e:
+        raise StError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e})") from None
 
 
 def local_cpus(workers: int, cpus_per_worker: float) -> float:
@@ -134,7 +147,7 @@ def parts_folder(output: Path) -> Path:
 
 
 def part_path(parts: Path, index: int, count: int) -> Path:
-    """Shard `index` of `count`: float32 .npy whatever the output (the merge converts)."""
+    """Shard `index` of `count`: a .npy whatever the output's format (the merge writes that)."""
     return parts / f"part-{index:05d}-of-{count:05d}.npy"
 
 

@@ -117,6 +117,20 @@ def test_a_loaded_model_with_its_name_writes_what_the_name_writes(tiny_bert_dir:
     assert (tmp_path / "loaded.safetensors").read_bytes() == (tmp_path / "by-name.safetensors").read_bytes()
 
 
+def test_an_address_nothing_answers_on_is_one_line_not_minutes_of_retries() -> None:
+    import socket
+
+    from st_cli.errors import StError
+    from st_cli.ray import check_reachable
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: nothing listens there
+    with pytest.raises(StError, match=f"--ray 127.0.0.1:{port}: no Ray cluster answers there"):
+        check_reachable(f"127.0.0.1:{port}")
+    check_reachable("auto")  # left to Ray
+
+
 def test_a_shards_own_error_comes_out_of_rays_wrappers_as_one_line() -> None:
     from st_cli.errors import StError
     from st_cli.ray import _shard_error
