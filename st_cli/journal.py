@@ -1,9 +1,9 @@
-"""Resumable encode runs: a journal beside the partial output, one fsynced line per finished window.
+"""Resumable encode runs: a journal beside the partial output, fsynced after every finished window.
 
 A run on files (not stdin) writes its rows into `.NAME.st-partial` (the output's temp, or the
 int8/uint8 float32 staging file) and keeps `.NAME.st-partial.journal` beside it: a header line with
-the job (fingerprint hash, shard, rows, window) and, after each window's rows are durable, a line
-with the rows done and what the sink needs to go on (int8 ranges, the jsonl byte size). A run killed
+the job (fingerprint hash, shard, rows, window) and, rewritten after each window's rows are durable,
+a line with the rows done and what the sink needs to go on (int8 ranges, the jsonl byte size). A run killed
 outright (SIGKILL, power loss) leaves both; `--resume` continues from the first missing window. These
 names carry no pid, so `fsio.remove_stale_temps` leaves them alone; the journal is flock()ed while a
 run owns it, so two runs never share one. A clean failure or interruption removes both.
@@ -52,6 +52,7 @@ class Journal:
     done: int = 0
     state: dict[str, Any] = field(default_factory=dict)
     windows: int = 0
+    header_bytes: int = 0  # the entry goes after the header line, replacing the previous one
 
     @classmethod
     def open(cls, target: Path, header: dict[str, Any], *, resume: bool, force: bool) -> Journal:
@@ -82,7 +83,8 @@ class Journal:
         return journal
 
     def _start(self, header: dict[str, Any], *, resume: bool, force: bool) -> None:
-        old, entries = _parse(_read_all(self.fd))
+        raw = _read_all(self.fd)
+        old, entries = _parse(raw)
         resumable = old is not None and bool(entries) and self.data.is_file()
         if resumable and not force and old is not None:
             last = entries[-1]
@@ -92,7 +94,8 @@ class Journal:
                         f"{self.target}: a killed run of this same job left {last['rows']:,} of {old['rows']:,} rows; "
                         "continue it with --resume, or pass --force to start over"
                     )
-                self.done, self.state, self.windows = int(last["rows"]), last.get("state", {}), len(entries)
+                self.done, self.state, self.windows = int(last["rows"]), last.get("state", {}), last.get("windows", 0)
+                self.header_bytes = raw.index(b"\n") + 1
                 return
             if resume:
                 changed = ", ".join(_changed(old, header)) or "the job"
@@ -106,9 +109,11 @@ class Journal:
         fsio.remove(self.data)
         try:
             os.close(os.open(self.data, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            line = _line(header)
             os.ftruncate(self.fd, 0)
-            os.lseek(self.fd, 0, os.SEEK_SET)
-            self._append(header)
+            os.pwrite(self.fd, line, 0)
+            os.fsync(self.fd)
+            self.header_bytes = len(line)
         except OSError as e:
             raise fsio.write_error(e, self.target) from None
 
@@ -116,12 +121,14 @@ class Journal:
         """The rows before `rows` are durable in `data`: note it (fsynced) so a resumed run skips them."""
         self.windows += 1
         _test_kill(self.windows)
-        self._append({"rows": rows, "state": state})
-        self.done = rows
-
-    def _append(self, entry: dict[str, Any]) -> None:
-        os.write(self.fd, (json.dumps(entry, separators=(",", ":")) + "\n").encode())
+        # One entry, overwritten in place: int8 ranges are KBs a window, so appending would grow the
+        # journal with the corpus. A kill between the write and the truncate leaves the old entry's
+        # tail after a newline: not JSON, ignored.
+        line = _line({"rows": rows, "windows": self.windows, "state": state})
+        os.pwrite(self.fd, line, self.header_bytes)
+        os.ftruncate(self.fd, self.header_bytes + len(line))
         os.fsync(self.fd)
+        self.done = rows
 
     def close(self) -> None:
         """Remove the partial data (if not published) and the journal, then unlock."""
@@ -139,6 +146,10 @@ def rows_done(target: Path) -> int:
         return 0
     _, entries = _parse(raw)
     return int(entries[-1]["rows"]) if entries else 0
+
+
+def _line(entry: dict[str, Any]) -> bytes:
+    return (json.dumps(entry, separators=(",", ":")) + "\n").encode()
 
 
 def _read_all(fd: int) -> bytes:

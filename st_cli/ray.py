@@ -553,17 +553,19 @@ def encode_files_ray(
         summary.ray_start_seconds, summary.address = ray_start, address or "local"
         paths = [part_path(parts, i, count) for i in range(count)]
         results = _run_shards(worker_args, list(range(count)), pool)
-        pending, finished, done_rows = set(range(count)), 0, 0
+        running: dict[int, int] = dict.fromkeys(range(count), 0)  # rows the unfinished shards' journals had
+        finished, done_rows = 0, 0
         for result in results if progress is None else with_heartbeat(results, PROGRESS_SECONDS):
             if result is not None:
-                pending.discard(int(result["shard"]))
+                running.pop(int(result["shard"]), None)
                 finished, done_rows = finished + 1, done_rows + int(result["rows"])
                 summary.skipped_shards += bool(result["skipped"])
                 summary.resumed_shards += bool(result["resumed"])
                 if not result["skipped"]:
                     summary.pids.append(int(result["pid"]))
-            if progress is not None:  # rows of the shards still running: their journals say
-                progress(finished, count, done_rows + sum(journal.rows_done(paths[i]) for i in pending), rows)
+            if progress is not None:  # a journal caught mid-rewrite reads as less: keep the most seen
+                running = {i: max(seen, journal.rows_done(paths[i])) for i, seen in running.items()}
+                progress(finished, count, done_rows + sum(running.values()), rows)
     merged = merge_shards(paths, target, precision=opts.precision, force=opts.force)
     summary.rows, summary.dimension = merged.rows, merged.dimension
     fsio.remove(parts)
