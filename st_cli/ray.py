@@ -521,6 +521,8 @@ def encode_files_ray(
             raise StError(f"{name} must be positive, got {value}")
     if gpus_per_worker < 0:
         raise StError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise StError("--ray: give the model as a folder or Hub id (each worker loads it), not a loaded Model")
     opts = EncodeOptions(**options)
     target = Path(output)
     opts.check(target)

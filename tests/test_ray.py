@@ -89,6 +89,16 @@ def test_ray_options_without_ray_are_refused(tmp_path: Path, args: list[str], me
     assert message in result.output
 
 
+def test_a_loaded_model_cannot_go_to_ray(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from st_cli import encode_files_ray
+    from st_cli.errors import StError
+    from st_cli.model import load_model
+
+    (tmp_path / "a.txt").write_text("hello\n", encoding="utf-8")
+    with pytest.raises(StError, match="give the model as a folder or Hub id"):
+        encode_files_ray(tmp_path / "a.txt", load_model(tiny_bert_dir), tmp_path / "e.npy")  # type: ignore[arg-type]
+
+
 def test_stdin_cannot_go_to_ray(tmp_path: Path) -> None:
     result = runner.invoke(app, ["encode", "-", "--out", str(tmp_path / "e.npy"), "--ray"], input="a\nb\n")
     assert result.exit_code == 2
