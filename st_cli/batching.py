@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,6 +53,22 @@ class BatchPlan:
     max_tokens: int
     max_rows: int | None
     pad_multiple: int
+    kwargs: Mapping[str, Any] = field(default_factory=dict)  # encode-time kwargs (a Router's task picks the tokenizer)
+    like_st: bool = False  # cut batches as sentence-transformers does (the stack's output depends on padding)
+
+
+# sentence-transformers' encode(): texts longest first by characters, this many rows per batch.
+ST_BATCH_SIZE = 32
+
+
+def st_batches(texts: list[str], rows: int | None) -> list[np.ndarray]:
+    """ST's batches: np.argsort of minus the character lengths (its exact tie order), `rows` (32) at a time.
+
+    Only these batches reproduce ST's vectors for a module that reads the padding (CNN).
+    """
+    order = np.argsort([-len(t) for t in texts])
+    size = rows or ST_BATCH_SIZE
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def token_lengths(model: Model, texts: list[str], prompt: str = "") -> tuple[np.ndarray, int]:
@@ -125,8 +141,12 @@ def prepare_window(model: Model, start: int, records: list[Record], plan: BatchP
     texts = [r.text for r in records]
     lengths, truncated = token_lengths(model, texts, plan.prompt)
     batches = []
-    for indices in plan_batches(lengths, plan.max_tokens, plan.max_rows, plan.pad_multiple):
-        features = _pad_features(model.tokenize([texts[i] for i in indices], plan.prompt), plan.pad_multiple)
+    if plan.like_st:
+        cuts, multiple = st_batches(texts, plan.max_rows), 1  # extra padding would change the vectors
+    else:
+        cuts, multiple = plan_batches(lengths, plan.max_tokens, plan.max_rows, plan.pad_multiple), plan.pad_multiple
+    for indices in cuts:
+        features = _pad_features(model.tokenize([texts[i] for i in indices], plan.prompt, **plan.kwargs), multiple)
         mask = features.get("attention_mask")
         padded = int(mask.numel()) if mask is not None else int(lengths[indices].max()) * len(indices)
         batches.append(Batch(indices, features, int(lengths[indices].sum()), padded))

@@ -278,11 +278,13 @@ def verify(
       st verify ./downloaded-model --record
     """
     from st_cli.errors import EXIT_MISMATCH, EXIT_OK
-    from st_cli.fsio import claim
+    from st_cli.fsio import claim, refuse_output_in_folders
     from st_cli.threads import thread_count
     from st_cli.verify import verify_model
 
     with user_errors(), thread_count():
+        if junit is not None:
+            refuse_output_in_folders(junit, [model, against], "--junit")
         junit_claim = claim(junit, force=force) if junit is not None else None  # refused before the checks run
         report = verify_model(
             model,
@@ -329,6 +331,15 @@ def encode(
     kw: Annotated[
         list[str] | None,
         typer.Option("--kw", help="key=value for a keyword a module declares in modules.json (repeatable)."),
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="query or document: a Router's route, and the task's prompt if the model has one "
+            "(sentence-transformers' encode_query / encode_document).",
+            show_default=False,
+        ),
     ] = None,
     skip_empty: Annotated[
         bool, typer.Option("--skip-empty", help="Drop empty records; write the kept line numbers to OUT.lines.txt.")
@@ -426,6 +437,7 @@ def encode(
       st encode corpus.txt --out part1.npy --shard 1/4 --resume
       st encode docs.jsonl --field body -m out/minilm --out emb.safetensors --precision int8
       cat queries.txt | st encode - --out q.jsonl --prompt-name query --normalize
+      st encode queries.txt -m asym-model --task query --out q.npy
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
       st encode corpus.txt --out emb.npy --ray --workers 2
       st encode /shared/corpus.jsonl -m /shared/minilm --out /shared/emb.npy --ray auto --gpus-per-worker 1
@@ -500,7 +512,7 @@ def encode(
                 normalize=normalize,
                 prompt_name=prompt_name,
                 prompt=prompt,
-                kwargs=parse_kwargs(kw or []),
+                kwargs=parse_kwargs(kw or []) | ({"task": task} if task else {}),
                 skip_empty=skip_empty,
                 errors=errors,
                 max_batch_tokens=max_batch_tokens,

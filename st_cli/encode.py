@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_cli import fsio, hub, threads
+from st_cli import fsio, hub, static, threads
 from st_cli.batching import (
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_WINDOW,
@@ -32,6 +32,7 @@ from st_cli.batching import (
     Batch,
     BatchPlan,
     Window,
+    chunked,
     plan_batches,
     prefetched,
     token_lengths,
@@ -70,6 +71,8 @@ if TYPE_CHECKING:
     import torch
 
     from st_cli.model import Model
+
+    Encoder = Model | static.StaticEncoder
 
 # Re-exported: older callers import these from st_cli.encode.
 __all__ = [
@@ -334,24 +337,60 @@ def _encode_stream(
     return done
 
 
+def _encode_static_stream(
+    encoder: static.StaticEncoder,
+    records: Iterable[Record],
+    prompt: str,
+    sink: Sink,
+    options: EncodeOptions,
+    summary: EncodeSummary,
+    progress: ProgressFn | None,
+    *,
+    done: int = 0,
+    after_window: Callable[[int], None] | None = None,
+) -> int:
+    """A static model's rows, a window at a time, in numpy: no padding, so no sorting by length either.
+
+    `done` rows were written by an earlier run (--resume); windows count on from there.
+    """
+    for _, chunk in chunked(records, options.window):
+        embeddings = encoder.embed([r.text for r in chunk], prompt)
+        sink.write(done, encoder.finish(embeddings, normalize=options.normalize, truncate_dim=options.truncate_dim))
+        done += len(chunk)
+        if progress is not None:
+            progress(done, summary.rows, summary.tokens)
+        if after_window is not None:
+            after_window(done)
+        fsio.pause_point("encode:window")
+    return done
+
+
 # ---------------------------------------------------------------- the job
 
 
-def _load(model: Model | str | os.PathLike[str] | None, trust_remote_code: bool) -> tuple[Model, str]:
-    from st_cli.model import Model, load_model
+def _load(model: Encoder | str | os.PathLike[str] | None, options: EncodeOptions) -> tuple[Encoder, str]:
+    """The model to run: a static folder as a numpy StaticEncoder (torch is never imported), else a Model.
 
-    if isinstance(model, Model):
+    The numpy path runs on the CPU in the table's dtype; an explicit --device or --dtype asks for torch.
+    """
+    if model is not None and not isinstance(model, (str, os.PathLike)):
         return model, ""
     name = str(model) if model is not None else (os.environ.get("ST_MODEL") or hub.DEFAULT_MODEL)
-    return load_model(name, trust_remote_code=trust_remote_code), name
+    numpy_ok = options.device in ("cpu", "auto") and options.dtype in ("auto", "float32")
+    root = hub.find_local(name) if numpy_ok else None
+    fast = static.static_encoder(root) if root is not None else None
+    if fast is not None:
+        return fast, name
+    from st_cli.model import load_model
+
+    return load_model(name, trust_remote_code=options.trust_remote_code), name
 
 
 def _load_while_counting(
-    model: Model | str | os.PathLike[str] | None,
-    trust_remote_code: bool,
+    model: Encoder | str | os.PathLike[str] | None,
+    options: EncodeOptions,
     sources: Sequence[Source],
-    read: ReadOptions,
-) -> tuple[Model, str, Tally]:
+) -> tuple[Encoder, str, Tally]:
     """Count (and check) the inputs in a thread while torch and the model load: the costs overlap.
 
     Reading releases the GIL on I/O and importing torch spends most of its time in C, so on two
@@ -361,9 +400,9 @@ def _load_while_counting(
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="st-count") as pool:
-        counting = pool.submit(count_records, sources, read)
+        counting = pool.submit(count_records, sources, options.read)
         try:
-            encoder, name = _load(model, trust_remote_code)
+            encoder, name = _load(model, options)
         except BaseException:
             counting.result()
             raise
@@ -390,7 +429,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _embedding_dim(model: Model, truncate_dim: int | None) -> int:
+def _embedding_dim(model: Encoder, truncate_dim: int | None) -> int:
     dim = model.get_sentence_embedding_dimension()
     if dim is None:  # a custom last module that does not say: ask it
         dim = int(model.embed([""]).shape[-1])
@@ -445,7 +484,7 @@ def encode(
     output: str | os.PathLike[str],
     options: EncodeOptions,
     *,
-    model: Model | str | os.PathLike[str] | None = None,
+    model: Encoder | str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
     stdin: IO[bytes] | None = None,
     shard: tuple[int, int] | None = None,
@@ -463,6 +502,8 @@ def encode(
     if target.is_dir():
         raise StError(f"{target}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
     options.check(target)
+    if isinstance(model, (str, os.PathLike)):  # a model file replaced by its own embeddings
+        fsio.refuse_output_in_folders(target, [str(model)], "--out")
     from_stdin = any(str(item) == STDIN for item in inputs)
     if from_stdin and (shard is not None or resume):
         raise StError("-: stdin cannot be sharded or resumed (it can be read only once); save it to a file first")
@@ -478,13 +519,16 @@ def encode(
     claims = dict(zip(names, claimed, strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
-        encoder, loaded_name, counted = _load_while_counting(model, options.trust_remote_code, sources, read)
+        encoder, loaded_name, counted = _load_while_counting(model, options, sources)
         model_name = model_name or loaded_name
         encoder.check_kwargs(dict(options.kwargs))
-        prompt = encoder.resolve_prompt(options.prompt, options.prompt_name)
-        options = options.for_device(resolve_device(options.device))
+        prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
+        # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).
+        fast = isinstance(encoder, static.StaticEncoder)
+        options = options.for_device("cpu" if fast else resolve_device(options.device))
         device = options.device
-        encoder.to(device)
+        if not isinstance(encoder, static.StaticEncoder):
+            encoder.to(device)
         if device == "cpu":
             pin_mmap_threshold(MMAP_THRESHOLD)
         total = counted.records - counted.empty if options.skip_empty else counted.records
@@ -493,7 +537,12 @@ def encode(
         summary.skipped_empty = counted.empty if options.skip_empty else 0
         assert options.max_batch_tokens is not None  # filled in by for_device
         plan = BatchPlan(
-            prompt, options.max_batch_tokens, options.batch_size, options.pad_multiple if device == "cpu" else 1
+            prompt,
+            options.max_batch_tokens,
+            options.batch_size,
+            options.pad_multiple if device == "cpu" else 1,
+            kwargs=dict(options.kwargs),
+            like_st=encoder.batch_dependent,
         )
         fp = None if from_stdin else _fingerprint(sources, encoder, model_name, options, plan)
         if finished and fp is not None and (intact := _finished_shard(target, fp, options.force)) is not None:
@@ -523,7 +572,8 @@ def encode(
             )
             if "lines" in side:
                 temps["lines"] = fsio.temp_file(side["lines"])
-            with threads.thread_count(options.threads) as summary.threads, contextlib.ExitStack() as stack:
+            torch_threads = contextlib.nullcontext(1) if fast else threads.thread_count(options.threads)
+            with torch_threads as summary.threads, contextlib.ExitStack() as stack:
                 read_again = Tally()
                 every = tallied(iter_records(sources, read, skip_empty=False), read_again)
                 kept = (r for r in every if r.text != "") if options.skip_empty else every
@@ -531,17 +581,31 @@ def encode(
                 if "lines" in temps:
                     records = _noting_lines(records, stack.enter_context(open(temps["lines"], "w", encoding="utf-8")))
                 todo = itertools.islice(records, summary.resumed_rows, None)
-                prepared = windows(encoder, todo, options.window, plan, start=summary.resumed_rows)
-                done = _encode_stream(
-                    encoder,
-                    prefetched(prepared) if options.prefetch else prepared,
-                    sink,
-                    options,
-                    summary,
-                    progress,
-                    done=summary.resumed_rows,
-                    after_window=_journaling(journal, sink),
-                )
+                after_window = _journaling(journal, sink)
+                if isinstance(encoder, static.StaticEncoder):
+                    done = _encode_static_stream(
+                        encoder,
+                        todo,
+                        prompt,
+                        sink,
+                        options,
+                        summary,
+                        progress,
+                        done=summary.resumed_rows,
+                        after_window=after_window,
+                    )
+                else:
+                    prepared = windows(encoder, todo, options.window, plan, start=summary.resumed_rows)
+                    done = _encode_stream(
+                        encoder,
+                        prefetched(prepared) if options.prefetch else prepared,
+                        sink,
+                        options,
+                        summary,
+                        progress,
+                        done=summary.resumed_rows,
+                        after_window=after_window,
+                    )
                 for _ in every:  # the rest of the inputs: the second pass must see every record too
                     pass
             _check_same_records(counted, read_again, done, part.rows)
@@ -605,7 +669,7 @@ def _journaling(journal: Journal | None, sink: Sink) -> Callable[[int], None] | 
 
 
 def _fingerprint(
-    sources: Sequence[Source], model: Model, model_name: str, options: EncodeOptions, plan: BatchPlan
+    sources: Sequence[Source], model: Encoder, model_name: str, options: EncodeOptions, plan: BatchPlan
 ) -> dict[str, Any]:
     """The job: these inputs, this model, every option that changes the output (after device defaults)."""
     chosen = {
@@ -628,13 +692,15 @@ def _fingerprint(
     return fingerprint([s.path for s in sources], [s.name for s in sources], _model_digests(model, model_name), chosen)
 
 
-def _model_digests(model: Model, name: str) -> dict[str, str]:
+def _model_digests(model: Encoder, name: str) -> dict[str, str]:
     """sha256 of every file of the model's folder; of its weights for a Model given in Python."""
     root = hub.find_local(name) if name else None
     if root is not None:
         from st_cli.layout import file_digests
 
         return file_digests(root)
+    if isinstance(model, static.StaticEncoder):
+        return {"<weights>": hashlib.sha256(model.table.tobytes()).hexdigest()}
     import torch
 
     digest = hashlib.sha256()
@@ -675,7 +741,7 @@ def encode_file(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    model: Model | str | os.PathLike[str] | None = None,
+    model: Encoder | str | os.PathLike[str] | None = None,
     field: str = "text",
     column: str = "text",
     precision: str = "float32",
@@ -764,7 +830,7 @@ def encode_file(
     )
 
 
-def job_of(inputs: Sequence[str | os.PathLike[str]], model: Model, model_name: str = "", **options: Any) -> str:
+def job_of(inputs: Sequence[str | os.PathLike[str]], model: Encoder, model_name: str = "", **options: Any) -> str:
     """The job id `encode_file(inputs, ..., model=model, model_name=model_name, **options)` records in
     its journal and `.shard.json`, without running it: whether a finished shard belongs to this job."""
     opts = EncodeOptions(**options)

@@ -82,6 +82,16 @@ class ModelConfig:
     versions: dict[str, str] = field(default_factory=dict)
 
 
+# Tasks with a prompt of their own: ST 6.2's encode_query / encode_document use prompts[task], and its
+# SentenceTransformer always has both keys ("" unless the folder sets them), so never the default prompt.
+TASK_PROMPTS = ("query", "document")
+
+
+def task_prompt(task: str | None, prompts: Mapping[str, str]) -> str | None:
+    """The prompt a task implies (its own, or ""), or None for no task or a task without one."""
+    return prompts.get(task, "") if task in TASK_PROMPTS else None
+
+
 # ---------------------------------------------------------------- reading
 
 
@@ -257,6 +267,25 @@ def make_tokenizer_config_portable(folder: Path) -> None:
         config = read_json(path)
         if isinstance(config, dict) and config.get("tokenizer_class") == "TokenizersBackend":
             write_json(path, config | {"tokenizer_class": "PreTrainedTokenizerFast"})
+
+
+def make_tokenizer_json_portable(folder: Path) -> None:
+    """tokenizers >= 0.20 write BPE merges as pairs, which older tokenizers cannot parse ("untagged enum
+    ModelWrapper"); every version reads the older "left right" strings, so write those where no part has a space."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return
+    config = read_json(path)
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        return
+    merges = model.get("merges")
+    if not isinstance(merges, list) or not all(isinstance(m, list) and len(m) == 2 for m in merges):
+        return
+    if any(" " in part for merge in merges for part in merge):
+        return
+    model["merges"] = [f"{left} {right}" for left, right in merges]
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
 
 
 def write_model_files(root: Path, entries: list[ModuleEntry], config: ModelConfig, fmt: Format) -> None:

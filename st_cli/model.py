@@ -45,7 +45,8 @@ class Model(torch.nn.Module):
         module_kwargs: Sequence[Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
-        if not modules or not isinstance(modules[0], InputModule):
+        # An input module, or a module that hands texts to one (a Router whose routes start with one).
+        if not modules or not callable(getattr(modules[0], "tokenize", None)):
             raise StError("the first module of a stack must be an input module such as Transformer")
         self.stack = torch.nn.ModuleList(modules)
         self.prompts = dict(prompts or {})
@@ -67,6 +68,11 @@ class Model(torch.nn.Module):
     def input_module(self) -> InputModule:
         return self.stack[0]  # type: ignore[return-value]
 
+    @property
+    def batch_dependent(self) -> bool:
+        """A module reads the padding (CNN): a text's vector depends on its batch, so batch as ST does."""
+        return any(m.spec is not None and m.spec.batch_dependent for m in self.steps)
+
     def get_sentence_embedding_dimension(self) -> int | None:
         for module in reversed(self.steps):
             dim = module.get_sentence_embedding_dimension()
@@ -82,25 +88,37 @@ class Model(torch.nn.Module):
         return set(self.module_kwargs[index]) | set(self.steps[index].forward_kwargs)
 
     def check_kwargs(self, kwargs: dict[str, Any]) -> None:
+        """Every kwarg is declared by some module (`task` always: it picks a prompt too); each module agrees."""
         declared = set().union(*(self.declared_kwargs(i) for i in range(len(self.stack))))
-        unknown = sorted(set(kwargs) - declared)
+        unknown = sorted(set(kwargs) - declared - {"task"})
         if unknown:
             known = ", ".join(sorted(declared)) or "none"
             raise StError(f"keyword argument {unknown[0]!r} is not declared by any module (declared: {known})")
+        for index, module in enumerate(self.steps):
+            module.check_call({k: v for k, v in kwargs.items() if k in self.declared_kwargs(index)})
 
-    def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None) -> str:
-        """ST's order: an explicit prompt, then a prompt name, then the default prompt."""
+    def probe_kwargs(self) -> dict[str, Any]:
+        """What st's own checks (manifest probes, verify) encode with: e.g. a task for a Router with no default."""
+        return {k: v for module in self.steps for k, v in module.probe_kwargs().items()}
+
+    def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None, task: str | None = None) -> str:
+        """ST's order: an explicit prompt, then a prompt name, then the task's prompt
+        (encode_query/encode_document), then the default prompt."""
         if prompt is not None:
-            return prompt
+            return _whole_text(prompt, "--prompt")
+        implied = layout.task_prompt(task, self.prompts)
+        if prompt_name is None and implied is not None:
+            return implied
         name = prompt_name if prompt_name is not None else self.default_prompt_name
         if name is None:
             return ""
         if name not in self.prompts:
             raise StError(f"unknown prompt name {name!r}; this model has: {', '.join(self.prompts) or 'none'}")
-        return self.prompts[name]
+        return _whole_text(self.prompts[name], f"prompt {name!r}")
 
-    def tokenize(self, texts: list[str], prompt: str = "") -> Features:
-        features = self.input_module.tokenize([prompt + t for t in texts] if prompt else texts)
+    def tokenize(self, texts: list[str], prompt: str = "", **kwargs: Any) -> Features:
+        own = {k: v for k, v in kwargs.items() if k in self.input_module.tokenize_kwargs}
+        features = self.input_module.tokenize([prompt + t for t in texts] if prompt else texts, **own)
         if prompt and hasattr(self.input_module, "prompt_length"):
             features["prompt_length"] = self.input_module.prompt_length(prompt)  # type: ignore[assignment,operator]
         return features
@@ -122,7 +140,7 @@ class Model(torch.nn.Module):
     @torch.inference_mode()
     def embed(self, texts: list[str], prompt: str = "", **kwargs: Any) -> torch.Tensor:
         """One padded batch of texts to sentence embeddings (before truncation)."""
-        features = self.forward(self.tokenize(texts, prompt), **kwargs)
+        features = self.forward(self.tokenize(texts, prompt, **kwargs), **kwargs)
         if "sentence_embedding" not in features:
             raise StError("the stack gives no sentence embedding: its last module must pool (e.g. a Pooling)")
         return features["sentence_embedding"]
@@ -146,7 +164,7 @@ class Model(torch.nn.Module):
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         self.check_kwargs(kwargs)
-        prefix = self.resolve_prompt(prompt, prompt_name)
+        prefix = self.resolve_prompt(prompt, prompt_name, kwargs.get("task"))
         order = np.argsort([-len(t) for t in items])
         rows: list[torch.Tensor] = [torch.empty(0)] * len(items)
         for start in range(0, len(items), batch_size):
@@ -205,11 +223,14 @@ class Model(torch.nn.Module):
         return target
 
     def _save_module(self, root: Path, index: int, module: Module, fmt: layout.Format) -> layout.ModuleEntry:
-        in_root = index == 0 and module.save_in_root
+        spec = module.spec if registry.is_registered(type(module)) else None
+        in_root = index == 0 and module.save_in_root and (spec is None or fmt in spec.root_formats)
         rel = "" if in_root else layout.module_dir_name(index, type(module).__name__)
         (root / rel).mkdir(parents=True, exist_ok=True)
-        module.save(str(root / rel), format=fmt)
-        if not registry.is_registered(type(module)):
+        if registry.is_registered(type(module)):
+            module.save(str(root / rel), format=fmt)
+        else:
+            custom.save_module(module, root / rel, fmt)
             custom.copy_source(type(module), root)  # at the root, where every ST version looks for it
         return layout.ModuleEntry(
             idx=index,
@@ -244,7 +265,7 @@ class Model(torch.nn.Module):
         import transformers
 
         try:
-            embeddings = self.encode(PROBE_TEXTS, batch_size=len(PROBE_TEXTS))
+            embeddings = self.encode(PROBE_TEXTS, batch_size=len(PROBE_TEXTS), **self.probe_kwargs())
         except StError:
             raise
         except Exception as e:
@@ -274,6 +295,16 @@ class Model(torch.nn.Module):
 # ---------------------------------------------------------------- building and loading
 
 
+def _whole_text(text: str, where: str) -> str:
+    """A prompt a tokenizer accepts: no half surrogate pair (an argument with invalid UTF-8 arrives as one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        problem = f"not valid text (an invalid UTF-8 byte or half a surrogate pair at {e.start})"
+        raise StError(f"{where}: {problem}") from None
+    return text
+
+
 def build_model(recipe: Recipe) -> Model:
     """Instantiate a recipe's stack; every random init is seeded with `recipe.seed`."""
     torch.manual_seed(recipe.seed)
@@ -292,6 +323,7 @@ def build_model(recipe: Recipe) -> Model:
             raise recipe.error(f"modules[{i}]", f"could not build {spec.type}: {first_line(e)}", spec.line) from None
         if spec.module_class:
             _check_custom_module(recipe, i, modules[-1])
+    _wire_all_layer_embeddings(recipe, modules)
     return Model(
         modules,
         prompts=dict(recipe.prompts),
@@ -300,6 +332,19 @@ def build_model(recipe: Recipe) -> Model:
         truncate_dim=recipe.truncate_dim,
         module_kwargs=module_kwargs + [spec.forward_kwargs for spec in recipe.modules],
     )
+
+
+def _wire_all_layer_embeddings(recipe: Recipe, modules: list[Module]) -> None:
+    """A module that pools every hidden state (WeightedLayerPooling) makes the input module give them."""
+    first = len(modules) - len(recipe.modules)
+    needing = [i for i, m in enumerate(modules) if m.needs_all_layer_embeddings]
+    if needing and isinstance(modules[0], InputModule):
+        try:
+            modules[0].output_all_layers()
+        except StError as e:
+            index = needing[0] - first
+            line = recipe.modules[index].line if index >= 0 else None
+            raise recipe.error(f"modules[{index}]", str(e), line) from None
 
 
 def _base_modules(recipe: Recipe) -> tuple[list[Module], list[tuple[str, ...]]]:
@@ -369,7 +414,9 @@ def load_model(
             if entry.config is not None:  # supplied by st (a plain folder's Pooling): nothing to read
                 modules.append(cls(**entry.config))
             else:
-                modules.append(cls.load(str(root), subfolder=entry.path))
+                modules.append(
+                    cls.load(str(root), subfolder=entry.path) if builtin else custom.load_module(cls, root, entry.path)
+                )
         except StError:
             raise
         except expected as e:
@@ -399,6 +446,7 @@ def build(
 
     claim = fsio.claim(output, force=force)  # --force replaces only what exists now, not what appears later
     recipe = load_recipe(recipe_path, overrides)
+    fsio.refuse_inputs_inside(claim.path, recipe.input_paths(), "build")
     recipe.check_format(format)
     model = build_model(recipe)
     try:

@@ -251,10 +251,11 @@ class Embedder:
         trust_remote_code: bool = False,
         **options: Any,
     ) -> None:
-        from st_cli.encode import EncodeOptions, _load, resolve_device
+        from st_cli.encode import EncodeOptions, resolve_device
+        from st_cli.model import load_model
 
         self.column, self.output_column = column, output_column
-        self.model, _ = _load(model, trust_remote_code)
+        self.model = load_model(str(model), trust_remote_code=trust_remote_code)
         opts = EncodeOptions(trust_remote_code=trust_remote_code, **options)
         self.model.check_kwargs(dict(opts.kwargs))
         self.prompt = self.model.resolve_prompt(opts.prompt, opts.prompt_name)
@@ -299,13 +300,14 @@ class ShardWorker:
         cwd: str,
         kill: str | None = None,
     ) -> None:
-        from st_cli.encode import _load
+        from st_cli.encode import EncodeOptions, _load
 
         # The driver's folder, where it exists here: a relative model name then finds the same folder,
         # so every worker records the same model hashes in its shard's job (and merge accepts them).
         with contextlib.suppress(OSError):
             os.chdir(cwd)
-        self.model, _ = _load(model, bool(options.get("trust_remote_code")))
+        # Loaded as `st encode` loads it (a static folder runs in numpy), so parts equal a plain run's rows.
+        self.model, _ = _load(model, EncodeOptions(**options))
         self.model_name, self.inputs, self.options = model_name, inputs, options
         self.parts, self.shards, self.kill = Path(parts), shards, kill
         self.job: str | None = None

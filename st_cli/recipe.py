@@ -8,6 +8,7 @@ weights load.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import difflib
 import functools
 import inspect
@@ -70,6 +71,20 @@ class Recipe:
                 "use --format st6, or shrink the last Dense's out_features instead"
             )
             raise self.error("truncate_dim", problem, self.lines.get("truncate_dim"))
+
+    def input_paths(self) -> list[Path]:
+        """Local files and folders a build reads: the recipe, its base, custom module files, and module
+        arguments naming a path (a Transformer's `model`), so the output can be refused if it holds one."""
+        named = [self.base] if self.base else []
+        named += [v for spec in self.modules for v in spec.kwargs.values() if isinstance(v, str) and v]
+        paths = [self.source]
+        for value in named:
+            paths += [p for p in (Path(value), self.source.parent / value) if os.path.lexists(p)]
+        for spec in self.modules:
+            with contextlib.suppress(TypeError, OSError):
+                source = inspect.getsourcefile(spec.module_class) if spec.module_class else None
+                paths += [Path(source)] if source else []
+        return paths
 
     def error(self, where: str, problem: str, line: int | None = None) -> RecipeError:
         return RecipeError(self.source, line, where, problem)

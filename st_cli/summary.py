@@ -639,7 +639,9 @@ class _Reader:
         layers = {int(m.group(1)) for t in weights.tensors if (m := _LAYER_INDEX.search(t.name))}
         if layers and info.layers is not None and max(layers) + 1 != info.layers:
             message = f"{where}: config has {info.layers} layers, the weights hold {max(layers) + 1}"
-            self.add("warning", "shape-mismatch", message, where)
+            # More layers than weights: they would start random (and a huge count would exhaust memory
+            # before transformers notices); fewer: transformers ignores the extra tensors.
+            self.add("error" if info.layers > max(layers) + 1 else "warning", "shape-mismatch", message, where)
 
     # ------------------------------------------------------------ dimensions
 

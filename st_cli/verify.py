@@ -284,8 +284,8 @@ class _Run:
             self.load_error = str(e)
             return Check("reload", "fail", "does not load", str(e))
         try:
-            self.raw = first.embed(self.texts, self.prompt)
-            again = second.embed(self.texts, self.prompt)
+            self.raw = first.embed(self.texts, self.prompt, **first.probe_kwargs())
+            again = second.embed(self.texts, self.prompt, **second.probe_kwargs())
         except Exception as e:  # noqa: BLE001 - a folder whose stack cannot run (e.g. widths that do not chain)
             self.raw, self.load_error = None, f"running the stack failed: {type(e).__name__}: {first_line(e)}"
             return Check("reload", "fail", "does not run", self.load_error)
@@ -445,7 +445,9 @@ def check_reference(run: _Run) -> Check:
         return _malformed("reference", "probes")
     stored = np.asarray(probes.embeddings, dtype=np.float32)
     try:
-        got = run.model.encode(run.texts, batch_size=len(run.texts), prompt_name=probes.prompt_name)
+        got = run.model.encode(
+            run.texts, batch_size=len(run.texts), prompt_name=probes.prompt_name, **run.model.probe_kwargs()
+        )
     except StError as e:
         return Check("reference", "fail", "cannot encode the probes", str(e))
     if stored.shape != got.shape:
@@ -459,7 +461,10 @@ def check_batch_invariance(run: _Run) -> Check:
     assert run.model is not None and run.raw is not None  # CHECKS: needs model
     import torch
 
-    alone = torch.cat([run.model.embed([text], run.prompt) for text in run.texts])
+    dependent = next((e.spec for e in run.entries if e.spec is not None and e.spec.batch_dependent), None)
+    if dependent is not None:
+        return _skip("batch_invariance", f"{dependent.name}: {dependent.batch_dependent}")
+    alone = torch.cat([run.model.embed([text], run.prompt, **run.model.probe_kwargs()) for text in run.texts])
     return _compare("batch_invariance", alone.numpy(), run.raw.numpy(), run, "alone vs in a padded batch")
 
 
@@ -470,10 +475,11 @@ def check_normalization(run: _Run) -> Check:
         return _skip("normalization", "the stack does not end in Normalize")
     if run.raw is None:
         return run.unloaded("normalization")
-    errors = np.abs(np.linalg.norm(run.raw.numpy().astype(np.float64), axis=1) - 1.0)
+    norms = np.linalg.norm(run.raw.numpy().astype(np.float64), axis=1)
+    errors = np.abs(norms - 1.0)
     worst = int(errors.argmax())
     status: Status = "pass" if errors[worst] <= run.atol else "fail"
-    detail = "" if status == "pass" else f"probe {worst} {_preview(run.texts[worst])} has norm {1 + errors[worst]:.6f}"
+    detail = "" if status == "pass" else f"probe {worst} {_preview(run.texts[worst])} has norm {norms[worst]:.6f}"
     figure = f"max |‖e‖−1| {errors[worst]:.1e}"
     return Check("normalization", status, figure, detail, {"max_abs_diff": float(errors[worst]), "worst_probe": worst})
 

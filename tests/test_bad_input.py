@@ -158,6 +158,22 @@ def test_bad_recipe_file(ctx: Ctx, text: str | None, args: list[str], expected: 
     assert list(ctx.out.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [("bert", "is also an input of this build"), ("recipe.yaml", "is also an input of this build"),
+     (".", "holds TMP/recipe.yaml, an input of this build")],
+)  # fmt: skip
+def test_build_refuses_an_output_that_holds_its_inputs_even_with_force(ctx: Ctx, output: str, expected: str) -> None:
+    bert = Path(shutil.copytree(ctx.bert, ctx.tmp / "bert"))
+    recipe = ctx.write("recipe.yaml", f"modules:\n  - type: Transformer\n    model: {bert}\n{POOL}")
+    before = {p: p.read_bytes() for p in ctx.tmp.rglob("*") if p.is_file()}
+    target = ctx.tmp / output
+    result = runner.invoke(app, ["build", str(recipe), "-o", str(target), "--force"])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert one_error_line(result) == f"error: {target}: {expected.replace('TMP', str(ctx.tmp))}; write the output elsewhere"
+    assert {p: p.read_bytes() for p in ctx.tmp.rglob("*") if p.is_file()} == before
+
+
 CUSTOM_FAILING = """from st_cli import Module
 
 
@@ -226,8 +242,10 @@ DAMAGES: list[tuple[str, Callable[[Path], object], str, str]] = [
     ("pickle-refused", lambda m: _pickle_only(m, EVIL_PICKLE), "2_Dense/pytorch_model.bin", "reload"),
     ("pickle-garbage", lambda m: _pickle_only(m, b"not a pickle at all"), "2_Dense/pytorch_model.bin", "reload"),
     ("hidden-size-mismatch", lambda m: _json(m / "config.json", hidden_size=48), "config.json: hidden_size", "dimensions"),
+    ("intermediate-size-10^9", lambda m: _json(m / "config.json", intermediate_size=10**9), "model.safetensors: encoder.layer.0.intermediate.dense.bias has shape [37], config.json makes it [1000000000]", "reload"),
     ("vocab-size-mismatch", lambda m: _json(m / "config.json", vocab_size=5), "config.json: vocab_size", "dimensions"),
-    ("layers-missing-from-weights", lambda m: _json(m / "config.json", num_hidden_layers=4), "tensors missing", "reload"),
+    ("layers-missing-from-weights", lambda m: _json(m / "config.json", num_hidden_layers=4), "config.json: config has 4 layers, the weights hold 2", "dimensions"),
+    ("layers-10^5", lambda m: _json(m / "config.json", num_hidden_layers=10**5), "config.json: config has 100000 layers", "dimensions"),
     ("nested-json-config", lambda m: (m / "1_Pooling/config.json").write_text(NESTED), "1_Pooling/config.json", "layout"),
     ("nested-json-modules", lambda m: (m / "modules.json").write_text(NESTED), "modules.json", "layout"),
     ("no-tokenizer", lambda m: [(m / f).unlink() for f in ("tokenizer.json", "tokenizer_config.json")], "no tokenizer files", "layout"),
@@ -312,6 +330,7 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("output-parent-missing", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/no/e.npy", "-m", "MODEL"], "OUT/no"),
     ("truncate-dim-wider", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--truncate-dim", "999"], "--truncate-dim 999"),
     ("prompt-name-unknown", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--prompt-name", "nope"], "'nope'"),
+    ("prompt-invalid-utf8", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--prompt", "q\udcff"], "--prompt: not valid text"),
     ("kw-undeclared", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--kw", "task=query"], "'task'"),
     ("model-missing", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "TMP/nomodel"], "nomodel"),
     ("precision-unknown", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--precision", "float64"], "float64"),
@@ -331,6 +350,11 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("build-output-missing", {"r.yaml": b"modules: []\n"}, ["build", "TMP/r.yaml"], "'--output'"),
     ("inspect-revision-on-folder", {}, ["inspect", "MODEL", "--revision", "v1"], "--revision"),
     ("unknown-command", {}, ["emcode"], "'emcode'"),
+    ("encode-over-its-model", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "MODEL/model.safetensors", "-m", "MODEL", "--force"], "MODEL/model.safetensors: --out is inside MODEL"),
+    ("encode-into-its-model", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "MODEL/e.npy", "-m", "MODEL"], "MODEL/e.npy: --out is inside MODEL"),
+    ("verify-junit-over-its-model", {}, ["verify", "MODEL", "--junit", "MODEL/modules.json", "--force"], "MODEL/modules.json: --junit is inside MODEL"),
+    ("verify-junit-into-its-model", {}, ["verify", "MODEL", "--junit", "MODEL/v.xml"], "MODEL/v.xml: --junit is inside MODEL"),
+    ("verify-junit-into-against", {}, ["verify", "MODEL", "--against", "TMP", "--junit", "TMP/v.xml"], "TMP/v.xml: --junit is inside TMP"),
 ]  # fmt: skip
 
 

@@ -1,0 +1,298 @@
+"""StaticEmbedding: folders written by sentence-transformers (3.4 … 6.2) and by model2vec load in st and
+give their writer's embeddings; st's portable folders load in every version that has the type; `st encode`
+runs a static folder in numpy, without importing torch, with the torch path's results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import st_cli
+from st_cli import layout, static
+from tests.texts import COMPARE_TEXTS
+
+VENVS = Path(os.environ.get("ST_COMPAT_VENVS", Path(__file__).parent.parent / ".venv-compat"))
+STATIC_VERSIONS = ["st34", "st41", "st57"]  # ST 2.2 and 2.7 have no StaticEmbedding (it came in 3.2)
+HERE = Path(__file__).parent
+ATOL = 1e-6
+
+
+def _python(version: str) -> Path:
+    python = VENVS / version / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(f"{python} missing: run `make compat-venvs` (make test does)")
+    return python
+
+
+def _run_in(version: str, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    run = subprocess.run(
+        [str(_python(version)), "-c", script, *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def _texts_file(tmp_path: Path) -> Path:
+    path = tmp_path / "texts.json"
+    path.write_text(json.dumps(COMPARE_TEXTS), encoding="utf-8")
+    return path
+
+
+def model2vec_folder(folder: Path, tokenizer_json: Path, dtype: str, normalize: bool, seed: int = 0) -> Path:
+    """A static model saved by model2vec itself (modules.json with path ".", its own config.json)."""
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    vectors = np.random.default_rng(seed).standard_normal((tokenizer.get_vocab_size(), 12)).astype(dtype)
+    StaticModel(vectors=vectors, tokenizer=tokenizer, normalize=normalize).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module", params=[("float32", False), ("float16", True)], ids=["m2v-f32", "m2v-f16-norm"])
+def m2v_dir(request: pytest.FixtureRequest, tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dtype, normalize = request.param
+    return model2vec_folder(tmp_path_factory.mktemp("m2v") / "m", tiny_bert_dir / "tokenizer.json", dtype, normalize)
+
+
+def _st_reference(folder: Path) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu").encode(COMPARE_TEXTS).astype(np.float32)
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> None:
+    np.testing.assert_allclose(a, b, atol=ATOL, rtol=0, equal_nan=True)
+
+
+# ---------------------------------------------------------------- model2vec folders
+
+
+def test_model2vec_folder_matches_sentence_transformers(m2v_dir: Path) -> None:
+    assert json.loads((m2v_dir / "modules.json").read_text())[0]["path"] == "."
+    assert not (m2v_dir / layout.MODEL_CONFIG).exists()  # model2vec writes no config_sentence_transformers.json
+    model = st_cli.load_model(m2v_dir)
+    reference = _st_reference(m2v_dir)
+    ours = model.encode(COMPARE_TEXTS)
+    _close(ours, reference)
+    if (m2v_dir / "1_Normalize").exists() or json.loads((m2v_dir / "config.json").read_text())["normalize"]:
+        # float16 + Normalize: an empty text's zero vector normalises to NaN in float16, in ST as in st
+        assert np.isnan(reference[0]).all() and np.isnan(ours[0]).all()
+    # the numpy path gives the torch path's numbers
+    fast = static.static_encoder(m2v_dir)
+    assert fast is not None
+    _close(fast.encode(COMPARE_TEXTS), ours)
+
+
+def test_model2vec_folder_float16_weights_keep_their_dtype(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    folder = model2vec_folder(tmp_path / "m", tiny_bert_dir / "tokenizer.json", "float16", normalize=False)
+    model = st_cli.load_model(folder)
+    assert model.steps[0].embedding.weight.dtype.is_floating_point and model.steps[0].embedding.weight.dtype.itemsize == 2
+    summary = st_cli.summarize(folder)
+    assert not summary.errors, summary.errors
+    assert summary.modules[0].short_type == "StaticEmbedding" and summary.embedding_dimension == 12
+
+
+def test_model2vec_mapping_and_weights_fold_like_sentence_transformers(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    """A vocabulary-quantized model2vec folder: `embeddings[mapping] * weights` per token id (ST 6.2's rule)."""
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tiny_bert_dir / "tokenizer.json"))
+    n = tokenizer.get_vocab_size()
+    rng = np.random.default_rng(5)
+    clusters = rng.standard_normal((7, 6)).astype(np.float32)
+    mapping, weights = rng.integers(0, 7, n), rng.uniform(0.5, 2, n).astype(np.float32)
+    StaticModel(vectors=clusters, tokenizer=tokenizer, weights=weights, token_mapping=mapping).save_pretrained(
+        str(tmp_path / "q")
+    )
+    _close(st_cli.load_model(tmp_path / "q").encode(COMPARE_TEXTS), _st_reference(tmp_path / "q"))
+
+
+def test_real_tokenizer_matches_model2vec_encode(minilm_dir: Path, tmp_path: Path) -> None:
+    """all-MiniLM-L6-v2's tokenizer and word-embedding table as a model2vec model: st equals model2vec's own
+    StaticModel.encode on texts without unknown tokens (model2vec drops [UNK]; ST and st keep it)."""
+    from model2vec import StaticModel
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    table = load_file(str(minilm_dir / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    StaticModel(vectors=table, tokenizer=tokenizer, normalize=True).save_pretrained(str(tmp_path / "m"))
+    m2v = StaticModel.from_pretrained(str(tmp_path / "m"))
+    unk = tokenizer.token_to_id("[UNK]")
+    texts = [t for t in COMPARE_TEXTS if t.strip() and unk not in tokenizer.encode(t, add_special_tokens=False).ids]
+    texts = [t for t in texts if len(tokenizer.encode(t, add_special_tokens=False).ids) <= 512]
+    assert len(texts) >= 20
+    ours = st_cli.load_model(tmp_path / "m").encode(texts)
+    _close(ours, m2v.encode(texts))
+    _close(ours, _st_reference_texts(tmp_path / "m", texts))
+    _close(static.static_encoder(tmp_path / "m").encode(texts), ours)  # type: ignore[union-attr]
+
+
+def _st_reference_texts(folder: Path, texts: list[str]) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu").encode(texts)
+
+
+# ---------------------------------------------------------------- folders saved by sentence-transformers
+
+SAVE_STATIC = """
+import sys, numpy as np
+from tokenizers import Tokenizer
+try:
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+except ImportError:
+    from sentence_transformers.models import StaticEmbedding
+from sentence_transformers import SentenceTransformer
+tok = Tokenizer.from_file(sys.argv[2])
+weights = np.random.default_rng(1).standard_normal((tok.get_vocab_size(), 10)).astype(np.float32)
+model = SentenceTransformer(modules=[StaticEmbedding(tok, embedding_weights=weights)], device="cpu")
+model.save(sys.argv[1])
+import json
+texts = json.load(open(sys.argv[3], encoding="utf-8"))
+np.save(sys.argv[4], model.encode(texts))
+"""
+
+
+@pytest.mark.parametrize("version", STATIC_VERSIONS)
+def test_folder_saved_by_each_version_loads(version: str, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    folder, out = tmp_path / "saved", tmp_path / "theirs.npy"
+    _run_in(version, SAVE_STATIC, str(folder), str(tiny_bert_dir / "tokenizer.json"), str(_texts_file(tmp_path)), str(out))
+    _close(st_cli.load_model(folder).encode(COMPARE_TEXTS), np.load(out))
+    assert not st_cli.summarize(folder).errors
+
+
+def test_folder_saved_by_st62_loads(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    folder, out = tmp_path / "saved", tmp_path / "theirs.npy"
+    script = SAVE_STATIC
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(folder), str(tiny_bert_dir / "tokenizer.json"), str(_texts_file(tmp_path)), str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((folder / "modules.json").read_text())[0]["path"] == ""  # ST >= 5.4: in the root
+    _close(st_cli.load_model(folder).encode(COMPARE_TEXTS), np.load(out))
+
+
+# ---------------------------------------------------------------- st's own folders
+
+STATIC_RECIPE = "seed: 11\nprompts: {{query: 'query: '}}\nmodules:\n  - type: StaticEmbedding\n    tokenizer: {tok}\n    embedding_dim: 24\n{extra}"
+
+
+@pytest.fixture(scope="module")
+def built_static(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("static-built")
+    recipe = root / "static.yaml"
+    recipe.write_text(STATIC_RECIPE.format(tok=tiny_bert_dir, extra="  - type: Normalize\n"), encoding="utf-8")
+    return {fmt: st_cli.build(recipe, root / fmt, format=fmt)[1] for fmt in layout.FORMATS}
+
+
+def test_portable_and_st6_layouts(built_static: dict[str, Path]) -> None:
+    portable = layout.read_modules_json(built_static["portable"])
+    assert (portable[0].path, portable[0].type) == ("0_StaticEmbedding", "sentence_transformers.models.StaticEmbedding")
+    assert (built_static["portable"] / "0_StaticEmbedding" / "tokenizer.json").is_file()
+    st6 = layout.read_modules_json(built_static["st6"])
+    assert st6[0].path == "" and st6[0].type.endswith("static_embedding.StaticEmbedding")
+    assert (built_static["st6"] / "tokenizer.json").is_file() and (built_static["st6"] / "model.safetensors").is_file()
+    summary = st_cli.summarize(built_static["portable"])
+    assert not summary.errors and summary.embedding_dimension == 24
+    assert summary.modules[0].output_dim == 24 and summary.modules[0].weights is not None
+    # loader verdicts come from the spec: no StaticEmbedding before ST 3.2, none in TEI
+    assert summary.loaders["ST<=5.3"].status == "partial" and summary.loaders["TEI"].status == "no"
+
+
+@pytest.mark.parametrize("fmt", layout.FORMATS)
+def test_st62_reads_st_folders(built_static: dict[str, Path], fmt: str) -> None:
+    model = st_cli.load_model(built_static[fmt])
+    _close(model.encode(COMPARE_TEXTS), _st_reference(built_static[fmt]))
+    _close(model.encode(COMPARE_TEXTS, prompt_name="query"), _st_reference_prompt(built_static[fmt]))
+
+
+def _st_reference_prompt(folder: Path) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu").encode(COMPARE_TEXTS, prompt_name="query")
+
+
+@pytest.mark.parametrize("version", STATIC_VERSIONS)
+def test_portable_folder_loads_in_each_version(built_static: dict[str, Path], version: str, tmp_path: Path) -> None:
+    out = tmp_path / "theirs.npy"
+    crossload = HERE / "compat" / "crossload.py"
+    _run_in(version, open(crossload, encoding="utf-8").read(), str(built_static["portable"]), str(_texts_file(tmp_path)), str(out))
+    _close(np.load(out), st_cli.load_model(built_static["portable"]).encode(COMPARE_TEXTS))
+
+
+def test_recipe_seed_decides_the_table(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    def build(seed: int, name: str) -> np.ndarray:
+        recipe = tmp_path / f"{name}.yaml"
+        recipe.write_text(STATIC_RECIPE.format(tok=tiny_bert_dir, extra="").replace("seed: 11", f"seed: {seed}"))
+        model, _ = st_cli.build(recipe, tmp_path / name)
+        return model.encode(["hello world"])
+
+    assert np.array_equal(build(1, "a"), build(1, "b")) and not np.array_equal(build(1, "c"), build(2, "d"))
+
+
+def test_recipe_base_static_folder(m2v_dir: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"base: {m2v_dir}\nkeep: 1\nmodules:\n  - type: Normalize\n", encoding="utf-8")
+    model, folder = st_cli.build(recipe, tmp_path / "out")
+    base = st_cli.load_model(m2v_dir).encode(COMPARE_TEXTS[2:])
+    expected = base / np.linalg.norm(base, axis=1, keepdims=True)
+    np.testing.assert_allclose(st_cli.load_model(folder).encode(COMPARE_TEXTS[2:]), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("    embedding_dim: 0\n", "embedding_dim: must be an integer between 1 and"),
+        ("    embedding_dim: 8\n    tokenizer: /nonexistent/tok\n", "tokenizer:"),
+    ],
+)
+def test_bad_static_recipes(tmp_path: Path, tiny_bert_dir: Path, extra: str, message: str) -> None:
+    from typer.testing import CliRunner
+
+    from st_cli.cli import app
+
+    body = "modules:\n  - type: StaticEmbedding\n"
+    if "tokenizer" not in extra:
+        body += f"    tokenizer: {tiny_bert_dir}\n"
+    (tmp_path / "r.yaml").write_text(body + extra, encoding="utf-8")
+    result = CliRunner().invoke(app, ["build", str(tmp_path / "r.yaml"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- st encode: the numpy path
+
+ENCODE_WITHOUT_TORCH = """
+import sys, st_cli
+summary = st_cli.encode_file(sys.argv[1], sys.argv[2], model=sys.argv[3], normalize=sys.argv[4] == "1")
+print(summary.rows, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("normalize", ["0", "1"])
+def test_st_encode_runs_static_folders_without_torch(m2v_dir: Path, tmp_path: Path, normalize: str) -> None:
+    texts = tmp_path / "in.txt"
+    lines = [t.replace("\n", " ") for t in COMPARE_TEXTS]
+    texts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    run = subprocess.run(
+        [sys.executable, "-c", ENCODE_WITHOUT_TORCH, str(texts), str(out), str(m2v_dir), normalize],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == [str(len(lines)), "False"]
+    expected = st_cli.load_model(m2v_dir).encode(lines, normalize=normalize == "1")
+    _close(np.load(out), expected)
