@@ -428,13 +428,15 @@ def encode(
     OUT.calibration.json (or the .safetensors metadata).
 
     Past one machine: --shard I/N writes one of N parts (shard on other
-    machines, then st merge the parts: equal to one run bit for bit). A run
-    killed outright keeps a journal; the same command with --resume goes on
-    from its last finished window.
+    machines, then st merge the parts: equal to one run bit for bit);
+    --workers N runs N shards at once here (one per GPU) and merges them. A
+    run killed outright keeps a journal; the same command with --resume goes
+    on from its last finished window.
 
     Examples:
       st encode corpus.txt --out emb.npy
       st encode corpus.txt --out part1.npy --shard 1/4 --resume
+      st encode corpus.txt --out emb.npy --device cuda --workers 8
       st encode docs.jsonl --field body -m out/minilm --out emb.safetensors --precision int8
       cat queries.txt | st encode - --out q.jsonl --prompt-name query --normalize
       st encode queries.txt -m asym-model --task query --out q.npy

@@ -814,7 +814,9 @@ def encode_file(
             raise StError("--workers and --shard: give one of them (each worker already runs one shard)")
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise StError("--workers: give the model as a folder or Hub id (each worker process loads it)")
-        return encode_with_workers(items, output, options, model=model, workers=workers, resume=resume)
+        return encode_with_workers(
+            items, output, options, model=model, workers=workers, resume=resume, progress=progress
+        )
     if workers < 1:
         raise StError(f"--workers must be at least 1, got {workers}")
     return encode(

@@ -84,7 +84,7 @@ class Journal:
 
     def _start(self, header: dict[str, Any], *, resume: bool, force: bool) -> None:
         raw = _read_all(self.fd)
-        old, entries = _parse(raw)
+        old, entries = parse(raw)
         resumable = old is not None and bool(entries) and self.data.is_file()
         if resumable and not force and old is not None:
             last = entries[-1]
@@ -160,7 +160,7 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse(raw: bytes) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def parse(raw: bytes) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """(header, window entries); a torn last line (a kill mid-write) is not an entry."""
     header, entries = None, []
     for line in raw.split(b"\n"):

@@ -8,23 +8,24 @@ from their journals).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import queue
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from st_cli import fsio
 from st_cli.errors import StError
-from st_cli.inputs import STDIN
-from st_cli.journal import PARTIAL_TAG
-from st_cli.shards import merge_shards
+from st_cli.inputs import STDIN, count_records, resolved_inputs
+from st_cli.journal import PARTIAL_TAG, journal_path, parse
+from st_cli.shards import merge_shards, read_sidecar, sidecar_path
 
 if TYPE_CHECKING:
-    from st_cli.encode import EncodeOptions, EncodeSummary
+    from st_cli.encode import EncodeOptions, EncodeSummary, ProgressFn
 
 
 def workers_folder(target: Path) -> Path:
@@ -39,8 +40,12 @@ def encode_with_workers(
     model: str | os.PathLike[str] | None,
     workers: int,
     resume: bool = False,
+    progress: ProgressFn | None = None,
 ) -> EncodeSummary:
-    """Encode the shards of the job in `workers` processes at once, then merge them into `output`."""
+    """Encode the shards of the job in `workers` processes at once, then merge them into `output`.
+
+    `progress` gets (rows done, rows total, 0), the rows done read from the parts' journals.
+    """
     from st_cli.encode import EncodeSummary
 
     started = time.perf_counter()
@@ -64,15 +69,11 @@ def encode_with_workers(
     threads = options.threads
     if threads is None and devices[0] is None:  # CPU workers share the cores
         threads = max(1, _usable_cpus() // workers)
-    summaries: list[EncodeSummary] = []
+    worker_options = dataclasses.replace(options, threads=threads)
+    jobs = [([str(i) for i in inputs], part, worker_options, model, (i, workers), resume, devices[i])
+            for i, part in enumerate(parts)]  # fmt: skip
     try:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            jobs = [
-                pool.submit(_run_shard, [str(i) for i in inputs], part, dataclasses.replace(options, threads=threads),
-                            model, (i, workers), resume, devices[i])  # fmt: skip
-                for i, part in enumerate(parts)
-            ]
-            summaries = [job.result() for job in jobs]
+        summaries = _run_all(jobs, report=_reporter(inputs, target, options, parts, progress))
         merged = merge_shards(parts, target, precision=options.precision, force=options.force)
     except BaseException:
         if not resume:
@@ -91,6 +92,88 @@ def encode_with_workers(
     summary.side_files = merged.side_files
     summary.seconds = time.perf_counter() - started - summary.load_seconds
     return summary
+
+
+Job = tuple[list[str], Path, "EncodeOptions", "str | os.PathLike[str] | None", tuple[int, int], bool, "str | None"]
+
+
+def _reporter(
+    inputs: Sequence[str | os.PathLike[str]],
+    target: Path,
+    options: EncodeOptions,
+    parts: Sequence[Path],
+    progress: ProgressFn | None,
+) -> Callable[[], None] | None:
+    """A function reporting the rows the workers have journaled so far (None without `progress`)."""
+    if progress is None:
+        return None
+    with resolved_inputs(inputs, None, spool_beside=target) as sources:
+        tally = count_records(sources, options.read)
+    total = tally.records - tally.empty if options.skip_empty else tally.records
+
+    def report() -> None:
+        done = 0
+        for part in parts:
+            if sidecar_path(part).exists():
+                done += _rows_in_sidecar(part)
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                done += int(parse(journal_path(part).read_bytes())[1][-1]["rows"])
+        progress(done, total, 0)
+
+    return report
+
+
+def _rows_in_sidecar(part: Path) -> int:
+    try:
+        return read_sidecar(part).rows
+    except StError:
+        return 0
+
+
+def _run_all(jobs: Sequence[Job], poll: float = 0.5, report: Callable[[], None] | None = None) -> list[EncodeSummary]:
+    """Start a process per job and wait for all; the first error (or a worker that died) stops the
+    others at once, and so does an exception here (Ctrl-C, SIGTERM): no worker outlives the command."""
+    context = get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_worker, args=(i, results, job), daemon=True) for i, job in enumerate(jobs)]
+    for process in processes:
+        process.start()
+    done: dict[int, EncodeSummary] = {}
+    try:
+        while len(done) < len(jobs):
+            try:
+                index, ok, value = results.get(timeout=poll)
+            except queue.Empty:
+                if report is not None:
+                    report()
+                for index, process in enumerate(processes):
+                    if index not in done and process.exitcode not in (None, 0) and results.empty():
+                        raise StError(
+                            f"--workers: worker {index} died (exit {process.exitcode}); "
+                            "run the same command with --resume to continue"
+                        ) from None
+                continue
+            if not ok:
+                raise StError(value)
+            done[index] = value
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join()
+    return [done[i] for i in range(len(jobs))]
+
+
+def _worker(index: int, results: Any, job: Job) -> None:
+    """A worker process's body: its summary, or its error as one line, goes back on `results`."""
+    try:
+        results.put((index, True, _run_shard(*job)))
+    except StError as e:
+        results.put((index, False, str(e)))
+    except Exception as e:  # noqa: BLE001 - reported by the parent as one line
+        results.put((index, False, f"worker {index}: {type(e).__name__}: {e}"))
 
 
 def _run_shard(

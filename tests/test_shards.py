@@ -326,3 +326,34 @@ def test_resume_keeps_a_finished_shard_of_the_same_job_only(tiny_folder: Path, t
         encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True)
     encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True, force=True)
     assert part.stat().st_mtime_ns != before
+
+
+def test_a_worker_error_is_one_line_exit_2_and_leaves_nothing(tiny_folder: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"fine\nbad \xff byte\n")
+    out = tmp_path / "o.npy"
+    args = ["encode", str(src), "--out", str(out), "-m", str(tiny_folder), "--workers", "2", "--threads", "1"]
+    result = runner.invoke(app, args)
+    assert (
+        result.exit_code == 2
+        and result.output == f"error: {src}:2: invalid UTF-8 at byte 4; pass --errors replace to substitute U+FFFD\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_workers_progress_sums_the_rows_the_parts_journaled(tmp_path: Path) -> None:
+    from st_cli.encode import EncodeOptions
+    from st_cli.journal import Journal
+    from st_cli.workers import _reporter
+
+    src = tmp_path / "in.txt"
+    src.write_text("a\n\nb\nc\n")
+    parts = [tmp_path / "p0.npy", tmp_path / "p1.npy"]
+    journal = Journal.open(parts[0], {"job": "x"}, resume=False, force=False)
+    journal.record(2, {})
+    seen: list[tuple[int, int, int]] = []
+    report = _reporter([src], tmp_path / "o.npy", EncodeOptions(skip_empty=True), parts, lambda *a: seen.append(a))
+    assert report is not None
+    report()
+    journal.close()
+    assert seen == [(2, 3, 0)]
