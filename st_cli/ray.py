@@ -35,6 +35,7 @@ import numpy as np
 from st_cli.errors import StError
 
 if TYPE_CHECKING:
+    from st_cli.batching import BatchPlan
     from st_cli.encode import EncodeOptions
     from st_cli.model import Model
 
@@ -199,7 +200,7 @@ class RayEncodeSummary:
 # ---------------------------------------------------------------- embedding a window
 
 
-def embed_records(model: Model, texts: list[str], options: EncodeOptions, prompt: str = "") -> np.ndarray:
+def embed_records(model: Model, texts: list[str], options: EncodeOptions, plan: BatchPlan) -> np.ndarray:
     """Embed `texts` as one window of `st encode` (sorted by length, cut by the batch budget), in order.
 
     Equal to `st encode` bit for bit when `texts` are exactly one of its windows; otherwise batches
@@ -207,13 +208,10 @@ def embed_records(model: Model, texts: list[str], options: EncodeOptions, prompt
     """
     import torch
 
-    from st_cli.batching import BatchPlan, prepare_window
+    from st_cli.batching import prepare_window
     from st_cli.encode import _embed_batch
     from st_cli.inputs import Record
 
-    assert options.max_batch_tokens is not None  # filled in by for_device
-    pad = options.pad_multiple if options.device == "cpu" else 1
-    plan = BatchPlan(prompt, options.max_batch_tokens, options.batch_size, pad)
     window = prepare_window(model, 0, [Record("", i + 1, t) for i, t in enumerate(texts)], plan)
     if not window.batches:
         dim = model.get_sentence_embedding_dimension() or 0
@@ -251,15 +249,14 @@ class Embedder:
         trust_remote_code: bool = False,
         **options: Any,
     ) -> None:
-        from st_cli.encode import EncodeOptions, resolve_device
+        from st_cli.encode import EncodeOptions, prepare_job
         from st_cli.model import load_model
 
         self.column, self.output_column = column, output_column
         self.model = load_model(str(model), trust_remote_code=trust_remote_code)
+        # The options and batch plan a `st encode` of this model would use (prompt, device defaults).
         opts = EncodeOptions(trust_remote_code=trust_remote_code, **options)
-        self.model.check_kwargs(dict(opts.kwargs))
-        self.prompt = self.model.resolve_prompt(opts.prompt, opts.prompt_name)
-        self.options = opts.for_device(resolve_device(opts.device))
+        self.options, self.plan = prepare_job(self.model, opts)
         self.model.to(self.options.device)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,7 +266,7 @@ class Embedder:
             raise StError(f"Embedder: the batch has no column {self.column!r} (columns: {', '.join(batch)})")
         texts = [str(t) for t in batch[self.column]]
         with threads.thread_count(self.options.threads):
-            vectors = embed_records(self.model, texts, self.options, self.prompt)
+            vectors = embed_records(self.model, texts, self.options, self.plan)
         return {**batch, self.output_column: vectors}
 
 
