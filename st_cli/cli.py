@@ -444,10 +444,11 @@ def encode(
       st encode corpus.txt --out emb.npy --ray --workers 2
       st encode /shared/corpus.jsonl -m /shared/minilm --out /shared/emb.npy --ray auto --gpus-per-worker 1
 
-    With --ray, shards of whole windows run on Ray Data actors and are merged into
-    OUT (bit for bit what one run gives); inputs, model and OUT's folder must be at
-    the same paths on every node. Parts wait in OUT.parts/: rerunning the same
-    command after a failure runs only the shards still missing.
+    With --ray, shards of whole windows run on Ray Data actors and are
+    merged into OUT (bit for bit one run with the workers' --threads);
+    inputs, model and OUT's folder must be at the same paths on every node.
+    Parts wait in OUT.parts/: rerunning the same command after a failure
+    runs only the shards still missing.
     """
     from st_cli.encode import encode_file, parse_kwargs
     from st_cli.shards import parse_shard

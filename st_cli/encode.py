@@ -521,12 +521,8 @@ def encode(
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
         encoder, loaded_name, counted = _load_while_counting(model, options, sources)
         model_name = model_name or loaded_name
-        encoder.check_kwargs(dict(options.kwargs))
-        prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
-        # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).
-        fast = isinstance(encoder, static.StaticEncoder)
-        options = options.for_device("cpu" if fast else resolve_device(options.device))
-        device = options.device
+        options, plan = prepare_job(encoder, options)
+        prompt, fast, device = plan.prompt, isinstance(encoder, static.StaticEncoder), options.device
         if not isinstance(encoder, static.StaticEncoder):
             encoder.to(device)
         if device == "cpu":
@@ -535,15 +531,6 @@ def encode(
         part = plan_shard(total, options.window, shard)
         summary = EncodeSummary(target, part.rows, _embedding_dim(encoder, options.truncate_dim), stored)
         summary.skipped_empty = counted.empty if options.skip_empty else 0
-        assert options.max_batch_tokens is not None  # filled in by for_device
-        plan = BatchPlan(
-            prompt,
-            options.max_batch_tokens,
-            options.batch_size,
-            options.pad_multiple if device == "cpu" else 1,
-            kwargs=dict(options.kwargs),
-            like_st=encoder.batch_dependent,
-        )
         fp = None if from_stdin else _fingerprint(sources, encoder, model_name, options, plan)
         if finished and fp is not None and (intact := _finished_shard(target, fp, options.force)) is not None:
             summary.shard, summary.resumed_rows = intact, intact.rows
@@ -832,14 +819,32 @@ def encode_file(
     )
 
 
+def prepare_job(encoder: Encoder, options: EncodeOptions) -> tuple[EncodeOptions, BatchPlan]:
+    """The options with the device's defaults filled in, and the batch plan, as a run of `encoder` uses them.
+
+    One place for both, so `job_of` and Ray's `Embedder` batch and fingerprint exactly as `encode` does.
+    """
+    encoder.check_kwargs(dict(options.kwargs))
+    prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
+    # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).
+    fast = isinstance(encoder, static.StaticEncoder)
+    options = options.for_device("cpu" if fast else resolve_device(options.device))
+    assert options.max_batch_tokens is not None  # filled in by for_device
+    plan = BatchPlan(
+        prompt,
+        options.max_batch_tokens,
+        options.batch_size,
+        options.pad_multiple if options.device == "cpu" else 1,
+        kwargs=dict(options.kwargs),
+        like_st=encoder.batch_dependent,
+    )
+    return options, plan
+
+
 def job_of(inputs: Sequence[str | os.PathLike[str]], model: Encoder, model_name: str = "", **options: Any) -> str:
     """The job id `encode_file(inputs, ..., model=model, model_name=model_name, **options)` records in
     its journal and `.shard.json`, without running it: whether a finished shard belongs to this job."""
-    opts = EncodeOptions(**options)
-    prompt = model.resolve_prompt(opts.prompt, opts.prompt_name)
-    opts = opts.for_device(resolve_device(opts.device))
-    assert opts.max_batch_tokens is not None  # filled in by for_device
-    plan = BatchPlan(prompt, opts.max_batch_tokens, opts.batch_size, opts.pad_multiple if opts.device == "cpu" else 1)
+    opts, plan = prepare_job(model, EncodeOptions(**options))
     with resolved_inputs(inputs, None, spool_beside=Path(".")) as sources:
         return job_id(_fingerprint(sources, model, model_name, opts, plan))
 

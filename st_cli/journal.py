@@ -144,7 +144,7 @@ def rows_done(target: Path) -> int:
         raw = journal_path(target).read_bytes()
     except OSError:
         return 0
-    _, entries = _parse(raw)
+    _, entries = parse(raw)
     return int(entries[-1]["rows"]) if entries else 0
 
 

@@ -6,7 +6,7 @@ windows, and hands shard numbers to a pool of actors. Each actor loads the model
 exactly `st encode --shard I/N --resume` into a parts folder beside the output; a part whose
 `.shard.json` is valid is not run again, so a rerun of the same command only does what is missing,
 and an actor Ray restarts resumes its shard from the last completed window. The parts are then
-merged into the output, bit for bit what one `st encode` gives.
+merged into the output, bit for bit what one `st encode` with the workers' thread count gives.
 
 `Embedder` is the other way in: a callable class for the user's own Ray Data pipelines.
 
@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import queue
+import socket
 import threading
 import time
 import warnings
@@ -34,6 +35,7 @@ import numpy as np
 from st_cli.errors import StError
 
 if TYPE_CHECKING:
+    from st_cli.batching import BatchPlan
     from st_cli.encode import EncodeOptions
     from st_cli.model import Model
 
@@ -93,6 +95,7 @@ def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterato
         if address is None:  # "local": a new cluster even where RAY_ADDRESS names another
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
         else:
+            check_reachable(address)
             ray.init(address=address, **quiet)
     except ConnectionError as e:
         raise StError(f"--ray {address}: cannot reach a Ray cluster there ({e})") from None
@@ -100,6 +103,17 @@ def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterato
         yield time.perf_counter() - started
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, seconds: float = 10.0) -> None:
+    """Refuse a HOST:PORT (or ray://HOST:PORT) nothing answers on: Ray itself retries for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray knows better: let it judge
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as e:
+        raise StError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e})") from None
 
 
 def local_cpus(workers: int, cpus_per_worker: float) -> float:
@@ -134,7 +148,7 @@ def parts_folder(output: Path) -> Path:
 
 
 def part_path(parts: Path, index: int, count: int) -> Path:
-    """Shard `index` of `count`: float32 .npy whatever the output (the merge converts)."""
+    """Shard `index` of `count`: a .npy whatever the output's format (the merge writes that)."""
     return parts / f"part-{index:05d}-of-{count:05d}.npy"
 
 
@@ -186,7 +200,7 @@ class RayEncodeSummary:
 # ---------------------------------------------------------------- embedding a window
 
 
-def embed_records(model: Model, texts: list[str], options: EncodeOptions, prompt: str = "") -> np.ndarray:
+def embed_records(model: Model, texts: list[str], options: EncodeOptions, plan: BatchPlan) -> np.ndarray:
     """Embed `texts` as one window of `st encode` (sorted by length, cut by the batch budget), in order.
 
     Equal to `st encode` bit for bit when `texts` are exactly one of its windows; otherwise batches
@@ -194,13 +208,10 @@ def embed_records(model: Model, texts: list[str], options: EncodeOptions, prompt
     """
     import torch
 
-    from st_cli.batching import BatchPlan, prepare_window
+    from st_cli.batching import prepare_window
     from st_cli.encode import _embed_batch
     from st_cli.inputs import Record
 
-    assert options.max_batch_tokens is not None  # filled in by for_device
-    pad = options.pad_multiple if options.device == "cpu" else 1
-    plan = BatchPlan(prompt, options.max_batch_tokens, options.batch_size, pad)
     window = prepare_window(model, 0, [Record("", i + 1, t) for i, t in enumerate(texts)], plan)
     if not window.batches:
         dim = model.get_sentence_embedding_dimension() or 0
@@ -238,15 +249,14 @@ class Embedder:
         trust_remote_code: bool = False,
         **options: Any,
     ) -> None:
-        from st_cli.encode import EncodeOptions, resolve_device
+        from st_cli.encode import EncodeOptions, prepare_job
         from st_cli.model import load_model
 
         self.column, self.output_column = column, output_column
         self.model = load_model(str(model), trust_remote_code=trust_remote_code)
+        # The options and batch plan a `st encode` of this model would use (prompt, device defaults).
         opts = EncodeOptions(trust_remote_code=trust_remote_code, **options)
-        self.model.check_kwargs(dict(opts.kwargs))
-        self.prompt = self.model.resolve_prompt(opts.prompt, opts.prompt_name)
-        self.options = opts.for_device(resolve_device(opts.device))
+        self.options, self.plan = prepare_job(self.model, opts)
         self.model.to(self.options.device)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,7 +266,7 @@ class Embedder:
             raise StError(f"Embedder: the batch has no column {self.column!r} (columns: {', '.join(batch)})")
         texts = [str(t) for t in batch[self.column]]
         with threads.thread_count(self.options.threads):
-            vectors = embed_records(self.model, texts, self.options, self.prompt)
+            vectors = embed_records(self.model, texts, self.options, self.plan)
         return {**batch, self.output_column: vectors}
 
 
@@ -510,6 +520,8 @@ def encode_files_ray(
             raise StError(f"{name} must be positive, got {value}")
     if gpus_per_worker < 0:
         raise StError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise StError("--ray: give the model as a folder or Hub id (each worker loads it), not a loaded Model")
     opts = EncodeOptions(**options)
     target = Path(output)
     opts.check(target)
@@ -542,17 +554,19 @@ def encode_files_ray(
         summary.ray_start_seconds, summary.address = ray_start, address or "local"
         paths = [part_path(parts, i, count) for i in range(count)]
         results = _run_shards(worker_args, list(range(count)), pool)
-        pending, finished, done_rows = set(range(count)), 0, 0
+        running: dict[int, int] = dict.fromkeys(range(count), 0)  # rows the unfinished shards' journals had
+        finished, done_rows = 0, 0
         for result in results if progress is None else with_heartbeat(results, PROGRESS_SECONDS):
             if result is not None:
-                pending.discard(int(result["shard"]))
+                running.pop(int(result["shard"]), None)
                 finished, done_rows = finished + 1, done_rows + int(result["rows"])
                 summary.skipped_shards += bool(result["skipped"])
                 summary.resumed_shards += bool(result["resumed"])
                 if not result["skipped"]:
                     summary.pids.append(int(result["pid"]))
-            if progress is not None:  # rows of the shards still running: their journals say
-                progress(finished, count, done_rows + sum(journal.rows_done(paths[i]) for i in pending), rows)
+            if progress is not None:  # a journal caught mid-rewrite reads as less: keep the most seen
+                running = {i: max(seen, journal.rows_done(paths[i])) for i, seen in running.items()}
+                progress(finished, count, done_rows + sum(running.values()), rows)
     merged = merge_shards(paths, target, precision=opts.precision, force=opts.force)
     summary.rows, summary.dimension = merged.rows, merged.dimension
     fsio.remove(parts)
