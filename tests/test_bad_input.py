@@ -312,7 +312,7 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("output-parent-missing", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/no/e.npy", "-m", "MODEL"], "OUT/no"),
     ("truncate-dim-wider", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--truncate-dim", "999"], "--truncate-dim 999"),
     ("prompt-name-unknown", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--prompt-name", "nope"], "'nope'"),
-    ("kw-undeclared", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--kw", "task=query"], "'task'"),
+    ("kw-undeclared", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--kw", "colour=red"], "'colour'"),
     ("model-missing", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "TMP/nomodel"], "nomodel"),
     ("precision-unknown", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--precision", "float64"], "float64"),
     ("dtype-unknown", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--dtype", "int4"], "int4"),
