@@ -314,12 +314,13 @@ def _encode_static_stream(
     summary: EncodeSummary,
     progress: ProgressFn | None,
 ) -> int:
-    """A static model's rows, a window at a time, in numpy: no padding, so no sorting by length either."""
+    """A static model's rows, a window at a time, in numpy: no padding, so no sorting by length either;
+    the next window is tokenized while this one is averaged and written."""
     done = 0
-    for start, chunk in chunked(records, options.window):
-        embeddings = encoder.embed([r.text for r in chunk], prompt)
+    windows_of_texts = ((start, [r.text for r in chunk]) for start, chunk in chunked(records, options.window))
+    for start, embeddings in encoder.embed_batches(windows_of_texts, prompt):
         sink.write(start, encoder.finish(embeddings, normalize=options.normalize, truncate_dim=options.truncate_dim))
-        done += len(chunk)
+        done += len(embeddings)
         if progress is not None:
             progress(done, summary.rows, summary.tokens)
         fsio.pause_point("encode:window")
