@@ -349,14 +349,16 @@ def _encode_static_stream(
     done: int = 0,
     after_window: Callable[[int], None] | None = None,
 ) -> int:
-    """A static model's rows, a window at a time, in numpy: no padding, so no sorting by length either.
+    """A static model's rows, a window at a time, in numpy: no padding, so no sorting by length either;
+    the next window is tokenized while this one is averaged and written.
 
     `done` rows were written by an earlier run (--resume); windows count on from there.
     """
-    for _, chunk in chunked(records, options.window):
-        embeddings = encoder.embed([r.text for r in chunk], prompt)
-        sink.write(done, encoder.finish(embeddings, normalize=options.normalize, truncate_dim=options.truncate_dim))
-        done += len(chunk)
+    chunks = chunked(records, options.window, start=done)
+    windows_of_texts = ((start, [r.text for r in chunk]) for start, chunk in chunks)
+    for start, embeddings in encoder.embed_batches(windows_of_texts, prompt):
+        sink.write(start, encoder.finish(embeddings, normalize=options.normalize, truncate_dim=options.truncate_dim))
+        done += len(embeddings)
         if progress is not None:
             progress(done, summary.rows, summary.tokens)
         if after_window is not None:

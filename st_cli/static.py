@@ -12,9 +12,9 @@ This file must not import torch. The torch module (`modules/static_embedding.py`
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,7 @@ ST_KEY = "embedding.weight"  # what sentence-transformers saves
 MODEL2VEC_KEYS = ("embeddings", "mapping", "weights")  # what model2vec saves (mapping, weights: optional)
 _FLOATS = (np.float16, np.float32, np.float64)
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's
+K = TypeVar("K")
 
 
 def read_tokenizer(path: Path) -> Any:
@@ -158,7 +159,29 @@ class StaticEncoder:
 
     def embed(self, texts: Sequence[str], prompt: str = "") -> np.ndarray:
         """One batch of texts to the stack's sentence embeddings, in the table's dtype."""
-        ids, offsets = token_ids(self.tokenizer, [prompt + t for t in texts] if prompt else texts)
+        return self._pool(*self._tokenize(texts, prompt))
+
+    def embed_batches(
+        self, batches: Iterable[tuple[K, Sequence[str]]], prompt: str = ""
+    ) -> Iterator[tuple[K, np.ndarray]]:
+        """embed() of each (key, texts) batch in order, the next batch tokenized in a thread meanwhile
+        (tokenizers and numpy's large operations release the GIL). `batches` is read in this thread."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="st-tokenize") as pool:
+            pending = None
+            for key, texts in batches:
+                ahead = (key, pool.submit(self._tokenize, texts, prompt))
+                if pending is not None:
+                    yield pending[0], self._pool(*pending[1].result())
+                pending = ahead
+            if pending is not None:
+                yield pending[0], self._pool(*pending[1].result())
+
+    def _tokenize(self, texts: Sequence[str], prompt: str) -> tuple[np.ndarray, np.ndarray]:
+        return token_ids(self.tokenizer, [prompt + t for t in texts] if prompt else texts)
+
+    def _pool(self, ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         out = mean_rows(self.table, ids, offsets)
         for _ in range(self.normalizations):
             out = normalize_rows(out)
@@ -185,7 +208,8 @@ class StaticEncoder:
         """Texts to a float32 array (n, dim), in input order; Model.encode's results."""
         items = [texts] if isinstance(texts, str) else list(texts)
         prefix = self.resolve_prompt(prompt, prompt_name)
-        parts = [self.embed(items[i : i + batch_size], prefix) for i in range(0, len(items), batch_size)]
+        batches = ((i, items[i : i + batch_size]) for i in range(0, len(items), batch_size))
+        parts = [embeddings for _, embeddings in self.embed_batches(batches, prefix)]
         joined = np.concatenate(parts) if parts else np.zeros((0, self.table.shape[1]), self.table.dtype)
         result = self.finish(joined, normalize=normalize, truncate_dim=truncate_dim)
         return result[0] if isinstance(texts, str) else result

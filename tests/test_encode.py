@@ -340,8 +340,8 @@ def test_kwargs_reach_only_the_module_that_declares_them(tiny: Model, tmp_path: 
     encode_file(src, base, model=stack)
     encode_file(src, shifted, model=stack, kwargs=parse_kwargs(["shift=0.5"]))
     np.testing.assert_allclose(np.load(shifted), np.load(base) + 0.5, atol=1e-6)
-    with pytest.raises(StError, match="keyword argument 'task' is not declared by any module"):
-        encode_file(src, tmp_path / "x.npy", model=stack, kwargs={"task": "query"})
+    with pytest.raises(StError, match="keyword argument 'colour' is not declared by any module"):
+        encode_file(src, tmp_path / "x.npy", model=stack, kwargs={"colour": "red"})
     with pytest.raises(StError, match="expected key=value"):
         parse_kwargs(["shift"])
     assert parse_kwargs(["a=1", "b=query", "c=true"]) == {"a": 1, "b": "query", "c": True}
@@ -385,11 +385,11 @@ def test_cli_encode_main_path(tiny_folder: Path, tmp_path: Path) -> None:
 
 def test_cli_undeclared_kwarg_is_one_line_exit_2(tiny_folder: Path, tmp_path: Path) -> None:
     src = write_lines(tmp_path / "in.txt", ["a man"])
-    args = ["encode", str(src), "-m", str(tiny_folder), "-o", str(tmp_path / "o.npy"), "--kw", "task=query"]
+    args = ["encode", str(src), "-m", str(tiny_folder), "-o", str(tmp_path / "o.npy"), "--kw", "colour=red"]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines() == [
-        "error: keyword argument 'task' is not declared by any module (declared: none)"
+        "error: keyword argument 'colour' is not declared by any module (declared: none)"
     ]
     assert not (tmp_path / "o.npy").exists()
 
@@ -595,7 +595,7 @@ CLI_BAD = [
     ({"a.txt": "x\n"}, ["--out", "{dir}/o.parquet"], r"error: .*o\.parquet: unknown output type '\.parquet'"),
     ({"a.txt": "x\n"}, ["--truncate-dim", "999"], r"error: --truncate-dim 999: wider than the model's 32 dimensions"),
     ({"a.txt": "x\n"}, ["--precision", "int4"], r"error: --precision: expected one of float32, .*, got 'int4'"),
-    ({"a.txt": "x\n"}, ["--kw", "task=query"], r"error: .*task"),
+    ({"a.txt": "x\n"}, ["--kw", "colour=red"], r"error: .*colour"),
     ({}, ["{dir}/missing.txt"], r"error: .*missing\.txt: no such file"),
     ({}, ["{dir}"], r"error: .*: is a folder, not a text file"),
     ({}, ["/dev/null"], r"error: /dev/null: not a regular file \(it would be read twice\)"),

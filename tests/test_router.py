@@ -216,6 +216,8 @@ def test_no_default_route_and_unknown_route_are_one_line_errors(
         assert message in result.output and len(result.output.strip().splitlines()) == 1
         assert "Traceback" not in result.output and not (tmp_path / "o.npy").exists()
     assert CliRunner().invoke(app, base + ["--task", "query"]).exit_code == 0
+    verified = CliRunner().invoke(app, ["verify", str(folder)])  # st's checks run it with its first route
+    assert verified.exit_code == 0, verified.output
 
 
 @pytest.mark.parametrize(
@@ -240,3 +242,33 @@ def test_bad_router_recipes(tiny_bert_dir: Path, tmp_path: Path, router: str, me
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_router_as_first_module(portable_bert: Path, tmp_path: Path) -> None:
+    """ST >= 5's Router.for_query_document with whole stacks per route (here a StaticEmbedding for queries and
+    Transformer + Pooling for documents): saved in the root; each route tokenizes with its own input module."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling, Router, StaticEmbedding, Transformer
+    from tokenizers import Tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.from_file(str(portable_bert / "tokenizer.json"))
+    router = Router.for_query_document(
+        [StaticEmbedding(tokenizer, embedding_dim=32)], [Transformer(str(portable_bert)), Pooling(32, "mean")]
+    )
+    SentenceTransformer(modules=[router], device="cpu").save(str(tmp_path / "saved"))
+    assert (tmp_path / "saved" / "router_config.json").is_file()
+    model = st_cli.load_model(tmp_path / "saved")
+    for fmt in layout.FORMATS:  # and st's own saves of it, in both formats
+        folder = model.save(tmp_path / fmt, format=fmt)
+        theirs = SentenceTransformer(str(folder), device="cpu")
+        _close(model.encode(COMPARE_TEXTS, task="query"), theirs.encode_query(COMPARE_TEXTS))
+        _close(model.encode(COMPARE_TEXTS, task="document"), theirs.encode_document(COMPARE_TEXTS))
+        _close(model.encode(COMPARE_TEXTS), theirs.encode(COMPARE_TEXTS))
+        assert st_cli.summarize(folder).embedding_dimension == 32
+    lines = ["hello world", "a man is eating food"]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ["encode", str(tmp_path / "in.txt"), "-m", str(tmp_path / "saved"), "-o", str(tmp_path / "q.npy"), "--task", "query"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    _close(np.load(tmp_path / "q.npy"), model.encode(lines, task="query"))

@@ -296,3 +296,23 @@ def test_st_encode_runs_static_folders_without_torch(m2v_dir: Path, tmp_path: Pa
     assert run.stdout.split() == [str(len(lines)), "False"]
     expected = st_cli.load_model(m2v_dir).encode(lines, normalize=normalize == "1")
     _close(np.load(out), expected)
+
+
+def test_pickled_weights_and_verify(tiny_bert_dir: Path, tmp_path: Path, built_static: dict[str, Path]) -> None:
+    """A folder saved with safe_serialization=False (pytorch_model.bin) loads through the torch path
+    (weights only); st verify passes on st's own static folders."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import StaticEmbedding
+    from tokenizers import Tokenizer
+    from typer.testing import CliRunner
+
+    from st_cli.cli import app
+
+    tokenizer = Tokenizer.from_file(str(tiny_bert_dir / "tokenizer.json"))
+    reference = SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=6)], device="cpu")
+    reference.save(str(tmp_path / "bin"), safe_serialization=False)
+    assert (tmp_path / "bin" / "pytorch_model.bin").is_file() and static.static_encoder(tmp_path / "bin") is None
+    _close(st_cli.load_model(tmp_path / "bin").encode(COMPARE_TEXTS), reference.encode(COMPARE_TEXTS))
+    for folder in built_static.values():
+        result = CliRunner().invoke(app, ["verify", str(folder)])
+        assert result.exit_code == 0, result.output
