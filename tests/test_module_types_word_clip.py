@@ -130,6 +130,9 @@ def test_inspect_gives_widths_and_config_without_torch(saved: dict[str, Path]) -
     assert s.loaders["ST<=5.3"].status == "no" and s.loaders["ST>=6"].status == "yes"
     bow = st_cli.summarize(_saved_stack(saved, "st62", "bow"))
     assert bow.embedding_dimension == 49  # the unique words of the vocabulary
+    shown = runner.invoke(app, ["inspect", str(folder)])
+    assert shown.exit_code == EXIT_OK and "… (50 in all)" in shown.output  # a vocabulary is cut, not dumped
+    assert "dims text → 6" in shown.output
 
 
 # ---------------------------------------------------------------- folders written by st
