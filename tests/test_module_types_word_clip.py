@@ -395,3 +395,18 @@ def test_an_image_given_to_clip_is_one_line_exit_2(clip_portable: Path, tmp_path
     assert "image file: st's CLIPModel encodes text only" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.npy").exists()
     assert model.encode(["cat.png is just text here"]).shape == (1, 16)  # no such file: it is text
+
+
+@pytest.mark.parametrize("fmt", ["portable", "st6"])
+def test_clip_max_seq_length_survives_a_save(tiny_clip_dir: Path, tmp_path: Path, fmt: str) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    recipe = tmp_path / "clip.yaml"
+    recipe.write_text(f"modules:\n  - type: CLIPModel\n    model: {tiny_clip_dir}\n    max_seq_length: 8\n")
+    model, folder = st_cli.build(recipe, tmp_path / "m", format=fmt)
+    texts = ["a man eating food and the cat and the dog playing with a horse", "hello world"]
+    reference = SentenceTransformer(str(folder), device="cpu")
+    assert reference.max_seq_length == st_cli.load_model(folder).get_max_seq_length() == 8
+    np.testing.assert_allclose(model.encode(texts), reference.encode(texts), atol=ATOL, rtol=0)
+    if fmt == "portable":  # (an st6 folder is a "no" for ST <= 5.3 anyway)
+        assert any("ignore max_seq_length 8" in r for r in st_cli.summarize(folder).loaders["ST<=5.3"].reasons)
