@@ -163,6 +163,10 @@ class Model(torch.nn.Module):
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
+        wrong = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
+        if wrong is not None:  # an image, say: st encodes text only
+            kind = type(items[wrong])
+            raise StError(f"input {wrong} is a {kind.__module__}.{kind.__name__} object, not a string: st encodes text")
         self.check_kwargs(kwargs)
         prefix = self.resolve_prompt(prompt, prompt_name, kwargs.get("task"))
         order = np.argsort([-len(t) for t in items])

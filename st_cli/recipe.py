@@ -460,6 +460,7 @@ ST_KEY_NAMES = {
     "word_embedding_dimension": "dimension",
     "activation_function": "activation",
     "model_name_or_path": "model",
+    "model_name": "model",  # ST <= 4's CLIPModel
 }
 
 

@@ -101,7 +101,7 @@ def _module_label(module: ModuleSummary) -> Text:
 
 def _module_node(node: Tree, module: ModuleSummary, *, tensors: bool) -> None:
     if module.raw_config is not None:
-        items = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in module.raw_config.items())
+        items = ", ".join(f"{k}={_short_json(v)}" for k, v in module.raw_config.items())
         node.add(Text(f"config {module.config_file}: {items or '{}'}"))
     if module.input_dim is not None or module.output_dim is not None:
         source = "text" if module.spec is not None and module.spec.input_module else _or_unknown(module.input_dim)
@@ -352,3 +352,12 @@ def train_report(report: TrainReport, *, as_json: bool) -> None:
         f"{report.steps:,} steps in {report.seconds:.1f} s (+{report.cache_seconds:.1f} s embedding the data once) "
         f"→ {report.output}"
     )
+
+
+def _short_json(value: object, limit: int = 8) -> str:
+    """A config value as JSON, with long lists and mappings (a word vocabulary) cut to their first items."""
+    if isinstance(value, (list, dict)) and len(value) > limit:
+        items = list(value.items())[:limit] if isinstance(value, dict) else value[:limit]
+        head = json.dumps(dict(items) if isinstance(value, dict) else items, ensure_ascii=False)
+        return f"{head[:-1]}, … ({len(value)} in all){head[-1]}"
+    return json.dumps(value, ensure_ascii=False)

@@ -1201,6 +1201,7 @@ _add(
 # Image-processor settings: transformers 5 nest them in processor_config.json, 4.x read preprocessor_config.json.
 CLIP_PROCESSOR_CONFIG = "processor_config.json"
 CLIP_PREPROCESSOR_CONFIG = "preprocessor_config.json"
+CLIP_MAX_SEQ_LENGTH = 77  # every CLIP tokenizer's model_max_length
 _CLIP_SBERT_6 = {
     "transformer_task": "feature-extraction",
     "modality_config": {
@@ -1217,7 +1218,9 @@ def _decode_clip(raw: Config, path: Path) -> Config:
 
 
 def _encode_clip(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
-    return {SBERT_CONFIG: dict(_CLIP_SBERT_6)} if fmt == "st6" else {}
+    # ST >= 5 read max_seq_length from it (ST <= 4 ignore the file and cut at the tokenizer's 77).
+    length = {"max_seq_length": config["max_seq_length"]} if config.get("max_seq_length") else {}
+    return {SBERT_CONFIG: (dict(_CLIP_SBERT_6) if fmt == "st6" else {}) | length}
 
 
 def _clip_width(ctx: WidthContext) -> Widths:
@@ -1227,6 +1230,11 @@ def _clip_width(ctx: WidthContext) -> Widths:
 
 def _clip_notes(m: ModuleView) -> Iterable[LoaderNote]:
     yield LoaderNote("ST<=5.3", "partial", f"{m.path or '.'}: ST < 4 do not truncate CLIP texts: over 77 tokens fails")
+    length = (m.raw_config or {}).get("max_seq_length", CLIP_MAX_SEQ_LENGTH)
+    if length != CLIP_MAX_SEQ_LENGTH:
+        yield LoaderNote(
+            "ST<=5.3", "partial", f"{m.config_file}: ST <= 4 ignore max_seq_length {length} (they cut at 77)"
+        )
     yield LoaderNote("ST5.4-5.x", "partial", f"{m.path or '.'}: ST 5.x log that CLIPModel is deprecated (it loads)")
 
 
@@ -1247,7 +1255,7 @@ _add(
         save_in_root=True,
         needs_weights=True,
         reads="text",
-        path_keys=("model",),
+        path_keys=("model", "processor_name"),
         example=({"type": "CLIPModel", "model": "{tiny_clip}"},),
     )
 )

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import st_cli
 from st_cli import registry
 from st_cli.cli import app
-from st_cli.errors import EXIT_BAD_INPUT, EXIT_OK, ModelFolderError, RecipeError
+from st_cli.errors import EXIT_BAD_INPUT, EXIT_OK, ModelFolderError, RecipeError, StError
 from st_cli.modules.word_tokenizers import ENGLISH_STOP_WORDS, PhraseTokenizer, nltk_word_tokenize
 from tests.texts import COMPARE_TEXTS
 
@@ -130,6 +130,9 @@ def test_inspect_gives_widths_and_config_without_torch(saved: dict[str, Path]) -
     assert s.loaders["ST<=5.3"].status == "no" and s.loaders["ST>=6"].status == "yes"
     bow = st_cli.summarize(_saved_stack(saved, "st62", "bow"))
     assert bow.embedding_dimension == 49  # the unique words of the vocabulary
+    shown = runner.invoke(app, ["inspect", str(folder)])
+    assert shown.exit_code == EXIT_OK and "… (50 in all)" in shown.output  # a vocabulary is cut, not dumped
+    assert "dims text → 6" in shown.output
 
 
 # ---------------------------------------------------------------- folders written by st
@@ -304,3 +307,106 @@ def test_unknown_tokenizer_class_is_one_line_exit_2(saved: dict[str, Path], tmp_
     result = runner.invoke(app, ["encode", "-", "-m", str(folder), "-o", str(tmp_path / "o.npy")], input="hello\n")
     assert result.exit_code == EXIT_BAD_INPUT and "mypkg.MyTokenizer" in result.output
     assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- CLIPModel
+
+TINY_CLIP = Path(__file__).parent / "compat" / "tiny_clip.py"
+CLIP_VERSIONS = ["st22", "st27", "st34", "st41", "st57", "st62"]
+# ST < 4 do not truncate CLIP texts (over 77 tokens fails there), so the cross-version texts are short ones.
+SHORT_TEXTS = [t for t in COMPARE_TEXTS if len(t) < 70]
+
+
+def _clip_python(version: str) -> Path:
+    python = _python(version)
+    if subprocess.run([str(python), "-c", "import PIL"], capture_output=True).returncode != 0:
+        pytest.skip(f"{version} has no pillow, which ST's CLIPModel needs")
+    return python
+
+
+@pytest.fixture(scope="module")
+def short_texts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("short") / "texts.json"
+    path.write_text(json.dumps(SHORT_TEXTS), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("version", CLIP_VERSIONS)
+def test_clip_folder_saved_by_each_version_matches(short_texts_file: Path, tmp_path: Path, version: str) -> None:
+    """Each version makes its own random tiny CLIP with its transformers, saves it as ST does, and encodes."""
+    python, saved = _clip_python(version), tmp_path / "saved"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    command = [str(python), str(TINY_CLIP), str(tmp_path / "hf"), str(saved), str(short_texts_file)]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    model = st_cli.load_model(saved)
+    # transformers 4.30/4.40 (ST 2.2/2.7) and 5.x compute CLIP's text tower with other kernels: 1.26e-6 apart.
+    atol = 2e-6 if version in ("st22", "st27") else ATOL
+    np.testing.assert_allclose(model.encode(SHORT_TEXTS), np.load(f"{saved}.npy"), atol=atol, rtol=0)
+    summary = st_cli.summarize(saved)
+    assert summary.modules[0].short_type == "CLIPModel" and not summary.errors, summary.errors
+    if (saved / "model.safetensors").is_file():  # ST 2.2's transformers writes pytorch_model.bin only
+        assert summary.embedding_dimension == 16
+
+
+@pytest.fixture(scope="module")
+def clip_portable(tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path) -> Path:
+    recipe = tmp_path_factory.mktemp("clip") / "clip.yaml"
+    recipe.write_text(f"modules:\n  - type: CLIPModel\n    model: {tiny_clip_dir}\n", encoding="utf-8")
+    return st_cli.build(recipe, recipe.parent / "m")[1]
+
+
+@pytest.mark.parametrize("version", CLIP_VERSIONS)
+def test_clip_portable_folder_loads_in_each_version(
+    clip_portable: Path, short_texts_file: Path, tmp_path: Path, version: str
+) -> None:
+    _clip_python(version)
+    run = _run(version, "load", tmp_path, short_texts_file, clip_portable)
+    assert run.returncode == 0, run.stderr[-3000:]
+    error = tmp_path / f"{clip_portable.name}.error.txt"
+    assert not error.is_file(), error.read_text(encoding="utf-8")
+    ours = st_cli.load_model(clip_portable).encode(SHORT_TEXTS)
+    np.testing.assert_allclose(np.load(tmp_path / f"{clip_portable.name}.npy"), ours, atol=ATOL, rtol=0)
+
+
+def test_clip_inspect_and_verify(clip_portable: Path) -> None:
+    s = st_cli.summarize(clip_portable)
+    assert [m.short_type for m in s.modules] == ["CLIPModel"] and s.embedding_dimension == 16
+    assert s.loaders["ST>=6"].status == "yes" and s.loaders["TEI"].status == "no"
+    assert any("77 tokens" in r for r in s.loaders["ST<=5.3"].reasons)
+    result = runner.invoke(app, ["verify", str(clip_portable)])
+    assert result.exit_code == EXIT_OK, result.output
+
+
+def test_an_image_given_to_clip_is_one_line_exit_2(clip_portable: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    model = st_cli.load_model(clip_portable)
+    with pytest.raises(StError, match=r"^input 1 is a PIL\.Image\.Image object, not a string"):
+        model.encode(["a photo", Image.new("RGB", (32, 32))])
+    picture = tmp_path / "cat.png"
+    Image.new("RGB", (32, 32)).save(picture)
+    with pytest.raises(StError, match="input 0 is an image file: st's CLIPModel encodes text only"):
+        model.encode([str(picture)])
+    lines = tmp_path / "inputs.txt"
+    lines.write_text(f"a cat\n{picture}\n", encoding="utf-8")
+    result = runner.invoke(app, ["encode", str(lines), "-m", str(clip_portable), "-o", str(tmp_path / "o.npy")])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "image file: st's CLIPModel encodes text only" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.npy").exists()
+    assert model.encode(["cat.png is just text here"]).shape == (1, 16)  # no such file: it is text
+
+
+@pytest.mark.parametrize("fmt", ["portable", "st6"])
+def test_clip_max_seq_length_survives_a_save(tiny_clip_dir: Path, tmp_path: Path, fmt: str) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    recipe = tmp_path / "clip.yaml"
+    recipe.write_text(f"modules:\n  - type: CLIPModel\n    model: {tiny_clip_dir}\n    max_seq_length: 8\n")
+    model, folder = st_cli.build(recipe, tmp_path / "m", format=fmt)
+    texts = ["a man eating food and the cat and the dog playing with a horse", "hello world"]
+    reference = SentenceTransformer(str(folder), device="cpu")
+    assert reference.max_seq_length == st_cli.load_model(folder).get_max_seq_length() == 8
+    np.testing.assert_allclose(model.encode(texts), reference.encode(texts), atol=ATOL, rtol=0)
+    if fmt == "portable":  # (an st6 folder is a "no" for ST <= 5.3 anyway)
+        assert any("ignore max_seq_length 8" in r for r in st_cli.summarize(folder).loaders["ST<=5.3"].reasons)

@@ -37,24 +37,26 @@ def image_like(item: Any) -> str | None:
 
 @register(SPECS["CLIPModel"])
 class CLIPModel(InputModule):
-    """`model` is a CLIP folder or Hub id (transformers' CLIPModel plus its tokenizer)."""
+    """`model` is a CLIP folder or Hub id (transformers' CLIPModel plus its tokenizer); `processor_name`, as in
+    ST, another folder to take the tokenizer and image settings from. The folder st saves holds both."""
 
     config_keys: ClassVar[list[str]] = ["max_seq_length"]
 
-    def __init__(self, model: str, max_seq_length: int | None = None) -> None:
+    def __init__(self, model: str, processor_name: str | None = None, max_seq_length: int | None = None) -> None:
         from transformers import AutoTokenizer
         from transformers import CLIPModel as HFCLIPModel
 
         super().__init__()
         folder = hub.resolve_model(model)
+        processor = hub.resolve_model(processor_name) if processor_name else folder  # ST: tokenizer + image settings
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, trust_remote_code=False)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(processor), use_fast=True, trust_remote_code=False)
             self.model = HFCLIPModel.from_pretrained(str(folder), dtype=torch.float32)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as e:
             raise ModelFolderError(f"{folder}: cannot load the CLIP model: {first_line(e)}") from None
         self.model.eval()
         self.max_seq_length = max_seq_length or int(self.tokenizer.model_max_length)
-        self.image_processor = _image_processor_config(folder)
+        self.image_processor = _image_processor_config(processor)
 
     @classmethod
     def plan(cls, kwargs: dict[str, Any], input_dim: int | None) -> tuple[dict[str, Any], int | None]:
