@@ -254,6 +254,8 @@ DAMAGES: list[tuple[str, Callable[[Path], object], str, str]] = [
     ("weights-symlink-outside", lambda m: _symlink_out(m, "2_Dense/model.safetensors"), "2_Dense/model.safetensors", "layout"),
     ("duplicate-idx", lambda m: _modules(m, lambda e: [dict(x, idx=0) for x in e]), "modules.json", "layout"),
     ("duplicate-name", lambda m: _modules(m, lambda e: [dict(x, name="same") for x in e]), "modules.json", "layout"),
+    ("stack-dense-before-pooling", lambda m: _modules(m, lambda e: [e[0], e[2], e[1], e[3]]), "modules.json: entry [1] Dense reads sentence_embedding", "layout"),
+    ("stack-transformer-second", lambda m: _modules(m, lambda e: [e[1], e[0], *e[2:]]), "modules.json: entry [0] Pooling reads token_embeddings", "layout"),
     ("path-dotdot", lambda m: _modules(m, lambda e: [e[0], dict(e[1], path="../x"), *e[2:]]), "modules.json", "layout"),
     ("missing-module-folder", lambda m: shutil.rmtree(m / "2_Dense"), "2_Dense", "layout"),
     ("max-seq-length-zero", lambda m: _json(m / "sentence_bert_config.json", max_seq_length=0), "sentence_bert_config.json", "layout"),
@@ -416,3 +418,15 @@ def test_every_finding_code_maps_to_a_verify_check() -> None:
     assert emitted <= set(summary.FINDING_CHECKS), sorted(emitted - set(summary.FINDING_CHECKS))
     assert set(summary.FINDING_CHECKS.values()) <= {"layout", "dimensions", "portability", None}
     assert summary.finding_check("a-code-nobody-mapped") == "layout"  # fails safe
+
+
+def test_a_builtin_missing_its_input_feature_names_itself(tiny_bert_dir: Path) -> None:
+    """Behind custom code inspect cannot see through, a stack in the wrong order fails in forward: one line, exit 2."""
+    from st_cli.errors import StError
+    from st_cli.model import Model
+    from st_cli.modules.dense import Dense
+    from st_cli.modules.transformer import Transformer
+
+    model = Model([Transformer(str(tiny_bert_dir)), Dense(32, 4)])
+    with pytest.raises(StError, match=r"^modules\[1\] Dense: needs features\['sentence_embedding'\], which no module"):
+        model.embed(["hello world"])
