@@ -140,6 +140,10 @@ RECIPE_FILES: list[tuple[str, str | None, list[str], str]] = [
     ("not-a-mapping", "- 1\n- 2\n", [], "recipe.yaml:1:"),
     ("no-modules", "seed: 1\n", [], "recipe.yaml:1: modules"),
     ("missing-file", None, [], "recipe.yaml: recipe file not found"),
+    ("yaml-billion-laughs", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True)) + "modules: *h\n", [], "more than 100000 values"),
+    ("yaml-recursive-alias", "a: &a [*a]\nmodules: []\n", [], "recipe.yaml:1: a[0][0][0][0][0]…: more than"),
+    ("yaml-nested-5000", "modules: " + "[" * 5000 + "]" * 5000 + "\n", [], "recipe.yaml: invalid YAML: nested too deeply"),
+    ("yaml-complex-key", "modules: []\n? [a]\n: 1\n", [], "recipe.yaml:2: a key must be a plain name"),
     ("set-bad-path", "modules: []\n", ["--set", "modules[9].x=1"], "--set modules[9].x=1"),
     ("set-no-equals", "modules: []\n", ["--set", "seed"], "--set seed"),
 ]
