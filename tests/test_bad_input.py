@@ -332,6 +332,7 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("jsonl-missing-field", {"in.jsonl": b'{"body": "a"}\n'}, ["encode", "TMP/in.jsonl", "--out", "OUT/e.npy", "-m", "MODEL"], "in.jsonl:1"),
     ("csv-missing-column", {"in.csv": b"body\na\n"}, ["encode", "TMP/in.csv", "--out", "OUT/e.npy", "-m", "MODEL"], "in.csv"),
     ("invalid-utf8", {"in.txt": b"ok\n\xff\xfe\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL"], "in.txt:2"),
+    ("stdin-twice", {}, ["encode", "-", "-", "--out", "OUT/e.npy", "-m", "MODEL"], "- (stdin) is given twice"),
     ("output-suffix", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.xyz", "-m", "MODEL"], "e.xyz"),
     ("output-parent-missing", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/no/e.npy", "-m", "MODEL"], "OUT/no"),
     ("truncate-dim-wider", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--truncate-dim", "999"], "--truncate-dim 999"),
