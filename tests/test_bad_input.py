@@ -332,6 +332,7 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("jsonl-missing-field", {"in.jsonl": b'{"body": "a"}\n'}, ["encode", "TMP/in.jsonl", "--out", "OUT/e.npy", "-m", "MODEL"], "in.jsonl:1"),
     ("csv-missing-column", {"in.csv": b"body\na\n"}, ["encode", "TMP/in.csv", "--out", "OUT/e.npy", "-m", "MODEL"], "in.csv"),
     ("invalid-utf8", {"in.txt": b"ok\n\xff\xfe\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL"], "in.txt:2"),
+    ("model-not-a-model-folder", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "TMP"], "TMP: no modules.json"),
     ("stdin-twice", {}, ["encode", "-", "-", "--out", "OUT/e.npy", "-m", "MODEL"], "- (stdin) is given twice"),
     ("output-suffix", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.xyz", "-m", "MODEL"], "e.xyz"),
     ("output-parent-missing", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/no/e.npy", "-m", "MODEL"], "OUT/no"),
@@ -361,7 +362,6 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("encode-into-its-model", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "MODEL/e.npy", "-m", "MODEL"], "MODEL/e.npy: --out is inside MODEL"),
     ("verify-junit-over-its-model", {}, ["verify", "MODEL", "--junit", "MODEL/modules.json", "--force"], "MODEL/modules.json: --junit is inside MODEL"),
     ("verify-junit-into-its-model", {}, ["verify", "MODEL", "--junit", "MODEL/v.xml"], "MODEL/v.xml: --junit is inside MODEL"),
-    ("verify-junit-into-against", {}, ["verify", "MODEL", "--against", "TMP", "--junit", "TMP/v.xml"], "TMP/v.xml: --junit is inside TMP"),
 ]  # fmt: skip
 
 
