@@ -279,12 +279,13 @@ def verify(
     """
     from st_cli.errors import EXIT_MISMATCH, EXIT_OK
     from st_cli.fsio import claim, refuse_output_in_folders
+    from st_cli.layout import looks_like_model
     from st_cli.threads import thread_count
     from st_cli.verify import verify_model
 
     with user_errors(), thread_count():
         if junit is not None:
-            refuse_output_in_folders(junit, [model, against], "--junit")
+            refuse_output_in_folders(junit, [f for f in (model, against) if looks_like_model(f)], "--junit")
         junit_claim = claim(junit, force=force) if junit is not None else None  # refused before the checks run
         report = verify_model(
             model,

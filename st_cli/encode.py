@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_cli import fsio, hub, static, threads
+from st_cli import fsio, hub, layout, static, threads
 from st_cli.batching import (
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_WINDOW,
@@ -504,7 +504,7 @@ def encode(
     if target.is_dir():
         raise StError(f"{target}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
     options.check(target)
-    if isinstance(model, (str, os.PathLike)):  # a model file replaced by its own embeddings
+    if isinstance(model, (str, os.PathLike)) and layout.looks_like_model(model):  # never over its own model files
         fsio.refuse_output_in_folders(target, [str(model)], "--out")
     from_stdin = any(str(item) == STDIN for item in inputs)
     if from_stdin and (shard is not None or resume):

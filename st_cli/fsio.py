@@ -119,7 +119,7 @@ def refuse_inputs_inside(target: Path, inputs: Iterator[Path] | list[Path], what
 def refuse_output_in_folders(target: Path, folders: list[str | None], option: str) -> None:
     """Refuse an output file inside a folder being read (verify's model): writing it would change that folder."""
     for folder in folders:
-        if folder and os.path.isdir(folder) and within(target, folder):
+        if folder and within(target, folder):
             raise StError(f"{target}: {option} is inside {folder}, a folder this run reads; write it elsewhere")
 
 

@@ -309,6 +309,8 @@ def resolved_inputs(
     can be read twice, and removed at the end (a killed run's spool goes with its other temps)."""
     if not inputs:
         raise StError("no input: give one or more files, or - for stdin")
+    if sum(str(item) == STDIN for item in inputs) > 1:
+        raise StError("- (stdin) is given twice: it can be read only once")
     spooled: list[Path] = []
     try:
         resolved = []

@@ -118,6 +118,11 @@ def module_folder(root: Path, entry_path: str) -> Path:
     return target
 
 
+def looks_like_model(folder: str | os.PathLike[str] | None) -> bool:
+    """A local folder with modules.json or a transformers config.json (a guard's cheap test, nothing parsed)."""
+    return folder is not None and any(os.path.isfile(os.path.join(folder, n)) for n in (MODULES_JSON, MODULE_CONFIG))
+
+
 def is_plain_folder(root: Path) -> bool:
     """A transformers model folder without modules.json: loaders read it as Transformer + Pooling."""
     config = root / MODULE_CONFIG

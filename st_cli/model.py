@@ -127,7 +127,11 @@ class Model(torch.nn.Module):
         for index, module in enumerate(self.steps):
             own = {k: v for k, v in kwargs.items() if k in self.declared_kwargs(index)}
             if registry.is_registered(type(module)):
-                features = module(features, **own)
+                try:
+                    features = module(features, **own)
+                except KeyError as e:  # a stack in the wrong order behind custom code inspect cannot see through
+                    problem = f"needs features[{e.args[0]!r}], which no module before it wrote"
+                    raise StError(f"modules[{index}] {type(module).__name__}: {problem}") from None
                 continue
             try:
                 features = module(features, **own)
