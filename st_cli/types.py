@@ -1049,6 +1049,9 @@ def _bow_width(ctx: WidthContext) -> Widths:
     return Widths(None, len(dict.fromkeys(vocab)) if isinstance(vocab, list) else None)
 
 
+_BOW_REORDERS = "reorders BoW's dimensions in every process (list(set(vocab)))"
+
+
 def _bow_notes(m: ModuleView) -> Iterable[LoaderNote]:
     yield LoaderNote("ST<=5.3", "partial", f"{m.path}: ST 2.7 cannot encode BoW (StopIteration: it has no parameters)")
     yield LoaderNote(
@@ -1066,6 +1069,13 @@ _add(
         accepted_keys=dict.fromkeys(GENERATIONS, _WORD_WEIGHTS_KEYS | {"cumulative_term_frequency"}),
         width=_bow_width,
         loader_notes=_bow_notes,
+        # The cross-version table compares vectors column by column; these versions cannot give them.
+        fails_in={
+            "2.2": _BOW_REORDERS,
+            "2.7": "cannot encode a BoW (StopIteration: it has no parameters)",
+            "3": _BOW_REORDERS,
+            "4": _BOW_REORDERS,
+        },
         input_module=True,
         needs_config=True,
         reads="text",
@@ -1251,6 +1261,10 @@ _add(
         accepted_keys={"ST5.4-5.x": _SBERT_KEYS_5X, "ST>=6": _SBERT_KEYS_6},
         width=_clip_width,
         loader_notes=_clip_notes,
+        fails_in={  # the table's texts include long ones
+            "2": "does not truncate CLIP texts to 77 tokens (longer texts fail)",
+            "3": "does not truncate CLIP texts to 77 tokens (longer texts fail)",
+        },
         input_module=True,
         save_in_root=True,
         needs_weights=True,
