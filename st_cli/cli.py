@@ -704,4 +704,8 @@ def train(
         render.train_report(report, as_json=json_out)
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as e:  # stdout itself failed (a full disk, /dev/full): reports are rendered outside user_errors
+        render.error(f"cannot write the report to stdout: {e.strerror or e}")
+        sys.exit(EXIT_BAD_INPUT)

@@ -610,6 +610,8 @@ class _Reader:
         info.max_position_embeddings = _first_int(config, ("max_position_embeddings", "n_positions"))
         tok_path = folder / "tokenizer_config.json"
         tok = self.json(tok_path) if tok_path.is_file() else None
+        if tok is not None and not isinstance(tok, dict):
+            self.add("error", "bad-config", f"{self.rel(tok_path)}: expected a JSON object", self.rel(tok_path))
         if isinstance(tok, dict):
             info.tokenizer_class = tok.get("tokenizer_class")
             limit = tok.get("model_max_length")

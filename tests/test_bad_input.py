@@ -253,6 +253,7 @@ DAMAGES: list[tuple[str, Callable[[Path], object], str, str]] = [
     ("nested-json-config", lambda m: (m / "1_Pooling/config.json").write_text(NESTED), "1_Pooling/config.json", "layout"),
     ("nested-json-modules", lambda m: (m / "modules.json").write_text(NESTED), "modules.json", "layout"),
     ("no-tokenizer", lambda m: [(m / f).unlink() for f in ("tokenizer.json", "tokenizer_config.json")], "no tokenizer files", "layout"),
+    ("tokenizer-config-a-list", lambda m: (m / "tokenizer_config.json").write_text("[]"), "tokenizer_config.json: expected a JSON object", "layout"),
     ("tokenizer-garbage", lambda m: (m / "tokenizer.json").write_text("{garbage"), "cannot load the tokenizer", "reload"),
     ("config-symlink-outside", lambda m: _symlink_out(m, "1_Pooling/config.json"), "1_Pooling/config.json", "layout"),
     ("weights-symlink-outside", lambda m: _symlink_out(m, "2_Dense/model.safetensors"), "2_Dense/model.safetensors", "layout"),

@@ -321,3 +321,17 @@ def test_force_replaces_only_what_existed_when_the_run_started(model_folder: Pat
     assert err == [f"error: {out}: appeared while this run was writing it (another run?); not replaced"]
     assert np.load(out).shape == (3, 32)
     assert names(tmp_path) == ["five.txt", "o.npy", "three.txt"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_stdout_is_one_line_exit_2(model_folder: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "st_cli", "inspect", str(model_folder), "--json"],
+            stdout=full, stderr=subprocess.PIPE, env=env, check=False, timeout=120,
+        )  # fmt: skip
+    assert (done.returncode, done.stderr.decode()) == (
+        2,
+        "error: cannot write the report to stdout: No space left on device\n",
+    )
