@@ -44,7 +44,7 @@ COMPAT_PKGS_st22 = transformers==4.30.2 tokenizers==0.13.3 huggingface_hub==0.25
 COMPAT_PKGS_st27 = sentence-transformers==2.7.0 transformers==4.40.2 "huggingface_hub<1"
 COMPAT_PKGS_st34 = sentence-transformers==3.4.1 transformers==4.48.3 "huggingface_hub<1"
 COMPAT_PKGS_st41 = sentence-transformers==4.1.0 transformers==4.51.3 tokenizers==0.21.4 "huggingface_hub<1"
-COMPAT_PKGS_st57 = sentence-transformers==5.7.0 transformers==4.57.6 "huggingface_hub<1"
+COMPAT_PKGS_st57 = sentence-transformers==5.7.0 transformers==4.57.6 "huggingface_hub<1" pillow
 compat-venvs: $(foreach v,st22 st27 st34 st41 st57,$(COMPAT)/$(v)/.ready)
 
 install: $(VENV)/.runtime

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from st_cli.encode import EncodeSummary, encode_file
     from st_cli.model import Model, build, build_model, load_model
     from st_cli.modules.base import InputModule, Module
+    from st_cli.ray import Embedder, RayEncodeSummary, encode_files_ray
     from st_cli.recipe import Recipe, load_recipe
     from st_cli.registry import register
+    from st_cli.shards import MergeSummary, merge_shards
     from st_cli.summary import ModelSummary, summarize
     from st_cli.training import TrainReport, train
     from st_cli.verify import VerifyReport, verify_model
@@ -42,6 +44,11 @@ _LAZY = {
     "verify_model": "st_cli.verify",
     "EncodeSummary": "st_cli.encode",
     "encode_file": "st_cli.encode",
+    "encode_files_ray": "st_cli.ray",
+    "Embedder": "st_cli.ray",
+    "RayEncodeSummary": "st_cli.ray",
+    "merge_shards": "st_cli.shards",
+    "MergeSummary": "st_cli.shards",
     # training.py, not train.py: importing a submodule st_cli.train would shadow the function st_cli.train.
     "train": "st_cli.training",
     "TrainReport": "st_cli.training",

@@ -54,6 +54,21 @@ class BatchPlan:
     max_rows: int | None
     pad_multiple: int
     kwargs: Mapping[str, Any] = field(default_factory=dict)  # encode-time kwargs (a Router's task picks the tokenizer)
+    like_st: bool = False  # cut batches as sentence-transformers does (the stack's output depends on padding)
+
+
+# sentence-transformers' encode(): texts longest first by characters, this many rows per batch.
+ST_BATCH_SIZE = 32
+
+
+def st_batches(texts: list[str], rows: int | None) -> list[np.ndarray]:
+    """ST's batches: np.argsort of minus the character lengths (its exact tie order), `rows` (32) at a time.
+
+    Only these batches reproduce ST's vectors for a module that reads the padding (CNN).
+    """
+    order = np.argsort([-len(t) for t in texts])
+    size = rows or ST_BATCH_SIZE
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def token_lengths(model: Model, texts: list[str], prompt: str = "") -> tuple[np.ndarray, int]:
@@ -126,19 +141,21 @@ def prepare_window(model: Model, start: int, records: list[Record], plan: BatchP
     texts = [r.text for r in records]
     lengths, truncated = token_lengths(model, texts, plan.prompt)
     batches = []
-    for indices in plan_batches(lengths, plan.max_tokens, plan.max_rows, plan.pad_multiple):
-        tokenized = model.tokenize([texts[i] for i in indices], plan.prompt, **plan.kwargs)
-        features = _pad_features(tokenized, plan.pad_multiple)
+    if plan.like_st:
+        cuts, multiple = st_batches(texts, plan.max_rows), 1  # extra padding would change the vectors
+    else:
+        cuts, multiple = plan_batches(lengths, plan.max_tokens, plan.max_rows, plan.pad_multiple), plan.pad_multiple
+    for indices in cuts:
+        features = _pad_features(model.tokenize([texts[i] for i in indices], plan.prompt, **plan.kwargs), multiple)
         mask = features.get("attention_mask")
         padded = int(mask.numel()) if mask is not None else int(lengths[indices].max()) * len(indices)
         batches.append(Batch(indices, features, int(lengths[indices].sum()), padded))
     return Window(start, len(records), batches, truncated)
 
 
-def chunked(records: Iterable[Record], size: int) -> Iterator[tuple[int, list[Record]]]:
-    """(first row, records) for consecutive runs of `size` records (the last may be shorter)."""
+def chunked(records: Iterable[Record], size: int, start: int = 0) -> Iterator[tuple[int, list[Record]]]:
+    """(first row, records) for consecutive runs of `size` records (the last may be shorter), from row `start`."""
     chunk: list[Record] = []
-    start = 0
     for record in records:
         chunk.append(record)
         if len(chunk) == size:
@@ -149,9 +166,9 @@ def chunked(records: Iterable[Record], size: int) -> Iterator[tuple[int, list[Re
         yield start, chunk
 
 
-def windows(model: Model, records: Iterable[Record], size: int, plan: BatchPlan) -> Iterator[Window]:
-    """The records as prepared windows of `size`, in input order."""
-    return (prepare_window(model, start, chunk, plan) for start, chunk in chunked(records, size))
+def windows(model: Model, records: Iterable[Record], size: int, plan: BatchPlan, start: int = 0) -> Iterator[Window]:
+    """The records as prepared windows of `size`, in input order; the first is row `start` (a resumed run)."""
+    return (prepare_window(model, first, chunk, plan) for first, chunk in chunked(records, size, start))
 
 
 def prefetched(items: Iterator[Window], depth: int = 1) -> Iterator[Window]:

@@ -30,6 +30,7 @@ class _OneLineErrors(TyperGroup):
         self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
         standalone_mode: bool = True, **extra: Any,
     ) -> Any:
+        args = _with_optional_values(sys.argv[1:] if args is None else list(args))
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -44,6 +45,27 @@ class _OneLineErrors(TyperGroup):
                 render.error(_usage_message(e))
             sys.exit(getattr(e, "exit_code", EXIT_BAD_INPUT))
         sys.exit(code if isinstance(code, int) else 0)
+
+
+# Options whose value may be left out, with the value a bare one means (typer has no optional values).
+# A value is taken only where it looks like one (a Ray address: auto, local, HOST:PORT, ray://…),
+# so `--ray corpus.txt` keeps corpus.txt an input.
+OPTIONAL_VALUES = {"--ray": ("local", lambda v: v in ("auto", "local") or (":" in v and not Path(v).exists()))}
+
+
+def _with_optional_values(args: list[str]) -> list[str]:
+    """`--ray` alone → `--ray=local`; `--ray auto`, `--ray=HOST:PORT` stay as they are."""
+    result: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return result + args[i:]
+        spec = OPTIONAL_VALUES.get(arg)
+        following = args[i + 1] if i + 1 < len(args) else None
+        if spec is not None and (following is None or not spec[1](following)):
+            result.append(f"{arg}={spec[0]}")
+        else:
+            result.append(arg)
+    return result
 
 
 def _is_usage_error(error: Exception) -> bool:
@@ -256,11 +278,14 @@ def verify(
       st verify ./downloaded-model --record
     """
     from st_cli.errors import EXIT_MISMATCH, EXIT_OK
-    from st_cli.fsio import claim
+    from st_cli.fsio import claim, refuse_output_in_folders
+    from st_cli.layout import looks_like_model
     from st_cli.threads import thread_count
     from st_cli.verify import verify_model
 
     with user_errors(), thread_count():
+        if junit is not None:
+            refuse_output_in_folders(junit, [f for f in (model, against) if looks_like_model(f)], "--junit")
         junit_claim = claim(junit, force=force) if junit is not None else None  # refused before the checks run
         report = verify_model(
             model,
@@ -342,10 +367,58 @@ def encode(
         int | None,
         typer.Option("--threads", min=1, help="torch threads (default: the CPUs other processes leave free)."),
     ] = None,
+    window: Annotated[
+        int,
+        typer.Option(
+            "--window", min=1, help="Records sorted and batched together; also the unit of --shard and --resume."
+        ),
+    ] = 8192,  # batching.DEFAULT_WINDOW (not imported: --help stays light); a test keeps them equal
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="I/N: encode the I-th (from 0) of N runs of whole windows, plus OUT.shard.json; join with st merge.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a killed run of this same command from its last finished window.")
+    ] = False,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
     json_out: JsonOpt = False,
     trust_remote_code: TrustOpt = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run shards on Ray Data actors: --ray alone starts a local cluster for this run; "
+            "--ray auto joins the running one; --ray HOST:PORT or ray://HOST:PORT another.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes encoding shards at once, then merged (--device cuda: one per GPU; default 1); "
+            "with --ray: actors (default: one per GPU or CPU slice).",
+            show_default=False,
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float, typer.Option("--gpus-per-worker", min=0, help="With --ray: GPUs per actor (1: one actor per GPU).")
+    ] = 0.0,
+    cpus_per_worker: Annotated[
+        float, typer.Option("--cpus-per-worker", min=0.01, help="With --ray: CPUs per actor (its torch threads).")
+    ] = 1.0,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards", min=1, help="With --ray: shards of whole windows (default: 4 per worker).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Embed text files into an array: exactly one row per input record, in input order.
 
@@ -355,18 +428,80 @@ def encode(
     an existing OUT is replaced only with --force. int8/uint8 ranges go to
     OUT.calibration.json (or the .safetensors metadata).
 
+    Past one machine: --shard I/N writes one of N parts (shard on other
+    machines, then st merge the parts: equal to one run bit for bit);
+    --workers N runs N shards at once here (one per GPU) and merges them. A
+    run killed outright keeps a journal; the same command with --resume goes
+    on from its last finished window.
+
     Examples:
       st encode corpus.txt --out emb.npy
+      st encode corpus.txt --out part1.npy --shard 1/4 --resume
+      st encode corpus.txt --out emb.npy --device cuda --workers 8
       st encode docs.jsonl --field body -m out/minilm --out emb.safetensors --precision int8
       cat queries.txt | st encode - --out q.jsonl --prompt-name query --normalize
       st encode queries.txt -m asym-model --task query --out q.npy
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
+      st encode corpus.txt --out emb.npy --ray --workers 2
+      st encode /shared/corpus.jsonl -m /shared/minilm --out /shared/emb.npy --ray auto --gpus-per-worker 1
+
+    With --ray, shards of whole windows run on Ray Data actors and are
+    merged into OUT (bit for bit one run with the workers' --threads);
+    inputs, model and OUT's folder must be at the same paths on every node.
+    Parts wait in OUT.parts/: rerunning the same command after a failure
+    runs only the shards still missing.
     """
     from st_cli.encode import encode_file, parse_kwargs
+    from st_cli.shards import parse_shard
     from st_cli.threads import cpu_runs_natively
 
     if device == "cpu" and cpu_runs_natively(dtype) is False:
         render.warning(f"--dtype {dtype}: this CPU has no native {dtype} instructions; expect it slower than float32")
+    ray_only: dict[str, object] = {"--shards": shards, "--gpus-per-worker": gpus_per_worker or None}
+    ray_only["--cpus-per-worker"] = cpus_per_worker != 1.0 or None
+    if ray is None and any(value is not None for value in ray_only.values()):
+        given = next(name for name, value in ray_only.items() if value is not None)
+        render.error(f"st encode: {given} needs --ray (see st encode --help)")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if ray is not None and shard is not None:
+        render.error("st encode: --shard cannot go with --ray, which plans the shards itself (--shards K)")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if ray is not None:  # --resume needs no saying: --ray always resumes its shards
+        from st_cli.ray import encode_files_ray
+
+        with user_errors(), render.ray_progress(sys.stderr.isatty() and not quiet) as ray_progress:
+            ray_summary = encode_files_ray(
+                inputs,
+                model,
+                out,
+                address=None if ray == "local" else ray,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                cpus_per_worker=cpus_per_worker,
+                shards=shards,
+                progress=ray_progress,
+                field=field,
+                column=column,
+                precision=precision,
+                truncate_dim=truncate_dim,
+                normalize=normalize,
+                prompt_name=prompt_name,
+                prompt=prompt,
+                kwargs=parse_kwargs(kw or []),
+                skip_empty=skip_empty,
+                errors=errors,
+                max_batch_tokens=max_batch_tokens,
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                threads=threads,
+                force=force,
+                trust_remote_code=trust_remote_code,
+                window=window,
+            )
+        if json_out or not quiet:
+            render.ray_summary(ray_summary, as_json=json_out)
+        return
     with user_errors():
         with render.encode_progress(sys.stderr.isatty() and not quiet) as progress:
             summary = encode_file(
@@ -390,10 +525,51 @@ def encode(
                 threads=threads,
                 force=force,
                 trust_remote_code=trust_remote_code,
+                window=window,
+                shard=parse_shard(shard) if shard is not None else None,
+                resume=resume,
+                workers=workers or 1,
                 progress=progress,
             )
     if json_out or not quiet:
         render.encode_summary(summary, as_json=json_out)
+
+
+@app.command()
+def merge(
+    parts: Annotated[
+        list[Path], typer.Argument(help="The parts written by st encode --shard I/N (any order).", show_default=False)
+    ],
+    *,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output file: .npy, .safetensors or .jsonl.", show_default=False)
+    ],
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", help="Default: the job's. Shards of float32 or int8/uint8 jobs allow any."),
+    ] = None,
+    force: ForceOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Join the shards of one st encode --shard I/N job into what a single run writes.
+
+    Checks that shards 0..N-1 are each given once, of one job (same inputs,
+    model and options, per their PART.shard.json), with their rows contiguous
+    and their files unchanged; then streams their rows into OUT (any output
+    format) under a temporary name, renamed at the end. int8/uint8 jobs are
+    calibrated here, over all rows. --skip-empty line numbers are joined too.
+
+    Examples:
+      st merge part0.npy part1.npy part2.npy --out emb.npy
+      st merge parts/*.npy --out emb.safetensors --precision int8 --json
+    """
+    from st_cli.shards import merge_shards
+
+    with user_errors(), render.merge_progress(sys.stderr.isatty() and not quiet) as progress:
+        summary = merge_shards(parts, out, precision=precision, force=force, progress=progress)
+    if json_out or not quiet:
+        render.merge_summary(summary, as_json=json_out)
 
 
 @app.command()

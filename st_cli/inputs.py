@@ -91,12 +91,31 @@ def read_jsonl(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise StError(f"{source.name}:{number}: invalid JSON: {e.msg}") from None
+        except RecursionError:
+            raise StError(f"{source.name}:{number}: invalid JSON: nested too deeply") from None
         if not isinstance(obj, dict) or field_name not in obj:
             raise StError(f"{source.name}:{number}: no field {field_name!r} (set it with --field)")
         value = obj[field_name]
         if not isinstance(value, str):
             raise StError(f"{source.name}:{number}: field {field_name!r} is {type(value).__name__}, not a string")
-        yield number, value
+        yield number, value if value.isascii() else _whole_characters(value, source.name, number, options.errors)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _whole_characters(value: str, name: str, line: int, errors: str) -> str:
+    """JSON's \\ud800 escapes can spell half a UTF-16 pair, which no tokenizer accepts: refuse, or put U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        if errors != "replace":
+            raise StError(
+                f"{name}:{line}: a lone surrogate \\u{ord(value[e.start]):04x} (half a character) at character "
+                f"{e.start}; pass --errors replace to substitute U+FFFD"
+            ) from None
+        return _SURROGATE.sub("\ufffd", value)  # json.loads already joined every valid pair
+    return value
 
 
 class _BadRow(Exception):
@@ -170,7 +189,7 @@ def _tsv_rows(source: Source, errors: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def _read_table(
-    source: Source, options: ReadOptions, rows: Iterator[tuple[int, list[str]]]
+    source: Source, options: ReadOptions, rows: Iterator[tuple[int, list[str]]], separator_advice: str
 ) -> Iterator[tuple[int, str]]:
     column = options.column
     header = next(rows, None)
@@ -181,19 +200,27 @@ def _read_table(
         raise StError(
             f"{source.name}:{number}: no column {column!r}; columns: {', '.join(names)} (set it with --column)"
         )
-    index = names.index(column)
+    if names.count(column) > 1:
+        raise StError(f"{source.name}:{number}: {names.count(column)} columns are named {column!r}; which one?")
+    index, width = names.index(column), len(names)
     for number, row in rows:
         if index >= len(row):
             raise StError(f"{source.name}:{number}: row has {len(row)} fields, no {column!r}")
+        if len(row) > width and any(row[width:]):
+            # Text past the header's columns would be dropped: an unquoted separator inside a field.
+            raise StError(
+                f"{source.name}:{number}: row has {len(row)} fields, the header {width}; "
+                f"a separator inside a field? {separator_advice}"
+            )
         yield number, row[index]
 
 
 def read_csv(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
-    return _read_table(source, options, _csv_rows(source, options.errors))
+    return _read_table(source, options, _csv_rows(source, options.errors), 'quote that field (RFC 4180)')
 
 
 def read_tsv(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
-    return _read_table(source, options, _tsv_rows(source, options.errors))
+    return _read_table(source, options, _tsv_rows(source, options.errors), 'TSV has no quoting: use .csv')
 
 
 TEXT = Reader("txt", read_lines, "a line")
@@ -282,6 +309,8 @@ def resolved_inputs(
     can be read twice, and removed at the end (a killed run's spool goes with its other temps)."""
     if not inputs:
         raise StError("no input: give one or more files, or - for stdin")
+    if sum(str(item) == STDIN for item in inputs) > 1:
+        raise StError("- (stdin) is given twice: it can be read only once")
     spooled: list[Path] = []
     try:
         resolved = []

@@ -118,6 +118,11 @@ def module_folder(root: Path, entry_path: str) -> Path:
     return target
 
 
+def looks_like_model(folder: str | os.PathLike[str] | None) -> bool:
+    """A local folder with modules.json or a transformers config.json (a guard's cheap test, nothing parsed)."""
+    return folder is not None and any(os.path.isfile(os.path.join(folder, n)) for n in (MODULES_JSON, MODULE_CONFIG))
+
+
 def is_plain_folder(root: Path) -> bool:
     """A transformers model folder without modules.json: loaders read it as Transformer + Pooling."""
     config = root / MODULE_CONFIG
@@ -267,6 +272,25 @@ def make_tokenizer_config_portable(folder: Path) -> None:
         config = read_json(path)
         if isinstance(config, dict) and config.get("tokenizer_class") == "TokenizersBackend":
             write_json(path, config | {"tokenizer_class": "PreTrainedTokenizerFast"})
+
+
+def make_tokenizer_json_portable(folder: Path) -> None:
+    """tokenizers >= 0.20 write BPE merges as pairs, which older tokenizers cannot parse ("untagged enum
+    ModelWrapper"); every version reads the older "left right" strings, so write those where no part has a space."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return
+    config = read_json(path)
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        return
+    merges = model.get("merges")
+    if not isinstance(merges, list) or not all(isinstance(m, list) and len(m) == 2 for m in merges):
+        return
+    if any(" " in part for merge in merges for part in merge):
+        return
+    model["merges"] = [f"{left} {right}" for left, right in merges]
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
 
 
 def write_model_files(root: Path, entries: list[ModuleEntry], config: ModelConfig, fmt: Format) -> None:

@@ -68,6 +68,11 @@ class Model(torch.nn.Module):
     def input_module(self) -> InputModule:
         return self.stack[0]  # type: ignore[return-value]
 
+    @property
+    def batch_dependent(self) -> bool:
+        """A module reads the padding (CNN): a text's vector depends on its batch, so batch as ST does."""
+        return any(m.spec is not None and m.spec.batch_dependent for m in self.steps)
+
     def get_sentence_embedding_dimension(self) -> int | None:
         for module in reversed(self.steps):
             dim = module.get_sentence_embedding_dimension()
@@ -100,7 +105,7 @@ class Model(torch.nn.Module):
         """ST's order: an explicit prompt, then a prompt name, then the task's prompt
         (encode_query/encode_document), then the default prompt."""
         if prompt is not None:
-            return prompt
+            return _whole_text(prompt, "--prompt")
         implied = layout.task_prompt(task, self.prompts)
         if prompt_name is None and implied is not None:
             return implied
@@ -109,7 +114,7 @@ class Model(torch.nn.Module):
             return ""
         if name not in self.prompts:
             raise StError(f"unknown prompt name {name!r}; this model has: {', '.join(self.prompts) or 'none'}")
-        return self.prompts[name]
+        return _whole_text(self.prompts[name], f"prompt {name!r}")
 
     def tokenize(self, texts: list[str], prompt: str = "", **kwargs: Any) -> Features:
         own = {k: v for k, v in kwargs.items() if k in self.input_module.tokenize_kwargs}
@@ -122,7 +127,11 @@ class Model(torch.nn.Module):
         for index, module in enumerate(self.steps):
             own = {k: v for k, v in kwargs.items() if k in self.declared_kwargs(index)}
             if registry.is_registered(type(module)):
-                features = module(features, **own)
+                try:
+                    features = module(features, **own)
+                except KeyError as e:  # a stack in the wrong order behind custom code inspect cannot see through
+                    problem = f"needs features[{e.args[0]!r}], which no module before it wrote"
+                    raise StError(f"modules[{index}] {type(module).__name__}: {problem}") from None
                 continue
             try:
                 features = module(features, **own)
@@ -158,6 +167,10 @@ class Model(torch.nn.Module):
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
+        wrong = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
+        if wrong is not None:  # an image, say: st encodes text only
+            kind = type(items[wrong])
+            raise StError(f"input {wrong} is a {kind.__module__}.{kind.__name__} object, not a string: st encodes text")
         self.check_kwargs(kwargs)
         prefix = self.resolve_prompt(prompt, prompt_name, kwargs.get("task"))
         order = np.argsort([-len(t) for t in items])
@@ -222,8 +235,10 @@ class Model(torch.nn.Module):
         in_root = index == 0 and module.save_in_root and (spec is None or fmt in spec.root_formats)
         rel = "" if in_root else layout.module_dir_name(index, type(module).__name__)
         (root / rel).mkdir(parents=True, exist_ok=True)
-        module.save(str(root / rel), format=fmt)
-        if not registry.is_registered(type(module)):
+        if registry.is_registered(type(module)):
+            module.save(str(root / rel), format=fmt)
+        else:
+            custom.save_module(module, root / rel, fmt)
             custom.copy_source(type(module), root)  # at the root, where every ST version looks for it
         return layout.ModuleEntry(
             idx=index,
@@ -288,6 +303,16 @@ class Model(torch.nn.Module):
 # ---------------------------------------------------------------- building and loading
 
 
+def _whole_text(text: str, where: str) -> str:
+    """A prompt a tokenizer accepts: no half surrogate pair (an argument with invalid UTF-8 arrives as one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        problem = f"not valid text (an invalid UTF-8 byte or half a surrogate pair at {e.start})"
+        raise StError(f"{where}: {problem}") from None
+    return text
+
+
 def build_model(recipe: Recipe) -> Model:
     """Instantiate a recipe's stack; every random init is seeded with `recipe.seed`."""
     torch.manual_seed(recipe.seed)
@@ -306,6 +331,7 @@ def build_model(recipe: Recipe) -> Model:
             raise recipe.error(f"modules[{i}]", f"could not build {spec.type}: {first_line(e)}", spec.line) from None
         if spec.module_class:
             _check_custom_module(recipe, i, modules[-1])
+    _wire_all_layer_embeddings(recipe, modules)
     return Model(
         modules,
         prompts=dict(recipe.prompts),
@@ -314,6 +340,19 @@ def build_model(recipe: Recipe) -> Model:
         truncate_dim=recipe.truncate_dim,
         module_kwargs=module_kwargs + [spec.forward_kwargs for spec in recipe.modules],
     )
+
+
+def _wire_all_layer_embeddings(recipe: Recipe, modules: list[Module]) -> None:
+    """A module that pools every hidden state (WeightedLayerPooling) makes the input module give them."""
+    first = len(modules) - len(recipe.modules)
+    needing = [i for i, m in enumerate(modules) if m.needs_all_layer_embeddings]
+    if needing and isinstance(modules[0], InputModule):
+        try:
+            modules[0].output_all_layers()
+        except StError as e:
+            index = needing[0] - first
+            line = recipe.modules[index].line if index >= 0 else None
+            raise recipe.error(f"modules[{index}]", str(e), line) from None
 
 
 def _base_modules(recipe: Recipe) -> tuple[list[Module], list[tuple[str, ...]]]:
@@ -383,7 +422,9 @@ def load_model(
             if entry.config is not None:  # supplied by st (a plain folder's Pooling): nothing to read
                 modules.append(cls(**entry.config))
             else:
-                modules.append(cls.load(str(root), subfolder=entry.path))
+                modules.append(
+                    cls.load(str(root), subfolder=entry.path) if builtin else custom.load_module(cls, root, entry.path)
+                )
         except StError:
             raise
         except expected as e:
@@ -413,6 +454,7 @@ def build(
 
     claim = fsio.claim(output, force=force)  # --force replaces only what exists now, not what appears later
     recipe = load_recipe(recipe_path, overrides)
+    fsio.refuse_inputs_inside(claim.path, recipe.input_paths(), "build")
     recipe.check_format(format)
     model = build_model(recipe)
     try:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -19,6 +20,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from st_cli import fsio
+from st_cli.errors import StError
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 CALIBRATED = ("int8", "uint8")
@@ -125,8 +127,21 @@ class JsonlWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # Appending to the temp (created empty): a resumed run first cuts it back with `continue_at`.
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.next = 0
+
+    def continue_at(self, rows: int, size: int) -> None:
+        """Resume after `rows` rows that filled the first `size` bytes (a killed run's journal)."""
+        self.file.flush()
+        os.truncate(self.path, size)
+        self.next = rows
+
+    def sync(self) -> int:
+        """Make the rows so far durable; returns the file's size in bytes."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        return os.fstat(self.file.fileno()).st_size
 
     def write(self, start: int, block: np.ndarray) -> None:
         assert start == self.next, "jsonl rows must arrive in order"
@@ -150,28 +165,82 @@ def _open_jsonl(path: Path, rows: int, width: int, dtype: np.dtype, metadata: di
     return JsonlWriter(path)
 
 
+def _mapped_rows(path: Path, offset: int, dtype: np.dtype, width: int, chunk: int) -> Iterator[np.ndarray]:
+    rows = (path.stat().st_size - offset) // (width * dtype.itemsize) if width else 0
+    data = np.memmap(path, dtype, "r", offset=offset, shape=(rows, width)) if rows else np.empty((0, width), dtype)
+    for start in range(0, rows, chunk):
+        yield np.array(data[start : start + chunk])
+    del data
+
+
+def _read_npy(path: Path, dtype: np.dtype, width: int, chunk: int) -> Iterator[np.ndarray]:
+    with open(path, "rb") as f:
+        np.lib.format.read_magic(f)
+        shape, _, stored = np.lib.format.read_array_header_1_0(f)
+        offset = f.tell()
+    if stored != dtype or len(shape) != 2 or shape[1] != width:
+        raise ValueError(f"{path}: holds {stored} {shape}, expected {dtype} rows of {width}")
+    return _mapped_rows(path, offset, dtype, width, chunk)
+
+
+def _read_safetensors(path: Path, dtype: np.dtype, width: int, chunk: int) -> Iterator[np.ndarray]:
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        entry = json.loads(f.read(size))["embeddings"]
+    if entry["dtype"] != _SAFETENSORS_DTYPES[dtype.name] or entry["shape"][1:] != [width]:
+        raise ValueError(f"{path}: holds {entry['dtype']} {entry['shape']}, expected {dtype} rows of {width}")
+    return _mapped_rows(path, 8 + size, dtype, width, chunk)
+
+
+def _read_jsonl(path: Path, dtype: np.dtype, width: int, chunk: int) -> Iterator[np.ndarray]:
+    with open(path, encoding="utf-8") as f:
+        rows: list[list[float]] = []
+        for line in f:
+            rows.append(json.loads(line)["embedding"])
+            if len(rows) == chunk:
+                yield np.array(rows, dtype).reshape(-1, width)
+                rows = []
+        if rows:
+            yield np.array(rows, dtype).reshape(-1, width)
+
+
 OpenFn = Callable[[Path, int, int, np.dtype, dict[str, str]], RowWriter]
+ReadFn = Callable[[Path, np.dtype, int, int], Iterator[np.ndarray]]
 
 
 @dataclass(frozen=True)
 class WriterSpec:
     suffix: str
     open: OpenFn  # (temporary path, rows, width, dtype, metadata) → writer
+    read: ReadFn  # (path, dtype, width, rows per block) → blocks of rows, as written (st merge)
     precisions: tuple[str, ...]  # which --precision values it stores
     calibration: Literal["side-file", "metadata"]  # where int8/uint8 ranges go
 
 
 WRITERS: dict[str, WriterSpec] = {
-    ".npy": WriterSpec(".npy", _open_npy, PRECISIONS, calibration="side-file"),
-    ".safetensors": WriterSpec(".safetensors", _open_safetensors, PRECISIONS, calibration="metadata"),
+    ".npy": WriterSpec(".npy", _open_npy, _read_npy, PRECISIONS, calibration="side-file"),
+    ".safetensors": WriterSpec(
+        ".safetensors", _open_safetensors, _read_safetensors, PRECISIONS, calibration="metadata"
+    ),
     # jsonl rows are JSON numbers of the quantized values; ranges go beside it like .npy's.
-    ".jsonl": WriterSpec(".jsonl", _open_jsonl, PRECISIONS, calibration="side-file"),
+    ".jsonl": WriterSpec(".jsonl", _open_jsonl, _read_jsonl, PRECISIONS, calibration="side-file"),
 }
 OUTPUT_SUFFIXES = tuple(WRITERS)
 
 
 def writer_for(output: Path) -> WriterSpec | None:
     return WRITERS.get(output.suffix.lower())
+
+
+def read_rows(path: Path, precision: str, dim: int, chunk: int = 8192) -> Iterator[np.ndarray]:
+    """The rows of an output file as st wrote it, in blocks of `chunk` (a one-line error if it is not one)."""
+    spec = writer_for(path)
+    if spec is None:
+        raise StError(f"{path}: unknown output type {path.suffix!r}")
+    try:
+        yield from spec.read(path, output_dtype(precision), output_width(dim, precision), chunk)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise StError(f"{path}: unreadable as {precision} rows of {dim}: {e}") from None
 
 
 def side_paths(output: Path, *, skip_empty: bool, precision: str) -> dict[str, Path]:
@@ -193,7 +262,19 @@ class Sink:
     float32 staging file and are quantized in chunks at the end) the staging file too.
     """
 
-    def __init__(self, output: Path, rows: int, dim: int, precision: str, metadata: dict[str, str]) -> None:
+    def __init__(
+        self,
+        output: Path,
+        rows: int,
+        dim: int,
+        precision: str,
+        metadata: dict[str, str],
+        *,
+        partial: Path | None = None,
+        resume: tuple[int, dict[str, Any]] | None = None,
+    ) -> None:
+        """`partial`: an existing empty file (or, with `resume`, a killed run's) to hold the rows as they
+        arrive: the output's temp, or the int8/uint8 staging file. `resume`: (rows done, `state()` then)."""
         self.output, self.rows, self.dim, self.precision, self.metadata = output, rows, dim, precision, metadata
         spec = writer_for(output)
         assert spec is not None, output
@@ -202,10 +283,10 @@ class Sink:
         self.calibrate = precision in CALIBRATED
         self.staging: Path | None = None
         self.writer: RowWriter | None = None
-        self.tmp = fsio.temp_file(output)
+        self.tmp = partial if partial is not None and not self.calibrate else fsio.temp_file(output)
         try:
             if self.calibrate:
-                self.staging = fsio.temp_file(output, "f32")
+                self.staging = partial or fsio.temp_file(output, "f32")
                 self.low = np.full(dim, np.inf, np.float32)
                 self.high = np.full(dim, -np.inf, np.float32)
                 # The final file is written at the end; reserve it now (its header grows by the ranges).
@@ -213,9 +294,27 @@ class Sink:
                 self.writer = MappedWriter(self.staging, rows, dim, np.dtype(np.float32), b"")
             else:
                 self.writer = self._open_final()
+            if resume is not None:
+                self._continue(*resume)
         except BaseException:
             self.discard()
             raise
+
+    def _continue(self, rows: int, state: dict[str, Any]) -> None:
+        if self.calibrate and rows:
+            self.low = np.asarray(state["low"], np.float32)
+            self.high = np.asarray(state["high"], np.float32)
+        if isinstance(self.writer, JsonlWriter):
+            self.writer.continue_at(rows, int(state["bytes"]))
+
+    def sync(self) -> dict[str, Any]:
+        """Make the rows written so far durable; returns what a resumed run needs (see `resume`)."""
+        state: dict[str, Any] = {}
+        if isinstance(self.writer, JsonlWriter):
+            state["bytes"] = self.writer.sync()
+        if self.calibrate:  # memory-mapped rows are flushed by every write
+            state["low"], state["high"] = self.low.tolist(), self.high.tolist()
+        return state
 
     def _final_bytes(self) -> int:
         return 4096 + self.rows * output_width(self.dim, self.precision) * output_dtype(self.precision).itemsize
@@ -234,6 +333,11 @@ class Sink:
         else:
             self.writer.write(start, quantize(block, self.precision))
 
+    def write_stored(self, start: int, block: np.ndarray) -> None:
+        """Rows already at this sink's precision (a shard's, in `st merge`)."""
+        assert self.writer is not None and not self.calibrate
+        self.writer.write(start, block)
+
     def finish(self, chunk: int = 8192) -> Path:
         """Quantize the staged rows if needed; returns the finished temporary file."""
         assert self.writer is not None
@@ -244,6 +348,7 @@ class Sink:
             else:
                 self.ranges = np.zeros((2, self.dim), np.float32)
             self.metadata["calibration"] = json.dumps(self.calibration())
+            os.truncate(self.tmp, 0)  # the space reserved up front: the writer sizes (or appends to) the file
             final = self._open_final()
             for start in range(0, self.rows, chunk):
                 n = min(chunk, self.rows - start)

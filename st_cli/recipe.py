@@ -8,6 +8,7 @@ weights load.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import difflib
 import functools
 import inspect
@@ -71,6 +72,20 @@ class Recipe:
             )
             raise self.error("truncate_dim", problem, self.lines.get("truncate_dim"))
 
+    def input_paths(self) -> list[Path]:
+        """Local files and folders a build reads: the recipe, its base, custom module files, and module
+        arguments naming a path (a Transformer's `model`), so the output can be refused if it holds one."""
+        named = [self.base] if self.base else []
+        named += [v for spec in self.modules for v in spec.kwargs.values() if isinstance(v, str) and v]
+        paths = [self.source]
+        for value in named:
+            paths += [p for p in (Path(value), self.source.parent / value) if os.path.lexists(p)]
+        for spec in self.modules:
+            with contextlib.suppress(TypeError, OSError):
+                source = inspect.getsourcefile(spec.module_class) if spec.module_class else None
+                paths += [Path(source)] if source else []
+        return paths
+
     def error(self, where: str, problem: str, line: int | None = None) -> RecipeError:
         return RecipeError(self.source, line, where, problem)
 
@@ -117,25 +132,39 @@ def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[KeyPath, int]]:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise RecipeError(path, mark.line + 1 if mark else None, "", f"invalid YAML: {problem}") from None
+    except RecursionError:
+        raise RecipeError(path, None, "", "invalid YAML: nested too deeply") from None
     if node is None:
         raise RecipeError(path, None, "", "the recipe is empty")
     lines: dict[KeyPath, int] = {}
-    return _to_python(path, node, (), lines), lines
+    return _to_python(path, node, (), lines, [_MAX_NODES]), lines
 
 
-def _to_python(path: Path, node: yaml.Node, key_path: KeyPath, lines: dict[KeyPath, int]) -> Any:
+# A recipe is a few dozen values; YAML aliases can make a few lines expand to billions ("billion laughs").
+_MAX_NODES = 100_000
+_MAX_DEPTH = 64
+
+
+def _to_python(path: Path, node: yaml.Node, key_path: KeyPath, lines: dict[KeyPath, int], budget: list[int]) -> Any:
     lines.setdefault(key_path, node.start_mark.line + 1)
+    budget[0] -= 1
+    if budget[0] < 0 or len(key_path) > _MAX_DEPTH:
+        problem = f"more than {_MAX_NODES} values or {_MAX_DEPTH} levels (YAML aliases that expand without end?)"
+        where = _where(key_path[:6]) + ("…" if len(key_path) > 6 else "")
+        raise RecipeError(path, node.start_mark.line + 1, where, problem)
     if isinstance(node, yaml.MappingNode):
         out = {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise RecipeError(path, key_node.start_mark.line + 1, _where(key_path), "a key must be a plain name")
             key = key_node.value
             if key in out:
                 raise RecipeError(path, key_node.start_mark.line + 1, _where(key_path + (key,)), "duplicate key")
             lines[key_path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _to_python(path, value_node, key_path + (key,), lines)
+            out[key] = _to_python(path, value_node, key_path + (key,), lines, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(path, item, key_path + (i,), lines) for i, item in enumerate(node.value)]
+        return [_to_python(path, item, key_path + (i,), lines, budget) for i, item in enumerate(node.value)]
     value = _scalar(node)
     if isinstance(value, str):
         value = _expand_env(path, value, lines[key_path], key_path)
@@ -445,6 +474,7 @@ ST_KEY_NAMES = {
     "word_embedding_dimension": "dimension",
     "activation_function": "activation",
     "model_name_or_path": "model",
+    "model_name": "model",  # ST <= 4's CLIPModel
 }
 
 

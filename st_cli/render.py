@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from rich.tree import Tree
 
     from st_cli.encode import EncodeSummary
+    from st_cli.ray import RayEncodeSummary
+    from st_cli.shards import MergeSummary
     from st_cli.summary import ModelSummary, ModuleSummary
     from st_cli.training import TrainReport
     from st_cli.verify import VerifyReport
@@ -99,7 +101,7 @@ def _module_label(module: ModuleSummary) -> Text:
 
 def _module_node(node: Tree, module: ModuleSummary, *, tensors: bool) -> None:
     if module.raw_config is not None:
-        items = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in module.raw_config.items())
+        items = ", ".join(f"{k}={_short_json(v)}" for k, v in module.raw_config.items())
         node.add(Text(f"config {module.config_file}: {items or '{}'}"))
     if module.input_dim is not None or module.output_dim is not None:
         source = "text" if module.spec is not None and module.spec.input_module else _or_unknown(module.input_dim)
@@ -225,6 +227,78 @@ def encode_summary(summary: EncodeSummary, *, as_json: bool) -> None:
     ]
     if summary.skipped_empty:
         parts.append(f"{summary.skipped_empty:,} empty skipped")
+    if summary.resumed_rows:
+        parts.append(f"resumed after {summary.resumed_rows:,} rows")
+    if summary.shard is not None:
+        shard = summary.shard
+        parts.append(f"shard {shard.shard}/{shard.of}: rows {shard.first_row:,}+{shard.rows:,} of {shard.total_rows:,}")
+    info("; ".join(parts))
+
+
+@contextlib.contextmanager
+def merge_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback for `st merge` on stderr (rows written of the total), or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("merging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  transient=True) as bar:  # fmt: skip
+        task = bar.add_task("merge", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def merge_summary(summary: MergeSummary, *, as_json: bool) -> None:
+    """One line on stderr (or the JSON document on stdout)."""
+    if as_json:
+        print_json(summary.to_json())
+        return
+    info(
+        f"merged {summary.shards} shards: {summary.rows:,} rows × {summary.dimension} ({summary.precision}) "
+        f"→ {summary.output}; {summary.seconds:.1f} s"
+    )
+
+
+@contextlib.contextmanager
+def ray_progress(enabled: bool) -> Iterator[Callable[[int, int, int, int], None] | None]:
+    """A progress callback for `st encode --ray`: rows done (finished and running shards), and shards done."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("encoding on Ray"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows, {task.fields[shards]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("ray", total=None, shards="")
+
+        def update(shards_done: int, shards: int, rows_done: int, rows: int) -> None:
+            bar.update(task, completed=rows_done, total=rows, shards=f"{shards_done}/{shards} shards")
+
+        yield update
+
+
+def ray_summary(summary: RayEncodeSummary, *, as_json: bool) -> None:
+    """One line on stderr (or the JSON document on stdout)."""
+    if as_json:
+        print_json(summary.to_json())
+        return
+    ran = summary.shards - summary.skipped_shards
+    parts = [
+        f"encoded {summary.rows:,} rows × {summary.dimension} ({summary.precision}) → {summary.output}",
+        f"{ran} of {summary.shards} shards on {len(set(summary.pids))} Ray workers ({summary.address})",
+        f"{summary.seconds:.1f} s (+{summary.ray_start_seconds:.1f} s starting Ray)",
+    ]
+    if summary.skipped_shards:
+        parts.append(f"{summary.skipped_shards} shards already done")
+    if summary.resumed_shards:
+        parts.append(f"{summary.resumed_shards} resumed")
     info("; ".join(parts))
 
 
@@ -278,3 +352,12 @@ def train_report(report: TrainReport, *, as_json: bool) -> None:
         f"{report.steps:,} steps in {report.seconds:.1f} s (+{report.cache_seconds:.1f} s embedding the data once) "
         f"→ {report.output}"
     )
+
+
+def _short_json(value: object, limit: int = 8) -> str:
+    """A config value as JSON, with long lists and mappings (a word vocabulary) cut to their first items."""
+    if isinstance(value, (list, dict)) and len(value) > limit:
+        items = list(value.items())[:limit] if isinstance(value, dict) else value[:limit]
+        head = json.dumps(dict(items) if isinstance(value, dict) else items, ensure_ascii=False)
+        return f"{head[:-1]}, … ({len(value)} in all){head[-1]}"
+    return json.dumps(value, ensure_ascii=False)

@@ -131,6 +131,9 @@ class StaticEncoder:
         self.default_prompt_name = config.default_prompt_name
         self.truncate_dim = config.truncate_dim
 
+    # A row's vector never depends on the rows batched with it (no padding), unlike a CNN's.
+    batch_dependent = False
+
     def get_sentence_embedding_dimension(self) -> int:
         return int(self.table.shape[1])
 

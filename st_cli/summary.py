@@ -53,6 +53,7 @@ FINDING_CHECKS: dict[str, str | None] = {
     "unsupported-type": "layout",
     "missing-tokenizer": "layout",
     "duplicate-module": "layout",
+    "stack-order": "layout",
     "bad-max-seq-length": "layout",
     "shape-mismatch": "dimensions",
     "dimension-mismatch": "dimensions",
@@ -383,6 +384,23 @@ class _Reader:
                 if n > 1:
                     message = f"{layout.MODULES_JSON}: {n} modules share {key} {value!r} (loaders collapse the stack)"
                     self.add("error", "duplicate-module", message, layout.MODULES_JSON)
+        self.check_order(entries)
+
+    def check_order(self, entries: list[layout.ModuleEntry]) -> None:
+        """Each built-in module must find what it reads (its spec's `reads`) written by a module before it."""
+        given: set[str] = {"text"}
+        for position, entry in enumerate(entries):
+            spec = entry.spec
+            if spec is None:
+                return  # custom code may read and write anything: nothing to say past it
+            where = f"{layout.MODULES_JSON}: entry [{position}] {spec.name}"
+            if spec.reads == "text" and position > 0:
+                message = f"{where} takes the input text, so it must come first"
+                self.add("error", "stack-order", message, layout.MODULES_JSON)
+            elif spec.reads not in given:
+                message = f"{where} reads {spec.reads}, which no module before it gives"
+                self.add("error", "stack-order", message, layout.MODULES_JSON)
+            given.add(spec.writes)
 
     def read_model_config(self, summary: ModelSummary) -> None:
         path = self.root / layout.MODEL_CONFIG
@@ -639,7 +657,9 @@ class _Reader:
         layers = {int(m.group(1)) for t in weights.tensors if (m := _LAYER_INDEX.search(t.name))}
         if layers and info.layers is not None and max(layers) + 1 != info.layers:
             message = f"{where}: config has {info.layers} layers, the weights hold {max(layers) + 1}"
-            self.add("warning", "shape-mismatch", message, where)
+            # More layers than weights: they would start random (and a huge count would exhaust memory
+            # before transformers notices); fewer: transformers ignores the extra tensors.
+            self.add("error" if info.layers > max(layers) + 1 else "warning", "shape-mismatch", message, where)
 
     # ------------------------------------------------------------ dimensions
 

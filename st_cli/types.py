@@ -16,10 +16,12 @@ How to add a built-in module type (say `LayerNorm`):
    `()` = no config), `decode`/`encode` (codec functions may sit right above the row),
    `accepted_keys` per loader generation (+ `lenient_in`), the `width` rule (and `check_weights`
    for shape checks), `since` (first ST version that reads `legacy_type`; `since_by_type` for
-   aliases, `st6_type_since` for the new spelling) and `tei`, `loader_notes` for caveats of one
-   loader or version, `required_files`, `path_keys` (recipe kwargs that name folders), `example`
-   (a tiny recipe stack for tests/test_module_types.py; "{tiny_bert}" is replaced by a tiny BERT
-   folder; a type without one fails those tests), plus the flags below that apply.
+   aliases, `st6_type_since` for the new spelling; `fails_in` for versions that have it but cannot
+   run it) and `tei`, `loader_notes` for caveats of one loader or version, `required_files`,
+   `path_keys` (recipe kwargs that name folders), `example` (a tiny recipe stack for
+   tests/test_module_types.py and the cross-version table tests/test_type_table.py; "{tiny_bert}"
+   is replaced by a tiny BERT folder, "{tiny_clip}" by a tiny CLIP folder; a type without one fails
+   those tests), plus the flags below that apply.
 
 Nothing else: tests parametrized over `registry.names()` pick the new type up.
 
@@ -29,6 +31,7 @@ import torch (`st inspect` and `st --help` stay instant).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,8 +157,13 @@ class TypeSpec:
     reads: Role = "sentence_embedding"  # the feature it consumes
     writes: Role = "sentence_embedding"  # the feature it produces
     normalizes: bool = False  # its output has unit length
+    # Why its output depends on the other texts of a batch in sentence-transformers too (padding reaches it);
+    # "" when it does not. st then batches such stacks as ST does, and verify skips batch invariance.
+    batch_dependent: str = ""
     since: str = "2.0"  # the first sentence-transformers version that reads `legacy_type`
     since_by_type: Mapping[str, str] = field(default_factory=dict)  # the same for other spellings (aliases)
+    # ST versions ("2.7" or "2.7.0") that have the type but cannot run it, with the reason (tests skip them)
+    fails_in: Mapping[str, str] = field(default_factory=dict)
     tei: bool = False  # text-embeddings-inference runs it
     tei_needs_modules_json: bool = False  # TEI finds it only by parsing modules.json (it skips it otherwise)
     path_keys: tuple[str, ...] = ()  # recipe kwargs naming a folder, resolved against the recipe's folder
@@ -342,6 +350,9 @@ def _encode_pooling(config: Mapping[str, Any], fmt: Format) -> dict[str, Config 
                 "include_prompt": include_prompt,
             }
         }
+    if modes != [m for m in POOLING_MODES if m in modes]:
+        problem = f"pooling modes in the order {modes} need a list pooling_mode (ST >= 5.4): use --format st6"
+        raise ModelFolderError(f"Pooling: {problem}")
     out: Config = {"word_embedding_dimension": config["dimension"]}
     out |= {_LEGACY_POOLING_KEYS[m]: m in modes for m in _ST22_POOLING_MODES}
     # The newer keys break ST <= 2.2, so they are written only when they carry information.
@@ -540,6 +551,539 @@ _add(
 )
 
 
+# ---------------------------------------------------------------- WeightedLayerPooling, LayerNorm, Dropout, CNN, LSTM
+# st's constructor kwargs are ST >= 5.4's names; ST <= 5.3 wrote a few of them under older names
+# (`legacy_names`), which every later version still accepts (`config_key_renames`).
+
+
+def _renaming_codec(
+    file: str,
+    keys: tuple[str, ...],
+    required: tuple[str, ...],
+    legacy_names: Mapping[str, str] | None = None,
+    portable_omits: Callable[[Mapping[str, Any]], set[str]] = lambda config: set(),
+) -> tuple[Callable[[Config, Path], Config], Callable[[Mapping[str, Any], Format], dict[str, Config | None]]]:
+    """decode/encode for a config that is the constructor's kwargs, some spelled differently before ST 5.4."""
+    legacy = dict(legacy_names or {})
+
+    def decode(raw: Config, path: Path) -> Config:
+        config = {}
+        for key in keys:
+            spelling = next((name for name in (key, legacy.get(key)) if name is not None and name in raw), None)
+            if spelling is not None:
+                config[key] = raw[spelling]
+        missing = [legacy.get(k, k) for k in required if k not in config]
+        if missing:
+            raise ModelFolderError(f"{path}: missing key {missing[0]!r}")
+        return config
+
+    def encode(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
+        if fmt == "st6":
+            return {file: {k: config[k] for k in keys if k in config}}
+        omitted = portable_omits(config)
+        return {file: {legacy.get(k, k): config[k] for k in keys if k in config and k not in omitted}}
+
+    return decode, encode
+
+
+def _keys_by_generation(keys: tuple[str, ...], legacy_names: Mapping[str, str], extra: Iterable[str] = ()) -> Any:
+    """ST <= 5.3 constructors take the legacy spellings; later ones take both (deprecated_kwargs)."""
+    old = frozenset({legacy_names.get(k, k) for k in keys} | set(extra))
+    new = old | set(keys)
+    return {"ST<=5.3": old, "ST5.4-5.x": new, "ST>=6": new}
+
+
+def _pickle_notes(m: ModuleView) -> Iterable[LoaderNote]:
+    """ST <= 3.0 load these modules' weights from pytorch_model.bin only."""
+    if m.weights and m.weights.files and not m.weights.pickled:
+        yield LoaderNote(
+            "ST<=5.3", "partial", f"{m.path}: ST <= 3.0 need {m.path}/pytorch_model.bin (3.1+ read model.safetensors)"
+        )
+
+
+def _shape_problems(shapes: Shapes, expected: Mapping[str, tuple[int, ...]]) -> list[str]:
+    problems = []
+    for name, shape in expected.items():
+        found = _tensor(shapes, name)
+        if found is None:
+            problems.append(f"no tensor {name}")
+        elif tuple(found) != shape:
+            problems.append(f"{name} has shape {list(found)}, the config says {list(shape)}")
+    return problems
+
+
+def _ints(config: Mapping[str, Any], *keys: str) -> list[int] | None:
+    values = [config.get(k) for k in keys]
+    return values if all(isinstance(v, int) and not isinstance(v, bool) for v in values) else None  # type: ignore[return-value]
+
+
+# WeightedLayerPooling: a weighted mean of the Transformer's hidden states (it needs `all_layer_embeddings`).
+_WLP_KEYS = ("embedding_dimension", "layer_start", "num_hidden_layers")
+_WLP_LEGACY = {"embedding_dimension": "word_embedding_dimension"}
+_decode_wlp, _encode_wlp = _renaming_codec(MODULE_CONFIG, _WLP_KEYS, ("embedding_dimension",), _WLP_LEGACY)
+
+
+def _wlp_width(ctx: WidthContext) -> Widths:
+    dim = ctx.config.get("embedding_dimension")
+    return Widths(dim, dim) if isinstance(dim, int) else Widths(ctx.incoming, None)
+
+
+def _wlp_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    layers, start = config.get("num_hidden_layers", 12), config.get("layer_start", 4)
+    if not isinstance(layers, int) or not isinstance(start, int):
+        return ["num_hidden_layers and layer_start must be integers"]
+    return _shape_problems(shapes, {"layer_weights": (layers + 1 - start,)})
+
+
+_add(
+    TypeSpec(
+        name="WeightedLayerPooling",
+        module_file="weighted_layer_pooling",
+        legacy_type=LEGACY_PREFIX + "WeightedLayerPooling",
+        st6_type=ST_PREFIX + "weighted_layer_pooling.WeightedLayerPooling",
+        decode=_decode_wlp,
+        encode=_encode_wlp,
+        accepted_keys=_keys_by_generation(_WLP_KEYS, _WLP_LEGACY, ["layer_weights"]),
+        width=_wlp_width,
+        check_weights=_wlp_weights,
+        loader_notes=_pickle_notes,
+        needs_config=True,
+        needs_weights=True,
+        reads="token_embeddings",
+        writes="token_embeddings",
+        example=(
+            {"type": "Transformer", "model": "{tiny_bert}"},
+            {"type": "WeightedLayerPooling", "num_hidden_layers": 2, "layer_start": 0, "layer_weights": [0.5, 1, 2]},
+            {"type": "Pooling"},
+        ),
+    )
+)
+
+# LayerNorm on the sentence embedding.
+_decode_layer_norm, _encode_layer_norm = _renaming_codec(MODULE_CONFIG, ("dimension",), ("dimension",))
+
+
+def _layer_norm_width(ctx: WidthContext) -> Widths:
+    dim = ctx.config.get("dimension")
+    return Widths(dim, dim) if isinstance(dim, int) else Widths(ctx.incoming, None)
+
+
+def _layer_norm_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    dim = _ints(config, "dimension")
+    return _shape_problems(shapes, {"norm.weight": (dim[0],), "norm.bias": (dim[0],)}) if dim else []
+
+
+_add(
+    TypeSpec(
+        name="LayerNorm",
+        module_file="layer_norm",
+        legacy_type=LEGACY_PREFIX + "LayerNorm",
+        st6_type=ST_PREFIX + "layer_norm.LayerNorm",
+        decode=_decode_layer_norm,
+        encode=_encode_layer_norm,
+        accepted_keys=dict.fromkeys(GENERATIONS, frozenset({"dimension"})),
+        width=_layer_norm_width,
+        check_weights=_layer_norm_weights,
+        loader_notes=_pickle_notes,
+        needs_config=True,
+        needs_weights=True,
+        example=({"type": "Transformer", "model": "{tiny_bert}"}, {"type": "Pooling"}, {"type": "LayerNorm"}),
+    )
+)
+
+# Dropout on the sentence embedding: nothing at inference, but loaders read its config.json.
+_decode_dropout, _encode_dropout = _renaming_codec(MODULE_CONFIG, ("dropout",), ())
+
+_add(
+    TypeSpec(
+        name="Dropout",
+        module_file="dropout",
+        legacy_type=LEGACY_PREFIX + "Dropout",
+        st6_type=ST_PREFIX + "dropout.Dropout",
+        decode=_decode_dropout,
+        encode=_encode_dropout,
+        accepted_keys=dict.fromkeys(GENERATIONS, frozenset({"dropout"})),
+        width=_pass_through,
+        needs_config=True,
+        example=(
+            {"type": "Transformer", "model": "{tiny_bert}"},
+            {"type": "Pooling"},
+            {"type": "Dropout", "dropout": 0.3},
+        ),
+    )
+)
+
+# CNN over the token embeddings: one Conv1d per kernel size, outputs concatenated.
+CNN_CONFIG = "cnn_config.json"
+_CNN_KEYS = ("in_embedding_dimension", "out_channels", "kernel_sizes", "stride_sizes")
+_CNN_LEGACY = {"in_embedding_dimension": "in_word_embedding_dimension"}
+
+
+def _cnn_default_strides(config: Mapping[str, Any]) -> set[str]:
+    """ST <= 5.3 never wrote stride_sizes (their constructors take it); leave it out when it is all ones."""
+    strides = config.get("stride_sizes")
+    return {"stride_sizes"} if strides is None or all(s == 1 for s in strides) else set()
+
+
+_decode_cnn, _encode_cnn = _renaming_codec(
+    CNN_CONFIG, _CNN_KEYS, ("in_embedding_dimension",), _CNN_LEGACY, _cnn_default_strides
+)
+
+
+def _cnn_width(ctx: WidthContext) -> Widths:
+    dims, kernels = _ints(ctx.config, "in_embedding_dimension", "out_channels"), ctx.config.get("kernel_sizes")
+    if dims is None or not isinstance(kernels, list):
+        return Widths(ctx.incoming, None)
+    return Widths(dims[0], dims[1] * len(kernels))
+
+
+def _cnn_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    dims, kernels = _ints(config, "in_embedding_dimension", "out_channels"), config.get("kernel_sizes")
+    if dims is None or not isinstance(kernels, list):
+        return []
+    n_in, n_out = dims
+    return _shape_problems(shapes, {f"convs.{i}.weight": (n_out, n_in, k) for i, k in enumerate(kernels)})
+
+
+_add(
+    TypeSpec(
+        name="CNN",
+        module_file="cnn",
+        legacy_type=LEGACY_PREFIX + "CNN",
+        st6_type=ST_PREFIX + "cnn.CNN",
+        config_files=(CNN_CONFIG,),
+        decode=_decode_cnn,
+        encode=_encode_cnn,
+        accepted_keys=_keys_by_generation(_CNN_KEYS, _CNN_LEGACY),
+        width=_cnn_width,
+        check_weights=_cnn_weights,
+        loader_notes=_pickle_notes,
+        needs_config=True,
+        needs_weights=True,
+        reads="token_embeddings",
+        writes="token_embeddings",
+        batch_dependent="its convolutions read the padding tokens, so a text's vector depends on its batch (in ST too)",
+        example=(
+            {"type": "Transformer", "model": "{tiny_bert}"},
+            {"type": "CNN", "out_channels": 6, "kernel_sizes": [1, 3, 5]},
+            {"type": "Pooling", "mode": ["mean", "max"]},
+        ),
+    )
+)
+
+# LSTM over the token embeddings; it packs by `sentence_lengths`, which only WordEmbeddings gives.
+LSTM_CONFIG = "lstm_config.json"
+_LSTM_KEYS = ("embedding_dimension", "hidden_dim", "num_layers", "dropout", "bidirectional")
+_LSTM_LEGACY = {"embedding_dimension": "word_embedding_dimension"}
+_decode_lstm, _encode_lstm = _renaming_codec(
+    LSTM_CONFIG, _LSTM_KEYS, ("embedding_dimension", "hidden_dim"), _LSTM_LEGACY
+)
+
+
+def _lstm_width(ctx: WidthContext) -> Widths:
+    dims = _ints(ctx.config, "embedding_dimension", "hidden_dim")
+    if dims is None:
+        return Widths(ctx.incoming, None)
+    return Widths(dims[0], dims[1] * (2 if ctx.config.get("bidirectional", True) else 1))
+
+
+def _lstm_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    dims = _ints(config, "embedding_dimension", "hidden_dim")
+    return _shape_problems(shapes, {"encoder.weight_ih_l0": (4 * dims[1], dims[0])}) if dims else []
+
+
+_add(
+    TypeSpec(
+        name="LSTM",
+        module_file="lstm",
+        legacy_type=LEGACY_PREFIX + "LSTM",
+        st6_type=ST_PREFIX + "lstm.LSTM",
+        config_files=(LSTM_CONFIG,),
+        decode=_decode_lstm,
+        encode=_encode_lstm,
+        accepted_keys=_keys_by_generation(_LSTM_KEYS, _LSTM_LEGACY),
+        width=_lstm_width,
+        check_weights=_lstm_weights,
+        loader_notes=_pickle_notes,
+        needs_config=True,
+        needs_weights=True,
+        reads="token_embeddings",
+        writes="token_embeddings",
+        example=(
+            # words from both halves of tests/texts.py: ST <= 5.7 fail on a batch without one known word
+            {
+                "type": "WordEmbeddings",
+                "vocab": ["PADDING", "man", "food", "eating", "quick", "fox", "word", "paris"],
+                "dimension": 8,
+            },
+            {"type": "LSTM", "hidden_dim": 4},
+            # not max: over a text without known words, ST <= 4.1 give -1e9 where later ones give -inf
+            {"type": "Pooling", "mode": "mean"},
+        ),
+    )
+)
+
+
+# ---------------------------------------------------------------- word models: WordEmbeddings, WordWeights, BoW
+
+WORD_EMBEDDINGS_CONFIG = "wordembedding_config.json"
+DEFAULT_WORD_MAX_SEQ_LENGTH = 1000000  # sentence-transformers' default: no truncation in practice
+_TOKENIZER_PREFIX_LEGACY = "sentence_transformers.models.tokenizer."
+_TOKENIZER_PREFIX_NEW = "sentence_transformers.sentence_transformer.modules.tokenizer."
+
+
+@dataclass(frozen=True)
+class WordTokenizerSpec:
+    """A word tokenizer ST saves beside WordEmbeddings: its class paths (`tokenizer_class`) and config file."""
+
+    kind: str  # the class name, and st's `tokenizer:` value
+    config_file: str
+    legacy_class: str  # what ST <= 5.3 write, and what every version imports
+    st6_class: str  # what ST >= 5.4 write
+    keys: frozenset[str]  # the constructor's keywords (anything else is a TypeError in every version)
+    read_classes: tuple[str, ...] = ()  # package-level spellings that import the same class
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return (self.legacy_class, self.st6_class, *self.read_classes)
+
+
+_WORD_TOKENIZER_KEYS = frozenset({"vocab", "stop_words", "do_lower_case"})
+WORD_TOKENIZERS: dict[str, WordTokenizerSpec] = {
+    t.kind: t
+    for t in (
+        WordTokenizerSpec(
+            "WhitespaceTokenizer",
+            "whitespacetokenizer_config.json",
+            _TOKENIZER_PREFIX_LEGACY + "WhitespaceTokenizer.WhitespaceTokenizer",
+            _TOKENIZER_PREFIX_NEW + "whitespace.WhitespaceTokenizer",
+            _WORD_TOKENIZER_KEYS,
+            (_TOKENIZER_PREFIX_LEGACY + "WhitespaceTokenizer", _TOKENIZER_PREFIX_NEW + "WhitespaceTokenizer"),
+        ),
+        WordTokenizerSpec(
+            "PhraseTokenizer",
+            "phrasetokenizer_config.json",
+            _TOKENIZER_PREFIX_LEGACY + "PhraseTokenizer.PhraseTokenizer",
+            _TOKENIZER_PREFIX_NEW + "phrase.PhraseTokenizer",
+            _WORD_TOKENIZER_KEYS | {"ngram_separator", "max_ngram_length"},
+            (_TOKENIZER_PREFIX_LEGACY + "PhraseTokenizer", _TOKENIZER_PREFIX_NEW + "PhraseTokenizer"),
+        ),
+    )
+}
+_TOKENIZER_BY_CLASS = {c: t for t in WORD_TOKENIZERS.values() for c in t.classes}
+
+
+def _read_json_object(path: Path) -> Config:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ModelFolderError(f"{path}: expected a JSON object")
+    return raw
+
+
+def _string_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ModelFolderError(f"{where}: expected a list of strings")
+    return value
+
+
+def _decode_word_embeddings(raw: Config, path: Path) -> Config:
+    """wordembedding_config.json plus the tokenizer config it names, as one set of st kwargs."""
+    name = raw.get("tokenizer_class")
+    tokenizer = _TOKENIZER_BY_CLASS.get(name) if isinstance(name, str) else None
+    if tokenizer is None:
+        known = ", ".join(WORD_TOKENIZERS)
+        raise ModelFolderError(f"{path}: tokenizer_class {name!r} is not supported by st (it reads {known})")
+    tokenizer_path = path.parent / tokenizer.config_file
+    tok = _read_json_object(tokenizer_path)
+    unknown = sorted(set(tok) - tokenizer.keys)
+    if unknown:
+        raise ModelFolderError(f"{tokenizer_path}: unknown key {unknown[0]!r} (a TypeError in sentence-transformers)")
+    config: Config = {
+        "tokenizer": tokenizer.kind,
+        "vocab": _string_list(tok.get("vocab", []), f"{tokenizer_path}: vocab"),
+        "update_embeddings": bool(raw.get("update_embeddings", False)),
+        "max_seq_length": raw.get("max_seq_length", DEFAULT_WORD_MAX_SEQ_LENGTH),
+    }
+    if "stop_words" in tok:
+        config["stop_words"] = _string_list(tok["stop_words"], f"{tokenizer_path}: stop_words")
+    return config | {k: tok[k] for k in ("do_lower_case", "ngram_separator", "max_ngram_length") if k in tok}
+
+
+def _encode_word_embeddings(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
+    tokenizer = WORD_TOKENIZERS[config["tokenizer"]]
+    main = {
+        "tokenizer_class": tokenizer.legacy_class if fmt == "portable" else tokenizer.st6_class,
+        "update_embeddings": bool(config.get("update_embeddings", False)),
+        "max_seq_length": config.get("max_seq_length", DEFAULT_WORD_MAX_SEQ_LENGTH),
+    }
+    keys = ("vocab", "stop_words", "do_lower_case", "ngram_separator", "max_ngram_length")
+    tok = {k: config[k] for k in keys if k in tokenizer.keys and k in config}
+    return {WORD_EMBEDDINGS_CONFIG: main, tokenizer.config_file: tok}
+
+
+def _word_embeddings_width(ctx: WidthContext) -> Widths:
+    shape = _tensor(ctx.shapes, "emb_layer.weight")
+    return Widths(None, shape[1] if shape and len(shape) == 2 else None)
+
+
+def _word_embeddings_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    shape = _tensor(shapes, "emb_layer.weight")
+    if shape is None or len(shape) != 2:
+        return ["no 2-d tensor emb_layer.weight"]
+    vocab = len(config.get("vocab") or ())
+    if shape[0] < vocab:
+        return [f"emb_layer.weight has {shape[0]} rows but the tokenizer's vocab has {vocab} words"]
+    return []
+
+
+def _word_embeddings_notes(m: ModuleView) -> Iterable[LoaderNote]:
+    where, raw, config = m.config_file, m.raw_config or {}, m.config or {}
+    tokenizer_class = raw.get("tokenizer_class")
+    if isinstance(tokenizer_class, str) and tokenizer_class.startswith(_TOKENIZER_PREFIX_NEW):
+        yield LoaderNote("ST<=5.3", "no", f"{where}: tokenizer_class {tokenizer_class} needs ST >= 5.4")
+    if m.weights and m.weights.files and not m.weights.pickled:
+        yield LoaderNote(
+            "ST<=5.3", "partial", f"{m.path or '.'}: ST 2.x read only pytorch_model.bin (3.x+ read safetensors)"
+        )
+    if config.get("tokenizer") == "PhraseTokenizer":
+        for loader in GENERATIONS:
+            yield LoaderNote(
+                loader, "partial", f"{where}: PhraseTokenizer needs nltk installed beside sentence-transformers"
+            )
+    if config.get("max_seq_length", DEFAULT_WORD_MAX_SEQ_LENGTH) != DEFAULT_WORD_MAX_SEQ_LENGTH:
+        length = config.get("max_seq_length")
+        reason = f"{where}: max_seq_length {length} is applied only by ST >= 6 (earlier: no truncation)"
+        yield LoaderNote("ST<=5.3", "partial", reason)
+        yield LoaderNote("ST5.4-5.x", "partial", reason)
+
+
+_WORD_EMBEDDINGS_KEYS = frozenset({"tokenizer_class", "update_embeddings", "max_seq_length"})
+_EXAMPLE_VOCAB = ["PADDING", "man", "food", "eating", "horse", "quick", "fox", "the", "a"]
+_EXAMPLE_WEIGHTS = {"word_weights": {"food": 2.5, "man": 0.5}, "unknown_word_weight": 0.25}
+_add(
+    TypeSpec(
+        name="WordEmbeddings",
+        module_file="word_embeddings",
+        legacy_type=LEGACY_PREFIX + "WordEmbeddings",
+        st6_type=ST_PREFIX + "word_embeddings.WordEmbeddings",
+        config_files=(WORD_EMBEDDINGS_CONFIG,),
+        decode=_decode_word_embeddings,
+        encode=_encode_word_embeddings,
+        # ST <= 5.3 read only tokenizer_class and update_embeddings; later ones pass every key to the constructor.
+        accepted_keys={
+            "ST<=5.3": _WORD_EMBEDDINGS_KEYS,
+            "ST5.4-5.x": _WORD_EMBEDDINGS_KEYS,
+            "ST>=6": _WORD_EMBEDDINGS_KEYS,
+        },
+        lenient_in=frozenset({"ST<=5.3"}),
+        width=_word_embeddings_width,
+        check_weights=_word_embeddings_weights,
+        loader_notes=_word_embeddings_notes,
+        input_module=True,
+        needs_config=True,
+        needs_weights=True,
+        reads="text",
+        writes="token_embeddings",
+        path_keys=("embeddings_file_path",),
+        example=(
+            {"type": "WordEmbeddings", "vocab": _EXAMPLE_VOCAB, "dimension": 8},
+            {"type": "Pooling", "mode": ["mean", "mean_sqrt_len_tokens"]},
+        ),
+    )
+)
+
+
+def _word_weights_fields(raw: Config, path: Path, *, weights_required: bool) -> Config:
+    word_weights = raw.get("word_weights", None if weights_required else {})
+    if not isinstance(word_weights, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in word_weights.values()
+    ):
+        raise ModelFolderError(f"{path}: word_weights must map words to numbers")
+    unknown = raw.get("unknown_word_weight", 1)
+    if not isinstance(unknown, (int, float)) or isinstance(unknown, bool):
+        raise ModelFolderError(f"{path}: unknown_word_weight must be a number, got {unknown!r}")
+    return {"vocab": _string_list(raw.get("vocab"), f"{path}: vocab"), "word_weights": word_weights,
+            "unknown_word_weight": unknown}  # fmt: skip
+
+
+def _decode_word_weights(raw: Config, path: Path) -> Config:
+    return _word_weights_fields(raw, path, weights_required=True)
+
+
+_WORD_WEIGHTS_KEYS = frozenset({"vocab", "word_weights", "unknown_word_weight"})
+_add(
+    TypeSpec(
+        name="WordWeights",
+        module_file="word_weights",
+        legacy_type=LEGACY_PREFIX + "WordWeights",
+        st6_type=ST_PREFIX + "word_weights.WordWeights",
+        decode=_decode_word_weights,
+        accepted_keys=dict.fromkeys(GENERATIONS, _WORD_WEIGHTS_KEYS),
+        width=_pass_through,
+        needs_config=True,  # every version rebuilds the weights from config.json; ST >= 5 also write (unread) weights
+        reads="token_embeddings",
+        writes="token_embeddings",
+        example=(
+            {"type": "WordEmbeddings", "vocab": _EXAMPLE_VOCAB, "dimension": 8},
+            {"type": "WordWeights", "vocab": _EXAMPLE_VOCAB, **_EXAMPLE_WEIGHTS},
+            {"type": "Pooling"},
+        ),
+    )
+)
+
+
+def _decode_bow(raw: Config, path: Path) -> Config:
+    cumulative = raw.get("cumulative_term_frequency", True)
+    if not isinstance(cumulative, bool):
+        raise ModelFolderError(f"{path}: cumulative_term_frequency must be true or false")
+    return _word_weights_fields(raw, path, weights_required=False) | {"cumulative_term_frequency": cumulative}
+
+
+def _bow_width(ctx: WidthContext) -> Widths:
+    vocab = ctx.config.get("vocab")
+    return Widths(None, len(dict.fromkeys(vocab)) if isinstance(vocab, list) else None)
+
+
+_BOW_REORDERS = "reorders BoW's dimensions in every process (list(set(vocab)))"
+
+
+def _bow_notes(m: ModuleView) -> Iterable[LoaderNote]:
+    yield LoaderNote("ST<=5.3", "partial", f"{m.path}: ST 2.7 cannot encode BoW (StopIteration: it has no parameters)")
+    yield LoaderNote(
+        "ST<=5.3", "partial", f"{m.path}: ST <= 4.x reorder BoW's dimensions in every process (list(set(vocab)))"
+    )
+
+
+_add(
+    TypeSpec(
+        name="BoW",
+        module_file="bow",
+        legacy_type=LEGACY_PREFIX + "BoW",
+        st6_type=ST_PREFIX + "bow.BoW",
+        decode=_decode_bow,
+        accepted_keys=dict.fromkeys(GENERATIONS, _WORD_WEIGHTS_KEYS | {"cumulative_term_frequency"}),
+        width=_bow_width,
+        loader_notes=_bow_notes,
+        # The cross-version table compares vectors column by column; these versions cannot give them.
+        fails_in={
+            "2.2": _BOW_REORDERS,
+            "2.7": "cannot encode a BoW (StopIteration: it has no parameters)",
+            "3": _BOW_REORDERS,
+            "4": _BOW_REORDERS,
+        },
+        input_module=True,
+        needs_config=True,
+        reads="text",
+        example=({"type": "BoW", "vocab": _EXAMPLE_VOCAB[1:], **_EXAMPLE_WEIGHTS},),
+    )
+)
+
+
 # ---------------------------------------------------------------- StaticEmbedding
 
 _STATIC_TABLES = ("embedding.weight", "embeddings")  # sentence-transformers' key, model2vec's
@@ -658,6 +1202,75 @@ _add(
                 "default_route": "document",
             },
         ),
+    )
+)
+
+
+# ---------------------------------------------------------------- CLIPModel
+
+# Image-processor settings: transformers 5 nest them in processor_config.json, 4.x read preprocessor_config.json.
+CLIP_PROCESSOR_CONFIG = "processor_config.json"
+CLIP_PREPROCESSOR_CONFIG = "preprocessor_config.json"
+CLIP_MAX_SEQ_LENGTH = 77  # every CLIP tokenizer's model_max_length
+_CLIP_SBERT_6 = {
+    "transformer_task": "feature-extraction",
+    "modality_config": {
+        "text": {"method": "get_text_features", "method_output_name": "pooler_output"},
+        "image": {"method": "get_image_features", "method_output_name": "pooler_output"},
+    },
+    "module_output_name": "sentence_embedding",
+}
+
+
+def _decode_clip(raw: Config, path: Path) -> Config:
+    # ST <= 4.x write no config; ST >= 5 write how to call the model, which is fixed for CLIP.
+    return {k: raw[k] for k in ("max_seq_length",) if k in raw}
+
+
+def _encode_clip(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
+    # ST >= 5 read max_seq_length from it (ST <= 4 ignore the file and cut at the tokenizer's 77).
+    length = {"max_seq_length": config["max_seq_length"]} if config.get("max_seq_length") else {}
+    return {SBERT_CONFIG: (dict(_CLIP_SBERT_6) if fmt == "st6" else {}) | length}
+
+
+def _clip_width(ctx: WidthContext) -> Widths:
+    shape = _tensor(ctx.shapes, "text_projection.weight")
+    return Widths(None, shape[0] if shape else None)
+
+
+def _clip_notes(m: ModuleView) -> Iterable[LoaderNote]:
+    yield LoaderNote("ST<=5.3", "partial", f"{m.path or '.'}: ST < 4 do not truncate CLIP texts: over 77 tokens fails")
+    length = (m.raw_config or {}).get("max_seq_length", CLIP_MAX_SEQ_LENGTH)
+    if length != CLIP_MAX_SEQ_LENGTH:
+        yield LoaderNote(
+            "ST<=5.3", "partial", f"{m.config_file}: ST <= 4 ignore max_seq_length {length} (they cut at 77)"
+        )
+    yield LoaderNote("ST5.4-5.x", "partial", f"{m.path or '.'}: ST 5.x log that CLIPModel is deprecated (it loads)")
+
+
+_add(
+    TypeSpec(
+        name="CLIPModel",
+        module_file="clip_model",
+        legacy_type=LEGACY_PREFIX + "CLIPModel",
+        st6_type=ST_PREFIX + "clip_model.CLIPModel",
+        config_files=(SBERT_CONFIG,),
+        decode=_decode_clip,
+        encode=_encode_clip,
+        # ST <= 5.3 never read a config for it; later ones build a Transformer from it.
+        accepted_keys={"ST5.4-5.x": _SBERT_KEYS_5X, "ST>=6": _SBERT_KEYS_6},
+        width=_clip_width,
+        loader_notes=_clip_notes,
+        fails_in={  # the table's texts include long ones
+            "2": "does not truncate CLIP texts to 77 tokens (longer texts fail)",
+            "3": "does not truncate CLIP texts to 77 tokens (longer texts fail)",
+        },
+        input_module=True,
+        save_in_root=True,
+        needs_weights=True,
+        reads="text",
+        path_keys=("model", "processor_name"),
+        example=({"type": "CLIPModel", "model": "{tiny_clip}"},),
     )
 )
 

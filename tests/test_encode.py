@@ -444,6 +444,7 @@ READ_CASES = [
     ("a.tsv", 'text\tid\nshe said "hi\t1\nnext "line\t2\n', [(2, 'she said "hi'), (3, 'next "line')]),
     ("a.tsv", 'text\n"quoted"\n', [(2, '"quoted"')]),
     ("a.txt", 'plain "text\nmore\n', [(1, 'plain "text'), (2, "more")]),
+    ("a.csv", "text,id\na,1,,\n", [(2, "a")]),  # empty fields past the header: nothing lost
 ]
 
 
@@ -463,7 +464,18 @@ BAD_READ_CASES = [
     ("a.tsv", "id\ttext\n1\n", r"a\.tsv:2: row has 1 fields, no 'text'"),
     ("a.csv", "id\n1\n", r"a\.csv:1: no column 'text'"),
     ("a.jsonl", '{"text": 1}\n', r"a\.jsonl:1: field 'text' is int, not a string"),
+    ("a.jsonl", '{"text": "a"}\n{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", r"a\.jsonl:2: invalid JSON: nested too deeply"),
+    ("a.jsonl", '{"text": "ok \\ud800 x"}\n', r"a\.jsonl:1: a lone surrogate \\ud800 \(half a character\) at character 3"),
+    ("a.csv", "id,text\n1,hello, world\n", r"a\.csv:2: row has 3 fields, the header 2; a separator inside a field\? quote"),
+    ("a.tsv", "id\ttext\n1\thello\tworld\n", r"a\.tsv:2: row has 3 fields, the header 2; .* use \.csv"),
+    ("a.csv", "text,id,text\na,1,b\n", r"a\.csv:1: 2 columns are named 'text'; which one\?"),
 ]
+
+
+def test_a_lone_surrogate_is_replaced_on_request(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "ok \\ud800 x"}\n{"text": "\\ud83d\\ude00"}\n', encoding="utf-8")
+    assert read_all(path, errors="replace") == [(1, "ok \ufffd x"), (2, "\U0001f600")]
 
 
 @pytest.mark.parametrize(("name", "content", "message"), BAD_READ_CASES)

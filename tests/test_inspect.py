@@ -129,8 +129,8 @@ def test_portable_folder_built_by_st(built: dict[str, Path]) -> None:
 def test_st6_folder_built_by_st(built: dict[str, Path]) -> None:
     s = summarize(built["st6"])
     assert (s.dialect, s.embedding_dimension, s.max_seq_length) == ("new", 16, 64)
-    stack = ("Transformer", "Pooling", "Dense", "Normalize")
-    assert [m.type for m in s.modules] == [layout.TYPE_STRINGS["st6"][name] for name in stack]
+    assert [m.short_type for m in s.modules] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    assert [m.type for m in s.modules] == [layout.TYPE_STRINGS["st6"][m.short_type] for m in s.modules]
     assert s.modules[1].config == {"dimension": 32, "mode": ["mean"], "include_prompt": True}
     assert s.modules[3].raw_config == {
         "module_input_name": "sentence_embedding",

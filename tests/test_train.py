@@ -229,6 +229,14 @@ def test_bad_input_is_one_line_exit_2(  # noqa: PLR0913
     assert case == "output-exists" or not out.exists()
 
 
+def test_training_into_its_own_model_folder_is_refused_even_with_force(dense_model: Path, texts: Path) -> None:
+    before = {p: p.read_bytes() for p in dense_model.rglob("*") if p.is_file()}
+    code, _, stderr = _train(str(dense_model), "--data", str(texts), "-o", str(dense_model), "--force")
+    assert code == EXIT_BAD_INPUT, stderr
+    assert stderr == f"error: {dense_model}: is also an input of this training; write the output elsewhere\n"
+    assert {p: p.read_bytes() for p in dense_model.rglob("*") if p.is_file()} == before
+
+
 def test_spearman_matches_a_hand_computed_figure() -> None:
     assert spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 30.0, 40.0])) == pytest.approx(1.0)
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)

@@ -17,8 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from st_cli import layout, registry
-from st_cli.errors import ModelFolderError, first_line
+from st_cli import hub, layout, registry
+from st_cli.errors import ModelFolderError, StError, first_line
 from st_cli.types import TypeSpec
 
 Features = dict[str, Tensor]
@@ -32,6 +32,8 @@ class Module(torch.nn.Module):
     config_keys: ClassVar[list[str]] = []  # constructor kwargs saved to config.json
     save_in_root: ClassVar[bool] = False
     forward_kwargs: ClassVar[set[str]] = set()  # encode-time kwargs this module accepts
+    # Reads `all_layer_embeddings` (every hidden state): a stack built with it asks its input module for them.
+    needs_all_layer_embeddings: ClassVar[bool] = False
     tokenize_kwargs: ClassVar[set[str]] = set()  # of those, the ones its tokenize() takes too (as the first module)
     # True while a module's weights come from a random init rather than a trained checkpoint.
     untrained: bool = False
@@ -90,18 +92,22 @@ class Module(torch.nn.Module):
         """Load model.safetensors, else pytorch_model.bin (weights only), with a strict key match."""
         if not any(True for _ in self.parameters()):
             return
-        safetensors_path, pickled_path = folder / layout.SAFETENSORS_WEIGHTS, folder / layout.PICKLED_WEIGHTS
-        if safetensors_path.is_file():
-            state = _load_safetensors(safetensors_path)
-        elif pickled_path.is_file():
-            state = _load_pickle(pickled_path)
-        else:
-            raise ModelFolderError(f"{folder}: no {layout.SAFETENSORS_WEIGHTS} or {layout.PICKLED_WEIGHTS}")
+        state = read_state(folder)
         try:
             self.load_state_dict(state, strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[-1].strip()
             raise ModelFolderError(f"{folder}: weights do not fit the config: {first}") from None
+
+
+def read_state(folder: Path) -> dict[str, Tensor]:
+    """A module folder's tensors: model.safetensors, else pytorch_model.bin (weights only)."""
+    safetensors_path, pickled_path = folder / layout.SAFETENSORS_WEIGHTS, folder / layout.PICKLED_WEIGHTS
+    if safetensors_path.is_file():
+        return _load_safetensors(safetensors_path)
+    if pickled_path.is_file():
+        return _load_pickle(pickled_path)
+    raise ModelFolderError(f"{folder}: no {layout.SAFETENSORS_WEIGHTS} or {layout.PICKLED_WEIGHTS}")
 
 
 def _load_safetensors(path: Path) -> dict[str, Tensor]:
@@ -137,16 +143,12 @@ def local_folder(model_name_or_path: str, subfolder: str = "", **kwargs: Any) ->
     with its own `cache_folder`, `revision`, `token` and `local_files_only`."""
     root = Path(model_name_or_path)
     if not root.is_dir():
-        from huggingface_hub import snapshot_download
-
-        root = Path(
-            snapshot_download(
-                str(model_name_or_path),
-                revision=kwargs.get("revision"),
-                cache_dir=kwargs.get("cache_folder"),
-                token=kwargs.get("token"),
-                local_files_only=bool(kwargs.get("local_files_only")),
-            )
+        root = hub.snapshot(
+            str(model_name_or_path),
+            revision=kwargs.get("revision"),
+            cache_dir=kwargs.get("cache_folder"),
+            token=kwargs.get("token"),
+            local_files_only=bool(kwargs.get("local_files_only")),
         )
     return root / subfolder
 
@@ -161,3 +163,7 @@ class InputModule(Module):
 
     def get_max_seq_length(self) -> int | None:
         return None
+
+    def output_all_layers(self) -> None:
+        """Give `all_layer_embeddings` from now on (and save that choice); only transformer models can."""
+        raise StError(f"{type(self).__name__} has no hidden layers to give (a later module needs all_layer_embeddings)")

@@ -15,8 +15,8 @@ from st_cli.types import POOLING_MODES, SPECS
 _ALIASES = {"mean_sqrt_len": "mean_sqrt_len_tokens"}
 
 
-def canonical_modes(mode: str | list[str] | tuple[str, ...]) -> list[str]:
-    """Mode names in ST's concatenation order; raises ConfigValueError for an unknown one."""
+def checked_modes(mode: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Mode names in the order given (ST >= 5.4 concatenate a list pooling_mode in its order)."""
     modes = [mode] if isinstance(mode, str) else list(mode)
     if not modes:
         raise ConfigValueError("mode", "needs at least one pooling mode")
@@ -26,6 +26,12 @@ def canonical_modes(mode: str | list[str] | tuple[str, ...]) -> list[str]:
         if name not in POOLING_MODES:
             raise ConfigValueError("mode", f"unknown pooling mode {m!r}; choose from {', '.join(POOLING_MODES)}")
         names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def canonical_modes(mode: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Mode names in the order the legacy booleans concatenate them (what --format portable can write)."""
+    names = checked_modes(mode)
     return [m for m in POOLING_MODES if m in names]
 
 
@@ -36,7 +42,7 @@ class Pooling(Module):
     def __init__(self, dimension: int, mode: str | list[str] = "mean", include_prompt: bool = True) -> None:
         super().__init__()
         self.dimension = dimension
-        self.mode = canonical_modes(mode)
+        self.mode = checked_modes(mode)  # a recipe's plan() has put them in the legacy order
         self.include_prompt = include_prompt
 
     @classmethod
@@ -61,41 +67,46 @@ class Pooling(Module):
         if not self.include_prompt and prompt_length:
             mask = mask.clone()
             mask[:, : int(prompt_length)] = 0
-        features["sentence_embedding"] = torch.cat([_POOLERS[m](tokens, mask) for m in self.mode], dim=-1)
+        # A WordWeights module before this one leaves the sum of its token weights: ST divides by it instead.
+        weights_sum = features.get("token_weights_sum")
+        total = weights_sum.unsqueeze(-1) if weights_sum is not None else None
+        features["sentence_embedding"] = torch.cat([_POOLERS[m](tokens, mask, total) for m in self.mode], dim=-1)
         return features
 
 
-def _first(tokens: Tensor, mask: Tensor) -> Tensor:
+def _first(tokens: Tensor, mask: Tensor, weights_sum: Tensor | None = None) -> Tensor:
     index = mask.to(torch.int).argmax(dim=1)
     return tokens[torch.arange(tokens.shape[0], device=tokens.device), index]
 
 
-def _max(tokens: Tensor, mask: Tensor) -> Tensor:
+def _max(tokens: Tensor, mask: Tensor, weights_sum: Tensor | None = None) -> Tensor:
     return tokens.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values
 
 
-def _masked_sum_and_count(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def _masked_sum_and_count(tokens: Tensor, mask: Tensor, weights_sum: Tensor | None) -> tuple[Tensor, Tensor]:
     weights = mask.unsqueeze(-1).to(tokens.dtype)
-    return (tokens * weights).sum(dim=1), torch.clamp(weights.sum(dim=1), min=1e-9)
+    count = weights.sum(dim=1) if weights_sum is None else weights_sum
+    return (tokens * weights).sum(dim=1), torch.clamp(count, min=1e-9)
 
 
-def _mean(tokens: Tensor, mask: Tensor) -> Tensor:
-    total, count = _masked_sum_and_count(tokens, mask)
+def _mean(tokens: Tensor, mask: Tensor, weights_sum: Tensor | None = None) -> Tensor:
+    total, count = _masked_sum_and_count(tokens, mask, weights_sum)
     return total / count
 
 
-def _mean_sqrt_len(tokens: Tensor, mask: Tensor) -> Tensor:
-    total, count = _masked_sum_and_count(tokens, mask)
+def _mean_sqrt_len(tokens: Tensor, mask: Tensor, weights_sum: Tensor | None = None) -> Tensor:
+    total, count = _masked_sum_and_count(tokens, mask, weights_sum)
     return total / torch.sqrt(count)
 
 
-def _weighted_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+def _weighted_mean(tokens: Tensor, mask: Tensor, weights_sum: Tensor | None = None) -> Tensor:
     positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device, dtype=tokens.dtype).view(1, -1, 1)
     weights = mask.unsqueeze(-1).to(tokens.dtype) * positions
-    return (tokens * weights).sum(dim=1) / torch.clamp(weights.sum(dim=1), min=1e-9)
+    count = weights.sum(dim=1) if weights_sum is None else weights_sum
+    return (tokens * weights).sum(dim=1) / torch.clamp(count, min=1e-9)
 
 
-def _last(tokens: Tensor, mask: Tensor) -> Tensor:
+def _last(tokens: Tensor, mask: Tensor, weights_sum: Tensor | None = None) -> Tensor:
     seq_len = tokens.shape[1]
     found, from_end = mask.flip(1).max(dim=1)
     index = torch.where(found == 0, seq_len - 1, seq_len - 1 - from_end)

@@ -80,8 +80,16 @@ class Transformer(InputModule):
 
     def forward(self, features: Features, **kwargs: Any) -> Features:
         inputs = {k: features[k] for k in _MODEL_INPUTS if k in features}
-        features["token_embeddings"] = self.auto_model(**inputs, return_dict=True).last_hidden_state
+        out = self.auto_model(**inputs, return_dict=True)
+        features["token_embeddings"] = out.last_hidden_state
+        # As in ST: the config.json's output_hidden_states decides (WeightedLayerPooling reads them).
+        if self.auto_model.config.output_hidden_states and getattr(out, "hidden_states", None) is not None:
+            features["all_layer_embeddings"] = out.hidden_states
         return features
+
+    def output_all_layers(self) -> None:
+        # Saved in config.json, which is how every ST version knows to give them too.
+        self.auto_model.config.output_hidden_states = True
 
     def get_max_seq_length(self) -> int | None:
         return self.max_seq_length
@@ -137,7 +145,8 @@ def _load_auto_model(folder: Path) -> Any:
         )
     except _LOAD_ERRORS as e:
         where = folder / "config.json"
-        raise ModelFolderError(f"{where}: cannot load the transformers model: {first_line(e)}") from None
+        problem = _first_shape_mismatch(folder) if "mismatched_sizes" in str(e) else None
+        raise ModelFolderError(f"{where}: cannot load the transformers model: {problem or first_line(e)}") from None
     # A checkpoint saved without the pooler is common and harmless: sentence embeddings never use it.
     missing = sorted(k for k in info.get("missing_keys") or () if not k.startswith("pooler."))
     mismatched = sorted(str(k) for k in info.get("mismatched_keys") or ())
@@ -145,6 +154,29 @@ def _load_auto_model(folder: Path) -> Any:
         what = f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else f"shapes differ ({mismatched[0]})"
         raise ModelFolderError(f"{folder}: the weights do not fit config.json: {what}")
     return model
+
+
+def _first_shape_mismatch(folder: Path) -> str | None:
+    """transformers only says "see the report above" (a log line): name the first tensor whose shape in
+    the weights differs from what config.json builds. The model is built on the meta device: nothing is
+    allocated, however large the config's sizes."""
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+        with torch.device("meta"):
+            model = AutoModel.from_config(config)
+        expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+        prefix = f"{model.base_model_prefix}."  # checkpoints of task models (BertForMaskedLM) carry it
+        for path in sorted(folder.glob("*.safetensors")):
+            for name, info in layout.read_safetensors_header(path).items():
+                key = name if name in expected else name.removeprefix(prefix)
+                shape = info.get("shape") if isinstance(info, dict) else None
+                if key in expected and shape is not None and list(shape) != expected[key]:
+                    return f"{path.name}: {name} has shape {shape}, config.json makes it {expected[key]}"
+    except Exception:  # noqa: BLE001 - only a better message; the caller has a plain one
+        return None
+    return None
 
 
 def _default_max_seq_length(folder: Path, tokenizer: Any, config: Any) -> int:

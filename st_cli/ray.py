@@ -1,0 +1,575 @@
+"""Ray Data: `st encode --ray` runs st's own shards on an actor pool and merges them (DESIGN.md §9).
+
+Ray only schedules. The driver reads and counts the inputs with st's readers (Ray's `read_text`
+counts lines differently: it drops blank lines and splits on form feeds), plans shards of whole
+windows, and hands shard numbers to a pool of actors. Each actor loads the model once and runs
+exactly `st encode --shard I/N --resume` into a parts folder beside the output; a part whose
+`.shard.json` is valid is not run again, so a rerun of the same command only does what is missing,
+and an actor Ray restarts resumes its shard from the last completed window. The parts are then
+merged into the output, bit for bit what one `st encode` with the workers' thread count gives.
+
+`Embedder` is the other way in: a callable class for the user's own Ray Data pipelines.
+
+Ray is an optional extra (`pip install 'st-cli[ray]'`): it is imported inside these functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import queue
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from st_cli.errors import StError
+
+if TYPE_CHECKING:
+    from st_cli.batching import BatchPlan
+    from st_cli.encode import EncodeOptions
+    from st_cli.model import Model
+
+RAY_MISSING = "Ray is not installed: pip install 'st-cli[ray]'"
+# CPUs a local cluster declares beyond the actor pool's: Ray Data's own tasks (reading the shard
+# list, handing out results) need CPUs too, and a pool holding every CPU hung silently (DESIGN.md §9).
+SPARE_CPUS = 2
+# Times Ray restarts a dead actor, and retries the shard it was running (which then resumes).
+# Ray Data's default is forever: a shard that kills every actor that runs it would never end.
+RESTARTS = 3
+# Test-only: MARKER[@SHARD]; the first actor to enter a second window of a shard (of shard SHARD)
+# creates MARKER and dies (os._exit), so tests see Ray restart it and the shard resume. Never set it
+# in real use.
+KILL_ENV = "ST_TEST_RAY_KILL"
+# How long the pool may take to start every actor before the job fails (a cluster without the
+# CPUs or GPUs asked for would otherwise wait forever).
+ACTOR_START_SECONDS = 300
+
+# How often the progress bar reads the running shards' journals (rows done inside a shard).
+PROGRESS_SECONDS = 1.0
+
+ShardProgressFn = Callable[[int, int, int, int], None]  # (shards done, shards, rows done, rows)
+T = TypeVar("T")
+
+
+def import_ray() -> Any:
+    """The `ray` module with Ray Data, or one line saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the extra must include Ray Data, not just ray core
+    except ImportError:
+        raise StError(RAY_MISSING) from None
+    return ray
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+@contextlib.contextmanager
+def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterator[float]:
+    """Connected to Ray for the block; yields the seconds start-up took.
+
+    With no `address`, a local cluster starts with `cpus` CPUs declared and stops at the end. With
+    "auto" or an address, st joins that cluster and leaves it running. If this process is already
+    connected (a test, a notebook), that connection is used and left alone.
+    """
+    ray = import_ray()
+    # st reports progress and failures itself: Ray's info lines, its own progress bars and its
+    # advice at start-up would bury them.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    if ray.is_initialized():
+        yield 0.0
+        return
+    started = time.perf_counter()
+    quiet = {"log_to_driver": False, "logging_level": "error"}
+    try:
+        if address is None:  # "local": a new cluster even where RAY_ADDRESS names another
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
+        else:
+            check_reachable(address)
+            ray.init(address=address, **quiet)
+    except ConnectionError as e:
+        raise StError(f"--ray {address}: cannot reach a Ray cluster there ({e})") from None
+    try:
+        yield time.perf_counter() - started
+    finally:
+        ray.shutdown()
+
+
+def check_reachable(address: str, seconds: float = 10.0) -> None:
+    """Refuse a HOST:PORT (or ray://HOST:PORT) nothing answers on: Ray itself retries for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray knows better: let it judge
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as e:
+        raise StError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e})") from None
+
+
+def local_cpus(workers: int, cpus_per_worker: float) -> float:
+    """CPUs a local cluster declares: the pool's share plus SPARE_CPUS, even beyond the cores."""
+    return workers * cpus_per_worker + SPARE_CPUS
+
+
+def local_workers(cpus_per_worker: float) -> int:
+    """Workers a machine's cores hold: what a local cluster is sized for."""
+    return max(1, int((os.cpu_count() or 1) // cpus_per_worker))
+
+
+def default_workers(address: str | None, cpus_per_worker: float, gpus_per_worker: float) -> int:
+    """One worker per GPU slice when GPUs are asked for; else per CPU slice (of the cores, locally).
+
+    Needs Ray started: it reads the cluster's resources.
+    """
+    resources = import_ray().cluster_resources()
+    if gpus_per_worker:
+        return max(1, int(resources.get("GPU", 0) // gpus_per_worker))
+    if address is None:
+        return local_workers(cpus_per_worker)
+    return max(1, int((resources.get("CPU", 1) - 1) // cpus_per_worker))
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def parts_folder(output: Path) -> Path:
+    """Where the shards of `output` are written: `OUT.parts/` beside it (shared by every worker)."""
+    return output.with_name(output.name + ".parts")
+
+
+def part_path(parts: Path, index: int, count: int) -> Path:
+    """Shard `index` of `count`: a .npy whatever the output's format (the merge writes that)."""
+    return parts / f"part-{index:05d}-of-{count:05d}.npy"
+
+
+def default_shards(rows: int, window: int, workers: int) -> int:
+    """Enough shards that a slow or restarted worker holds up little (4 per worker), never more than windows."""
+    windows = max(1, math.ceil(rows / window))
+    return max(1, min(windows, 4 * workers))
+
+
+@dataclass
+class RayEncodeSummary:
+    """What `encode_files_ray` did. `to_json()` keys are part of the CLI's `--json` API."""
+
+    output: Path
+    rows: int
+    dimension: int
+    precision: str
+    shards: int
+    skipped_shards: int  # valid parts found from an earlier run, not run again
+    workers: int
+    pids: list[int]  # the worker process that wrote each shard run this time, by shard
+    resumed_shards: int = 0  # shards that continued a part a dead actor left
+    ray_start_seconds: float = 0.0
+    seconds: float = 0.0  # counting, running the shards and merging, after Ray started
+    address: str = "local"
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output),
+            "rows": self.rows,
+            "dimension": self.dimension,
+            "precision": self.precision,
+            "shards": self.shards,
+            "skipped_shards": self.skipped_shards,
+            "resumed_shards": self.resumed_shards,
+            "workers": self.workers,
+            "worker_pids": sorted(set(self.pids)),
+            "address": self.address,
+            "ray_start_seconds": round(self.ray_start_seconds, 3),
+            "seconds": round(self.seconds, 3),
+            "texts_per_second": round(self.texts_per_second, 1),
+        }
+
+
+# ---------------------------------------------------------------- embedding a window
+
+
+def embed_records(model: Model, texts: list[str], options: EncodeOptions, plan: BatchPlan) -> np.ndarray:
+    """Embed `texts` as one window of `st encode` (sorted by length, cut by the batch budget), in order.
+
+    Equal to `st encode` bit for bit when `texts` are exactly one of its windows; otherwise batches
+    are cut differently and rows differ by ~2e-7 (float sums in another order).
+    """
+    import torch
+
+    from st_cli.batching import prepare_window
+    from st_cli.encode import _embed_batch
+    from st_cli.inputs import Record
+
+    window = prepare_window(model, 0, [Record("", i + 1, t) for i, t in enumerate(texts)], plan)
+    if not window.batches:
+        dim = model.get_sentence_embedding_dimension() or 0
+        return np.empty((0, options.truncate_dim or dim), np.float32)
+    outputs = [_embed_batch(model, batch, options) for batch in window.batches]
+    rows = model.finish(torch.cat(outputs), normalize=options.normalize, truncate_dim=options.truncate_dim)
+    block = np.empty(rows.shape, np.float32)
+    block[np.concatenate([batch.indices for batch in window.batches])] = rows
+    return block
+
+
+class Embedder:
+    """A callable class for your own Ray Data pipelines: adds an embedding column to each batch.
+
+        ds = ray.data.read_parquet("docs/").map_batches(
+            Embedder, fn_constructor_kwargs={"model": "/shared/minilm", "normalize": True},
+            batch_size=8192, compute=ray.data.ActorPoolStrategy(size=4), num_cpus=1)
+
+    Each actor loads the model once. Rows equal `st encode`'s only up to ~2e-7: st sorts each window
+    of `window` records by length before batching, so a Ray batch that is not exactly one of st's
+    windows is batched differently. For bit-identical files use `st encode --ray`.
+
+    Args:
+        model: a model folder every worker can read, or a Hub id.
+        column: the text column; output_column: where the float32 vectors go.
+        The other keywords are `EncodeOptions` fields (normalize, prompt_name, truncate_dim, device, ...).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        column: str = "text",
+        output_column: str = "embedding",
+        trust_remote_code: bool = False,
+        **options: Any,
+    ) -> None:
+        from st_cli.encode import EncodeOptions, prepare_job
+        from st_cli.model import load_model
+
+        self.column, self.output_column = column, output_column
+        self.model = load_model(str(model), trust_remote_code=trust_remote_code)
+        # The options and batch plan a `st encode` of this model would use (prompt, device defaults).
+        opts = EncodeOptions(trust_remote_code=trust_remote_code, **options)
+        self.options, self.plan = prepare_job(self.model, opts)
+        self.model.to(self.options.device)
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        from st_cli import threads
+
+        if self.column not in batch:
+            raise StError(f"Embedder: the batch has no column {self.column!r} (columns: {', '.join(batch)})")
+        texts = [str(t) for t in batch[self.column]]
+        with threads.thread_count(self.options.threads):
+            vectors = embed_records(self.model, texts, self.options, self.plan)
+        return {**batch, self.output_column: vectors}
+
+
+# ---------------------------------------------------------------- the shards on actors
+
+
+def _absolute(item: str | os.PathLike[str]) -> str:
+    """Workers may start in another folder: give them absolute paths (a Hub id stays as it is)."""
+    path = Path(item)
+    return str(path.resolve()) if path.exists() else str(item)
+
+
+class ShardWorker:
+    """A Ray actor: loads the model once, then runs `st encode --shard I/N --resume` for each shard it gets.
+
+    A shard whose part is already finished for this job (its `.shard.json` valid) is reported, not
+    run; a part a dead actor left half-written is continued from its journal.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        model_name: str,
+        inputs: list[str],
+        options: dict[str, Any],
+        parts: str,
+        shards: int,
+        cwd: str,
+        kill: str | None = None,
+    ) -> None:
+        from st_cli.encode import EncodeOptions, _load
+
+        # The driver's folder, where it exists here: a relative model name then finds the same folder,
+        # so every worker records the same model hashes in its shard's job (and merge accepts them).
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+        # Loaded as `st encode` loads it (a static folder runs in numpy), so parts equal a plain run's rows.
+        self.model, _ = _load(model, EncodeOptions(**options))
+        self.model_name, self.inputs, self.options = model_name, inputs, options
+        self.parts, self.shards, self.kill = Path(parts), shards, kill
+        self.job: str | None = None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = [self.run_shard(int(index)) for index in batch["shard"]]
+        return {key: np.array([result[key] for result in results]) for key in results[0]}
+
+    def run_shard(self, index: int) -> dict[str, Any]:
+        from st_cli.encode import encode_file, job_of
+        from st_cli.shards import finished_shard
+
+        part = part_path(self.parts, index, self.shards)
+        result = {"shard": index, "pid": os.getpid(), "skipped": False, "resumed": False}
+        if self.job is None:
+            self.job = job_of(self.inputs, self.model, self.model_name, **self.options)
+        info = finished_shard(part, self.job)
+        if info is not None:
+            return {**result, "rows": info.rows, "skipped": True}
+        summary = encode_file(
+            self.inputs,
+            part,
+            model=self.model,
+            model_name=self.model_name,
+            shard=(index, self.shards),
+            resume=True,
+            progress=self._killer(index),
+            **self.options,
+        )
+        return {**result, "rows": summary.rows, "resumed": summary.resumed_rows > 0}
+
+    def _killer(self, index: int) -> Callable[[int, int, int], None] | None:
+        """Test hook (KILL_ENV=MARKER[@SHARD]): die once, in the second window of a shard (the first is journaled)."""
+        if not self.kill:
+            return None
+        marker, _, only = self.kill.partition("@")
+        if only and int(only) != index:
+            return None
+        window = int(self.options.get("window", 8192))
+
+        def progress(done: int, total: int, tokens: int) -> None:
+            if done <= window:
+                return
+            try:
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                return  # died once already
+            os._exit(1)
+
+        return progress
+
+
+def _worker_options(options: EncodeOptions, cpus_per_worker: float) -> dict[str, Any]:
+    """The shard code's keywords: every option of the job; torch threads default to the worker's CPUs."""
+    fields = dataclasses.asdict(options)
+    fields["kwargs"] = dict(options.kwargs)
+    if fields["threads"] is None:
+        fields["threads"] = max(1, round(cpus_per_worker))
+    return fields
+
+
+def _shard_error(error: BaseException) -> StError | None:
+    """The StError a shard raised inside Ray's wrappers (RayTaskError, UserCodeException), if any."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, StError):
+            return item
+        todo += [item.__cause__, item.__context__, getattr(item, "cause", None)]
+    return None
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The actor pool: how many, and what each asks of Ray."""
+
+    workers: int
+    cpus: float
+    gpus: float
+    restarts: int
+
+
+def _run_shards(worker_args: dict[str, Any], shards: list[int], pool: Pool) -> Iterator[dict[str, Any]]:
+    """One result row per shard (shard, rows, pid, skipped, resumed), as each finishes."""
+    ray = import_ray()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # st draws its own
+    # Start every actor before any shard goes out (so the work spreads), and fail, not hang, when
+    # the cluster cannot place them.
+    context.wait_for_min_actors_s = ACTOR_START_SECONDS
+    ds = ray.data.from_items([{"shard": i} for i in shards], override_num_blocks=len(shards))
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates passing actor options this way but has no other spelling for them yet.
+        warnings.simplefilter("ignore")
+        ds = ds.map_batches(
+            ShardWorker,
+            fn_constructor_kwargs=worker_args,
+            batch_size=1,
+            # One shard in flight per actor: a shard is minutes of work, queueing it gains nothing.
+            compute=ray.data.ActorPoolStrategy(size=min(pool.workers, len(shards)), max_tasks_in_flight_per_actor=1),
+            num_cpus=pool.cpus,
+            num_gpus=pool.gpus or None,
+            max_restarts=pool.restarts,
+            max_task_retries=pool.restarts,
+        )
+    try:
+        yield from ds.iter_rows()
+    except Exception as e:
+        raise _job_error(e, pool) from None
+
+
+def _job_error(error: Exception, pool: Pool) -> StError:
+    """Ray's failure as one line: a shard's own StError, actors that could not start, or a job that died."""
+    from st_cli.errors import first_line
+
+    ray = import_ray()
+    cause = _shard_error(error)
+    if cause is not None:
+        return StError(str(cause))
+    if isinstance(error, ray.exceptions.GetTimeoutError):
+        return StError(
+            f"Ray could not start {pool.workers} workers of {pool.cpus:g} CPUs and {pool.gpus:g} GPUs each "
+            f"within {ACTOR_START_SECONDS} s: the cluster lacks the resources (see `ray status`)"
+        )
+    return StError(
+        f"the Ray job failed ({first_line(error)}); run the same command again to continue from the shards "
+        "that finished"
+    )
+
+
+def with_heartbeat(items: Iterator[T], seconds: float) -> Iterator[T | None]:
+    """`items`, drawn in a background thread, with a None whenever `seconds` pass without one.
+
+    The caller redraws progress on each None. Errors come out where the item would have.
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def draw() -> None:
+        try:
+            for item in items:
+                q.put(("item", item))
+            q.put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            q.put(("error", e))
+
+    threading.Thread(target=draw, name="st-ray-results", daemon=True).start()
+    while True:
+        try:
+            kind, value = q.get(timeout=seconds)
+        except queue.Empty:
+            yield None
+            continue
+        if kind == "end":
+            return
+        if kind == "error":
+            raise value
+        yield value
+
+
+def _check_local_gpus(pool: Pool) -> None:
+    if not pool.gpus:
+        return
+    have = import_ray().cluster_resources().get("GPU", 0)
+    if have < pool.workers * pool.gpus:
+        raise StError(
+            f"{pool.workers} workers × --gpus-per-worker {pool.gpus:g} need {pool.workers * pool.gpus:g} GPUs; "
+            f"this machine has {have:g}"
+        )
+
+
+def encode_files_ray(
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    model: str | os.PathLike[str] | None,
+    output: str | os.PathLike[str],
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+    shards: int | None = None,
+    restarts: int = RESTARTS,
+    progress: ShardProgressFn | None = None,
+    **options: Any,
+) -> RayEncodeSummary:
+    """`st encode` on a Ray cluster: shards of whole windows on an actor pool, merged into `output`.
+
+    Args:
+        inputs: text files every worker can read at the same path (no stdin).
+        model: a model folder every worker can read, or a Hub id; None: $ST_MODEL, else all-MiniLM-L6-v2.
+        address: None starts a local cluster for this call; "auto" or "HOST:PORT" joins a running one.
+        workers: actors in the pool (default: one per GPU slice, else per CPU slice).
+        shards: how many shards (default: 4 per worker, at most one per window).
+        restarts: times Ray restarts a dead actor; its shard resumes from its last completed window.
+        progress: called as shards finish, and each PROGRESS_SECONDS with the rows the running shards'
+            journals record, with (shards done, shards, rows done, rows).
+        The other keywords are the fields of `EncodeOptions` (window, precision, skip_empty, ...).
+    """
+    from st_cli import fsio, hub, journal
+    from st_cli.encode import EncodeOptions
+    from st_cli.inputs import STDIN, count_records, resolved_inputs
+    from st_cli.shards import merge_shards
+
+    started = time.perf_counter()
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if any(str(item) == STDIN for item in items):
+        raise StError("--ray: stdin cannot be sharded; save it to a file and give that")
+    for name, value in (("--workers", workers), ("--shards", shards), ("--cpus-per-worker", cpus_per_worker)):
+        if value is not None and value <= 0:
+            raise StError(f"{name} must be positive, got {value}")
+    if gpus_per_worker < 0:
+        raise StError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise StError("--ray: give the model as a folder or Hub id (each worker loads it), not a loaded Model")
+    opts = EncodeOptions(**options)
+    target = Path(output)
+    opts.check(target)
+    fsio.claim(target, force=opts.force)  # refuse an existing output before Ray starts
+    import_ray()
+    with resolved_inputs(items, None, spool_beside=target) as sources:
+        tally = count_records(sources, opts.read)  # bad input is reported here, before Ray starts
+    rows = tally.records - tally.empty if opts.skip_empty else tally.records
+    sized_for = workers or local_workers(cpus_per_worker)
+    with cluster(address, cpus=local_cpus(sized_for, cpus_per_worker)) as ray_start:
+        size = workers or default_workers(address, cpus_per_worker, gpus_per_worker)
+        pool = Pool(size, cpus_per_worker, gpus_per_worker, restarts)
+        if address is None:
+            _check_local_gpus(pool)
+        count = shards or default_shards(rows, opts.window, pool.workers)
+        parts = parts_folder(target)
+        parts.mkdir(exist_ok=True)
+        model_name = str(model or os.environ.get("ST_MODEL") or hub.DEFAULT_MODEL)
+        worker_args = {
+            "model": _absolute(model_name),
+            "model_name": model_name,  # as given: it goes into the output's metadata, as in one run
+            "inputs": [_absolute(item) for item in items],
+            "options": _worker_options(opts, cpus_per_worker),
+            "parts": str(parts.resolve()),
+            "shards": count,
+            "cwd": os.getcwd(),
+            "kill": os.environ.get(KILL_ENV) or None,
+        }
+        summary = RayEncodeSummary(target, rows, 0, opts.precision, count, 0, pool.workers, [])
+        summary.ray_start_seconds, summary.address = ray_start, address or "local"
+        paths = [part_path(parts, i, count) for i in range(count)]
+        results = _run_shards(worker_args, list(range(count)), pool)
+        running: dict[int, int] = dict.fromkeys(range(count), 0)  # rows the unfinished shards' journals had
+        finished, done_rows = 0, 0
+        for result in results if progress is None else with_heartbeat(results, PROGRESS_SECONDS):
+            if result is not None:
+                running.pop(int(result["shard"]), None)
+                finished, done_rows = finished + 1, done_rows + int(result["rows"])
+                summary.skipped_shards += bool(result["skipped"])
+                summary.resumed_shards += bool(result["resumed"])
+                if not result["skipped"]:
+                    summary.pids.append(int(result["pid"]))
+            if progress is not None:  # a journal caught mid-rewrite reads as less: keep the most seen
+                running = {i: max(seen, journal.rows_done(paths[i])) for i, seen in running.items()}
+                progress(finished, count, done_rows + sum(running.values()), rows)
+    merged = merge_shards(paths, target, precision=opts.precision, force=opts.force)
+    summary.rows, summary.dimension = merged.rows, merged.dimension
+    fsio.remove(parts)
+    summary.seconds = time.perf_counter() - started - ray_start
+    return summary
+
