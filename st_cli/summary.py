@@ -394,11 +394,12 @@ class _Reader:
             if spec is None:
                 return  # custom code may read and write anything: nothing to say past it
             where = f"{layout.MODULES_JSON}: entry [{position}] {spec.name}"
-            if spec.reads == "text" and position > 0:
+            reads = "text" if spec.routes_text and position == 0 else spec.reads
+            if reads == "text" and position > 0:
                 message = f"{where} takes the input text, so it must come first"
                 self.add("error", "stack-order", message, layout.MODULES_JSON)
-            elif spec.reads not in given:
-                message = f"{where} reads {spec.reads}, which no module before it gives"
+            elif reads not in given:
+                message = f"{where} reads {reads}, which no module before it gives"
                 self.add("error", "stack-order", message, layout.MODULES_JSON)
             given.add(spec.writes)
 

@@ -155,6 +155,7 @@ class TypeSpec:
     needs_folder: bool = True  # False: loaders never read its folder (Normalize)
     required_files: tuple[str, ...] = ()  # other files its loader opens (e.g. a word tokenizer's vocabulary)
     reads: Role = "sentence_embedding"  # the feature it consumes
+    routes_text: bool = False  # as the first module it takes the text to its routes' own input modules (Router)
     writes: Role = "sentence_embedding"  # the feature it produces
     normalizes: bool = False  # its output has unit length
     # Why its output depends on the other texts of a batch in sentence-transformers too (padding reaches it);
@@ -1166,6 +1167,11 @@ def _route_widths(folder: Path, subs: list[str], specs: list[TypeSpec | None]) -
     return first, dim
 
 
+def _router_notes(m: ModuleView) -> Iterable[LoaderNote]:
+    reason = f"{m.path or '.'}: ST <= 4.1 route only dict inputs ({{'query': text}}); plain text takes no route"
+    yield LoaderNote("ST<=5.3", "partial", reason)
+
+
 def _router_width(ctx: WidthContext) -> Widths:
     widths = ctx.config.get("route_widths") or {}
     route = ctx.config.get("default_route") or next(iter(widths), None)
@@ -1187,9 +1193,14 @@ _add(
         decode=_decode_router,
         encode=lambda config, fmt: {},  # Router.save writes its table: it names the sub-modules' type strings
         width=_router_width,
+        loader_notes=_router_notes,
         needs_config=True,
         save_in_root=True,
+        routes_text=True,
         width_mismatch="warning",
+        # They read the folder and route dict inputs ({"query": text}, tests/test_router.py), but plain text
+        # goes through no route at all (their Asym's allow_empty_key), so plain vectors are not comparable.
+        fails_in=dict.fromkeys(("2", "3", "4"), "routes only dict inputs; plain text takes no route (Asym)"),
         example=(
             {"type": "Transformer", "model": "{tiny_bert}"},
             {"type": "Pooling"},

@@ -7,7 +7,8 @@ quality (no distillation). Prints, from one run (medians of interleaved rounds):
     loading the folder, encoding the lines and saving a .npy; ratios and max |Δ| against ST;
   - in-process, the model loaded once: st's numpy path (what `st encode` runs), st's torch path
     (`st_cli.load_model(...).encode`), model2vec's `StaticModel.encode`, ST 6.2's `encode`.
-Targets: st ≥ 1.0× model2vec both ways, ≥ 2× ST 6.2.
+Targets: st ≥ 1.0× model2vec both ways, ≥ 2× ST 6.2. Wall and CPU seconds are both printed: on a
+shared machine the CPU seconds (user + system, every thread) are the steadier of the two.
 
     python tests/bench/bench_static.py [--lines 20000] [--rounds 5]
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,23 +68,40 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(ROOT)}
 
 
-def timed(command: list[str]) -> float:
-    started = time.perf_counter()
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str]) -> None:
     run = subprocess.run(command, capture_output=True, text=True, env=child_env())
     if run.returncode != 0:
         raise SystemExit(f"{command[:4]} failed:\n{run.stderr[-2000:]}")
-    return time.perf_counter() - started
 
 
-def medians(jobs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Each job `rounds` times, interleaved (a busy spell hits every job alike); the median of each."""
-    times: dict[str, list[float]] = {name: [] for name in jobs}
+def medians(
+    jobs: dict[str, Callable[[], object]], rounds: int, who: int = resource.RUSAGE_SELF
+) -> dict[str, tuple[float, float]]:
+    """Each job `rounds` times, interleaved (a busy spell hits every job alike): the median wall seconds and
+    the median CPU seconds (user + system, all threads; of the children for whole processes). On a shared
+    machine the CPU seconds are the steadier figure: waiting for a core does not count."""
+    wall: dict[str, list[float]] = {name: [] for name in jobs}
+    cpu: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(rounds):
         for name, job in jobs.items():
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), cpu_seconds(who)
             job()
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(cpu_seconds(who) - cpu_before)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in jobs}
+
+
+def ratios(result: dict[str, tuple[float, float]], st: str) -> str:
+    parts = []
+    for other in ("model2vec", "ST 6.2"):
+        wall, cpu = result[other][0] / result[st][0], result[other][1] / result[st][1]
+        parts.append(f"st vs {other}: {wall:.2f}x wall, {cpu:.2f}x CPU")
+    return "   ".join(parts)
 
 
 def whole_process(folder: Path, src: Path, work: Path, rounds: int) -> None:
@@ -92,13 +111,14 @@ def whole_process(folder: Path, src: Path, work: Path, rounds: int) -> None:
         "model2vec": [sys.executable, "-c", M2V_SCRIPT, str(folder), str(src), str(outs["model2vec"])],
         "ST 6.2": [sys.executable, "-c", ST_SCRIPT, str(folder), str(src), str(outs["ST 6.2"])],
     }
-    result = medians({name: (lambda c=command: timed(c)) for name, command in commands.items()}, rounds)
+    jobs = {name: (lambda c=command: timed(c)) for name, command in commands.items()}
+    result = medians(jobs, rounds, resource.RUSAGE_CHILDREN)
     reference = np.load(outs["ST 6.2"]).astype(np.float32)
     print(f"whole process ({src.stat().st_size // 1024} KiB of lines, median of {rounds} interleaved rounds):")
-    for name, seconds in result.items():
+    for name, (wall, cpu) in result.items():
         delta = float(np.nanmax(np.abs(np.load(outs[name]).astype(np.float32) - reference)))
-        print(f"  {name:<10} {seconds:7.2f} s   max |Δ| vs ST 6.2 {delta:.1e}")
-    print(f"  st vs model2vec: {result['model2vec'] / result['st']:.2f}x   st vs ST 6.2: {result['ST 6.2'] / result['st']:.2f}x")
+        print(f"  {name:<10} {wall:7.2f} s wall {cpu:7.2f} s CPU   max |Δ| vs ST 6.2 {delta:.1e}")
+    print("  " + ratios(result, "st"))
 
 
 def in_process(folder: Path, lines: list[str], rounds: int) -> None:
@@ -122,12 +142,12 @@ def in_process(folder: Path, lines: list[str], rounds: int) -> None:
     result = medians(jobs, rounds)
     reference = st62.encode(lines)
     print(f"in-process, {len(lines)} lines, model loaded once (median of {rounds} interleaved rounds):")
-    for name, seconds in result.items():
+    for name, (wall, cpu) in result.items():
         out = jobs[name]()
         delta = float(np.nanmax(np.abs(np.asarray(out, dtype=np.float32) - reference)))
-        print(f"  {name:<10} {seconds:7.3f} s  {len(lines) / seconds:9.0f} lines/s   max |Δ| vs ST 6.2 {delta:.1e}")
-    st = result["st (numpy)"]
-    print(f"  st vs model2vec: {result['model2vec'] / st:.2f}x   st vs ST 6.2: {result['ST 6.2'] / st:.2f}x")
+        rate = len(lines) / wall
+        print(f"  {name:<10} {wall:7.3f} s wall {cpu:7.3f} s CPU {rate:8.0f} lines/s   max |Δ| vs ST 6.2 {delta:.1e}")
+    print("  " + ratios(result, "st (numpy)"))
 
 
 def main() -> None:
