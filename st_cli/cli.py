@@ -487,7 +487,7 @@ def encode(
                 normalize=normalize,
                 prompt_name=prompt_name,
                 prompt=prompt,
-                kwargs=parse_kwargs(kw or []),
+                kwargs=parse_kwargs(kw or []) | ({"task": task} if task else {}),  # as the plain path below
                 skip_empty=skip_empty,
                 errors=errors,
                 max_batch_tokens=max_batch_tokens,

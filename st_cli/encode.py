@@ -373,7 +373,7 @@ def _encode_static_stream(
 def _load(model: Encoder | str | os.PathLike[str] | None, options: EncodeOptions) -> tuple[Encoder, str]:
     """The model to run: a static folder as a numpy StaticEncoder (torch is never imported), else a Model.
 
-    The numpy path runs on the CPU in the table's dtype; an explicit --device or --dtype asks for torch.
+    The numpy path runs on the CPU in the table's dtype; --device cuda/mps or a reduced --dtype asks for torch.
     """
     if model is not None and not isinstance(model, (str, os.PathLike)):
         return model, ""
@@ -542,6 +542,9 @@ def encode(
         if fp is not None:
             header = {"job": job_id(fp), "shard": part.shard, "of": part.of, "rows": part.rows}
             header |= {"window": options.window, "suffix": target.suffix.lower(), "fingerprint": fp}
+            # The output's own metadata names the model as given: a .safetensors header (and so where its
+            # rows start) changes with that spelling, so resuming under another one is another job.
+            header |= {"model": model_name}
             journal = _open_journal(target, header, resume=resume, force=options.force)
         summary.resumed_rows = journal.done if journal is not None else 0
         summary.load_seconds = time.perf_counter() - started

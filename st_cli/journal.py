@@ -85,7 +85,7 @@ class Journal:
     def _start(self, header: dict[str, Any], *, resume: bool, force: bool) -> None:
         raw = _read_all(self.fd)
         old, entries = parse(raw)
-        resumable = old is not None and bool(entries) and self.data.is_file()
+        resumable = old is not None and bool(entries) and self.data.is_file() and _plausible(old, entries[-1])
         if resumable and not force and old is not None:
             last = entries[-1]
             if _same_job(old, header):
@@ -177,7 +177,16 @@ def parse(raw: bytes) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     return header, entries
 
 
-_IDENTITY = ("job", "shard", "of", "rows", "window", "suffix")
+_IDENTITY = ("job", "shard", "of", "rows", "window", "suffix", "model")
+
+
+def _plausible(header: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """A torn overwrite can still parse: resume only from a whole number of windows within the job."""
+    values = entry.get("rows"), header.get("rows"), header.get("window")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return False
+    rows, total, window = (int(v) for v in values)  # type: ignore[arg-type]
+    return window > 0 and 0 <= rows <= total and (rows % window == 0 or rows == total)
 
 
 def _same_job(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -186,7 +195,7 @@ def _same_job(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     changed = differences(old.get("fingerprint") or {}, new.get("fingerprint") or {})
-    return changed + [key for key in _IDENTITY[1:] if old.get(key) != new.get(key)]
+    return list(dict.fromkeys(changed + [key for key in _IDENTITY[1:] if old.get(key) != new.get(key)]))
 
 
 def _test_kill(windows: int) -> None:

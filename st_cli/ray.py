@@ -147,6 +147,20 @@ def parts_folder(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
 
 
+def _claim_parts_folder(parts: Path) -> None:
+    """Use OUT.parts/ for the shards, but never a folder holding anything else: it is removed after the merge."""
+    if parts.exists() and not parts.is_dir():
+        raise StError(f"{parts}: exists and is not a folder; st encode --ray keeps its shards there (move it away)")
+    if parts.is_dir():
+        foreign = sorted(p.name for p in parts.iterdir() if not p.name.startswith(("part-", ".part-")))
+        if foreign:
+            raise StError(
+                f"{parts}: holds {foreign[0]!r}, which is not a shard of st encode --ray; "
+                "it would be removed after the merge (move it away)"
+            )
+    parts.mkdir(exist_ok=True)
+
+
 def part_path(parts: Path, index: int, count: int) -> Path:
     """Shard `index` of `count`: a .npy whatever the output's format (the merge writes that)."""
     return parts / f"part-{index:05d}-of-{count:05d}.npy"
@@ -538,7 +552,7 @@ def encode_files_ray(
             _check_local_gpus(pool)
         count = shards or default_shards(rows, opts.window, pool.workers)
         parts = parts_folder(target)
-        parts.mkdir(exist_ok=True)
+        _claim_parts_folder(parts)
         model_name = str(model or os.environ.get("ST_MODEL") or hub.DEFAULT_MODEL)
         worker_args = {
             "model": _absolute(model_name),

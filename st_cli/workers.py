@@ -75,8 +75,8 @@ def encode_with_workers(
     try:
         summaries = _run_all(jobs, report=_reporter(inputs, target, options, parts, progress))
         merged = merge_shards(parts, target, precision=options.precision, force=options.force)
-    except BaseException:
-        if not resume:
+    except BaseException as error:
+        if not resume and not isinstance(error, WorkerDied):  # a dead worker's siblings' parts wait for --resume
             fsio.remove(folder)
         raise
     fsio.remove(folder)
@@ -92,6 +92,10 @@ def encode_with_workers(
     summary.side_files = merged.side_files
     summary.seconds = time.perf_counter() - started - summary.load_seconds
     return summary
+
+
+class WorkerDied(StError):
+    """A worker process ended without a result (OOM, kill -9): the finished windows stay for --resume."""
 
 
 Job = tuple[list[str], Path, "EncodeOptions", "str | os.PathLike[str] | None", tuple[int, int], bool, "str | None"]
@@ -149,7 +153,7 @@ def _run_all(jobs: Sequence[Job], poll: float = 0.5, report: Callable[[], None] 
                     report()
                 for index, process in enumerate(processes):
                     if index not in done and process.exitcode not in (None, 0) and results.empty():
-                        raise StError(
+                        raise WorkerDied(
                             f"--workers: worker {index} died (exit {process.exitcode}); "
                             "run the same command with --resume to continue"
                         ) from None

@@ -314,3 +314,19 @@ def test_gpus_the_local_machine_lacks_are_refused_before_any_actor(ray_cluster: 
     assert result.exit_code == 2
     assert "1 workers × --gpus-per-worker 1 need 1 GPUs; this machine has 0" in result.output
     assert not corpus.with_name("e.npy").exists()
+
+
+def test_a_parts_folder_holding_other_files_is_refused_not_removed(tmp_path: Path) -> None:
+    """OUT.parts/ is removed after the merge: a folder of the user's by that name is never taken."""
+    from st_cli.errors import StError
+    from st_cli.ray import _claim_parts_folder
+
+    parts = tmp_path / "emb.npy.parts"
+    parts.mkdir()
+    (parts / "notes.txt").write_text("mine")
+    with pytest.raises(StError, match=r"holds 'notes.txt', which is not a shard"):
+        _claim_parts_folder(parts)
+    assert (parts / "notes.txt").read_text() == "mine"
+    (parts / "notes.txt").unlink()
+    (parts / "part-00000-of-00002.npy").write_bytes(b"")  # a shard of an earlier run: resumed, not refused
+    _claim_parts_folder(parts)

@@ -288,6 +288,18 @@ def test_resume_refuses_a_changed_model_or_option_and_force_starts_over(
     assert np.array_equal(np.load(tmp_path / "again.npy"), np.load(out))
 
 
+def test_resume_under_another_spelling_of_the_model_is_another_job(tiny_folder: Path, tmp_path: Path) -> None:
+    """The .safetensors header names the model as given, so its rows would start elsewhere: refused, not garbled."""
+    src = corpus(tmp_path / "in.txt")
+    out = tmp_path / "o.safetensors"
+    (tmp_path / "link").symlink_to(tiny_folder)
+    killed_run(src, out, tmp_path / "link", 2)
+    with pytest.raises(StError, match=r"cannot resume: .*changed: model"):
+        encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True)
+    summary = encode_file(src, out, model=tmp_path / "link", window=WINDOW, resume=True)
+    assert summary.resumed_rows == 2 * WINDOW - WINDOW  # the second window was written, not journaled
+
+
 # ---------------------------------------------------------------- --workers
 
 
