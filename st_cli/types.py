@@ -25,8 +25,8 @@ How to add a built-in module type (say `LayerNorm`):
 
 Nothing else: tests parametrized over `registry.names()` pick the new type up.
 
-A spec is pure data plus pure functions of JSON and safetensors headers. This file must never
-import torch (`st inspect` and `st --help` stay instant).
+A spec is pure data plus pure functions of JSON and safetensors headers. Torch must never be
+imported by this file (`st inspect` and `st --help` stay instant).
 """
 
 from __future__ import annotations
