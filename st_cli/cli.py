@@ -466,6 +466,27 @@ def encode(
     if ray is not None and shard is not None:
         render.error("st encode: --shard cannot go with --ray, which plans the shards itself (--shards K)")
         raise typer.Exit(EXIT_BAD_INPUT)
+    with user_errors():  # the job's options, the same whether Ray or this process runs it
+        options: dict[str, Any] = {
+            "field": field,
+            "column": column,
+            "precision": precision,
+            "truncate_dim": truncate_dim,
+            "normalize": normalize,
+            "prompt_name": prompt_name,
+            "prompt": prompt,
+            "kwargs": parse_kwargs(kw or []) | ({"task": task} if task else {}),
+            "skip_empty": skip_empty,
+            "errors": errors,
+            "max_batch_tokens": max_batch_tokens,
+            "batch_size": batch_size,
+            "device": device,
+            "dtype": dtype,
+            "threads": threads,
+            "force": force,
+            "trust_remote_code": trust_remote_code,
+            "window": window,
+        }
     if ray is not None:  # --resume needs no saying: --ray always resumes its shards
         from st_cli.ray import encode_files_ray
 
@@ -480,24 +501,7 @@ def encode(
                 cpus_per_worker=cpus_per_worker,
                 shards=shards,
                 progress=ray_progress,
-                field=field,
-                column=column,
-                precision=precision,
-                truncate_dim=truncate_dim,
-                normalize=normalize,
-                prompt_name=prompt_name,
-                prompt=prompt,
-                kwargs=parse_kwargs(kw or []) | ({"task": task} if task else {}),  # as the plain path below
-                skip_empty=skip_empty,
-                errors=errors,
-                max_batch_tokens=max_batch_tokens,
-                batch_size=batch_size,
-                device=device,
-                dtype=dtype,
-                threads=threads,
-                force=force,
-                trust_remote_code=trust_remote_code,
-                window=window,
+                **options,
             )
         if json_out or not quiet:
             render.ray_summary(ray_summary, as_json=json_out)
@@ -508,24 +512,7 @@ def encode(
                 inputs,
                 out,
                 model=model,
-                field=field,
-                column=column,
-                precision=precision,
-                truncate_dim=truncate_dim,
-                normalize=normalize,
-                prompt_name=prompt_name,
-                prompt=prompt,
-                kwargs=parse_kwargs(kw or []) | ({"task": task} if task else {}),
-                skip_empty=skip_empty,
-                errors=errors,
-                max_batch_tokens=max_batch_tokens,
-                batch_size=batch_size,
-                device=device,
-                dtype=dtype,
-                threads=threads,
-                force=force,
-                trust_remote_code=trust_remote_code,
-                window=window,
+                **options,
                 shard=parse_shard(shard) if shard is not None else None,
                 resume=resume,
                 workers=workers or 1,
