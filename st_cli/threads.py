@@ -9,7 +9,7 @@ spin-wait. When another process holds a core, every parallel region waits for th
 shares a core with it while the others spin: with one core of two taken, st ran 15.8 texts/s
 instead of 72. Passive waiting plus a thread count from the CPUs actually free (affinity, cgroup
 quota, minus what other processes used since st started) keeps a busy machine at the cost of the
-cores it lost. The figures are in README "Threads" and `make bench` (tests/bench/bench_threads.py).
+cores it lost. The figures are in README "Threads" and `make bench` (tests/bench/bench_process.py).
 
 This module must not import torch at module level (it runs before torch loads).
 """
@@ -53,13 +53,18 @@ class CpuSample:
 
 
 def prepare_environment(environ: dict[str, str] | None = None) -> None:
-    """Set OpenMP's wait policy before torch loads; a variable the user set is kept as they set it."""
+    """Set OpenMP's wait policy before torch loads; a variable the user set is kept as they set it,
+    and one set empty (`OMP_WAIT_POLICY=`) is removed: the runtime's own default, without the warning
+    libgomp prints for an empty value."""
     global _last_sample
     env = os.environ if environ is None else environ
     if "torch" in sys.modules and environ is None:
         return  # too late: the OpenMP runtime has read its environment already
     for name, value in WAIT_ENVIRONMENT.items():
-        env.setdefault(name, value)
+        if env.get(name) == "":
+            del env[name]
+        else:
+            env.setdefault(name, value)
     if _last_sample is None:
         _last_sample = sample_cpus()
 

@@ -40,6 +40,12 @@ def test_prepare_environment_sets_passive_wait_and_keeps_the_users_choice():
     assert fresh["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
+def test_an_empty_wait_variable_asks_for_the_runtimes_own_default():
+    env: dict[str, str] = {"OMP_WAIT_POLICY": "", "KMP_BLOCKTIME": ""}
+    threads.prepare_environment(env)
+    assert env == {}  # removed, not left empty: libgomp warns about an empty value
+
+
 @pytest.mark.parametrize("user_value", [None, "ACTIVE"])
 def test_importing_st_cli_sets_the_wait_policy_before_torch_loads(user_value):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}

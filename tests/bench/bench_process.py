@@ -148,8 +148,11 @@ def bench_contention(rounds: int, n_lines: int) -> None:
     cpus = len(os.sched_getaffinity(0))
     workers = {
         "st default": Worker("st", "policy", src, work / "default.npy"),
-        # What st did before the policy: torch's thread count, OpenMP's own (spinning) wait.
+        # What st did before the policy: torch's thread count, OpenMP's own (spinning) wait
+        # (an empty variable is st's way of asking for the runtime's default).
         "st old default": Worker("st", "torch", src, work / "old.npy", OMP_WAIT_POLICY="", KMP_BLOCKTIME=""),
+        # The alternative to passive waiting: st's thread count, OpenMP spinning briefly before it sleeps.
+        "st short spin": Worker("st", "policy", src, work / "spin.npy", OMP_WAIT_POLICY="", GOMP_SPINCOUNT="10000"),
         **{f"st --threads {n}": Worker("st", str(n), src, work / f"t{n}.npy") for n in range(1, cpus + 1)},
         "ST 6.2 default": Worker("ST", "-", src, work / "ST.npy"),
     }
