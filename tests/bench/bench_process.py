@@ -51,7 +51,7 @@ def model_dir() -> str:
 def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in POLICY_VARIABLES}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONPATH=str(ROOT), **extra)
-    return env
+    return {k: v for k, v in env.items() if v != ""}  # "" = unset: what a shell without it gives
 
 
 def st_command(src: Path, out: Path) -> list[str]:
@@ -148,8 +148,7 @@ def bench_contention(rounds: int, n_lines: int) -> None:
     cpus = len(os.sched_getaffinity(0))
     workers = {
         "st default": Worker("st", "policy", src, work / "default.npy"),
-        # What st did before the policy: torch's thread count, OpenMP's own (spinning) wait
-        # (an empty variable is st's way of asking for the runtime's default).
+        # What st did before the policy: torch's thread count, OpenMP's own (spinning) wait.
         "st old default": Worker("st", "torch", src, work / "old.npy", OMP_WAIT_POLICY="", KMP_BLOCKTIME=""),
         # The alternative to passive waiting: st's thread count, OpenMP spinning briefly before it sleeps.
         "st short spin": Worker("st", "policy", src, work / "spin.npy", OMP_WAIT_POLICY="", GOMP_SPINCOUNT="10000"),
