@@ -167,9 +167,14 @@ def part_path(parts: Path, index: int, count: int) -> Path:
 
 
 def default_shards(rows: int, window: int, workers: int) -> int:
-    """Enough shards that a slow or restarted worker holds up little (4 per worker), never more than windows."""
+    """Enough shards that a slow or restarted worker holds up little (4 per worker), never more than windows.
+
+    One worker has nobody to share with: one shard. More would only cost (each shard counts the
+    inputs again and starts on a window nobody tokenized ahead), and a restarted actor resumes its
+    shard from the last completed window anyway.
+    """
     windows = max(1, math.ceil(rows / window))
-    return max(1, min(windows, 4 * workers))
+    return max(1, min(windows, 4 * workers if workers > 1 else 1))
 
 
 @dataclass
@@ -329,15 +334,16 @@ class ShardWorker:
 
     def run_shard(self, index: int) -> dict[str, Any]:
         from st_cli.encode import encode_file, job_of
-        from st_cli.shards import finished_shard
+        from st_cli.shards import finished_shard, sidecar_path
 
         part = part_path(self.parts, index, self.shards)
         result = {"shard": index, "pid": os.getpid(), "skipped": False, "resumed": False}
-        if self.job is None:
-            self.job = job_of(self.inputs, self.model, self.model_name, **self.options)
-        info = finished_shard(part, self.job)
-        if info is not None:
-            return {**result, "rows": info.rows, "skipped": True}
+        if sidecar_path(part).is_file():  # a finished part, maybe of this job (the job costs a model hash)
+            if self.job is None:
+                self.job = job_of(self.inputs, self.model, self.model_name, **self.options)
+            info = finished_shard(part, self.job)
+            if info is not None:
+                return {**result, "rows": info.rows, "skipped": True}
         summary = encode_file(
             self.inputs,
             part,

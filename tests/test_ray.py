@@ -105,6 +105,16 @@ def test_stdin_cannot_go_to_ray(tmp_path: Path) -> None:
     assert "stdin cannot be sharded" in result.output
 
 
+def test_one_worker_runs_one_shard_more_run_four_each() -> None:
+    """One worker has nobody to balance with: extra shards only re-read the inputs and start cold windows."""
+    from st_cli.ray import default_shards
+
+    assert default_shards(20_000, 8192, 1) == 1
+    assert default_shards(20_000, 8192, 2) == 3  # never more shards than windows
+    assert default_shards(1_000_000, 8192, 2) == 8
+    assert default_shards(0, 8192, 3) == 1
+
+
 def test_job_of_is_the_job_a_shard_records(tiny_bert_dir: Path, tmp_path: Path) -> None:
     """Workers skip a finished part by comparing job_of with its .shard.json: both must agree."""
     from st_cli.encode import job_of
@@ -257,12 +267,12 @@ def test_cli_ray_safetensors_equals_st_encode(ray_cluster: str, tiny_bert_dir: P
     model = str(tiny_bert_dir)
     base = ["encode", str(corpus), "-m", model, "--precision", "int8", "--skip-empty", "--window", "16"]
     assert runner.invoke(app, [*base, "--out", str(single)]).exit_code == 0
-    result = runner.invoke(app, [*base, "--out", str(out), "--ray", ray_cluster, "--workers", "1", "--json"])
+    result = runner.invoke(app, [*base, "--out", str(out), "--ray", ray_cluster, "--workers", "1", "--shards", "4", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["rows"] == 100 - corpus.read_text().splitlines().count("")
     assert doc["address"] == ray_cluster and doc["skipped_shards"] == 0
-    assert doc["shards"] == 4  # 4 per worker: int8 calibrated and line numbers joined across shards
+    assert doc["shards"] == 4  # int8 calibrated and line numbers joined across shards
     assert out.read_bytes() == single.read_bytes()
     lines = "single.safetensors.lines.txt", "ray.safetensors.lines.txt"
     assert corpus.with_name(lines[0]).read_text() == corpus.with_name(lines[1]).read_text()
