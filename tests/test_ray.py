@@ -340,3 +340,29 @@ def test_a_parts_folder_holding_other_files_is_refused_not_removed(tmp_path: Pat
     (parts / "notes.txt").unlink()
     (parts / "part-00000-of-00002.npy").write_bytes(b"")  # a shard of an earlier run: resumed, not refused
     _claim_parts_folder(parts)
+
+
+LOCAL_CLUSTER_SCRIPT = """
+import json, os
+import ray
+from st_cli.ray import cluster
+with cluster(None, cpus=2) as times:
+    nice = ray.get(ray.remote(lambda: os.nice(0)).remote())
+print(json.dumps({"worker_nice": nice, "driver_nice": os.nice(0), "start": times.start_seconds, "stop": times.stop_seconds}))
+"""
+
+
+def test_a_local_cluster_runs_its_workers_at_st_s_priority() -> None:
+    """Ray's default worker niceness (15) gives every core to any other process on the machine."""
+    pytest.importorskip("ray")
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # Its own process: this module's cluster is already connected, and a process joins one cluster.
+    done = subprocess.run(
+        [sys.executable, "-c", LOCAL_CLUSTER_SCRIPT], env=env, capture_output=True, text=True, timeout=150
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    assert doc["worker_nice"] == doc["driver_nice"]
+    assert doc["start"] > 0 and doc["stop"] > 0  # importing + starting Ray, and stopping it, are timed
