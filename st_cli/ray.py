@@ -152,6 +152,20 @@ def local_cpus(workers: int, cpus_per_worker: float) -> float:
     return workers * cpus_per_worker + SPARE_CPUS
 
 
+def default_cpus_per_worker(address: str | None, workers: int | None, gpus_per_worker: float) -> float:
+    """CPUs (and torch threads) per actor when --cpus-per-worker is not given.
+
+    `--ray --workers N` on this machine shares its usable CPUs among the N actors, as a plain
+    `st encode` uses them all: one actor of one CPU would run at half speed on two cores. On a
+    joined cluster, or with GPUs doing the work, 1 (Ray's own default for a task).
+    """
+    from st_cli.threads import usable_cpus
+
+    if address is not None or workers is None or gpus_per_worker:
+        return 1.0
+    return float(max(1, usable_cpus() // workers))
+
+
 def local_workers(cpus_per_worker: float) -> int:
     """Workers a machine's cores hold: what a local cluster is sized for."""
     return max(1, int((os.cpu_count() or 1) // cpus_per_worker))
@@ -542,7 +556,7 @@ def encode_files_ray(
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float = 0.0,
-    cpus_per_worker: float = 1.0,
+    cpus_per_worker: float | None = None,
     shards: int | None = None,
     restarts: int = RESTARTS,
     progress: ShardProgressFn | None = None,
@@ -555,7 +569,9 @@ def encode_files_ray(
         model: a model folder every worker can read, or a Hub id; None: $ST_MODEL, else all-MiniLM-L6-v2.
         address: None starts a local cluster for this call; "auto" or "HOST:PORT" joins a running one.
         workers: actors in the pool (default: one per GPU slice, else per CPU slice).
-        shards: how many shards (default: 4 per worker, at most one per window).
+        cpus_per_worker: CPUs each actor asks for, also its torch threads (default: on a local
+            cluster with `workers` given, the machine's usable CPUs / workers; else 1).
+        shards: how many shards (default: 4 per worker, one for a single worker, at most one per window).
         restarts: times Ray restarts a dead actor; its shard resumes from its last completed window.
         progress: called as shards finish, and each PROGRESS_SECONDS with the rows the running shards'
             journals record, with (shards done, shards, rows done, rows).
@@ -585,6 +601,8 @@ def encode_files_ray(
     with resolved_inputs(items, None, spool_beside=target) as sources:
         tally = count_records(sources, opts.read)  # bad input is reported here, before Ray starts
     rows = tally.records - tally.empty if opts.skip_empty else tally.records
+    if cpus_per_worker is None:
+        cpus_per_worker = default_cpus_per_worker(address, workers, gpus_per_worker)
     sized_for = workers or local_workers(cpus_per_worker)
     with cluster(address, cpus=local_cpus(sized_for, cpus_per_worker)) as ray_times:
         size = workers or default_workers(address, cpus_per_worker, gpus_per_worker)
