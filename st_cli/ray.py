@@ -167,8 +167,10 @@ def default_cpus_per_worker(address: str | None, workers: int | None, gpus_per_w
 
 
 def local_workers(cpus_per_worker: float) -> int:
-    """Workers a machine's cores hold: what a local cluster is sized for."""
-    return max(1, int((os.cpu_count() or 1) // cpus_per_worker))
+    """Workers the CPUs st may use hold (affinity, a container's quota): what a local cluster is sized for."""
+    from st_cli.threads import usable_cpus
+
+    return max(1, int(usable_cpus() // cpus_per_worker))
 
 
 def default_workers(address: str | None, cpus_per_worker: float, gpus_per_worker: float) -> int:

@@ -118,7 +118,7 @@ def test_one_worker_runs_one_shard_more_run_four_each() -> None:
 def test_local_workers_share_the_machine_s_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--ray --workers 1` gets every core (as plain `st encode`), not one CPU and half the speed."""
     from st_cli import threads
-    from st_cli.ray import default_cpus_per_worker
+    from st_cli.ray import default_cpus_per_worker, local_workers
 
     monkeypatch.setattr(threads, "usable_cpus", lambda: 8)
     assert default_cpus_per_worker(None, 1, 0.0) == 8
@@ -127,6 +127,7 @@ def test_local_workers_share_the_machine_s_cpus(monkeypatch: pytest.MonkeyPatch)
     assert default_cpus_per_worker(None, None, 0.0) == 1  # no --workers: one worker per CPU
     assert default_cpus_per_worker("auto", 1, 0.0) == 1  # a joined cluster's CPUs are not this machine's
     assert default_cpus_per_worker(None, 1, 1.0) == 1  # GPU workers
+    assert local_workers(1.0) == 8 and local_workers(3.0) == 2  # the usable CPUs, not os.cpu_count()
 
 
 def test_job_of_is_the_job_a_shard_records(tiny_bert_dir: Path, tmp_path: Path) -> None:
