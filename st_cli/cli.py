@@ -411,8 +411,15 @@ def encode(
         float, typer.Option("--gpus-per-worker", min=0, help="With --ray: GPUs per actor (1: one actor per GPU).")
     ] = 0.0,
     cpus_per_worker: Annotated[
-        float, typer.Option("--cpus-per-worker", min=0.01, help="With --ray: CPUs per actor (its torch threads).")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--cpus-per-worker",
+            min=0.01,
+            help="With --ray: CPUs per actor, also its torch threads "
+            "(default: a local cluster's CPUs / --workers; else 1).",
+            show_default=False,
+        ),
+    ] = None,
     shards: Annotated[
         int | None,
         typer.Option(
@@ -458,7 +465,7 @@ def encode(
     if device == "cpu" and cpu_runs_natively(dtype) is False:
         render.warning(f"--dtype {dtype}: this CPU has no native {dtype} instructions; expect it slower than float32")
     ray_only: dict[str, object] = {"--shards": shards, "--gpus-per-worker": gpus_per_worker or None}
-    ray_only["--cpus-per-worker"] = cpus_per_worker != 1.0 or None
+    ray_only["--cpus-per-worker"] = cpus_per_worker
     if ray is None and any(value is not None for value in ray_only.values()):
         given = next(name for name, value in ray_only.items() if value is not None)
         render.error(f"st encode: {given} needs --ray (see st encode --help)")

@@ -54,11 +54,24 @@ KILL_ENV = "ST_TEST_RAY_KILL"
 # CPUs or GPUs asked for would otherwise wait forever).
 ACTOR_START_SECONDS = 300
 
+# A local cluster st starts runs its workers at st's own priority. Ray's default (worker_niceness
+# 15) keeps its daemons responsive on shared clusters, but on one machine it hands every core to any
+# other process: with a CPU burner beside it, 800 lines took 37-62 s on the actor instead of 19 s.
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
+
 # How often the progress bar reads the running shards' journals (rows done inside a shard).
 PROGRESS_SECONDS = 1.0
 
 ShardProgressFn = Callable[[int, int, int, int], None]  # (shards done, shards, rows done, rows)
 T = TypeVar("T")
+
+
+def check_ray_installed() -> None:
+    """One line saying how to install Ray when it is missing, without importing it (that is Ray's start-up)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise StError(RAY_MISSING)
 
 
 def import_ray() -> Any:
@@ -74,35 +87,53 @@ def import_ray() -> Any:
 # ---------------------------------------------------------------- the cluster
 
 
+@dataclass
+class RayTimes:
+    """Ray's own costs around a job: importing and starting it, and stopping a local cluster."""
+
+    start_seconds: float = 0.0
+    stop_seconds: float = 0.0
+
+
 @contextlib.contextmanager
-def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterator[float]:
-    """Connected to Ray for the block; yields the seconds start-up took.
+def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterator[RayTimes]:
+    """Connected to Ray for the block; yields Ray's times (`stop_seconds` is filled in as the block ends).
 
     With no `address`, a local cluster starts with `cpus` CPUs declared and stops at the end. With
     "auto" or an address, st joins that cluster and leaves it running. If this process is already
     connected (a test, a notebook), that connection is used and left alone.
     """
-    ray = import_ray()
+    started = time.perf_counter()
+    ray = import_ray()  # part of the start-up: a plain `st encode` never imports Ray
     # st reports progress and failures itself: Ray's info lines, its own progress bars and its
     # advice at start-up would bury them.
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+    times = RayTimes()
     if ray.is_initialized():
-        yield 0.0
+        yield times
         return
-    started = time.perf_counter()
     quiet = {"log_to_driver": False, "logging_level": "error"}
     try:
         if address is None:  # "local": a new cluster even where RAY_ADDRESS names another
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
+            ray.init(
+                address="local",
+                num_cpus=cpus,
+                include_dashboard=False,
+                _system_config=LOCAL_SYSTEM_CONFIG,
+                **quiet,
+            )
         else:
             check_reachable(address)
             ray.init(address=address, **quiet)
     except ConnectionError as e:
         raise StError(f"--ray {address}: cannot reach a Ray cluster there ({e})") from None
+    times.start_seconds = time.perf_counter() - started
     try:
-        yield time.perf_counter() - started
+        yield times
     finally:
+        stopping = time.perf_counter()
         ray.shutdown()
+        times.stop_seconds = time.perf_counter() - stopping
 
 
 def check_reachable(address: str, seconds: float = 10.0) -> None:
@@ -121,9 +152,25 @@ def local_cpus(workers: int, cpus_per_worker: float) -> float:
     return workers * cpus_per_worker + SPARE_CPUS
 
 
+def default_cpus_per_worker(address: str | None, workers: int | None, gpus_per_worker: float) -> float:
+    """CPUs (and torch threads) per actor when --cpus-per-worker is not given.
+
+    `--ray --workers N` on this machine shares its usable CPUs among the N actors, as a plain
+    `st encode` uses them all: one actor of one CPU would run at half speed on two cores. On a
+    joined cluster, or with GPUs doing the work, 1 (Ray's own default for a task).
+    """
+    from st_cli.threads import usable_cpus
+
+    if address is not None or workers is None or gpus_per_worker:
+        return 1.0
+    return float(max(1, usable_cpus() // workers))
+
+
 def local_workers(cpus_per_worker: float) -> int:
-    """Workers a machine's cores hold: what a local cluster is sized for."""
-    return max(1, int((os.cpu_count() or 1) // cpus_per_worker))
+    """Workers the CPUs st may use hold (affinity, a container's quota): what a local cluster is sized for."""
+    from st_cli.threads import usable_cpus
+
+    return max(1, int(usable_cpus() // cpus_per_worker))
 
 
 def default_workers(address: str | None, cpus_per_worker: float, gpus_per_worker: float) -> int:
@@ -167,9 +214,14 @@ def part_path(parts: Path, index: int, count: int) -> Path:
 
 
 def default_shards(rows: int, window: int, workers: int) -> int:
-    """Enough shards that a slow or restarted worker holds up little (4 per worker), never more than windows."""
+    """Enough shards that a slow or restarted worker holds up little (4 per worker), never more than windows.
+
+    One worker has nobody to share with: one shard. More would only cost (each shard counts the
+    inputs again and starts on a window nobody tokenized ahead), and a restarted actor resumes its
+    shard from the last completed window anyway.
+    """
     windows = max(1, math.ceil(rows / window))
-    return max(1, min(windows, 4 * workers))
+    return max(1, min(windows, 4 * workers if workers > 1 else 1))
 
 
 @dataclass
@@ -185,8 +237,10 @@ class RayEncodeSummary:
     workers: int
     pids: list[int]  # the worker process that wrote each shard run this time, by shard
     resumed_shards: int = 0  # shards that continued a part a dead actor left
-    ray_start_seconds: float = 0.0
-    seconds: float = 0.0  # counting, running the shards and merging, after Ray started
+    ray_start_seconds: float = 0.0  # importing Ray and starting (or joining) the cluster
+    ray_stop_seconds: float = 0.0  # stopping the local cluster st started (0 for a joined one)
+    merge_seconds: float = 0.0  # joining the parts into the output
+    seconds: float = 0.0  # counting, running the shards and merging: everything but Ray's start and stop
     address: str = "local"
 
     @property
@@ -206,6 +260,8 @@ class RayEncodeSummary:
             "worker_pids": sorted(set(self.pids)),
             "address": self.address,
             "ray_start_seconds": round(self.ray_start_seconds, 3),
+            "ray_stop_seconds": round(self.ray_stop_seconds, 3),
+            "merge_seconds": round(self.merge_seconds, 3),
             "seconds": round(self.seconds, 3),
             "texts_per_second": round(self.texts_per_second, 1),
         }
@@ -329,15 +385,16 @@ class ShardWorker:
 
     def run_shard(self, index: int) -> dict[str, Any]:
         from st_cli.encode import encode_file, job_of
-        from st_cli.shards import finished_shard
+        from st_cli.shards import finished_shard, sidecar_path
 
         part = part_path(self.parts, index, self.shards)
         result = {"shard": index, "pid": os.getpid(), "skipped": False, "resumed": False}
-        if self.job is None:
-            self.job = job_of(self.inputs, self.model, self.model_name, **self.options)
-        info = finished_shard(part, self.job)
-        if info is not None:
-            return {**result, "rows": info.rows, "skipped": True}
+        if sidecar_path(part).is_file():  # a finished part, maybe of this job (the job costs a model hash)
+            if self.job is None:
+                self.job = job_of(self.inputs, self.model, self.model_name, **self.options)
+            info = finished_shard(part, self.job)
+            if info is not None:
+                return {**result, "rows": info.rows, "skipped": True}
         summary = encode_file(
             self.inputs,
             part,
@@ -501,7 +558,7 @@ def encode_files_ray(
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float = 0.0,
-    cpus_per_worker: float = 1.0,
+    cpus_per_worker: float | None = None,
     shards: int | None = None,
     restarts: int = RESTARTS,
     progress: ShardProgressFn | None = None,
@@ -514,7 +571,9 @@ def encode_files_ray(
         model: a model folder every worker can read, or a Hub id; None: $ST_MODEL, else all-MiniLM-L6-v2.
         address: None starts a local cluster for this call; "auto" or "HOST:PORT" joins a running one.
         workers: actors in the pool (default: one per GPU slice, else per CPU slice).
-        shards: how many shards (default: 4 per worker, at most one per window).
+        cpus_per_worker: CPUs each actor asks for, also its torch threads (default: on a local
+            cluster with `workers` given, the machine's usable CPUs / workers; else 1).
+        shards: how many shards (default: 4 per worker, one for a single worker, at most one per window).
         restarts: times Ray restarts a dead actor; its shard resumes from its last completed window.
         progress: called as shards finish, and each PROGRESS_SECONDS with the rows the running shards'
             journals record, with (shards done, shards, rows done, rows).
@@ -540,12 +599,14 @@ def encode_files_ray(
     target = Path(output)
     opts.check(target)
     fsio.claim(target, force=opts.force)  # refuse an existing output before Ray starts
-    import_ray()
+    check_ray_installed()
     with resolved_inputs(items, None, spool_beside=target) as sources:
         tally = count_records(sources, opts.read)  # bad input is reported here, before Ray starts
     rows = tally.records - tally.empty if opts.skip_empty else tally.records
+    if cpus_per_worker is None:
+        cpus_per_worker = default_cpus_per_worker(address, workers, gpus_per_worker)
     sized_for = workers or local_workers(cpus_per_worker)
-    with cluster(address, cpus=local_cpus(sized_for, cpus_per_worker)) as ray_start:
+    with cluster(address, cpus=local_cpus(sized_for, cpus_per_worker)) as ray_times:
         size = workers or default_workers(address, cpus_per_worker, gpus_per_worker)
         pool = Pool(size, cpus_per_worker, gpus_per_worker, restarts)
         if address is None:
@@ -565,7 +626,7 @@ def encode_files_ray(
             "kill": os.environ.get(KILL_ENV) or None,
         }
         summary = RayEncodeSummary(target, rows, 0, opts.precision, count, 0, pool.workers, [])
-        summary.ray_start_seconds, summary.address = ray_start, address or "local"
+        summary.ray_start_seconds, summary.address = ray_times.start_seconds, address or "local"
         paths = [part_path(parts, i, count) for i in range(count)]
         results = _run_shards(worker_args, list(range(count)), pool)
         running: dict[int, int] = dict.fromkeys(range(count), 0)  # rows the unfinished shards' journals had
@@ -581,9 +642,11 @@ def encode_files_ray(
             if progress is not None:  # a journal caught mid-rewrite reads as less: keep the most seen
                 running = {i: max(seen, journal.rows_done(paths[i])) for i, seen in running.items()}
                 progress(finished, count, done_rows + sum(running.values()), rows)
+    summary.ray_stop_seconds = ray_times.stop_seconds
     merged = merge_shards(paths, target, precision=opts.precision, force=opts.force)
     summary.rows, summary.dimension = merged.rows, merged.dimension
+    summary.merge_seconds = merged.seconds
     fsio.remove(parts)
-    summary.seconds = time.perf_counter() - started - ray_start
+    summary.seconds = time.perf_counter() - started - ray_times.start_seconds - ray_times.stop_seconds
     return summary
 

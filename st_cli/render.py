@@ -293,7 +293,8 @@ def ray_summary(summary: RayEncodeSummary, *, as_json: bool) -> None:
     parts = [
         f"encoded {summary.rows:,} rows × {summary.dimension} ({summary.precision}) → {summary.output}",
         f"{ran} of {summary.shards} shards on {len(set(summary.pids))} Ray workers ({summary.address})",
-        f"{summary.seconds:.1f} s (+{summary.ray_start_seconds:.1f} s starting Ray)",
+        f"{summary.seconds:.1f} s (+{summary.ray_start_seconds:.1f} s starting Ray, "
+        f"{summary.ray_stop_seconds:.1f} s stopping it)",
     ]
     if summary.skipped_shards:
         parts.append(f"{summary.skipped_shards} shards already done")

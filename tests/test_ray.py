@@ -105,6 +105,31 @@ def test_stdin_cannot_go_to_ray(tmp_path: Path) -> None:
     assert "stdin cannot be sharded" in result.output
 
 
+def test_one_worker_runs_one_shard_more_run_four_each() -> None:
+    """One worker has nobody to balance with: extra shards only re-read the inputs and start cold windows."""
+    from st_cli.ray import default_shards
+
+    assert default_shards(20_000, 8192, 1) == 1
+    assert default_shards(20_000, 8192, 2) == 3  # never more shards than windows
+    assert default_shards(1_000_000, 8192, 2) == 8
+    assert default_shards(0, 8192, 3) == 1
+
+
+def test_local_workers_share_the_machine_s_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--ray --workers 1` gets every core (as plain `st encode`), not one CPU and half the speed."""
+    from st_cli import threads
+    from st_cli.ray import default_cpus_per_worker, local_workers
+
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 8)
+    assert default_cpus_per_worker(None, 1, 0.0) == 8
+    assert default_cpus_per_worker(None, 3, 0.0) == 2
+    assert default_cpus_per_worker(None, 16, 0.0) == 1
+    assert default_cpus_per_worker(None, None, 0.0) == 1  # no --workers: one worker per CPU
+    assert default_cpus_per_worker("auto", 1, 0.0) == 1  # a joined cluster's CPUs are not this machine's
+    assert default_cpus_per_worker(None, 1, 1.0) == 1  # GPU workers
+    assert local_workers(1.0) == 8 and local_workers(3.0) == 2  # the usable CPUs, not os.cpu_count()
+
+
 def test_job_of_is_the_job_a_shard_records(tiny_bert_dir: Path, tmp_path: Path) -> None:
     """Workers skip a finished part by comparing job_of with its .shard.json: both must agree."""
     from st_cli.encode import job_of
@@ -257,12 +282,12 @@ def test_cli_ray_safetensors_equals_st_encode(ray_cluster: str, tiny_bert_dir: P
     model = str(tiny_bert_dir)
     base = ["encode", str(corpus), "-m", model, "--precision", "int8", "--skip-empty", "--window", "16"]
     assert runner.invoke(app, [*base, "--out", str(single)]).exit_code == 0
-    result = runner.invoke(app, [*base, "--out", str(out), "--ray", ray_cluster, "--workers", "1", "--json"])
+    result = runner.invoke(app, [*base, "--out", str(out), "--ray", ray_cluster, "--workers", "1", "--shards", "4", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["rows"] == 100 - corpus.read_text().splitlines().count("")
     assert doc["address"] == ray_cluster and doc["skipped_shards"] == 0
-    assert doc["shards"] == 4  # 4 per worker: int8 calibrated and line numbers joined across shards
+    assert doc["shards"] == 4  # int8 calibrated and line numbers joined across shards
     assert out.read_bytes() == single.read_bytes()
     lines = "single.safetensors.lines.txt", "ray.safetensors.lines.txt"
     assert corpus.with_name(lines[0]).read_text() == corpus.with_name(lines[1]).read_text()
@@ -330,3 +355,29 @@ def test_a_parts_folder_holding_other_files_is_refused_not_removed(tmp_path: Pat
     (parts / "notes.txt").unlink()
     (parts / "part-00000-of-00002.npy").write_bytes(b"")  # a shard of an earlier run: resumed, not refused
     _claim_parts_folder(parts)
+
+
+LOCAL_CLUSTER_SCRIPT = """
+import json, os
+import ray
+from st_cli.ray import cluster
+with cluster(None, cpus=2) as times:
+    nice = ray.get(ray.remote(lambda: os.nice(0)).remote())
+print(json.dumps({"worker_nice": nice, "driver_nice": os.nice(0), "start": times.start_seconds, "stop": times.stop_seconds}))
+"""
+
+
+def test_a_local_cluster_runs_its_workers_at_st_s_priority() -> None:
+    """Ray's default worker niceness (15) gives every core to any other process on the machine."""
+    pytest.importorskip("ray")
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # Its own process: this module's cluster is already connected, and a process joins one cluster.
+    done = subprocess.run(
+        [sys.executable, "-c", LOCAL_CLUSTER_SCRIPT], env=env, capture_output=True, text=True, timeout=150
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    assert doc["worker_nice"] == doc["driver_nice"]
+    assert doc["start"] > 0 and doc["stop"] > 0  # importing + starting Ray, and stopping it, are timed
