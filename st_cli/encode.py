@@ -428,8 +428,10 @@ def _load(model: Encoder | str | os.PathLike[str] | None, options: EncodeOptions
     if fast is not None:
         return fast, name
     from st_cli.model import load_model
+    from st_cli.modules.transformer import inference_only
 
-    return load_model(name, trust_remote_code=options.trust_remote_code), name
+    with inference_only():  # only run, never saved: a BERT skips importing transformers' modeling code
+        return load_model(name, trust_remote_code=options.trust_remote_code), name
 
 
 def _load_while_counting(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,6 +18,20 @@ from st_cli.types import SPECS, hidden_size
 
 # Inputs the HF model is called with, when the tokenizer produced them (as ST does).
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+# True while a model loads only to run (`st encode`): a BERT folder may then run on st_cli.bert,
+# without the import of transformers' modeling code (longer than torch's own, see bert.py).
+_INFERENCE_ONLY = contextvars.ContextVar("st_inference_only", default=False)
+
+
+@contextlib.contextmanager
+def inference_only() -> Iterator[None]:
+    """Transformers loaded inside run BERT folders on st_cli.bert; `full_model()` gives transformers' model."""
+    token = _INFERENCE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _INFERENCE_ONLY.reset(token)
 
 
 @register(SPECS["Transformer"])
@@ -42,7 +59,8 @@ class Transformer(InputModule):
             raise ModelFolderError(f"{where}: cannot load the tokenizer: {first_line(e)}") from None
         if not self.tokenizer.is_fast:
             raise ModelFolderError(f"{folder}: st needs a fast tokenizer (tokenizer.json)")
-        self.auto_model = _load_auto_model(folder)
+        self.folder = folder
+        self.auto_model = _load_model(folder, light=_INFERENCE_ONLY.get())
         self.auto_model.eval()
         self.max_seq_length = max_seq_length or _default_max_seq_length(folder, self.tokenizer, self.auto_model.config)
         _check_max_seq_length(self.max_seq_length, self.auto_model.config, folder)
@@ -89,7 +107,19 @@ class Transformer(InputModule):
 
     def output_all_layers(self) -> None:
         # Saved in config.json, which is how every ST version knows to give them too.
-        self.auto_model.config.output_hidden_states = True
+        self.full_model().config.output_hidden_states = True
+
+    def full_model(self) -> Any:
+        """transformers' model, in place of st_cli.bert's (same weights) where an encode loaded that one."""
+        from st_cli import bert
+
+        if isinstance(self.auto_model, bert.BertEncoder):
+            light = self.auto_model
+            full = _load_auto_model(self.folder)
+            full.load_state_dict(light.state_dict(), strict=False)  # the pooler keeps the folder's weights
+            device = light.embeddings.word_embeddings.weight.device
+            self.auto_model = full.to(device).train(light.training)
+        return self.auto_model
 
     def get_max_seq_length(self) -> int | None:
         return self.max_seq_length
@@ -107,7 +137,7 @@ class Transformer(InputModule):
     def save(self, output_path: str, *args: Any, format: layout.Format = "portable", **kwargs: Any) -> None:
         folder = Path(output_path)
         folder.mkdir(parents=True, exist_ok=True)
-        self.auto_model.save_pretrained(str(folder))
+        self.full_model().save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
         layout.write_module_config(folder, self.spec, self.get_config_dict(), format)
         if format == "portable":
@@ -133,6 +163,17 @@ _LOAD_ERRORS = (
     OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, EOFError, RecursionError, OverflowError,
     StrictDataclassError,
 )  # fmt: skip
+
+
+def _load_model(folder: Path, *, light: bool) -> Any:
+    """st_cli.bert's encoder where `light` and it covers the folder exactly, else transformers' AutoModel."""
+    if light:
+        from st_cli import bert
+
+        model = bert.load(folder)
+        if model is not None:
+            return model
+    return _load_auto_model(folder)
 
 
 def _load_auto_model(folder: Path) -> Any:

@@ -1,0 +1,206 @@
+"""BERT's encoder in plain torch, for `st encode`: transformers' BertModel without importing it.
+
+Importing transformers' modeling code (modeling_utils pulls in torch._dynamo, torch.distributed,
+FSDP, scipy.optimize, …) took longer than importing torch itself, and `st encode` paid it before
+its first batch. For the common case, a BERT folder run for inference, this module runs the same
+operations in the same order on the same weights (read with safetensors), so the embeddings are
+the ones BertModel gives. Anything it does not cover exactly (other model types, relative position
+embeddings, another activation, hidden states of every layer, weights it cannot map one to one)
+goes to transformers as before: `load` returns None and the caller loads the AutoModel.
+
+Parameter names are BertModel's (minus the pooler, which sentence embeddings never use), so
+`state_dict()` moves between the two as is (`Transformer.full_model`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+WEIGHTS = "model.safetensors"
+# config.json values this module implements; any other value of these keys goes to transformers.
+SUPPORTED = {
+    "model_type": ("bert",),
+    "hidden_act": ("gelu",),
+    "position_embedding_type": (None, "absolute"),
+    "is_decoder": (None, False),
+    "add_cross_attention": (None, False),
+    "output_hidden_states": (None, False),
+    "output_attentions": (None, False),
+    "chunk_size_feed_forward": (None, 0),
+    "_attn_implementation": (None, "sdpa"),
+    "attn_implementation": (None, "sdpa"),
+}
+REQUIRED = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "vocab_size", "max_position_embeddings", "type_vocab_size",
+)  # fmt: skip
+
+
+def load(folder: Path) -> BertEncoder | None:
+    """The folder's BERT on this module, in float32; None where transformers must load it."""
+    config = _supported_config(folder)
+    if config is None or not (folder / WEIGHTS).is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    with torch.device("meta"):  # shapes only: nothing allocated, however large config.json says they are
+        model = BertEncoder(config)
+    wanted = model.state_dict()
+    try:
+        with safe_open(str(folder / WEIGHTS), framework="pt") as weights:
+            names = set(weights.keys())
+            if not names.issuperset(wanted):
+                return None  # other names (a "bert." prefix, gamma/beta): transformers maps them
+            if any(list(weights.get_slice(name).get_shape()) != list(t.shape) for name, t in wanted.items()):
+                return None  # transformers names the tensor that does not fit
+            tensors = {name: weights.get_tensor(name) for name in wanted}
+    except (OSError, SafetensorError, ValueError):
+        return None
+    if not all(t.is_floating_point() for t in tensors.values()):
+        return None
+    model.load_state_dict({k: t.to(torch.float32) for k, t in tensors.items()}, strict=True, assign=True)
+    model.embeddings.position_ids = torch.arange(config.max_position_embeddings)[None]
+    return model.eval()
+
+
+def _supported_config(folder: Path) -> SimpleNamespace | None:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or any(config.get(key) not in allowed for key, allowed in SUPPORTED.items()):
+        return None
+    sizes = [config.get(key) for key in REQUIRED]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+        return None
+    if config["hidden_size"] % config["num_attention_heads"]:
+        return None
+    eps = config.get("layer_norm_eps", 1e-12)
+    if not isinstance(eps, float | int) or isinstance(eps, bool):
+        return None
+    return SimpleNamespace(**{**config, "layer_norm_eps": float(eps), "output_hidden_states": False})
+
+
+class BertEncoder(nn.Module):
+    """BertModel's forward for inference: embeddings, then the layers; `last_hidden_state` out."""
+
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = _Embeddings(config)
+        self.encoder = _Encoder(config)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> SimpleNamespace:
+        hidden = self.embeddings(input_ids, token_type_ids)
+        mask = _attention_mask(attention_mask, hidden.device)
+        for layer in self.encoder.layer:
+            hidden = layer(hidden, mask)
+        return SimpleNamespace(last_hidden_state=hidden, hidden_states=None)
+
+
+def _attention_mask(attention_mask: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """As transformers builds it for sdpa: None without padding, else keys allowed, [batch, 1, query, key]."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    keys = attention_mask.to(device=device, dtype=torch.bool)
+    length = keys.shape[-1]
+    return keys[:, None, None, :].expand(-1, 1, length, length)
+
+
+class _Embeddings(nn.Module):
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.position_ids: torch.Tensor
+        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings)[None], persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        positions = self.position_ids[:, : input_ids.shape[1]]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        embeddings = embeddings + self.position_embeddings(positions)
+        return self.LayerNorm(embeddings)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(_Layer(config) for _ in range(config.num_hidden_layers))
+
+
+class _Layer(nn.Module):
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.attention = _Attention(config)
+        self.intermediate = _Intermediate(config)
+        self.output = _Output(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        attended = self.attention(hidden, mask)
+        return self.output(self.intermediate(attended), attended)
+
+
+class _Attention(nn.Module):
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.self = _SelfAttention(config)
+        self.output = _Output(config.hidden_size, config.hidden_size, config.layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.output(self.self(hidden, mask), hidden)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(self.dense(hidden))
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.heads = config.num_attention_heads
+        self.head_size = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch, length = hidden.shape[:2]
+        shape = (batch, length, -1, self.head_size)
+        query, key, value = (proj(hidden).view(shape).transpose(1, 2) for proj in (self.query, self.key, self.value))
+        out = nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=0.0, scale=self.head_size**-0.5, is_causal=False
+        )
+        out = out.reshape(batch, -1, length, self.head_size).transpose(1, 2).contiguous()
+        return out.reshape(batch, length, -1).contiguous()
+
+
+class _Output(nn.Module):
+    """A dense layer, then LayerNorm of it plus the residual."""
+
+    def __init__(self, width_in: int, width_out: int, eps: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width_in, width_out)
+        self.LayerNorm = nn.LayerNorm(width_out, eps=eps)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dense(hidden) + residual)
