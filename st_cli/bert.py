@@ -48,24 +48,50 @@ def load(folder: Path) -> BertEncoder | None:
         return None
     from safetensors import SafetensorError, safe_open
 
-    with torch.device("meta"):  # shapes only: nothing allocated, however large config.json says they are
-        model = BertEncoder(config)
-    wanted = model.state_dict()
+    wanted = expected_shapes(config)
     try:
         with safe_open(str(folder / WEIGHTS), framework="pt") as weights:
-            names = set(weights.keys())
-            if not names.issuperset(wanted):
+            if not set(weights.keys()).issuperset(wanted):
                 return None  # other names (a "bert." prefix, gamma/beta): transformers maps them
-            if any(list(weights.get_slice(name).get_shape()) != list(t.shape) for name, t in wanted.items()):
+            if any(list(weights.get_slice(name).get_shape()) != shape for name, shape in wanted.items()):
                 return None  # transformers names the tensor that does not fit
             tensors = {name: weights.get_tensor(name) for name in wanted}
     except (OSError, SafetensorError, ValueError):
         return None
     if not all(t.is_floating_point() for t in tensors.values()):
         return None
+    model = BertEncoder(config)
     model.load_state_dict({k: t.to(torch.float32) for k, t in tensors.items()}, strict=True, assign=True)
-    model.embeddings.position_ids = torch.arange(config.max_position_embeddings)[None]
     return model.eval()
+
+
+def expected_shapes(config: SimpleNamespace) -> dict[str, list[int]]:
+    """BertModel's tensors (without the pooler) and their shapes, from config.json alone: checked
+    against the weights' header before anything is allocated (a config can ask for any size)."""
+    hidden, inner = config.hidden_size, config.intermediate_size
+    shapes = {
+        "embeddings.word_embeddings.weight": [config.vocab_size, hidden],
+        "embeddings.position_embeddings.weight": [config.max_position_embeddings, hidden],
+        "embeddings.token_type_embeddings.weight": [config.type_vocab_size, hidden],
+        "embeddings.LayerNorm.weight": [hidden],
+        "embeddings.LayerNorm.bias": [hidden],
+    }
+    dense = {
+        "attention.self.query": [hidden, hidden],
+        "attention.self.key": [hidden, hidden],
+        "attention.self.value": [hidden, hidden],
+        "attention.output.dense": [hidden, hidden],
+        "intermediate.dense": [inner, hidden],
+        "output.dense": [hidden, inner],
+    }
+    for n in range(config.num_hidden_layers):
+        for name, shape in dense.items():
+            shapes[f"encoder.layer.{n}.{name}.weight"] = shape
+            shapes[f"encoder.layer.{n}.{name}.bias"] = shape[:1]
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[f"encoder.layer.{n}.{norm}.weight"] = [hidden]
+            shapes[f"encoder.layer.{n}.{norm}.bias"] = [hidden]
+    return shapes
 
 
 def _supported_config(folder: Path) -> SimpleNamespace | None:

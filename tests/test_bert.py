@@ -31,6 +31,7 @@ def test_same_hidden_states_as_transformers_bert(tiny_bert_dir: Path, texts: lis
         got = ours(**features).last_hidden_state
         want = theirs(**features).last_hidden_state
     assert torch.equal(got, want)
+    assert {k: list(v.shape) for k, v in ours.state_dict().items()} == bert.expected_shapes(ours.config)
 
 
 @pytest.mark.parametrize(
