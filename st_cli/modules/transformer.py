@@ -43,24 +43,16 @@ class Transformer(InputModule):
     def __init__(
         self, model: str, max_seq_length: int | None = None, do_lower_case: bool = False, revision: str | None = None
     ) -> None:
-        from transformers import AutoTokenizer
-
         super().__init__()
         folder = hub.resolve_model(model, revision=revision)
         self.source = str(model)
         if not any((folder / name).is_file() for name in layout.TOKENIZER_FILES):
             # transformers would build a 5-token toy tokenizer, and different words would get identical vectors.
             raise ModelFolderError(f"{folder}: no tokenizer files ({', '.join(layout.TOKENIZER_FILES[:3])}, …)")
-        # Never transformers' auto_map code: left unset, transformers asks on stdin and runs it on "y" (DESIGN §7).
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, trust_remote_code=False)
-        except _LOAD_ERRORS as e:
-            where = folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder
-            raise ModelFolderError(f"{where}: cannot load the tokenizer: {first_line(e)}") from None
-        if not self.tokenizer.is_fast:
-            raise ModelFolderError(f"{folder}: st needs a fast tokenizer (tokenizer.json)")
+        light = _INFERENCE_ONLY.get() and not do_lower_case
+        self.tokenizer = _load_tokenizer(folder, light=light)
         self.folder = folder
-        self.auto_model = _load_model(folder, light=_INFERENCE_ONLY.get())
+        self.auto_model = _load_model(folder, light=light)
         self.auto_model.eval()
         self.max_seq_length = max_seq_length or _default_max_seq_length(folder, self.tokenizer, self.auto_model.config)
         _check_max_seq_length(self.max_seq_length, self.auto_model.config, folder)
@@ -110,9 +102,13 @@ class Transformer(InputModule):
         self.full_model().config.output_hidden_states = True
 
     def full_model(self) -> Any:
-        """transformers' model, in place of st_cli.bert's (same weights) where an encode loaded that one."""
+        """transformers' model and tokenizer, in place of st_cli.bert's (same weights, same ids) where an
+        encode loaded those; returns the model."""
         from st_cli import bert
 
+        if isinstance(self.tokenizer, bert.FastTokenizer):
+            self.tokenizer = _load_tokenizer(self.folder, light=False)
+            self.tokenizer.model_max_length = self.max_seq_length
         if isinstance(self.auto_model, bert.BertEncoder):
             light = self.auto_model
             full = _load_auto_model(self.folder)
@@ -138,6 +134,7 @@ class Transformer(InputModule):
         folder = Path(output_path)
         folder.mkdir(parents=True, exist_ok=True)
         self.full_model().save_pretrained(str(folder))
+        self.full_model()
         self.tokenizer.save_pretrained(str(folder))
         layout.write_module_config(folder, self.spec, self.get_config_dict(), format)
         if format == "portable":
@@ -163,6 +160,27 @@ _LOAD_ERRORS = (
     OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, EOFError, RecursionError, OverflowError,
     StrictDataclassError,
 )  # fmt: skip
+
+
+def _load_tokenizer(folder: Path, *, light: bool) -> Any:
+    """st_cli.bert's tokenizer where `light` and it gives exactly transformers' ids, else transformers' fast one."""
+    if light:
+        from st_cli import bert
+
+        light_one = bert.load_tokenizer(folder)
+        if light_one is not None:
+            return light_one
+    from transformers import AutoTokenizer
+
+    # Never transformers' auto_map code: left unset, transformers asks on stdin and runs it on "y" (DESIGN §7).
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, trust_remote_code=False)
+    except _LOAD_ERRORS as e:
+        where = folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder
+        raise ModelFolderError(f"{where}: cannot load the tokenizer: {first_line(e)}") from None
+    if not tokenizer.is_fast:
+        raise ModelFolderError(f"{folder}: st needs a fast tokenizer (tokenizer.json)")
+    return tokenizer
 
 
 def _load_model(folder: Path, *, light: bool) -> Any:
