@@ -148,9 +148,9 @@ def _attention_mask(attention_mask: torch.Tensor | None, device: torch.device) -
 class _Embeddings(nn.Module):
     def __init__(self, config: SimpleNamespace) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.word_embeddings = _embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = _embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = _embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.position_ids: torch.Tensor
         self.register_buffer("position_ids", torch.arange(config.max_position_embeddings)[None], persistent=False)
@@ -162,6 +162,20 @@ class _Embeddings(nn.Module):
         embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
         embeddings = embeddings + self.position_embeddings(positions)
         return self.LayerNorm(embeddings)
+
+
+def _linear(width_in: int, width_out: int) -> nn.Linear:
+    """A torch Linear left uninitialized: `load` assigns the weights (random init of BERT-base's took ~0.5 s)."""
+    layer = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(layer)
+    layer.in_features, layer.out_features = width_in, width_out
+    layer.weight = nn.Parameter(torch.empty(width_out, width_in))
+    layer.bias = nn.Parameter(torch.empty(width_out))
+    return layer
+
+
+def _embedding(rows: int, width: int) -> nn.Embedding:
+    return nn.Embedding(rows, width, _weight=torch.empty(rows, width))
 
 
 class _Encoder(nn.Module):
@@ -195,7 +209,7 @@ class _Attention(nn.Module):
 class _Intermediate(nn.Module):
     def __init__(self, config: SimpleNamespace) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = _linear(config.hidden_size, config.intermediate_size)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return nn.functional.gelu(self.dense(hidden))
@@ -206,9 +220,9 @@ class _SelfAttention(nn.Module):
         super().__init__()
         self.heads = config.num_attention_heads
         self.head_size = config.hidden_size // config.num_attention_heads
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.query = _linear(config.hidden_size, config.hidden_size)
+        self.key = _linear(config.hidden_size, config.hidden_size)
+        self.value = _linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         batch, length = hidden.shape[:2]
@@ -226,7 +240,7 @@ class _Output(nn.Module):
 
     def __init__(self, width_in: int, width_out: int, eps: float) -> None:
         super().__init__()
-        self.dense = nn.Linear(width_in, width_out)
+        self.dense = _linear(width_in, width_out)
         self.LayerNorm = nn.LayerNorm(width_out, eps=eps)
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
