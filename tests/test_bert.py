@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from st_cli import bert
+from st_cli import bert, layout
 from st_cli.modules.transformer import Transformer, inference_only
 
 
@@ -95,11 +95,15 @@ TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("folder", ["tiny", "minilm"])
-def test_tokenizer_gives_transformers_ids(tiny_bert_dir: Path, folder: str) -> None:
+@pytest.mark.parametrize("folder", ["tiny", "tiny-portable", "minilm"])
+def test_tokenizer_gives_transformers_ids(tiny_bert_dir: Path, tmp_path: Path, folder: str) -> None:
     from transformers import AutoTokenizer
 
-    path = tiny_bert_dir if folder == "tiny" else _minilm()
+    path = tiny_bert_dir if folder.startswith("tiny") else _minilm()
+    if folder == "tiny-portable":  # the class name st's portable folders write
+        path = shutil.copytree(path, tmp_path / "tiny")
+        layout.make_tokenizer_config_portable(path)
+        assert json.loads((path / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     ours, theirs = bert.load_tokenizer(path), AutoTokenizer.from_pretrained(str(path))
     assert ours is not None
     assert (ours.model_max_length, ours.pad_token_id) == (theirs.model_max_length, theirs.pad_token_id)

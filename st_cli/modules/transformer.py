@@ -49,8 +49,8 @@ class Transformer(InputModule):
         if not any((folder / name).is_file() for name in layout.TOKENIZER_FILES):
             # transformers would build a 5-token toy tokenizer, and different words would get identical vectors.
             raise ModelFolderError(f"{folder}: no tokenizer files ({', '.join(layout.TOKENIZER_FILES[:3])}, …)")
-        light = _INFERENCE_ONLY.get() and not do_lower_case
-        self.tokenizer = _load_tokenizer(folder, light=light)
+        light = _INFERENCE_ONLY.get()
+        self.tokenizer = _load_tokenizer(folder, light=light and not do_lower_case)
         self.folder = folder
         self.auto_model = _load_model(folder, light=light)
         self.auto_model.eval()
