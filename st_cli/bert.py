@@ -227,6 +227,8 @@ class _SelfAttention(nn.Module):
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         batch, length = hidden.shape[:2]
         shape = (batch, length, -1, self.head_size)
+        if torch.is_autocast_enabled(hidden.device.type):  # cast once for the three projections, not thrice
+            hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))
         query, key, value = (proj(hidden).view(shape).transpose(1, 2) for proj in (self.query, self.key, self.value))
         out = nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, dropout_p=0.0, scale=self.head_size**-0.5, is_causal=False
