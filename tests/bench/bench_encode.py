@@ -117,8 +117,10 @@ def speed_worker(kind: str, src: str, out_dir: str) -> None:
     else:
         from st_cli import load_model
         from st_cli.encode import encode_file
+        from st_cli.modules.transformer import inference_only
 
-        model = load_model(model_dir)
+        with inference_only():  # as `st encode` loads it: st_cli/bert.py for this BERT
+            model = load_model(model_dir)
         encode_file(src, Path(out_dir) / "warm.npy", model=model, force=True)
     print("ready", flush=True)
     for line in sys.stdin:
