@@ -1,4 +1,8 @@
-"""Transformer: a Hugging Face AutoModel with its fast tokenizer; texts in, token embeddings out."""
+"""Transformer: a Hugging Face AutoModel with its fast tokenizer; texts in, token embeddings out.
+
+Loaded by `st encode` (`inference_only`), a BERT folder runs on st_cli/bert.py instead, which gives
+the same vectors without importing transformers; `full_model()` swaps transformers' back in.
+"""
 
 from __future__ import annotations
 
