@@ -279,14 +279,15 @@ def embed_records(model: Model, texts: list[str], options: EncodeOptions, plan: 
     import torch
 
     from st_cli.batching import prepare_window
-    from st_cli.encode import _embed_batch
+    from st_cli.encode import _embed_batch, reduced_linears
     from st_cli.inputs import Record
 
     window = prepare_window(model, 0, [Record("", i + 1, t) for i, t in enumerate(texts)], plan)
     if not window.batches:
         dim = model.get_sentence_embedding_dimension() or 0
         return np.empty((0, options.truncate_dim or dim), np.float32)
-    outputs = [_embed_batch(model, batch, options) for batch in window.batches]
+    with reduced_linears(model, options.dtype):
+        outputs = [_embed_batch(model, batch, options) for batch in window.batches]
     rows = model.finish(torch.cat(outputs), normalize=options.normalize, truncate_dim=options.truncate_dim)
     block = np.empty(rows.shape, np.float32)
     block[np.concatenate([batch.indices for batch in window.batches])] = rows

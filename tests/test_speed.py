@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,19 @@ def test_bfloat16_stays_close_to_float32(tiny_folder, lines, tmp_path):
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert b.dtype == np.float32 and cos.min() > 0.99
     assert not np.array_equal(a, b)  # it did run in bfloat16
+
+
+def test_bfloat16_linears_cast_once_match_autocast_and_are_put_back(tiny_folder, lines, tmp_path, monkeypatch):
+    from st_cli import encode as encode_module
+    from st_cli.model import load_model
+
+    model = load_model(str(tiny_folder))
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    encode_file(lines, tmp_path / "once.npy", model=model, threads=1, dtype="bfloat16")
+    assert all(v.dtype == torch.float32 and torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    monkeypatch.setattr(encode_module, "reduced_linears", lambda model, dtype: contextlib.nullcontext())
+    encode_file(lines, tmp_path / "autocast.npy", model=model, threads=1, dtype="bfloat16")
+    np.testing.assert_array_equal(np.load(tmp_path / "once.npy"), np.load(tmp_path / "autocast.npy"))
 
 
 def test_a_bad_input_is_reported_even_when_the_model_fails_to_load(tmp_path):

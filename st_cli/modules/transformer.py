@@ -1,7 +1,14 @@
-"""Transformer: a Hugging Face AutoModel with its fast tokenizer; texts in, token embeddings out."""
+"""Transformer: a Hugging Face AutoModel with its fast tokenizer; texts in, token embeddings out.
+
+Loaded by `st encode` (`inference_only`), a BERT folder runs on st_cli/bert.py instead, which gives
+the same vectors without importing transformers; `full_model()` swaps transformers' back in.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +23,20 @@ from st_cli.types import SPECS, hidden_size
 # Inputs the HF model is called with, when the tokenizer produced them (as ST does).
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
+# True while a model loads only to run (`st encode`): a BERT folder may then run on st_cli.bert,
+# without the import of transformers' modeling code (longer than torch's own, see bert.py).
+_INFERENCE_ONLY = contextvars.ContextVar("st_inference_only", default=False)
+
+
+@contextlib.contextmanager
+def inference_only() -> Iterator[None]:
+    """Transformers loaded inside run BERT folders on st_cli.bert; `full_model()` gives transformers' model."""
+    token = _INFERENCE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _INFERENCE_ONLY.reset(token)
+
 
 @register(SPECS["Transformer"])
 class Transformer(InputModule):
@@ -26,23 +47,16 @@ class Transformer(InputModule):
     def __init__(
         self, model: str, max_seq_length: int | None = None, do_lower_case: bool = False, revision: str | None = None
     ) -> None:
-        from transformers import AutoTokenizer
-
         super().__init__()
         folder = hub.resolve_model(model, revision=revision)
         self.source = str(model)
         if not any((folder / name).is_file() for name in layout.TOKENIZER_FILES):
             # transformers would build a 5-token toy tokenizer, and different words would get identical vectors.
             raise ModelFolderError(f"{folder}: no tokenizer files ({', '.join(layout.TOKENIZER_FILES[:3])}, …)")
-        # Never transformers' auto_map code: left unset, transformers asks on stdin and runs it on "y" (DESIGN §7).
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, trust_remote_code=False)
-        except _LOAD_ERRORS as e:
-            where = folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder
-            raise ModelFolderError(f"{where}: cannot load the tokenizer: {first_line(e)}") from None
-        if not self.tokenizer.is_fast:
-            raise ModelFolderError(f"{folder}: st needs a fast tokenizer (tokenizer.json)")
-        self.auto_model = _load_auto_model(folder)
+        light = _INFERENCE_ONLY.get()
+        self.tokenizer = _load_tokenizer(folder, light=light and not do_lower_case)
+        self.folder = folder
+        self.auto_model = _load_model(folder, light=light)
         self.auto_model.eval()
         self.max_seq_length = max_seq_length or _default_max_seq_length(folder, self.tokenizer, self.auto_model.config)
         _check_max_seq_length(self.max_seq_length, self.auto_model.config, folder)
@@ -89,7 +103,23 @@ class Transformer(InputModule):
 
     def output_all_layers(self) -> None:
         # Saved in config.json, which is how every ST version knows to give them too.
-        self.auto_model.config.output_hidden_states = True
+        self.full_model().config.output_hidden_states = True
+
+    def full_model(self) -> Any:
+        """transformers' model and tokenizer, in place of st_cli.bert's (same weights, same ids) where an
+        encode loaded those; returns the model."""
+        from st_cli import bert
+
+        if isinstance(self.tokenizer, bert.FastTokenizer):
+            self.tokenizer = _load_tokenizer(self.folder, light=False)
+            self.tokenizer.model_max_length = self.max_seq_length
+        if isinstance(self.auto_model, bert.BertEncoder):
+            light = self.auto_model
+            full = _load_auto_model(self.folder)
+            full.load_state_dict(light.state_dict(), strict=False)  # the pooler keeps the folder's weights
+            device = light.embeddings.word_embeddings.weight.device
+            self.auto_model = full.to(device).train(light.training)
+        return self.auto_model
 
     def get_max_seq_length(self) -> int | None:
         return self.max_seq_length
@@ -107,7 +137,8 @@ class Transformer(InputModule):
     def save(self, output_path: str, *args: Any, format: layout.Format = "portable", **kwargs: Any) -> None:
         folder = Path(output_path)
         folder.mkdir(parents=True, exist_ok=True)
-        self.auto_model.save_pretrained(str(folder))
+        self.full_model().save_pretrained(str(folder))
+        self.full_model()
         self.tokenizer.save_pretrained(str(folder))
         layout.write_module_config(folder, self.spec, self.get_config_dict(), format)
         if format == "portable":
@@ -133,6 +164,38 @@ _LOAD_ERRORS = (
     OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, EOFError, RecursionError, OverflowError,
     StrictDataclassError,
 )  # fmt: skip
+
+
+def _load_tokenizer(folder: Path, *, light: bool) -> Any:
+    """st_cli.bert's tokenizer where `light` and it gives exactly transformers' ids, else transformers' fast one."""
+    if light:
+        from st_cli import bert
+
+        light_one = bert.load_tokenizer(folder)
+        if light_one is not None:
+            return light_one
+    from transformers import AutoTokenizer
+
+    # Never transformers' auto_map code: left unset, transformers asks on stdin and runs it on "y" (DESIGN §7).
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, trust_remote_code=False)
+    except _LOAD_ERRORS as e:
+        where = folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder
+        raise ModelFolderError(f"{where}: cannot load the tokenizer: {first_line(e)}") from None
+    if not tokenizer.is_fast:
+        raise ModelFolderError(f"{folder}: st needs a fast tokenizer (tokenizer.json)")
+    return tokenizer
+
+
+def _load_model(folder: Path, *, light: bool) -> Any:
+    """st_cli.bert's encoder where `light` and it covers the folder exactly, else transformers' AutoModel."""
+    if light:
+        from st_cli import bert
+
+        model = bert.load(folder)
+        if model is not None:
+            return model
+    return _load_auto_model(folder)
 
 
 def _load_auto_model(folder: Path) -> Any:
