@@ -190,7 +190,7 @@ class EncodeSummary:
     padded_tokens: int = 0  # tokens the model ran, padding included
     seconds: float = 0.0  # encoding, from the loaded model to the renamed output
     load_seconds: float = 0.0  # reading the inputs once and loading the model
-    threads: int = 0  # torch threads the batches ran with (st's policy unless --threads)
+    threads: int = 0  # threads the batches ran with (torch: st's policy unless --threads; static: the pool)
     side_files: list[Path] = dataclasses.field(default_factory=list)
     resumed_rows: int = 0  # rows a killed run had finished (--resume): not encoded again
     shard: ShardInfo | None = None  # what --shard I/N wrote to OUTPUT.shard.json
@@ -350,13 +350,13 @@ def _encode_static_stream(
     after_window: Callable[[int], None] | None = None,
 ) -> int:
     """A static model's rows, a window at a time, in numpy: no padding, so no sorting by length either;
-    the next window is tokenized while this one is averaged and written.
+    chunks of the window and the next one run on `summary.threads` threads while this one is written.
 
     `done` rows were written by an earlier run (--resume); windows count on from there.
     """
     chunks = chunked(records, options.window, start=done)
     windows_of_texts = ((start, [r.text for r in chunk]) for start, chunk in chunks)
-    for start, embeddings in encoder.embed_batches(windows_of_texts, prompt):
+    for start, embeddings in encoder.embed_batches(windows_of_texts, prompt, workers=summary.threads):
         sink.write(start, encoder.finish(embeddings, normalize=options.normalize, truncate_dim=options.truncate_dim))
         done += len(embeddings)
         if progress is not None:
@@ -564,7 +564,9 @@ def encode(
             )
             if "lines" in side:
                 temps["lines"] = fsio.temp_file(side["lines"])
-            torch_threads = contextlib.nullcontext(1) if fast else threads.thread_count(options.threads)
+            # A static folder's pool of numpy threads: --threads, else every CPU this process may use.
+            static_threads = options.threads or threads.usable_cpus()
+            torch_threads = contextlib.nullcontext(static_threads) if fast else threads.thread_count(options.threads)
             with torch_threads as summary.threads, contextlib.ExitStack() as stack:
                 read_again = Tally()
                 every = tallied(iter_records(sources, read, skip_empty=False), read_again)

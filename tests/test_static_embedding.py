@@ -91,6 +91,38 @@ def test_model2vec_folder_matches_sentence_transformers(m2v_dir: Path) -> None:
     _close(fast.encode(COMPARE_TEXTS), ours)
 
 
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_worker_pool_gives_one_call_s_rows_in_order(
+    m2v_dir: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Batches of any size (empty ones too) cut into chunks on a pool of threads: the rows of one embed()
+    call, bit for bit and in input order; batches are read only a little ahead; tokenizers' own thread pool
+    is off while several of ours run, and the environment is as it was afterwards."""
+    monkeypatch.setattr(static, "CHUNK", 5)
+    monkeypatch.delenv(static.TOKENIZERS_PARALLELISM, raising=False)
+    fast = static.static_encoder(m2v_dir)
+    assert fast is not None
+    texts = COMPARE_TEXTS * 2
+    whole = fast.embed(texts)
+    cuts = [0, 0, 1, 13, 13, 20, 33, len(texts)]  # batches of 0, 1, 12, 0, 7, 13 and 31 texts
+    batches = [(i, texts[a:b]) for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False))]
+    read: list[int] = []
+    switch: list[str | None] = []
+    keys, parts = [], []
+    for key, rows in fast.embed_batches(((read.append(k), (k, t))[1] for k, t in batches), workers=workers):
+        assert len(read) - key <= 1 + workers  # batches read ahead of the one handed out: bounded
+        keys.append(key)
+        parts.append(rows)
+        switch.append(os.environ.get(static.TOKENIZERS_PARALLELISM))
+    assert keys == list(range(len(batches)))
+    assert [len(p) for p in parts] == [b - a for a, b in zip(cuts, cuts[1:], strict=False)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert switch == [None if workers == 1 else "false"] * len(batches)
+    assert static.TOKENIZERS_PARALLELISM not in os.environ
+    monkeypatch.setenv(static.TOKENIZERS_PARALLELISM, "true")  # the user's choice is kept
+    assert all(os.environ[static.TOKENIZERS_PARALLELISM] == "true" for _ in fast.embed_batches(batches[2:4]))
+
 def test_model2vec_folder_float16_weights_keep_their_dtype(tmp_path: Path, tiny_bert_dir: Path) -> None:
     folder = model2vec_folder(tmp_path / "m", tiny_bert_dir / "tokenizer.json", "float16", normalize=False)
     model = st_cli.load_model(folder)
