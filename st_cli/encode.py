@@ -53,6 +53,7 @@ from st_cli.inputs import (
 from st_cli.journal import Journal, JournalBusy
 from st_cli.outputs import OUTPUT_SUFFIXES, PRECISIONS, Sink, side_paths
 from st_cli.shards import (
+    VERSIONED,
     ShardInfo,
     ShardPlan,
     differences,
@@ -683,7 +684,9 @@ def _fingerprint(
         "device": options.device,
         "dtype": options.dtype,
     }
-    return fingerprint([s.path for s in sources], [s.name for s in sources], _model_digests(model, model_name), chosen)
+    versioned = static.VERSIONED if isinstance(model, static.StaticEncoder) else VERSIONED
+    names = [s.name for s in sources]
+    return fingerprint([s.path for s in sources], names, _model_digests(model, model_name), chosen, versioned)
 
 
 def _model_digests(model: Encoder, name: str) -> dict[str, str]:

@@ -33,6 +33,8 @@ _NORM_EPS = 1e-12  # torch.nn.functional.normalize's
 # Texts per task of the worker pool: model2vec's batch. Small enough that a chunk's gathered rows stay
 # in cache (averaging 1,024 texts at a time costs 3/4 of the CPU time of 8,192 at a time).
 CHUNK = 1024
+# The packages that compute a static model's numbers (a job's fingerprint names their versions).
+VERSIONED = ("numpy", "tokenizers")
 # tokenizers' switch for its own (rayon) thread pool, read at every encode_batch call.
 TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
 K = TypeVar("K")

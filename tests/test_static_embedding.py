@@ -348,3 +348,21 @@ def test_pickled_weights_and_verify(tiny_bert_dir: Path, tmp_path: Path, built_s
     for folder in built_static.values():
         result = CliRunner().invoke(app, ["verify", str(folder)])
         assert result.exit_code == 0, result.output
+
+
+def test_static_shards_merge_to_a_plain_run_and_name_numpy_and_tokenizers(m2v_dir: Path, tmp_path: Path) -> None:
+    """A static folder's shards (3 threads, several windows in flight) merge to a plain run's bytes; the job
+    names the versions that compute the numbers (numpy, tokenizers), not torch's."""
+    from st_cli.encode import encode_file
+    from st_cli.shards import merge_shards, read_sidecar
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(t.replace("\n", " ") for t in COMPARE_TEXTS * 3) + "\n", encoding="utf-8")
+    single, merged = tmp_path / "single.npy", tmp_path / "merged.npy"
+    encode_file([src], single, model=str(m2v_dir), window=16, threads=1)
+    parts = [tmp_path / f"part{i}.npy" for i in range(3)]
+    for i, part in enumerate(parts):
+        encode_file([src], part, model=str(m2v_dir), window=16, shard=(i, 3), threads=3)
+    assert set(read_sidecar(parts[0]).fingerprint["versions"]) == {"st_cli", "numpy", "tokenizers"}
+    merge_shards(parts, merged)
+    assert merged.read_bytes() == single.read_bytes()
