@@ -71,7 +71,7 @@ class RowWriter(Protocol):
     def close(self) -> None: ...
 
 
-class MappedWriter:
+class InPlaceWriter:
     """A fixed-size file whose data region (rows × width) is filled in place, a block of rows at a time.
 
     Each write goes through the page cache (pwrite) and is made durable before it returns (fdatasync), so
@@ -161,11 +161,11 @@ class JsonlWriter:
 
 
 def _open_npy(path: Path, rows: int, width: int, dtype: np.dtype, metadata: dict[str, str]) -> RowWriter:
-    return MappedWriter(path, rows, width, dtype, npy_header(rows, width, dtype))
+    return InPlaceWriter(path, rows, width, dtype, npy_header(rows, width, dtype))
 
 
 def _open_safetensors(path: Path, rows: int, width: int, dtype: np.dtype, metadata: dict[str, str]) -> RowWriter:
-    return MappedWriter(path, rows, width, dtype, safetensors_header(rows, width, dtype, metadata))
+    return InPlaceWriter(path, rows, width, dtype, safetensors_header(rows, width, dtype, metadata))
 
 
 def _open_jsonl(path: Path, rows: int, width: int, dtype: np.dtype, metadata: dict[str, str]) -> RowWriter:
@@ -298,7 +298,7 @@ class Sink:
                 self.high = np.full(dim, -np.inf, np.float32)
                 # The final file is written at the end; reserve it now (its header grows by the ranges).
                 fsio.allocate(self.tmp, self._final_bytes() + _CALIBRATION_HEADER_BYTES * (dim + 8))
-                self.writer = MappedWriter(self.staging, rows, dim, np.dtype(np.float32), b"")
+                self.writer = InPlaceWriter(self.staging, rows, dim, np.dtype(np.float32), b"")
             else:
                 self.writer = self._open_final()
             if resume is not None:
