@@ -180,15 +180,16 @@ class StaticEncoder:
 
         Each batch is cut into chunks of CHUNK texts that run end to end (tokenize, then average) on a
         pool of `workers` threads (default: the CPUs this process may use), as model2vec does:
-        tokenizers and numpy release the GIL. Batches are read ahead until `workers` chunks wait
-        behind the oldest one, so memory is one batch and a few chunks, whatever the input's size.
+        tokenizers and numpy release the GIL, and tokenizers' own thread pool is off meanwhile.
+        Batches are read ahead until `workers` chunks wait behind the oldest one, so memory is one
+        batch and a few chunks, whatever the input's size.
         """
         workers = workers or threads.usable_cpus()
         pool = ThreadPoolExecutor(workers, thread_name_prefix="st-static")
         pending: collections.deque[tuple[K, list[Future[np.ndarray]]]] = collections.deque()
         ahead = 0  # chunks submitted behind the oldest pending batch
         try:
-            with _tokenizers_serial(workers > 1):
+            with _tokenizers_serial():
                 for key, texts in batches:
                     starts = range(0, max(len(texts), 1), CHUNK)  # an empty batch is one empty chunk
                     chunks = [pool.submit(self.embed, texts[i : i + CHUNK], prompt) for i in starts]
@@ -246,10 +247,11 @@ def _joined(batch: tuple[K, list[Future[np.ndarray]]]) -> tuple[K, np.ndarray]:
 
 
 @contextlib.contextmanager
-def _tokenizers_serial(serial: bool) -> Iterator[None]:
-    """tokenizers' own thread pool off while ours runs (several pools on the same CPUs only fight; it
-    reads the variable at each call), then the environment as it was. A value the user set is kept."""
-    if not serial or TOKENIZERS_PARALLELISM in os.environ:
+def _tokenizers_serial() -> Iterator[None]:
+    """tokenizers' own thread pool off while ours runs (two pools on the same CPUs only fight, and
+    --threads 1 means one CPU), then the environment as it was; tokenizers reads the variable at each
+    call. A value the user set is kept."""
+    if TOKENIZERS_PARALLELISM in os.environ:
         yield
         return
     os.environ[TOKENIZERS_PARALLELISM] = "false"
