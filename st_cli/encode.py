@@ -357,9 +357,10 @@ def _encode_static_stream(
     """
     chunks = chunked(records, options.window, start=done)
     windows_of_texts = ((start, [r.text for r in chunk]) for start, chunk in chunks)
-    for start, embeddings in encoder.embed_batches(windows_of_texts, prompt, workers=summary.threads):
-        sink.write(start, encoder.finish(embeddings, normalize=options.normalize, truncate_dim=options.truncate_dim))
-        done += len(embeddings)
+    for _, parts in encoder.embed_chunks(windows_of_texts, prompt, workers=summary.threads):
+        for part in parts:  # written as they come: joining a window's chunks would cost a copy
+            sink.write(done, encoder.finish(part, normalize=options.normalize, truncate_dim=options.truncate_dim))
+            done += len(part)
         if progress is not None:
             progress(done, summary.rows, summary.tokens)
         if after_window is not None:

@@ -176,7 +176,15 @@ class StaticEncoder:
     def embed_batches(
         self, batches: Iterable[tuple[K, Sequence[str]]], prompt: str = "", workers: int | None = None
     ) -> Iterator[tuple[K, np.ndarray]]:
-        """embed() of each (key, texts) batch, yielded in order; `batches` is read in this thread.
+        """embed() of each (key, texts) batch, yielded in order; see embed_chunks."""
+        for key, parts in self.embed_chunks(batches, prompt, workers):
+            yield key, parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def embed_chunks(
+        self, batches: Iterable[tuple[K, Sequence[str]]], prompt: str = "", workers: int | None = None
+    ) -> Iterator[tuple[K, list[np.ndarray]]]:
+        """embed() of each (key, texts) batch as its chunks' rows (joining them would cost a copy), in order;
+        `batches` is read in this thread.
 
         Each batch is cut into chunks of CHUNK texts that run end to end (tokenize, then average) on a
         pool of `workers` threads (default: the CPUs this process may use), as model2vec does:
@@ -197,9 +205,9 @@ class StaticEncoder:
                     ahead += len(chunks)
                     while len(pending) > 1 and ahead - len(pending[0][1]) >= workers:
                         ahead -= len(pending[0][1])
-                        yield _joined(pending.popleft())
+                        yield _results(pending.popleft())
                 while pending:
-                    yield _joined(pending.popleft())
+                    yield _results(pending.popleft())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -234,16 +242,15 @@ class StaticEncoder:
         items = [texts] if isinstance(texts, str) else list(texts)
         prefix = self.resolve_prompt(prompt, prompt_name)
         batches = ((i, items[i : i + batch_size]) for i in range(0, len(items), batch_size))
-        parts = [embeddings for _, embeddings in self.embed_batches(batches, prefix)]
+        parts = [part for _, chunks in self.embed_chunks(batches, prefix) for part in chunks]
         joined = np.concatenate(parts) if parts else np.zeros((0, self.table.shape[1]), self.table.dtype)
         result = self.finish(joined, normalize=normalize, truncate_dim=truncate_dim)
         return result[0] if isinstance(texts, str) else result
 
 
-def _joined(batch: tuple[K, list[Future[np.ndarray]]]) -> tuple[K, np.ndarray]:
+def _results(batch: tuple[K, list[Future[np.ndarray]]]) -> tuple[K, list[np.ndarray]]:
     key, chunks = batch
-    parts = [chunk.result() for chunk in chunks]
-    return key, parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return key, [chunk.result() for chunk in chunks]
 
 
 @contextlib.contextmanager
