@@ -31,7 +31,7 @@ MODEL2VEC_KEYS = ("embeddings", "mapping", "weights")  # what model2vec saves (m
 _FLOATS = (np.float16, np.float32, np.float64)
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's
 # Texts per task of the worker pool: model2vec's batch. Small enough that a chunk's gathered rows stay
-# in cache (averaging 1,024 texts at a time costs 3/4 of the CPU time of 8,192 at a time).
+# in cache (averaging 1,024 texts at a time costs about 4/5 of the CPU time of 8,192 at a time).
 CHUNK = 1024
 # The packages that compute a static model's numbers (a job's fingerprint names their versions).
 VERSIONED = ("numpy", "tokenizers")
