@@ -109,11 +109,15 @@ def mean_rows(table: np.ndarray, ids: np.ndarray, offsets: np.ndarray) -> np.nda
     counts = np.diff(np.append(offsets, len(ids)))
     wide = np.float64 if table.dtype == np.float64 else np.float32
     sums = np.zeros((len(offsets), table.shape[1]), wide)
-    present = np.flatnonzero(np.bincount(counts))  # the lengths there are (np.unique would import numpy.ma)
-    for length in present[present > 0]:
-        bags = np.flatnonzero(counts == length)
-        block = table[ids[offsets[bags, None] + np.arange(length)]]
-        sums[bags] = block.sum(axis=1, dtype=wide)
+    # Bags sorted by length, then one slice per length: ~110 lengths in 1,024 texts, so few numpy calls
+    # per length (np.unique would also import numpy.ma: 15 ms of start-up).
+    order = np.argsort(counts, kind="stable")
+    lengths = counts[order]
+    edges = [0, *(np.flatnonzero(np.diff(lengths)) + 1).tolist(), len(order)] if len(order) else []
+    for start, end in itertools.pairwise(edges):
+        bags, length = order[start:end], int(lengths[start])
+        if length:
+            sums[bags] = table[ids[offsets[bags, None] + np.arange(length)]].sum(axis=1, dtype=wide)
     divisor: np.ndarray = np.maximum(counts, 1)[:, None].astype(wide)
     if table.dtype == np.float16:
         return np.divide(sums.astype(np.float16).astype(np.float32), divisor).astype(np.float16)
