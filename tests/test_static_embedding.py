@@ -353,7 +353,7 @@ def test_pickled_weights_and_verify(tiny_bert_dir: Path, tmp_path: Path, built_s
 def test_static_shards_merge_to_a_plain_run_and_name_numpy_and_tokenizers(m2v_dir: Path, tmp_path: Path) -> None:
     """A static folder's shards (3 threads, several windows in flight) merge to a plain run's bytes; the job
     names the versions that compute the numbers (numpy, tokenizers), not torch's."""
-    from st_cli.encode import encode_file
+    from st_cli.encode import encode_file, job_of
     from st_cli.shards import merge_shards, read_sidecar
 
     src = tmp_path / "in.txt"
@@ -363,6 +363,9 @@ def test_static_shards_merge_to_a_plain_run_and_name_numpy_and_tokenizers(m2v_di
     parts = [tmp_path / f"part{i}.npy" for i in range(3)]
     for i, part in enumerate(parts):
         encode_file([src], part, model=str(m2v_dir), window=16, shard=(i, 3), threads=3)
-    assert set(read_sidecar(parts[0]).fingerprint["versions"]) == {"st_cli", "numpy", "tokenizers"}
+    recorded = read_sidecar(parts[0])
+    assert set(recorded.fingerprint["versions"]) == {"st_cli", "numpy", "tokenizers"}
+    # the folder hashed while it loaded is the job Ray's workers compute from the loaded encoder
+    assert job_of([src], static.static_encoder(m2v_dir), str(m2v_dir), window=16) == recorded.job  # type: ignore[arg-type]
     merge_shards(parts, merged)
     assert merged.read_bytes() == single.read_bytes()
