@@ -365,7 +365,12 @@ def encode(
     ] = "auto",
     threads: Annotated[
         int | None,
-        typer.Option("--threads", min=1, help="torch threads (default: the CPUs other processes leave free)."),
+        typer.Option(
+            "--threads",
+            min=1,
+            help="torch threads (default: the CPUs other processes leave free); a static model's numpy "
+            "threads (default: every CPU st may use).",
+        ),
     ] = None,
     window: Annotated[
         int,

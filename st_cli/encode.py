@@ -53,6 +53,7 @@ from st_cli.inputs import (
 from st_cli.journal import Journal, JournalBusy
 from st_cli.outputs import OUTPUT_SUFFIXES, PRECISIONS, Sink, side_paths
 from st_cli.shards import (
+    VERSIONED,
     ShardInfo,
     ShardPlan,
     differences,
@@ -190,7 +191,7 @@ class EncodeSummary:
     padded_tokens: int = 0  # tokens the model ran, padding included
     seconds: float = 0.0  # encoding, from the loaded model to the renamed output
     load_seconds: float = 0.0  # reading the inputs once and loading the model
-    threads: int = 0  # torch threads the batches ran with (st's policy unless --threads)
+    threads: int = 0  # threads the batches ran with (torch: st's policy unless --threads; static: the pool)
     side_files: list[Path] = dataclasses.field(default_factory=list)
     resumed_rows: int = 0  # rows a killed run had finished (--resume): not encoded again
     shard: ShardInfo | None = None  # what --shard I/N wrote to OUTPUT.shard.json
@@ -394,15 +395,16 @@ def _encode_static_stream(
     after_window: Callable[[int], None] | None = None,
 ) -> int:
     """A static model's rows, a window at a time, in numpy: no padding, so no sorting by length either;
-    the next window is tokenized while this one is averaged and written.
+    chunks of the window and the next one run on `summary.threads` threads while this one is written.
 
     `done` rows were written by an earlier run (--resume); windows count on from there.
     """
     chunks = chunked(records, options.window, start=done)
     windows_of_texts = ((start, [r.text for r in chunk]) for start, chunk in chunks)
-    for start, embeddings in encoder.embed_batches(windows_of_texts, prompt):
-        sink.write(start, encoder.finish(embeddings, normalize=options.normalize, truncate_dim=options.truncate_dim))
-        done += len(embeddings)
+    for _, parts in encoder.embed_chunks(windows_of_texts, prompt, workers=summary.threads):
+        for part in parts:  # written as they come: joining a window's chunks would cost a copy
+            sink.write(done, encoder.finish(part, normalize=options.normalize, truncate_dim=options.truncate_dim))
+            done += len(part)
         if progress is not None:
             progress(done, summary.rows, summary.tokens)
         if after_window is not None:
@@ -438,23 +440,31 @@ def _load_while_counting(
     model: Encoder | str | os.PathLike[str] | None,
     options: EncodeOptions,
     sources: Sequence[Source],
-) -> tuple[Encoder, str, Tally]:
+    *,
+    hash_folder: bool = False,
+) -> tuple[Encoder, str, Tally, dict[str, str] | None]:
     """Count (and check) the inputs in a thread while torch and the model load: the costs overlap.
+    With `hash_folder`, a model given as a local folder is hashed for the job's fingerprint meanwhile
+    too (else the fourth item is None and `_fingerprint` hashes the model).
 
-    Reading releases the GIL on I/O and importing torch spends most of its time in C, so on two
-    cores the counting pass of a large input comes almost for free. A bad input is the error
-    reported even when the model fails to load too, as when counting came first.
+    Reading and hashing release the GIL and importing torch spends most of its time in C, so on two
+    cores the counting pass of a large input comes almost for free (and the 30 ms of hashing a static
+    model's table). A bad input is the error reported even when the model fails to load too, as when
+    counting came first.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(1, thread_name_prefix="st-count") as pool:
+    folder = Path(model).expanduser() if hash_folder and isinstance(model, (str, os.PathLike)) else None
+    root = folder if folder is not None and folder.is_dir() else None  # what hub.find_local gives it, no Hub id
+    with ThreadPoolExecutor(2, thread_name_prefix="st-count") as pool:
         counting = pool.submit(count_records, sources, options.read)
+        hashing = pool.submit(layout.file_digests, root) if root is not None else None
         try:
             encoder, name = _load(model, options)
         except BaseException:
             counting.result()
             raise
-        return encoder, name, counting.result()
+        return encoder, name, counting.result(), hashing.result() if hashing is not None else None
 
 
 def _claim_outputs(targets: Sequence[Path], inputs: Sequence[str | os.PathLike[str]], force: bool) -> list[fsio.Claim]:
@@ -567,7 +577,9 @@ def encode(
     claims = dict(zip(names, claimed, strict=True))
     read = options.read
     with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
-        encoder, loaded_name, counted = _load_while_counting(model, options, sources)
+        # The folder hashed while it loads is the one the fingerprint names: the model as given.
+        hash_early = not from_stdin and model_name is None
+        encoder, loaded_name, counted, digests = _load_while_counting(model, options, sources, hash_folder=hash_early)
         model_name = model_name or loaded_name
         options, plan = prepare_job(encoder, options)
         prompt, fast, device = plan.prompt, isinstance(encoder, static.StaticEncoder), options.device
@@ -579,7 +591,7 @@ def encode(
         part = plan_shard(total, options.window, shard)
         summary = EncodeSummary(target, part.rows, _embedding_dim(encoder, options.truncate_dim), stored)
         summary.skipped_empty = counted.empty if options.skip_empty else 0
-        fp = None if from_stdin else _fingerprint(sources, encoder, model_name, options, plan)
+        fp = None if from_stdin else _fingerprint(sources, encoder, model_name, options, plan, digests)
         if finished and fp is not None and (intact := _finished_shard(target, fp, options.force)) is not None:
             summary.shard, summary.resumed_rows = intact, intact.rows
             summary.side_files = [*side.values(), *last.values()]
@@ -610,7 +622,9 @@ def encode(
             )
             if "lines" in side:
                 temps["lines"] = fsio.temp_file(side["lines"])
-            torch_threads = contextlib.nullcontext(1) if fast else threads.thread_count(options.threads)
+            # A static folder's pool of numpy threads: --threads, else every CPU this process may use.
+            static_threads = options.threads or threads.usable_cpus()
+            torch_threads = contextlib.nullcontext(static_threads) if fast else threads.thread_count(options.threads)
             with torch_threads as summary.threads, contextlib.ExitStack() as stack:
                 read_again = Tally()
                 every = tallied(iter_records(sources, read, skip_empty=False), read_again)
@@ -707,9 +721,15 @@ def _journaling(journal: Journal | None, sink: Sink) -> Callable[[int], None] | 
 
 
 def _fingerprint(
-    sources: Sequence[Source], model: Encoder, model_name: str, options: EncodeOptions, plan: BatchPlan
+    sources: Sequence[Source],
+    model: Encoder,
+    model_name: str,
+    options: EncodeOptions,
+    plan: BatchPlan,
+    digests: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The job: these inputs, this model, every option that changes the output (after device defaults)."""
+    """The job: these inputs, this model (`digests`: its folder's, if already hashed), every option that
+    changes the output (after device defaults)."""
     chosen = {
         "field": options.field,
         "column": options.column,
@@ -727,7 +747,11 @@ def _fingerprint(
         "device": options.device,
         "dtype": options.dtype,
     }
-    return fingerprint([s.path for s in sources], [s.name for s in sources], _model_digests(model, model_name), chosen)
+    versioned = static.VERSIONED if isinstance(model, static.StaticEncoder) else VERSIONED
+    names = [s.name for s in sources]
+    if digests is None:
+        digests = _model_digests(model, model_name)
+    return fingerprint([s.path for s in sources], names, digests, chosen, versioned)
 
 
 def _model_digests(model: Encoder, name: str) -> dict[str, str]:

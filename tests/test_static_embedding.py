@@ -91,6 +91,38 @@ def test_model2vec_folder_matches_sentence_transformers(m2v_dir: Path) -> None:
     _close(fast.encode(COMPARE_TEXTS), ours)
 
 
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_worker_pool_gives_one_call_s_rows_in_order(
+    m2v_dir: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Batches of any size (empty ones too) cut into chunks on a pool of threads: the rows of one embed()
+    call, bit for bit and in input order; batches are read only a little ahead; tokenizers' own thread pool
+    is off while ours runs, and the environment is as it was afterwards."""
+    monkeypatch.setattr(static, "CHUNK", 5)
+    monkeypatch.delenv(static.TOKENIZERS_PARALLELISM, raising=False)
+    fast = static.static_encoder(m2v_dir)
+    assert fast is not None
+    texts = COMPARE_TEXTS * 2
+    whole = fast.embed(texts)
+    cuts = [0, 0, 1, 13, 13, 20, 33, len(texts)]  # batches of 0, 1, 12, 0, 7, 13 and 31 texts
+    batches = [(i, texts[a:b]) for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False))]
+    read: list[int] = []
+    switch: list[str | None] = []
+    keys, parts = [], []
+    for key, rows in fast.embed_batches(((read.append(k), (k, t))[1] for k, t in batches), workers=workers):
+        assert len(read) - key <= 1 + workers  # batches read ahead of the one handed out: bounded
+        keys.append(key)
+        parts.append(rows)
+        switch.append(os.environ.get(static.TOKENIZERS_PARALLELISM))
+    assert keys == list(range(len(batches)))
+    assert [len(p) for p in parts] == [b - a for a, b in zip(cuts, cuts[1:], strict=False)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert switch == ["false"] * len(batches)
+    assert static.TOKENIZERS_PARALLELISM not in os.environ
+    monkeypatch.setenv(static.TOKENIZERS_PARALLELISM, "true")  # the user's choice is kept
+    assert all(os.environ[static.TOKENIZERS_PARALLELISM] == "true" for _ in fast.embed_batches(batches[2:4]))
+
 def test_model2vec_folder_float16_weights_keep_their_dtype(tmp_path: Path, tiny_bert_dir: Path) -> None:
     folder = model2vec_folder(tmp_path / "m", tiny_bert_dir / "tokenizer.json", "float16", normalize=False)
     model = st_cli.load_model(folder)
@@ -316,3 +348,24 @@ def test_pickled_weights_and_verify(tiny_bert_dir: Path, tmp_path: Path, built_s
     for folder in built_static.values():
         result = CliRunner().invoke(app, ["verify", str(folder)])
         assert result.exit_code == 0, result.output
+
+
+def test_static_shards_merge_to_a_plain_run_and_name_numpy_and_tokenizers(m2v_dir: Path, tmp_path: Path) -> None:
+    """A static folder's shards (3 threads, several windows in flight) merge to a plain run's bytes; the job
+    names the versions that compute the numbers (numpy, tokenizers), not torch's."""
+    from st_cli.encode import encode_file, job_of
+    from st_cli.shards import merge_shards, read_sidecar
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(t.replace("\n", " ") for t in COMPARE_TEXTS * 3) + "\n", encoding="utf-8")
+    single, merged = tmp_path / "single.npy", tmp_path / "merged.npy"
+    encode_file([src], single, model=str(m2v_dir), window=16, threads=1)
+    parts = [tmp_path / f"part{i}.npy" for i in range(3)]
+    for i, part in enumerate(parts):
+        encode_file([src], part, model=str(m2v_dir), window=16, shard=(i, 3), threads=3)
+    recorded = read_sidecar(parts[0])
+    assert set(recorded.fingerprint["versions"]) == {"st_cli", "numpy", "tokenizers"}
+    # the folder hashed while it loaded is the job Ray's workers compute from the loaded encoder
+    assert job_of([src], static.static_encoder(m2v_dir), str(m2v_dir), window=16) == recorded.job  # type: ignore[arg-type]
+    merge_shards(parts, merged)
+    assert merged.read_bytes() == single.read_bytes()
