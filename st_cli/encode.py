@@ -556,6 +556,7 @@ def encode(
     A run on files keeps a journal (journal.py), so a killed run can be continued with `resume`.
     """
     started = time.perf_counter()
+    threads.open_sample_window()  # what follows (checks, counting, loading) is the window it reads
     target = Path(output)
     if target.is_dir():
         raise StError(f"{target}: is a folder; give a file name ending in {', '.join(OUTPUT_SUFFIXES)}")

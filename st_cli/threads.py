@@ -32,7 +32,7 @@ WAIT_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Shortest window over which other processes' CPU use is measured (jiffies are 10 ms), and the
 # oldest sample still taken as the start of one (a library caller may come back hours later).
-MIN_SAMPLE_SECONDS = 0.2
+MIN_SAMPLE_SECONDS = 0.1
 MAX_SAMPLE_AGE = 3.0
 # A CPU counts as free when other processes left at least this much of it idle.
 FREE_SHARE = 0.5
@@ -127,8 +127,9 @@ def free_cpus(before: CpuSample, after: CpuSample, usable: int, cpus_sampled: in
 def default_threads() -> int:
     """The thread count st picks when the user did not: the usable CPUs other processes left free.
 
-    Measured from the previous sample (taken when st_cli was imported, or at the previous call) to
-    now, waiting for MIN_SAMPLE_SECONDS at most: a CLI run pays nothing, the model load is the window.
+    Measured from the previous sample (taken when st_cli was imported, when the job began, or at the
+    previous call) to now, waiting for MIN_SAMPLE_SECONDS at most: a CLI run pays nothing, the model
+    load is the window.
     """
     global _last_sample
     usable = usable_cpus()
@@ -145,6 +146,18 @@ def default_threads() -> int:
         return usable
     _last_sample = after
     return free_cpus(before, after, usable, len(_affinity()))
+
+
+def open_sample_window() -> None:
+    """Start measuring the neighbours' CPU use now, unless a recent sample already started it.
+
+    A job calls this first, so its own checks, counting and loading are the window default_threads()
+    reads, instead of a wait: a library caller encoding file after file with one loaded model would
+    otherwise wait MIN_SAMPLE_SECONDS per file.
+    """
+    global _last_sample
+    if _last_sample is None or time.monotonic() - _last_sample.at > MAX_SAMPLE_AGE:
+        _last_sample = sample_cpus()
 
 
 def user_chose_count(environ: dict[str, str] | None = None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,13 @@ def test_encode_json_reports_the_threads_it_ran_with(tiny_model_dir, tmp_path):
     assert runs["pinned"] == 1
     assert 1 <= runs["default"] <= len(os.sched_getaffinity(0))
     np.testing.assert_allclose(np.load(tmp_path / "pinned.npy"), np.load(tmp_path / "default.npy"), atol=1e-6)
+
+
+def test_a_job_opens_its_own_sampling_window_instead_of_waiting(monkeypatch):
+    stale = threads.CpuSample(time.monotonic() - 10 * threads.MAX_SAMPLE_AGE, 0, 0, 0)
+    monkeypatch.setattr(threads, "_last_sample", stale)
+    threads.open_sample_window()
+    opened = threads._last_sample
+    assert opened is not None and opened is not stale and time.monotonic() - opened.at < 1.0
+    threads.open_sample_window()  # a recent window is kept: the work since it began is what it measures
+    assert threads._last_sample is opened
