@@ -350,7 +350,11 @@ def encode(
     ] = "strict",
     max_batch_tokens: Annotated[
         int | None,
-        typer.Option("--max-batch-tokens", min=1, help="Padded tokens per batch (default: 512 on CPU, 16384 on CUDA)."),
+        typer.Option(
+            "--max-batch-tokens",
+            min=1,
+            help="Padded tokens per batch (default: 512 on CPU, 2048 for bfloat16 on CPU, 16384 on CUDA).",
+        ),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="At most this many texts per batch.", show_default=False)

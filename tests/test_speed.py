@@ -44,6 +44,12 @@ def test_device_defaults(device, dtype, budget, prefetch):
     assert (explicit.dtype, explicit.max_batch_tokens, explicit.prefetch) == ("float32", 64, False)
 
 
+def test_bfloat16_on_a_cpu_batches_more_tokens_unless_told():
+    assert EncodeOptions(dtype="bfloat16").for_device("cpu").max_batch_tokens == 2048
+    assert EncodeOptions(dtype="bfloat16", max_batch_tokens=300).for_device("cpu").max_batch_tokens == 300
+    assert EncodeOptions(dtype="bfloat16").for_device("cuda").max_batch_tokens == 16384
+
+
 def test_auto_dtype_on_cpu_is_exactly_float32(tiny_folder, lines, tmp_path):
     encode_file(lines, tmp_path / "auto.npy", model=tiny_folder, threads=1)
     encode_file(lines, tmp_path / "f32.npy", model=tiny_folder, threads=1, dtype="float32")
