@@ -30,6 +30,19 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
+def _with_default_signals(then: Callable[[], None] | None) -> Callable[[], None]:
+    """SIGINT and SIGHUP as a terminal's child has them: a test suite started in the background
+    (`&`, nohup) hands its children those signals ignored, and st rightly keeps them ignored."""
+
+    def child() -> None:
+        for signum in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        if then is not None:
+            then()
+
+    return child
+
+
 class Run:
     """`python -m st_cli ARGS` in a subprocess whose stderr we can wait on."""
 
@@ -56,7 +69,7 @@ class Run:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
-            preexec_fn=preexec_fn,  # noqa: PLW1509 - only setrlimit, before exec
+            preexec_fn=_with_default_signals(preexec_fn),  # noqa: PLW1509 - only signals and setrlimit, before exec
         )
         if stdin is not None:
             assert self.proc.stdin is not None
