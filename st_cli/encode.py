@@ -351,20 +351,6 @@ def _encode_stream(
     on a GPU the batches queue up without waiting for each other (truncation and normalization are
     row by row, so finishing them together changes nothing).
     """
-    with reduced_linears(model, options.dtype):
-        return _encode_windows(model, prepared, sink, options, summary, progress, done, after_window)
-
-
-def _encode_windows(
-    model: Model,
-    prepared: Iterable[Window],
-    sink: Sink,
-    options: EncodeOptions,
-    summary: EncodeSummary,
-    progress: ProgressFn | None,
-    done: int,
-    after_window: Callable[[int], None] | None,
-) -> int:
     import torch
 
     for win in prepared:
@@ -655,6 +641,7 @@ def encode(
                         after_window=after_window,
                     )
                 else:
+                    stack.enter_context(reduced_linears(encoder, options.dtype))
                     prepared = windows(encoder, todo, options.window, plan, start=summary.resumed_rows)
                     done = _encode_stream(
                         encoder,
