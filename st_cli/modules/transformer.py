@@ -137,8 +137,7 @@ class Transformer(InputModule):
     def save(self, output_path: str, *args: Any, format: layout.Format = "portable", **kwargs: Any) -> None:
         folder = Path(output_path)
         folder.mkdir(parents=True, exist_ok=True)
-        self.full_model().save_pretrained(str(folder))
-        self.full_model()
+        self.full_model().save_pretrained(str(folder))  # also puts transformers' tokenizer back, saved next
         self.tokenizer.save_pretrained(str(folder))
         layout.write_module_config(folder, self.spec, self.get_config_dict(), format)
         if format == "portable":
