@@ -239,6 +239,9 @@ class RayEncodeSummary:
     resumed_shards: int = 0  # shards that continued a part a dead actor left
     ray_start_seconds: float = 0.0  # importing Ray and starting (or joining) the cluster
     ray_stop_seconds: float = 0.0  # stopping the local cluster st started (0 for a joined one)
+    count_seconds: float = 0.0  # the driver reading and counting the inputs
+    worker_load_seconds: float = 0.0  # the slowest actor's start: importing st and torch, loading the model
+    shard_seconds: float = 0.0  # encoding the shards run this time, summed over the workers
     merge_seconds: float = 0.0  # joining the parts into the output
     seconds: float = 0.0  # counting, running the shards and merging: everything but Ray's start and stop
     address: str = "local"
@@ -261,6 +264,9 @@ class RayEncodeSummary:
             "address": self.address,
             "ray_start_seconds": round(self.ray_start_seconds, 3),
             "ray_stop_seconds": round(self.ray_stop_seconds, 3),
+            "count_seconds": round(self.count_seconds, 3),
+            "worker_load_seconds": round(self.worker_load_seconds, 3),
+            "shard_seconds": round(self.shard_seconds, 3),
             "merge_seconds": round(self.merge_seconds, 3),
             "seconds": round(self.seconds, 3),
             "texts_per_second": round(self.texts_per_second, 1),
@@ -354,7 +360,8 @@ class ShardWorker:
     """A Ray actor: loads the model once, then runs `st encode --shard I/N --resume` for each shard it gets.
 
     A shard whose part is already finished for this job (its `.shard.json` valid) is reported, not
-    run; a part a dead actor left half-written is continued from its journal.
+    run; a part a dead actor left half-written is continued from its journal. Each result says how
+    long the shard took to encode, and the first one an actor returns how long the actor took to load.
     """
 
     def __init__(
@@ -368,6 +375,7 @@ class ShardWorker:
         cwd: str,
         kill: str | None = None,
     ) -> None:
+        started = time.perf_counter()
         from st_cli.encode import EncodeOptions, _load
 
         # The driver's folder, where it exists here: a relative model name then finds the same folder,
@@ -379,6 +387,7 @@ class ShardWorker:
         self.model_name, self.inputs, self.options = model_name, inputs, options
         self.parts, self.shards, self.kill = Path(parts), shards, kill
         self.job: str | None = None
+        self.load_seconds = time.perf_counter() - started  # reported once, with the actor's first shard
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = [self.run_shard(int(index)) for index in batch["shard"]]
@@ -389,7 +398,8 @@ class ShardWorker:
         from st_cli.shards import finished_shard, sidecar_path
 
         part = part_path(self.parts, index, self.shards)
-        result = {"shard": index, "pid": os.getpid(), "skipped": False, "resumed": False}
+        result = {"shard": index, "pid": os.getpid(), "skipped": False, "resumed": False, "seconds": 0.0}
+        result["load_seconds"], self.load_seconds = self.load_seconds, 0.0
         if sidecar_path(part).is_file():  # a finished part, maybe of this job (the job costs a model hash)
             if self.job is None:
                 self.job = job_of(self.inputs, self.model, self.model_name, **self.options)
@@ -406,7 +416,7 @@ class ShardWorker:
             progress=self._killer(index),
             **self.options,
         )
-        return {**result, "rows": summary.rows, "resumed": summary.resumed_rows > 0}
+        return {**result, "rows": summary.rows, "resumed": summary.resumed_rows > 0, "seconds": summary.seconds}
 
     def _killer(self, index: int) -> Callable[[int, int, int], None] | None:
         """Test hook (KILL_ENV=MARKER[@SHARD]): die once, in the second window of a shard (the first is journaled)."""
@@ -603,6 +613,7 @@ def encode_files_ray(
     check_ray_installed()
     with resolved_inputs(items, None, spool_beside=target) as sources:
         tally = count_records(sources, opts.read)  # bad input is reported here, before Ray starts
+    counted = time.perf_counter() - started
     rows = tally.records - tally.empty if opts.skip_empty else tally.records
     if cpus_per_worker is None:
         cpus_per_worker = default_cpus_per_worker(address, workers, gpus_per_worker)
@@ -628,6 +639,7 @@ def encode_files_ray(
         }
         summary = RayEncodeSummary(target, rows, 0, opts.precision, count, 0, pool.workers, [])
         summary.ray_start_seconds, summary.address = ray_times.start_seconds, address or "local"
+        summary.count_seconds = counted
         paths = [part_path(parts, i, count) for i in range(count)]
         results = _run_shards(worker_args, list(range(count)), pool)
         running: dict[int, int] = dict.fromkeys(range(count), 0)  # rows the unfinished shards' journals had
@@ -638,6 +650,8 @@ def encode_files_ray(
                 finished, done_rows = finished + 1, done_rows + int(result["rows"])
                 summary.skipped_shards += bool(result["skipped"])
                 summary.resumed_shards += bool(result["resumed"])
+                summary.shard_seconds += float(result["seconds"])
+                summary.worker_load_seconds = max(summary.worker_load_seconds, float(result["load_seconds"]))
                 if not result["skipped"]:
                     summary.pids.append(int(result["pid"]))
             if progress is not None:  # a journal caught mid-rewrite reads as less: keep the most seen

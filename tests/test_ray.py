@@ -288,6 +288,10 @@ def test_cli_ray_safetensors_equals_st_encode(ray_cluster: str, tiny_bert_dir: P
     assert doc["rows"] == 100 - corpus.read_text().splitlines().count("")
     assert doc["address"] == ray_cluster and doc["skipped_shards"] == 0
     assert doc["shards"] == 4  # int8 calibrated and line numbers joined across shards
+    # Where the time went: the one actor's load (imports, model), its four shards' encoding, the count.
+    assert 0 < doc["worker_load_seconds"] < doc["seconds"]
+    assert 0 < doc["shard_seconds"] < doc["seconds"]
+    assert 0 <= doc["count_seconds"] < doc["seconds"]
     assert out.read_bytes() == single.read_bytes()
     lines = "single.safetensors.lines.txt", "ray.safetensors.lines.txt"
     assert corpus.with_name(lines[0]).read_text() == corpus.with_name(lines[1]).read_text()
