@@ -268,6 +268,7 @@ class RayEncodeSummary:
     ray_stop_seconds: float = 0.0  # stopping the local cluster st started (0 for a joined one)
     count_seconds: float = 0.0  # the driver reading and counting the inputs
     worker_load_seconds: float = 0.0  # the slowest actor's start: importing st and torch, loading the model
+    pool_start_seconds: float = 0.0  # handing the shards to Ray Data until the first actor could encode
     shard_seconds: float = 0.0  # encoding the shards run this time, summed over the workers
     merge_seconds: float = 0.0  # joining the parts into the output
     seconds: float = 0.0  # counting, running the shards and merging: everything but Ray's start and stop
@@ -276,6 +277,17 @@ class RayEncodeSummary:
     @property
     def texts_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def add_shard(self, result: Mapping[str, Any], handed_at: float) -> None:
+        """Count one shard's result row (ShardWorker.run_shard); `handed_at`: when the driver started the pool."""
+        self.skipped_shards += bool(result["skipped"])
+        self.resumed_shards += bool(result["resumed"])
+        self.shard_seconds += float(result["seconds"])
+        self.worker_load_seconds = max(self.worker_load_seconds, float(result["load_seconds"]))
+        ready = max(0.0, float(result["ready_at"]) - handed_at)
+        self.pool_start_seconds = min(self.pool_start_seconds, ready) if self.pool_start_seconds else ready
+        if not result["skipped"]:
+            self.pids.append(int(result["pid"]))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -293,6 +305,7 @@ class RayEncodeSummary:
             "ray_stop_seconds": round(self.ray_stop_seconds, 3),
             "count_seconds": round(self.count_seconds, 3),
             "worker_load_seconds": round(self.worker_load_seconds, 3),
+            "pool_start_seconds": round(self.pool_start_seconds, 3),
             "shard_seconds": round(self.shard_seconds, 3),
             "merge_seconds": round(self.merge_seconds, 3),
             "seconds": round(self.seconds, 3),
@@ -415,6 +428,7 @@ class ShardWorker:
         self.parts, self.shards, self.kill = Path(parts), shards, kill
         self.job: str | None = None
         self.load_seconds = time.perf_counter() - started  # reported once, with the actor's first shard
+        self.ready_at = time.time()  # wall clock: the driver compares it with its own (same machine, or synced clocks)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = [self.run_shard(int(index)) for index in batch["shard"]]
@@ -427,6 +441,7 @@ class ShardWorker:
         part = part_path(self.parts, index, self.shards)
         result = {"shard": index, "pid": os.getpid(), "skipped": False, "resumed": False, "seconds": 0.0}
         result["load_seconds"], self.load_seconds = self.load_seconds, 0.0
+        result["ready_at"] = self.ready_at
         if sidecar_path(part).is_file():  # a finished part, maybe of this job (the job costs a model hash)
             if self.job is None:
                 self.job = job_of(self.inputs, self.model, self.model_name, **self.options)
@@ -668,6 +683,7 @@ def encode_files_ray(
         summary.ray_start_seconds, summary.address = ray_times.start_seconds, address or "local"
         summary.count_seconds = counted
         paths = [part_path(parts, i, count) for i in range(count)]
+        handed_at = time.time()
         results = _run_shards(worker_args, list(range(count)), pool)
         running: dict[int, int] = dict.fromkeys(range(count), 0)  # rows the unfinished shards' journals had
         finished, done_rows = 0, 0
@@ -675,12 +691,7 @@ def encode_files_ray(
             if result is not None:
                 running.pop(int(result["shard"]), None)
                 finished, done_rows = finished + 1, done_rows + int(result["rows"])
-                summary.skipped_shards += bool(result["skipped"])
-                summary.resumed_shards += bool(result["resumed"])
-                summary.shard_seconds += float(result["seconds"])
-                summary.worker_load_seconds = max(summary.worker_load_seconds, float(result["load_seconds"]))
-                if not result["skipped"]:
-                    summary.pids.append(int(result["pid"]))
+                summary.add_shard(result, handed_at)
             if progress is not None:  # a journal caught mid-rewrite reads as less: keep the most seen
                 running = {i: max(seen, journal.rows_done(paths[i])) for i, seen in running.items()}
                 progress(finished, count, done_rows + sum(running.values()), rows)

@@ -292,6 +292,8 @@ def test_cli_ray_safetensors_equals_st_encode(ray_cluster: str, tiny_bert_dir: P
     assert 0 < doc["worker_load_seconds"] < doc["seconds"]
     assert 0 < doc["shard_seconds"] < doc["seconds"]
     assert 0 <= doc["count_seconds"] < doc["seconds"]
+    # The pool's start: Ray Data starting the actor's process, then the actor loading the model.
+    assert doc["worker_load_seconds"] - 0.05 < doc["pool_start_seconds"] < doc["seconds"]
     assert out.read_bytes() == single.read_bytes()
     lines = "single.safetensors.lines.txt", "ray.safetensors.lines.txt"
     assert corpus.with_name(lines[0]).read_text() == corpus.with_name(lines[1]).read_text()
