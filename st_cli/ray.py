@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import queue
+import signal
 import socket
 import threading
 import time
@@ -58,6 +59,13 @@ ACTOR_START_SECONDS = 300
 # 15) keeps its daemons responsive on shared clusters, but on one machine it hands every core to any
 # other process: with a CPU burner beside it, 800 lines took 37-62 s on the actor instead of 19 s.
 LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
+
+# Ray's autoscaler monitor, a child of the driver on a local cluster. ray.shutdown() stops the GCS
+# first and then sends the monitor SIGTERM, which its handler answers by reporting to the GCS that is
+# gone: it hangs until SIGKILL a second later, 1.0 s of the 1.1-1.4 s a stop took (and a local
+# cluster of fixed size has nothing to autoscale).
+AUTOSCALER_MONITOR = "ray/autoscaler/_private/monitor.py"
+PROC = Path("/proc")
 
 # How often the progress bar reads the running shards' journals (rows done inside a shard).
 PROGRESS_SECONDS = 1.0
@@ -132,8 +140,27 @@ def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterato
         yield times
     finally:
         stopping = time.perf_counter()
+        if address is None:
+            end_autoscaler_monitor(os.getpid())
         ray.shutdown()
         times.stop_seconds = time.perf_counter() - stopping
+
+
+def end_autoscaler_monitor(driver: int, proc: Path = PROC) -> None:
+    """SIGKILL the autoscaler monitor a local cluster started as `driver`'s child: what ray.shutdown() ends with anyway.
+
+    Found by its script in /proc (nothing where there is no /proc, or where Ray moved the script:
+    then the stop just takes its second longer). ray.shutdown() then reaps it.
+    """
+    for entry in proc.glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        if parent == driver and any(arg.endswith(AUTOSCALER_MONITOR) for arg in args):
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def check_reachable(address: str, seconds: float = 10.0) -> None:
@@ -239,6 +266,10 @@ class RayEncodeSummary:
     resumed_shards: int = 0  # shards that continued a part a dead actor left
     ray_start_seconds: float = 0.0  # importing Ray and starting (or joining) the cluster
     ray_stop_seconds: float = 0.0  # stopping the local cluster st started (0 for a joined one)
+    count_seconds: float = 0.0  # the driver reading and counting the inputs
+    worker_load_seconds: float = 0.0  # the slowest actor's start: importing st and torch, loading the model
+    pool_start_seconds: float = 0.0  # handing the shards to Ray Data until the first actor could encode
+    shard_seconds: float = 0.0  # encoding the shards run this time, summed over the workers
     merge_seconds: float = 0.0  # joining the parts into the output
     seconds: float = 0.0  # counting, running the shards and merging: everything but Ray's start and stop
     address: str = "local"
@@ -246,6 +277,17 @@ class RayEncodeSummary:
     @property
     def texts_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def add_shard(self, result: Mapping[str, Any], handed_at: float) -> None:
+        """Count one shard's result row (ShardWorker.run_shard); `handed_at`: when the driver started the pool."""
+        self.skipped_shards += bool(result["skipped"])
+        self.resumed_shards += bool(result["resumed"])
+        self.shard_seconds += float(result["seconds"])
+        self.worker_load_seconds = max(self.worker_load_seconds, float(result["load_seconds"]))
+        ready = max(0.0, float(result["ready_at"]) - handed_at)
+        self.pool_start_seconds = min(self.pool_start_seconds, ready) if self.pool_start_seconds else ready
+        if not result["skipped"]:
+            self.pids.append(int(result["pid"]))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -261,6 +303,10 @@ class RayEncodeSummary:
             "address": self.address,
             "ray_start_seconds": round(self.ray_start_seconds, 3),
             "ray_stop_seconds": round(self.ray_stop_seconds, 3),
+            "count_seconds": round(self.count_seconds, 3),
+            "worker_load_seconds": round(self.worker_load_seconds, 3),
+            "pool_start_seconds": round(self.pool_start_seconds, 3),
+            "shard_seconds": round(self.shard_seconds, 3),
             "merge_seconds": round(self.merge_seconds, 3),
             "seconds": round(self.seconds, 3),
             "texts_per_second": round(self.texts_per_second, 1),
@@ -354,7 +400,8 @@ class ShardWorker:
     """A Ray actor: loads the model once, then runs `st encode --shard I/N --resume` for each shard it gets.
 
     A shard whose part is already finished for this job (its `.shard.json` valid) is reported, not
-    run; a part a dead actor left half-written is continued from its journal.
+    run; a part a dead actor left half-written is continued from its journal. Each result says how
+    long the shard took to encode, and the first one an actor returns how long the actor took to load.
     """
 
     def __init__(
@@ -368,6 +415,7 @@ class ShardWorker:
         cwd: str,
         kill: str | None = None,
     ) -> None:
+        started = time.perf_counter()
         from st_cli.encode import EncodeOptions, _load
 
         # The driver's folder, where it exists here: a relative model name then finds the same folder,
@@ -379,6 +427,8 @@ class ShardWorker:
         self.model_name, self.inputs, self.options = model_name, inputs, options
         self.parts, self.shards, self.kill = Path(parts), shards, kill
         self.job: str | None = None
+        self.load_seconds = time.perf_counter() - started  # reported once, with the actor's first shard
+        self.ready_at = time.time()  # wall clock: the driver compares it with its own (same machine, or synced clocks)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = [self.run_shard(int(index)) for index in batch["shard"]]
@@ -389,7 +439,9 @@ class ShardWorker:
         from st_cli.shards import finished_shard, sidecar_path
 
         part = part_path(self.parts, index, self.shards)
-        result = {"shard": index, "pid": os.getpid(), "skipped": False, "resumed": False}
+        result = {"shard": index, "pid": os.getpid(), "skipped": False, "resumed": False, "seconds": 0.0}
+        result["load_seconds"], self.load_seconds = self.load_seconds, 0.0
+        result["ready_at"] = self.ready_at
         if sidecar_path(part).is_file():  # a finished part, maybe of this job (the job costs a model hash)
             if self.job is None:
                 self.job = job_of(self.inputs, self.model, self.model_name, **self.options)
@@ -406,7 +458,7 @@ class ShardWorker:
             progress=self._killer(index),
             **self.options,
         )
-        return {**result, "rows": summary.rows, "resumed": summary.resumed_rows > 0}
+        return {**result, "rows": summary.rows, "resumed": summary.resumed_rows > 0, "seconds": summary.seconds}
 
     def _killer(self, index: int) -> Callable[[int, int, int], None] | None:
         """Test hook (KILL_ENV=MARKER[@SHARD]): die once, in the second window of a shard (the first is journaled)."""
@@ -603,6 +655,7 @@ def encode_files_ray(
     check_ray_installed()
     with resolved_inputs(items, None, spool_beside=target) as sources:
         tally = count_records(sources, opts.read)  # bad input is reported here, before Ray starts
+    counted = time.perf_counter() - started
     rows = tally.records - tally.empty if opts.skip_empty else tally.records
     if cpus_per_worker is None:
         cpus_per_worker = default_cpus_per_worker(address, workers, gpus_per_worker)
@@ -628,7 +681,9 @@ def encode_files_ray(
         }
         summary = RayEncodeSummary(target, rows, 0, opts.precision, count, 0, pool.workers, [])
         summary.ray_start_seconds, summary.address = ray_times.start_seconds, address or "local"
+        summary.count_seconds = counted
         paths = [part_path(parts, i, count) for i in range(count)]
+        handed_at = time.time()
         results = _run_shards(worker_args, list(range(count)), pool)
         running: dict[int, int] = dict.fromkeys(range(count), 0)  # rows the unfinished shards' journals had
         finished, done_rows = 0, 0
@@ -636,10 +691,7 @@ def encode_files_ray(
             if result is not None:
                 running.pop(int(result["shard"]), None)
                 finished, done_rows = finished + 1, done_rows + int(result["rows"])
-                summary.skipped_shards += bool(result["skipped"])
-                summary.resumed_shards += bool(result["resumed"])
-                if not result["skipped"]:
-                    summary.pids.append(int(result["pid"]))
+                summary.add_shard(result, handed_at)
             if progress is not None:  # a journal caught mid-rewrite reads as less: keep the most seen
                 running = {i: max(seen, journal.rows_done(paths[i])) for i, seen in running.items()}
                 progress(finished, count, done_rows + sum(running.values()), rows)
