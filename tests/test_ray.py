@@ -385,6 +385,27 @@ def test_the_autoscaler_monitor_child_is_killed_and_nothing_else(tmp_path: Path)
             child.wait()
 
 
+def test_the_scheduling_loop_goes_round_less_often_during_the_job_then_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Data's driver loop woke ten times a second beside an actor encoding on every core."""
+    import importlib
+
+    pytest.importorskip("ray")
+    from st_cli import ray as st_ray
+
+    module_name, name = st_ray.SCHEDULING_LOOP
+    module = importlib.import_module(module_name)  # a Ray upgrade that moves the constant fails here
+    before = getattr(module, name)
+    assert isinstance(before, float) and before < st_ray.SCHEDULING_SECONDS
+    with st_ray.slower_scheduling_loop(st_ray.SCHEDULING_SECONDS):
+        assert getattr(module, name) == st_ray.SCHEDULING_SECONDS
+    assert getattr(module, name) == before
+    with st_ray.slower_scheduling_loop(before / 2):  # never faster than Ray's own
+        assert getattr(module, name) == before
+    monkeypatch.setattr(st_ray, "SCHEDULING_LOOP", ("ray.data._no_such_module", name))
+    with st_ray.slower_scheduling_loop(st_ray.SCHEDULING_SECONDS):  # another Ray: nothing to change
+        assert getattr(module, name) == before
+
+
 LOCAL_CLUSTER_SCRIPT = """
 import json, os
 from pathlib import Path
