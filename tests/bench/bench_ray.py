@@ -4,10 +4,11 @@ Target (issue 13): Ray costs at most its start-up, i.e. (ray run − ray start-u
 Prints, from one run (medians of interleaved rounds): both wall times and their ratio; Ray's
 start-up (`ray_start_seconds` from --json: importing Ray and starting the local cluster) and the
 ratio without it, which the target is about; the ratio without start and stop; where the rest of
-the difference goes (from both runs' --json: the actor's load against plain's, the shard's
-encoding against plain's, counting, merging, and what is left: Ray Data's plumbing and process
-start); max |Δ| between the outputs; and what Ray's own processes burn while the actor does
-nothing (CPU seconds per wall second: the share of the machine the encoding loses to them).
+the difference goes (from both runs' --json): per row, the actor's `shard_seconds` against plain's
+encoding, and fixed, the pool's start (the actor's process and model load) against plain's load,
+stop, counting, merge and what is left; max |Δ| between the outputs; and what Ray's own processes
+burn while the actor sleeps: CPU seconds while Ray Data's helper actors start beside it, then CPUs
+(the share of the machine the encoding loses to them).
 
     python tests/bench/bench_ray.py [--lines 20000] [--rounds 1] [--idle-seconds 10]
 """
