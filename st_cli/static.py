@@ -177,13 +177,6 @@ class StaticEncoder:
         """One batch of texts to the stack's sentence embeddings, in the table's dtype."""
         return self._pool(*self._tokenize(texts, prompt))
 
-    def embed_batches(
-        self, batches: Iterable[tuple[K, Sequence[str]]], prompt: str = "", workers: int | None = None
-    ) -> Iterator[tuple[K, np.ndarray]]:
-        """embed() of each (key, texts) batch, yielded in order; see embed_chunks."""
-        for key, parts in self.embed_chunks(batches, prompt, workers):
-            yield key, parts[0] if len(parts) == 1 else np.concatenate(parts)
-
     def embed_chunks(
         self, batches: Iterable[tuple[K, Sequence[str]]], prompt: str = "", workers: int | None = None
     ) -> Iterator[tuple[K, list[np.ndarray]]]:

@@ -91,7 +91,6 @@ def test_model2vec_folder_matches_sentence_transformers(m2v_dir: Path) -> None:
     _close(fast.encode(COMPARE_TEXTS), ours)
 
 
-
 @pytest.mark.parametrize("workers", [1, 3])
 def test_worker_pool_gives_one_call_s_rows_in_order(
     m2v_dir: Path, monkeypatch: pytest.MonkeyPatch, workers: int
@@ -110,10 +109,10 @@ def test_worker_pool_gives_one_call_s_rows_in_order(
     read: list[int] = []
     switch: list[str | None] = []
     keys, parts = [], []
-    for key, rows in fast.embed_batches(((read.append(k), (k, t))[1] for k, t in batches), workers=workers):
+    for key, chunks in fast.embed_chunks(((read.append(k), (k, t))[1] for k, t in batches), workers=workers):
         assert len(read) - key <= 1 + workers  # batches read ahead of the one handed out: bounded
         keys.append(key)
-        parts.append(rows)
+        parts.append(np.concatenate(chunks))
         switch.append(os.environ.get(static.TOKENIZERS_PARALLELISM))
     assert keys == list(range(len(batches)))
     assert [len(p) for p in parts] == [b - a for a, b in zip(cuts, cuts[1:], strict=False)]
@@ -121,7 +120,8 @@ def test_worker_pool_gives_one_call_s_rows_in_order(
     assert switch == ["false"] * len(batches)
     assert static.TOKENIZERS_PARALLELISM not in os.environ
     monkeypatch.setenv(static.TOKENIZERS_PARALLELISM, "true")  # the user's choice is kept
-    assert all(os.environ[static.TOKENIZERS_PARALLELISM] == "true" for _ in fast.embed_batches(batches[2:4]))
+    assert all(os.environ[static.TOKENIZERS_PARALLELISM] == "true" for _ in fast.embed_chunks(batches[2:4]))
+
 
 def test_model2vec_folder_float16_weights_keep_their_dtype(tmp_path: Path, tiny_bert_dir: Path) -> None:
     folder = model2vec_folder(tmp_path / "m", tiny_bert_dir / "tokenizer.json", "float16", normalize=False)
