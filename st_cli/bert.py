@@ -328,13 +328,18 @@ class FastTokenizer:
 
 def load_tokenizer(folder: Path) -> FastTokenizer | None:
     """The folder's tokenizer on `tokenizers` alone where transformers would run tokenizer.json as is; else None."""
-    settings = _tokenizer_settings(folder)
+    try:
+        text = (folder / "tokenizer.json").read_text(encoding="utf-8")
+        tokenizer = json.loads(text)
+    except (OSError, ValueError):
+        return None
+    settings = _tokenizer_settings(folder, tokenizer)
     if settings is None:
         return None
     from tokenizers import Tokenizer
 
     try:
-        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        backend = Tokenizer.from_str(text)  # the text already read and checked, not the file again
     except Exception:  # noqa: BLE001 - transformers loads it and reports the problem
         return None
     specials = {key: settings[key] for key in SPECIAL_TOKENS}
@@ -345,13 +350,13 @@ def load_tokenizer(folder: Path) -> FastTokenizer | None:
     return FastTokenizer(backend, specials, int(limit) if isinstance(limit, int | float) else UNLIMITED, type_ids)
 
 
-def _tokenizer_settings(folder: Path) -> dict[str, Any] | None:
-    """tokenizer_config.json (with special_tokens_map.json) where st's FastTokenizer gives what transformers would."""
+def _tokenizer_settings(folder: Path, tokenizer: Any) -> dict[str, Any] | None:
+    """tokenizer_config.json (with special_tokens_map.json) where st's FastTokenizer gives what transformers
+    would with `tokenizer` (tokenizer.json, parsed)."""
     try:
         settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
         specials_file = folder / "special_tokens_map.json"
         specials = json.loads(specials_file.read_text(encoding="utf-8")) if specials_file.is_file() else {}
-        tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not all(isinstance(x, dict) for x in (settings, specials, tokenizer)):
