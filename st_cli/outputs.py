@@ -1,7 +1,7 @@
 """Writing `st encode`'s outputs: a table of writers by suffix, precisions, int8/uint8 calibration.
 
 Rows arrive as float32 blocks in input order and land in a file of final size under a temporary
-name beside the output (.npy and .safetensors through short-lived memory maps, .jsonl appended).
+name beside the output (.npy and .safetensors written in place, .jsonl appended).
 int8/uint8 are calibrated on all the data, so their rows are staged as float32 first and quantized
 at the end; the ranges go where the writer's `calibration` says.
 """
@@ -68,7 +68,14 @@ def output_dtype(precision: str) -> np.dtype:
 
 class RowWriter(Protocol):
     def write(self, start: int, block: np.ndarray) -> None: ...
-    def close(self) -> None: ...
+
+    def sync(self) -> dict[str, Any]:
+        """Make the rows so far durable; returns what a resumed run needs to continue the file."""
+        ...
+
+    def close(self, durable: bool = True) -> None:
+        """Done writing; `durable`: the rows are on disk before this returns (the file is published next)."""
+        ...
 
 
 class InPlaceWriter:
@@ -106,15 +113,17 @@ class InPlaceWriter:
         finally:
             os.close(fd)
 
-    def sync(self) -> None:
+    def sync(self) -> dict[str, Any]:
         fd = os.open(self.path, os.O_WRONLY)
         try:
             os.fdatasync(fd)
         finally:
             os.close(fd)
+        return {}  # the rows a journal names are where they belong: nothing else to remember
 
-    def close(self) -> None:
-        self.sync()  # a published file's rows are on disk before its name is
+    def close(self, durable: bool = True) -> None:
+        if durable:  # a published file's rows are on disk before its name is
+            self.sync()
 
 
 def npy_header(rows: int, width: int, dtype: np.dtype) -> bytes:
@@ -150,11 +159,11 @@ class JsonlWriter:
         os.truncate(self.path, size)
         self.next = rows
 
-    def sync(self) -> int:
-        """Make the rows so far durable; returns the file's size in bytes."""
+    def sync(self) -> dict[str, Any]:
+        """Make the rows so far durable; returns the file's size in bytes (a resumed run cuts it back there)."""
         self.file.flush()
         os.fsync(self.file.fileno())
-        return os.fstat(self.file.fileno()).st_size
+        return {"bytes": os.fstat(self.file.fileno()).st_size}
 
     def write(self, start: int, block: np.ndarray) -> None:
         assert start == self.next, "jsonl rows must arrive in order"
@@ -162,7 +171,9 @@ class JsonlWriter:
         self.file.writelines(line + "\n" for line in lines)
         self.next += len(block)
 
-    def close(self) -> None:
+    def close(self, durable: bool = True) -> None:
+        if durable:
+            self.sync()
         self.file.close()
 
 
@@ -322,11 +333,8 @@ class Sink:
 
     def sync(self) -> dict[str, Any]:
         """Make the rows written so far durable; returns what a resumed run needs (see `resume`)."""
-        state: dict[str, Any] = {}
-        if isinstance(self.writer, JsonlWriter):
-            state["bytes"] = self.writer.sync()
-        if isinstance(self.writer, InPlaceWriter):  # the output's rows, or the staged float32 ones
-            self.writer.sync()
+        assert self.writer is not None
+        state = self.writer.sync()  # the output's rows, or the staged float32 ones
         if self.calibrate:
             state["low"], state["high"] = self.low.tolist(), self.high.tolist()
         return state
@@ -356,7 +364,8 @@ class Sink:
     def finish(self, chunk: int = 8192) -> Path:
         """Quantize the staged rows if needed; returns the finished temporary file."""
         assert self.writer is not None
-        self.writer.close()
+        # Staged float32 rows are read back through the page cache and removed: never worth a sync.
+        self.writer.close(durable=not self.calibrate)
         if self.calibrate and self.staging is not None:
             if self.rows:
                 self.ranges = np.vstack([self.low, self.high])
@@ -386,9 +395,9 @@ class Sink:
         }
 
     def discard(self) -> None:
-        if isinstance(self.writer, JsonlWriter):  # an open file; an InPlaceWriter holds nothing (close syncs)
+        if self.writer is not None:
             with contextlib.suppress(Exception):
-                self.writer.close()
+                self.writer.close(durable=False)
         for path in (self.tmp, self.staging):
             if path is not None:
                 fsio.remove(path)
