@@ -394,15 +394,17 @@ def _encode_static_stream(
     """
     chunks = chunked(records, options.window, start=done)
     windows_of_texts = ((start, [r.text for r in chunk]) for start, chunk in chunks)
-    for _, parts in encoder.embed_chunks(windows_of_texts, prompt, workers=summary.threads):
-        for part in parts:  # written as they come: joining a window's chunks would cost a copy
-            sink.write(done, encoder.finish(part, normalize=options.normalize, truncate_dim=options.truncate_dim))
-            done += len(part)
-        if progress is not None:
-            progress(done, summary.rows, summary.tokens)
-        if after_window is not None:
-            after_window(done)
-        fsio.pause_point("encode:window")
+    # Closed even when writing fails: the pool stops and tokenizers' setting is back before the error leaves.
+    with contextlib.closing(encoder.embed_chunks(windows_of_texts, prompt, workers=summary.threads)) as results:
+        for _, parts in results:
+            for part in parts:  # written as they come: joining a window's chunks would cost a copy
+                sink.write(done, encoder.finish(part, normalize=options.normalize, truncate_dim=options.truncate_dim))
+                done += len(part)
+            if progress is not None:
+                progress(done, summary.rows, summary.tokens)
+            if after_window is not None:
+                after_window(done)
+            fsio.pause_point("encode:window")
     return done
 
 
@@ -617,8 +619,11 @@ def encode(
             if "lines" in side:
                 temps["lines"] = fsio.temp_file(side["lines"])
             # A static folder's pool of numpy threads: --threads, else every CPU this process may use.
-            static_threads = options.threads or threads.usable_cpus()
-            torch_threads = contextlib.nullcontext(static_threads) if fast else threads.thread_count(options.threads)
+            torch_threads: contextlib.AbstractContextManager[int]
+            if fast:
+                torch_threads = contextlib.nullcontext(options.threads or threads.usable_cpus())
+            else:
+                torch_threads = threads.thread_count(options.threads)
             with torch_threads as summary.threads, contextlib.ExitStack() as stack:
                 read_again = Tally()
                 every = tallied(iter_records(sources, read, skip_empty=False), read_again)

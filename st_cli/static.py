@@ -15,7 +15,7 @@ import collections
 import contextlib
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -179,34 +179,32 @@ class StaticEncoder:
 
     def embed_chunks(
         self, batches: Iterable[tuple[K, Sequence[str]]], prompt: str = "", workers: int | None = None
-    ) -> Iterator[tuple[K, list[np.ndarray]]]:
+    ) -> Generator[tuple[K, list[np.ndarray]], None, None]:
         """embed() of each (key, texts) batch as its chunks' rows (joining them would cost a copy), in order;
         `batches` is read in this thread.
 
         Each batch is cut into chunks of CHUNK texts that run end to end (tokenize, then average) on a
         pool of `workers` threads (default: the CPUs this process may use), as model2vec does:
         tokenizers and numpy release the GIL, and tokenizers' own thread pool is off meanwhile.
-        Batches are read ahead until `workers` chunks wait behind the oldest one, so memory is one
-        batch and a few chunks, whatever the input's size.
+        Batches are read ahead until `workers` chunks wait behind the oldest one, so memory is the
+        oldest batch and what was read behind it (with `st encode`'s windows: two windows), whatever
+        the input's size. Close the generator (or exhaust it) to stop the pool: its threads are
+        joined before tokenizers' setting is put back.
         """
         workers = workers or threads.usable_cpus()
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="st-static")
         pending: collections.deque[tuple[K, list[Future[np.ndarray]]]] = collections.deque()
-        ahead = 0  # chunks submitted behind the oldest pending batch
-        try:
-            with _tokenizers_serial():
+        with _tokenizers_serial():
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="st-static")
+            try:
                 for key, texts in batches:
                     starts = range(0, max(len(texts), 1), CHUNK)  # an empty batch is one empty chunk
-                    chunks = [pool.submit(self.embed, texts[i : i + CHUNK], prompt) for i in starts]
-                    pending.append((key, chunks))
-                    ahead += len(chunks)
-                    while len(pending) > 1 and ahead - len(pending[0][1]) >= workers:
-                        ahead -= len(pending[0][1])
+                    pending.append((key, [pool.submit(self.embed, texts[i : i + CHUNK], prompt) for i in starts]))
+                    while len(pending) > 1 and _chunks_behind_oldest(pending) >= workers:
                         yield _results(pending.popleft())
                 while pending:
                     yield _results(pending.popleft())
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _tokenize(self, texts: Sequence[str], prompt: str) -> tuple[np.ndarray, np.ndarray]:
         return token_ids(self.tokenizer, [prompt + t for t in texts] if prompt else texts)
@@ -238,11 +236,18 @@ class StaticEncoder:
         """Texts to a float32 array (n, dim), in input order; Model.encode's results."""
         items = [texts] if isinstance(texts, str) else list(texts)
         prefix = self.resolve_prompt(prompt, prompt_name)
-        batches = ((i, items[i : i + batch_size]) for i in range(0, len(items), batch_size))
-        parts = [part for _, chunks in self.embed_chunks(batches, prefix) for part in chunks]
-        joined = np.concatenate(parts) if parts else np.zeros((0, self.table.shape[1]), self.table.dtype)
+        if len(items) <= CHUNK:  # one chunk (a query, say): no pool, and tokenizers' setting left alone
+            joined = self.embed(items, prefix)
+        else:
+            batches = ((i, items[i : i + batch_size]) for i in range(0, len(items), batch_size))
+            with contextlib.closing(self.embed_chunks(batches, prefix)) as results:
+                joined = np.concatenate([part for _, chunks in results for part in chunks])
         result = self.finish(joined, normalize=normalize, truncate_dim=truncate_dim)
         return result[0] if isinstance(texts, str) else result
+
+
+def _chunks_behind_oldest(pending: Sequence[tuple[Any, list[Future[np.ndarray]]]]) -> int:
+    return sum(len(chunks) for _, chunks in pending) - len(pending[0][1])
 
 
 def _results(batch: tuple[K, list[Future[np.ndarray]]]) -> tuple[K, list[np.ndarray]]:

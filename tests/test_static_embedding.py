@@ -119,6 +119,10 @@ def test_worker_pool_gives_one_call_s_rows_in_order(
     np.testing.assert_array_equal(np.concatenate(parts), whole)
     assert switch == ["false"] * len(batches)
     assert static.TOKENIZERS_PARALLELISM not in os.environ
+    stopped = fast.embed_chunks(batches, workers=workers)
+    next(stopped)
+    stopped.close()  # a consumer that stops early (an error while writing): the setting is back at once
+    assert static.TOKENIZERS_PARALLELISM not in os.environ
     monkeypatch.setenv(static.TOKENIZERS_PARALLELISM, "true")  # the user's choice is kept
     assert all(os.environ[static.TOKENIZERS_PARALLELISM] == "true" for _ in fast.embed_chunks(batches[2:4]))
 
