@@ -53,7 +53,9 @@ class Transformer(InputModule):
         if not any((folder / name).is_file() for name in layout.TOKENIZER_FILES):
             # transformers would build a 5-token toy tokenizer, and different words would get identical vectors.
             raise ModelFolderError(f"{folder}: no tokenizer files ({', '.join(layout.TOKENIZER_FILES[:3])}, …)")
-        light = _INFERENCE_ONLY.get()
+        # st's own class only: a subclass (ST-style custom code, st_compat.Transformer) may call what only
+        # transformers' objects have (`auto_model(...)[0]`, `get_input_embeddings`, `save_pretrained`).
+        light = _INFERENCE_ONLY.get() and type(self) is Transformer
         self.tokenizer = _load_tokenizer(folder, light=light and not do_lower_case)
         self.folder = folder
         self.auto_model = _load_model(folder, light=light)
@@ -116,7 +118,10 @@ class Transformer(InputModule):
         if isinstance(self.auto_model, bert.BertEncoder):
             light = self.auto_model
             full = _load_auto_model(self.folder)
-            full.load_state_dict(light.state_dict(), strict=False)  # the pooler keeps the folder's weights
+            # The weights as they are now (a caller may have changed them); the pooler keeps the folder's.
+            moved = full.load_state_dict(light.state_dict(), strict=False)
+            if moved.unexpected_keys or any(not key.startswith("pooler.") for key in moved.missing_keys):
+                raise RuntimeError(f"st_cli.bert and transformers name BERT's weights differently: {moved}")
             device = light.embeddings.word_embeddings.weight.device
             self.auto_model = full.to(device).train(light.training)
         return self.auto_model
