@@ -98,7 +98,7 @@ def expected_shapes(config: SimpleNamespace) -> dict[str, list[int]]:
 def _supported_config(folder: Path) -> SimpleNamespace | None:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # transformers reports a damaged file
         return None
     if not isinstance(config, dict) or any(config.get(key) not in allowed for key, allowed in SUPPORTED.items()):
         return None
@@ -129,6 +129,8 @@ class BertEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> SimpleNamespace:
+        if not return_dict:  # transformers' tuple is not what this gives: never a silently different shape
+            raise ValueError("st_cli.bert.BertEncoder returns last_hidden_state by name only (return_dict=True)")
         hidden = self.embeddings(input_ids, token_type_ids)
         mask = _attention_mask(attention_mask, hidden.device)
         for layer in self.encoder.layer:
@@ -264,6 +266,9 @@ HARMLESS_KEYS = {
     "strip_accents", "never_split", *SPECIAL_TOKENS,
 }  # fmt: skip
 FIXED_KEYS = {"padding_side": "right", "truncation_side": "right", "extra_special_tokens": {}, "pad_token_type_id": 0}
+# What reading a damaged tokenizer file can raise (unreadable, not JSON, nested too deep, values of the
+# wrong type where the checks look inside): the folder then goes to transformers, which says what is wrong.
+DAMAGED = (OSError, ValueError, RecursionError, TypeError, AttributeError, KeyError)
 # What transformers' model_max_length is when no file says (PreTrainedTokenizerBase's VERY_LARGE_INTEGER).
 UNLIMITED = int(1e30)
 
@@ -330,10 +335,9 @@ def load_tokenizer(folder: Path) -> FastTokenizer | None:
     """The folder's tokenizer on `tokenizers` alone where transformers would run tokenizer.json as is; else None."""
     try:
         text = (folder / "tokenizer.json").read_text(encoding="utf-8")
-        tokenizer = json.loads(text)
-    except (OSError, ValueError):
+        settings = _tokenizer_settings(folder, json.loads(text))
+    except DAMAGED:  # transformers reads it again and reports what is wrong in one line
         return None
-    settings = _tokenizer_settings(folder, tokenizer)
     if settings is None:
         return None
     from tokenizers import Tokenizer
@@ -352,13 +356,10 @@ def load_tokenizer(folder: Path) -> FastTokenizer | None:
 
 def _tokenizer_settings(folder: Path, tokenizer: Any) -> dict[str, Any] | None:
     """tokenizer_config.json (with special_tokens_map.json) where st's FastTokenizer gives what transformers
-    would with `tokenizer` (tokenizer.json, parsed)."""
-    try:
-        settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-        specials_file = folder / "special_tokens_map.json"
-        specials = json.loads(specials_file.read_text(encoding="utf-8")) if specials_file.is_file() else {}
-    except (OSError, ValueError):
-        return None
+    would with `tokenizer` (tokenizer.json, parsed). Damaged files raise one of DAMAGED."""
+    settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    specials_file = folder / "special_tokens_map.json"
+    specials = json.loads(specials_file.read_text(encoding="utf-8")) if specials_file.is_file() else {}
     if not all(isinstance(x, dict) for x in (settings, specials, tokenizer)):
         return None
     if any(settings.get(key, value) != value for key, value in FIXED_KEYS.items()):

@@ -31,7 +31,11 @@ def test_same_hidden_states_as_transformers_bert(tiny_bert_dir: Path, texts: lis
         got = ours(**features).last_hidden_state
         want = theirs(**features).last_hidden_state
     assert torch.equal(got, want)
-    assert {k: list(v.shape) for k, v in ours.state_dict().items()} == bert.expected_shapes(ours.config)
+    # BertModel's names and shapes, pooler aside: full_model() moves the weights across by name.
+    theirs_shapes = {k: list(v.shape) for k, v in theirs.state_dict().items() if not k.startswith("pooler.")}
+    assert {k: list(v.shape) for k, v in ours.state_dict().items()} == theirs_shapes
+    with pytest.raises(ValueError, match="return_dict=True"):  # never transformers' tuple by another shape
+        ours(**features, return_dict=False)
 
 
 @pytest.mark.parametrize(
@@ -78,6 +82,31 @@ def test_encode_loads_it_and_saving_switches_to_transformers(tiny_bert_dir: Path
     again = Transformer(str(tmp_path / "saved"))
     with torch.inference_mode():
         np.testing.assert_array_equal(again.forward(dict(features))["token_embeddings"].numpy(), want.numpy())
+
+
+def test_a_subclass_keeps_transformers_objects(tiny_bert_dir: Path) -> None:
+    """Code written for sentence-transformers' Transformer may call what only transformers' objects have."""
+    from st_cli.st_compat import Transformer as CompatTransformer
+
+    with inference_only():
+        subclassed = CompatTransformer(str(tiny_bert_dir))
+    assert not isinstance(subclassed.auto_model, bert.BertEncoder)
+    assert not isinstance(subclassed.tokenizer, bert.FastTokenizer)
+
+
+def test_st_encode_on_minilm_never_imports_transformers(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "in.txt").write_text("a line\nanother line\n", encoding="utf-8")
+    script = (
+        "import sys; from st_cli.encode import encode_file; "
+        f"encode_file({str(tmp_path / 'in.txt')!r}, {str(tmp_path / 'out.npy')!r}, model={str(_minilm())!r}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert np.load(tmp_path / "out.npy").shape == (2, 384)
 
 
 def _minilm() -> Path:
@@ -140,4 +169,24 @@ def test_tokenizer_settings_it_does_not_cover_go_to_transformers(tmp_path: Path,
     assert bert.load_tokenizer(folder) is not None
     settings = json.loads((folder / "tokenizer_config.json").read_text())
     (folder / "tokenizer_config.json").write_text(json.dumps({**settings, **change}))
+    assert bert.load_tokenizer(folder) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("tokenizer_config.json", lambda d: {**d, "added_tokens_decoder": ["not", "a", "mapping"]}),
+        ("tokenizer_config.json", lambda d: {**d, "added_tokens_decoder": {"not-a-number": {"content": "[PAD]"}}}),
+        ("tokenizer.json", lambda d: {**d, "post_processor": "a string"}),
+        ("tokenizer.json", lambda d: {**d, "added_tokens": 3}),
+        ("tokenizer.json", lambda d: {**d, "model": ["a", "list"]}),
+    ],
+)
+def test_damaged_tokenizer_files_go_to_transformers_not_a_crash(tmp_path: Path, name: str, damage: object) -> None:
+    """A damaged folder is transformers' to report (one line, exit 2), never an exception of st's checks."""
+    folder = shutil.copytree(_minilm(), tmp_path / "minilm")
+    path = folder / name
+    path.write_text(json.dumps(damage(json.loads(path.read_text(encoding="utf-8")))), encoding="utf-8")  # type: ignore[operator]
+    assert bert.load_tokenizer(folder) is None
+    (folder / "tokenizer_config.json").write_text("[" * 100_000, encoding="utf-8")  # nested past Python's recursion limit
     assert bert.load_tokenizer(folder) is None
