@@ -235,8 +235,7 @@ class _SelfAttention(nn.Module):
         out = nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, dropout_p=0.0, scale=self.head_size**-0.5, is_causal=False
         )
-        out = out.reshape(batch, -1, length, self.head_size).transpose(1, 2).contiguous()
-        return out.reshape(batch, length, -1).contiguous()
+        return out.transpose(1, 2).reshape(batch, length, -1)  # heads side by side again: [batch, length, hidden]
 
 
 class _Output(nn.Module):

@@ -133,9 +133,7 @@ def default_threads() -> int:
     """
     global _last_sample
     usable = usable_cpus()
-    before = _last_sample
-    if before is None or time.monotonic() - before.at > MAX_SAMPLE_AGE:
-        before = sample_cpus()
+    before = _recent_sample() or sample_cpus()
     if before is None:
         return usable
     wait = MIN_SAMPLE_SECONDS - (time.monotonic() - before.at)
@@ -152,12 +150,18 @@ def open_sample_window() -> None:
     """Start measuring the neighbours' CPU use now, unless a recent sample already started it.
 
     A job calls this first, so its own checks, counting and loading are the window default_threads()
-    reads, instead of a wait: a library caller encoding file after file with one loaded model would
-    otherwise wait MIN_SAMPLE_SECONDS per file.
+    reads: a library caller encoding file after file with one loaded model then waits only for what
+    of MIN_SAMPLE_SECONDS that work did not already take.
     """
     global _last_sample
+    _last_sample = _recent_sample() or sample_cpus()
+
+
+def _recent_sample() -> CpuSample | None:
+    """The last sample, unless it is too old to start a window (a library caller may come back hours later)."""
     if _last_sample is None or time.monotonic() - _last_sample.at > MAX_SAMPLE_AGE:
-        _last_sample = sample_cpus()
+        return None
+    return _last_sample
 
 
 def user_chose_count(environ: dict[str, str] | None = None) -> bool:

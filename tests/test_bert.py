@@ -36,6 +36,8 @@ def test_same_hidden_states_as_transformers_bert(tiny_bert_dir: Path, texts: lis
     assert {k: list(v.shape) for k, v in ours.state_dict().items()} == theirs_shapes
     with pytest.raises(ValueError, match="return_dict=True"):  # never transformers' tuple by another shape
         ours(**features, return_dict=False)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # `--dtype bfloat16`: bf16 too
+        assert torch.equal(ours(**features).last_hidden_state, theirs(**features).last_hidden_state)
 
 
 @pytest.mark.parametrize(
