@@ -406,6 +406,27 @@ def test_the_scheduling_loop_goes_round_less_often_during_the_job_then_as_before
         assert getattr(module, name) == before
 
 
+def test_ray_data_s_service_actors_start_with_the_cluster_once(ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Data started them as the first shard started, and their start took its cores."""
+    import ray
+
+    from st_cli import ray as st_ray
+
+    def services() -> dict[str, str]:
+        named = ray.util.list_named_actors(all_namespaces=True)
+        wanted = {"datasets_stats_actor", "AutoscalingCoordinator", "ActorLocationTracker"}
+        return {a["name"]: ray.get_actor(a["name"], namespace=a["namespace"])._actor_id.hex() for a in named
+                if a["name"] in wanted}
+
+    assert st_ray.start_ray_data_services() == 3  # a Ray upgrade that moves one fails here
+    started = services()
+    assert len(started) == 3
+    assert st_ray.start_ray_data_services() == 3
+    assert services() == started  # found by name, not started twice
+    monkeypatch.setattr(st_ray, "RAY_DATA_SERVICES", (("ray.data._no_such_module", "get_or_create_x"),))
+    assert st_ray.start_ray_data_services() == 0  # another Ray: left to Ray Data
+
+
 LOCAL_CLUSTER_SCRIPT = """
 import json, os
 from pathlib import Path
@@ -424,7 +445,8 @@ def monitors():  # the autoscaler monitors this process started
 with cluster(None, cpus=2) as times:
     nice = ray.get(ray.remote(lambda: os.nice(0)).remote())
     running = monitors()
-print(json.dumps({"worker_nice": nice, "driver_nice": os.nice(0), "start": times.start_seconds, "stop": times.stop_seconds,
+    services = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True))
+print(json.dumps({"services": services, "worker_nice": nice, "driver_nice": os.nice(0), "start": times.start_seconds, "stop": times.stop_seconds,
                   "monitors_running": running, "monitors_after": monitors()}))
 """
 
@@ -442,6 +464,8 @@ def test_a_local_cluster_runs_its_workers_at_st_s_priority() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     doc = json.loads(done.stdout.strip().splitlines()[-1])
     assert doc["worker_nice"] == doc["driver_nice"]
+    # Ray Data's service actors are part of the start-up, before any job.
+    assert doc["services"] == ["ActorLocationTracker", "AutoscalingCoordinator", "datasets_stats_actor"]
     assert doc["start"] > 0 and doc["stop"] > 0  # importing + starting Ray, and stopping it, are timed
     # The monitor st ends before ray.shutdown() is where st looks for it (a Ray upgrade that moves it fails here).
     assert len(doc["monitors_running"]) == 1
