@@ -132,7 +132,8 @@ def cluster(address: str | None = None, *, cpus: float | None = None) -> Iterato
     """Connected to Ray for the block; yields Ray's times (`stop_seconds` is filled in as the block ends).
 
     With no `address`, a local cluster starts with `cpus` CPUs declared and stops at the end. With
-    "auto" or an address, st joins that cluster and leaves it running. If this process is already
+    "auto" or an address, st joins that cluster and leaves it running. Either way Ray Data's service
+    actors are up before the block (see RAY_DATA_SERVICES). If this process is already
     connected (a test, a notebook), that connection is used and left alone.
     """
     started = time.perf_counter()
@@ -309,7 +310,7 @@ class RayEncodeSummary:
     workers: int
     pids: list[int]  # the worker process that wrote each shard run this time, by shard
     resumed_shards: int = 0  # shards that continued a part a dead actor left
-    ray_start_seconds: float = 0.0  # importing Ray and starting (or joining) the cluster
+    ray_start_seconds: float = 0.0  # importing Ray, starting (or joining) the cluster, Ray Data's services
     ray_stop_seconds: float = 0.0  # stopping the local cluster st started (0 for a joined one)
     count_seconds: float = 0.0  # the driver reading and counting the inputs
     worker_load_seconds: float = 0.0  # the slowest actor's start: importing st and torch, loading the model

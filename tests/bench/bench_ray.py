@@ -6,11 +6,12 @@ start-up (`ray_start_seconds` from --json: importing Ray and starting the local 
 ratio without it, which the target is about; the ratio without start and stop; where the rest of
 the difference goes (from both runs' --json): per row, the actor's `shard_seconds` against plain's
 encoding, and fixed, the pool's start (the actor's process and model load) against plain's load,
-stop, counting, merge and what is left; max |Δ| between the outputs; and what Ray's own processes
-burn while the actor sleeps: CPU seconds while Ray Data's helper actors start beside it, then CPUs
+stop, counting, merge and what is left; max |Δ| between the outputs; the floor: the same encoding
+in a plain Ray actor (no Ray Data) on the same kind of local cluster, against plain's; and what Ray's
+own processes burn while the actor sleeps: CPU seconds over the actor's first seconds, then CPUs
 (the share of the machine the encoding loses to them).
 
-    python tests/bench/bench_ray.py [--lines 20000] [--rounds 1] [--idle-seconds 10]
+    python tests/bench/bench_ray.py [--lines 20000] [--rounds 1] [--idle-seconds 10] [--no-floor]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.bench.bench_encode import english_lines  # noqa: E402
-from tests.bench.bench_process import child_env, load_average, st_command, timed  # noqa: E402
+from tests.bench.bench_process import child_env, load_average, model_dir, st_command, timed  # noqa: E402
 
 
 def cpu_seconds_by_process() -> dict[int, tuple[float, int]]:
@@ -57,9 +58,25 @@ def tree(root: int, table: dict[int, tuple[float, int]]) -> set[int]:
     return found
 
 
-# Seconds from the actor's start over which Ray's start-up work spills: Ray Data starts its helper
-# actors (stats, autoscaling coordinator, actor locations) beside the pool, in fresh processes.
+# Seconds from the actor's start over which Ray's start-up work may spill (before st started Ray
+# Data's service actors with the cluster, they started here, beside the pool).
 SETTLE_SECONDS = 8.0
+
+# The floor: `encode_file` in a plain Ray actor, on a local cluster as st starts it, in its own
+# process (a process joins one cluster). Prints the encoding's seconds as --json's `seconds`.
+PLAIN_ACTOR_SCRIPT = """
+import json, sys
+import ray
+from st_cli.ray import cluster
+src, out, model, threads = sys.argv[1:5]
+@ray.remote(num_cpus=int(threads))
+class PlainActor:
+    def encode(self):
+        from st_cli.encode import encode_file
+        return encode_file([src], out, model=model, threads=int(threads), force=True).seconds
+with cluster(None, cpus=int(threads) + 2):
+    print(json.dumps({"seconds": ray.get(PlainActor.remote().encode.remote())}))
+"""
 
 
 class Idler:
@@ -108,6 +125,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="0: skip the idle measurement")
+    parser.add_argument("--no-floor", action="store_true", help="skip the plain Ray actor")
     args = parser.parse_args()
     try:
         import ray  # noqa: F401
@@ -124,7 +142,7 @@ def main() -> None:
         # move a few rows by ~2e-7.
         cpus = str(len(os.sched_getaffinity(0)))
         ray_options = ["--ray", "--workers", "1"]
-        plain, ray, plain_docs, ray_docs = [], [], [], []
+        plain, ray, plain_docs, ray_docs, floor = [], [], [], [], []
         for _ in range(args.rounds):  # interleaved: the machine's load drifts alike for both
             seconds, doc = timed(st_command(src, Path(tmp) / "plain.npy") + ["--threads", cpus], env)
             plain.append(seconds)
@@ -132,6 +150,9 @@ def main() -> None:
             seconds, doc = timed(st_command(src, Path(tmp) / "ray.npy") + ray_options, env)
             ray.append(seconds)
             ray_docs.append(doc)
+            if not args.no_floor:
+                actor_out = str(Path(tmp) / "actor.npy")
+                floor.append(timed([sys.executable, "-c", PLAIN_ACTOR_SCRIPT, str(src), actor_out, model_dir(), cpus], env)[1]["seconds"])
         delta = float(np.abs(np.load(Path(tmp) / "plain.npy") - np.load(Path(tmp) / "ray.npy")).max())
     def median(docs: list[dict], key: str) -> float:
         return statistics.median(float(doc[key]) for doc in docs)
@@ -147,7 +168,7 @@ def main() -> None:
     )
     print(f"  plain {p:.1f} s, --ray {r:.1f} s: ratio {r / p:.3f}")
     print(
-        f"  Ray start-up {s:.1f} s (import + local cluster); --ray without it {r - s:.1f} s: "
+        f"  Ray start-up {s:.1f} s (import, local cluster, Ray Data's service actors); --ray without it {r - s:.1f} s: "
         f"ratio {(r - s) / p:.3f} (target <= 1.0: {'met' if r - s <= p else 'NOT met'})"
     )
     print(f"  without start and stop ({stop:.1f} s): ratio {(r - s - stop) / p:.3f}")
@@ -161,12 +182,17 @@ def main() -> None:
         f"{actor_load:.1f} s; plain's load {load:.1f} s), stop {stop:.2f} s, counting {count:.2f} s, merge "
         f"{merge:.2f} s, left {rest:.1f} s (the driver's and plain's own process start and exit, scheduling)"
     )
+    if floor:
+        print(
+            f"  floor: a plain Ray actor (no Ray Data) encoded in {statistics.median(floor):.1f} s: ratio "
+            f"{statistics.median(floor) / encode:.3f} (Ray's core processes alone)"
+        )
     print(f"  max |delta| between the outputs: {delta:.1e} (0 = bit for bit)")
     if args.idle_seconds > 0:
         settling, busy = ray_idle_cpus(args.idle_seconds)
         print(
             f"  Ray's own processes while its actor sleeps: {settling:.1f} CPU s over its first {SETTLE_SECONDS:g} s "
-            f"(Ray Data's helper actors starting), then {busy:.3f} CPUs over {args.idle_seconds:g} s "
+            f"(start-up work spilling over), then {busy:.3f} CPUs over {args.idle_seconds:g} s "
             f"({busy / int(cpus):.1%} of the machine)"
         )
 
