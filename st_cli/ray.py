@@ -80,7 +80,7 @@ SCHEDULING_SECONDS = 1.0
 # Ray Data's service actors: its stats, its autoscaling coordinator and its actor-location tracker,
 # one of each per cluster (detached, found by name). Ray Data creates them as a job's pool comes up
 # and its first shard starts, and each one's process start (importing Ray Data, pandas and pyarrow:
-# ~1.7 CPU s for the three) then took cores from that shard: on 2 cores a 3,000-line shard took ~6%
+# ~1.7 CPU s for the three) then took cores from that shard: on 2 cores a 3,000-line shard took 6-9%
 # longer than in a plain Ray actor. Started and waited for with the cluster, they are part of Ray's
 # start-up instead, and Ray Data finds them. Internal functions of Ray 2.60; where one is missing,
 # Ray Data starts that actor itself, as before.
