@@ -326,12 +326,13 @@ class RayEncodeSummary:
 
     def add_shard(self, result: Mapping[str, Any], handed_at: float) -> None:
         """Count one shard's result row (ShardWorker.run_shard); `handed_at`: when the driver started the pool."""
+        first = self.skipped_shards + len(self.pids) == 0  # every result counts as skipped or run
+        ready = max(0.0, float(result["ready_at"]) - handed_at)
+        self.pool_start_seconds = ready if first else min(self.pool_start_seconds, ready)
         self.skipped_shards += bool(result["skipped"])
         self.resumed_shards += bool(result["resumed"])
         self.shard_seconds += float(result["seconds"])
         self.worker_load_seconds = max(self.worker_load_seconds, float(result["load_seconds"]))
-        ready = max(0.0, float(result["ready_at"]) - handed_at)
-        self.pool_start_seconds = min(self.pool_start_seconds, ready) if self.pool_start_seconds else ready
         if not result["skipped"]:
             self.pids.append(int(result["pid"]))
 

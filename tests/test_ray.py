@@ -105,6 +105,17 @@ def test_stdin_cannot_go_to_ray(tmp_path: Path) -> None:
     assert "stdin cannot be sharded" in result.output
 
 
+def test_the_pool_s_start_is_its_first_ready_actor_even_one_ready_before_the_hand_over(tmp_path: Path) -> None:
+    from st_cli.ray import RayEncodeSummary
+
+    summary = RayEncodeSummary(tmp_path / "e.npy", 3, 4, "float32", 3, 0, 2, [])
+    row = {"skipped": False, "resumed": False, "seconds": 1.0, "load_seconds": 0.5, "pid": 7}
+    for ready_at, skipped in ((99.0, False), (103.0, True), (101.0, False)):  # handed over at 100.0
+        summary.add_shard({**row, "ready_at": ready_at, "skipped": skipped}, handed_at=100.0)
+    assert summary.pool_start_seconds == 0.0  # a node's clock behind the driver's: 0, not unset
+    assert (summary.skipped_shards, summary.pids, summary.shard_seconds) == (1, [7, 7], 3.0)
+
+
 def test_one_worker_runs_one_shard_more_run_four_each() -> None:
     """One worker has nobody to balance with: extra shards only re-read the inputs and start cold windows."""
     from st_cli.ray import default_shards

@@ -67,14 +67,14 @@ SETTLE_SECONDS = 8.0
 PLAIN_ACTOR_SCRIPT = """
 import json, sys
 import ray
-from st_cli.ray import cluster
+from st_cli.ray import cluster, local_cpus
 src, out, model, threads = sys.argv[1:5]
 @ray.remote(num_cpus=int(threads))
 class PlainActor:
     def encode(self):
         from st_cli.encode import encode_file
         return encode_file([src], out, model=model, threads=int(threads), force=True).seconds
-with cluster(None, cpus=int(threads) + 2):
+with cluster(None, cpus=local_cpus(1, int(threads))):
     print(json.dumps({"seconds": ray.get(PlainActor.remote().encode.remote())}))
 """
 
