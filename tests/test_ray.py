@@ -1,6 +1,6 @@
 """Ray Data: `st encode --ray`, `encode_files_ray` and `Embedder`, on a real local Ray cluster.
 
-One cluster for the module (`ray.init` costs 5–7 s); every test runs under a hard timeout (SIGALRM,
+One cluster for the module (starting Ray costs 3–5 s); every test runs under a hard timeout (SIGALRM,
 and a faulthandler backstop that ends the process), so a hung pool fails the suite instead of hanging CI.
 """
 
