@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from st_cli import summary
-from st_cli.cli import app
+from st_cli.cli.app import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_MISMATCH
-from st_cli.model import build as build_folder
+from st_cli.format import summary
+from st_cli.model.model import build as build_folder
 from tests.conftest import DENSE_STACK
 
 runner = CliRunner()
@@ -429,9 +429,9 @@ def test_every_finding_code_maps_to_a_verify_check() -> None:
 def test_a_builtin_missing_its_input_feature_names_itself(tiny_bert_dir: Path) -> None:
     """Behind custom code inspect cannot see through, a stack in the wrong order fails in forward: one line, exit 2."""
     from st_cli.errors import StError
-    from st_cli.model import Model
-    from st_cli.modules.dense import Dense
-    from st_cli.modules.transformer import Transformer
+    from st_cli.model.model import Model
+    from st_cli.model.modules.dense import Dense
+    from st_cli.model.modules.transformer import Transformer
 
     model = Model([Transformer(str(tiny_bert_dir)), Dense(32, 4)])
     with pytest.raises(StError, match=r"^modules\[1\] Dense: needs features\['sentence_embedding'\], which no module"):

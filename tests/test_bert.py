@@ -1,4 +1,4 @@
-"""st_cli.bert: `st encode`'s BERT without transformers' modeling code, equal to BertModel or not used."""
+"""st_cli.model.bert: `st encode`'s BERT without transformers' modeling code, equal to BertModel or not used."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from st_cli import bert, layout
-from st_cli.modules.transformer import Transformer, inference_only
+from st_cli.format import layout
+from st_cli.model import bert
+from st_cli.model.modules.transformer import Transformer, inference_only
 
 
 def _features(folder: Path, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -88,7 +89,7 @@ def test_encode_loads_it_and_saving_switches_to_transformers(tiny_bert_dir: Path
 
 def test_a_subclass_keeps_transformers_objects(tiny_bert_dir: Path) -> None:
     """Code written for sentence-transformers' Transformer may call what only transformers' objects have."""
-    from st_cli.st_compat import Transformer as CompatTransformer
+    from st_cli.model.st_compat import Transformer as CompatTransformer
 
     with inference_only():
         subclassed = CompatTransformer(str(tiny_bert_dir))
@@ -102,7 +103,7 @@ def test_st_encode_on_minilm_never_imports_transformers(tmp_path: Path) -> None:
 
     (tmp_path / "in.txt").write_text("a line\nanother line\n", encoding="utf-8")
     script = (
-        "import sys; from st_cli.encode import encode_file; "
+        "import sys; from st_cli.encode.api import encode_file; "
         f"encode_file({str(tmp_path / 'in.txt')!r}, {str(tmp_path / 'out.npy')!r}, model={str(_minilm())!r}); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'))"
     )

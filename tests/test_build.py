@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli import app
+from st_cli.cli.app import app
 from tests.conftest import DENSE_STACK
 
 runner = CliRunner()
@@ -96,7 +96,7 @@ def test_existing_target_needs_force(tiny_recipe, tmp_path: Path) -> None:
 
 
 def test_failure_during_save_leaves_target_untouched(tiny_recipe, tmp_path: Path, monkeypatch) -> None:
-    from st_cli.modules.dense import Dense
+    from st_cli.model.modules.dense import Dense
 
     target = tmp_path / "m"
     target.mkdir()

@@ -15,7 +15,7 @@ from sentence_transformers.models import Pooling as STPooling
 from sentence_transformers.models import Transformer as STTransformer
 
 import st_cli
-from st_cli.summary import portability
+from st_cli.format.summary import portability
 from tests.texts import COMPARE_TEXTS
 
 RECIPES = Path(__file__).parent.parent / "recipes"

@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli import app
+from st_cli.cli.app import app
 from st_cli.errors import EXIT_BAD_INPUT, StError, TrustError
-from st_cli.model import build, load_model
+from st_cli.model.model import build, load_model
 from tests.texts import COMPARE_TEXTS
 
 runner = CliRunner()
@@ -248,7 +248,7 @@ def test_subclass_of_a_builtin_keeps_its_own_config(tiny_recipe, tmp_path: Path)
         """
         from typing import ClassVar
 
-        from st_cli.modules.pooling import Pooling
+        from st_cli.model.modules.pooling import Pooling
 
 
         class ScaledPooling(Pooling):

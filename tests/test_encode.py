@@ -12,11 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from st_cli.cli import app
-from st_cli.encode import encode_file, parse_kwargs, plan_batches
+from st_cli.cli.app import app
+from st_cli.encode.api import encode_file, parse_kwargs, plan_batches
 from st_cli.errors import OutputExistsError, StError
-from st_cli.model import Model, build, load_model
-from st_cli.modules.base import Features, Module
+from st_cli.model.model import Model, build, load_model
+from st_cli.model.modules.base import Features, Module
 from tests.texts import COMPARE_TEXTS
 
 ATOL = 1e-5
@@ -428,7 +428,7 @@ def test_bad_options_are_one_line_errors(tiny: Model, tmp_path: Path) -> None:
 
 
 def read_all(path: Path, **options: str) -> list[tuple[int, str]]:
-    from st_cli.inputs import ReadOptions, Source, iter_records, reader_for
+    from st_cli.encode.inputs import ReadOptions, Source, iter_records, reader_for
 
     source = Source(path.name, path, reader_for(path.name))
     return [(r.line, r.text) for r in iter_records([source], ReadOptions(**options), skip_empty=False)]
@@ -507,8 +507,8 @@ def test_unterminated_csv_quote_fails_before_the_model_loads(tiny_folder: Path, 
 def test_inputs_that_change_between_passes_are_an_error(
     tiny: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import st_cli.encode as encode_module
-    from st_cli import inputs
+    import st_cli.encode.api as encode_module
+    from st_cli.encode import inputs
 
     src = write_lines(tmp_path / "in.txt", ["a", "b", "c"])
     original = inputs.count_records
@@ -537,7 +537,7 @@ def test_output_that_is_also_an_input_is_refused_even_with_force(tiny_folder: Pa
 
 
 def test_stdin_spool_lives_beside_the_output(tiny: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import st_cli.encode as encode_module
+    import st_cli.encode.api as encode_module
 
     seen: list[Path] = []
     original = encode_module.count_records

@@ -22,8 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli import app
-from st_cli.encode import encode_file
+from st_cli.cli.app import app
+from st_cli.encode.api import encode_file
 from tests.conftest import DENSE_STACK
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,12 +23,12 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from st_cli.cli import app
+from st_cli.cli.app import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_OK, StError
-from st_cli.model import build as build_folder
-from st_cli.model import refuse_damaged
-from st_cli.recipe import load_recipe
-from st_cli.summary import FINDING_CHECKS, summarize
+from st_cli.format.summary import FINDING_CHECKS, summarize
+from st_cli.model.model import build as build_folder
+from st_cli.model.model import refuse_damaged
+from st_cli.model.recipe import load_recipe
 from tests.conftest import DENSE_STACK, make_tiny_bert
 
 SEED = int(os.environ.get("ST_FUZZ_SEED") or random.randrange(2**32))

@@ -10,7 +10,7 @@ import pytest
 
 import st_cli
 from st_cli.errors import ModelFolderError
-from st_cli.hub import resolve_model
+from st_cli.format.hub import resolve_model
 
 SHA_MAIN = "a" * 40
 SHA_V2 = "b" * 40

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli import layout
-from st_cli.cli import app
+from st_cli.cli.app import app
+from st_cli.format import layout
 from tests.conftest import DENSE_STACK
 
 runner = CliRunner()

@@ -15,10 +15,10 @@ from conftest import TINY_VOCAB
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli import layout
-from st_cli.cli import app
+from st_cli.cli.app import app
 from st_cli.errors import EXIT_BAD_INPUT, ModelFolderError
-from st_cli.summary import LOADERS, LoaderVerdict, ModelSummary, portability, summarize
+from st_cli.format import layout
+from st_cli.format.summary import LOADERS, LoaderVerdict, ModelSummary, portability, summarize
 
 runner = CliRunner()
 VOCAB = len(dict.fromkeys(TINY_VOCAB))
@@ -44,7 +44,7 @@ def built(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     root = tmp_path_factory.mktemp("inspect")
     recipe = root / "recipe.yaml"
     recipe.write_text(RECIPE.format(bert=tiny_bert_dir), encoding="utf-8")
-    from st_cli.model import build
+    from st_cli.model.model import build
 
     return {fmt: build(recipe, root / fmt, format=fmt)[1] for fmt in ("portable", "st6")}
 
@@ -170,7 +170,7 @@ def test_shipped_all_minilm(minilm_dir: Path) -> None:
 
 
 def test_real_recipe_with_dense_and_prompts(tmp_path: Path) -> None:
-    from st_cli.model import build
+    from st_cli.model.model import build
 
     recipe = Path(__file__).parent.parent / "recipes" / "minilm-dense-prompts.yaml"
     _, folder = build(recipe, tmp_path / "m256")
@@ -491,7 +491,7 @@ def test_read_safetensors_header(tmp_path: Path) -> None:
 
 PROBE = """
 import json, sys
-from st_cli.cli import app
+from st_cli.cli.app import app
 try:
     app(sys.argv[1:])
 except SystemExit as e:

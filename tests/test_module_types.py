@@ -16,9 +16,11 @@ import torch
 import yaml
 
 import st_cli
-from st_cli import layout, registry, types
-from st_cli.modules.base import Features, Module
-from st_cli.recipe import load_recipe
+from st_cli.format import layout
+from st_cli.format import spec as types
+from st_cli.model import registry
+from st_cli.model.modules.base import Features, Module
+from st_cli.model.recipe import load_recipe
 from tests.texts import COMPARE_TEXTS
 
 NAMES = registry.names()

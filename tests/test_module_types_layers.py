@@ -15,9 +15,9 @@ import torch
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli import app
+from st_cli.cli.app import app
 from st_cli.errors import RecipeError, StError
-from st_cli.recipe import load_recipe
+from st_cli.model.recipe import load_recipe
 from tests.texts import COMPARE_TEXTS
 
 ATOL = 1e-6
@@ -104,7 +104,7 @@ def test_lstm_matches_st62_on_packed_sequences() -> None:
     """LSTM needs WordEmbeddings' sentence_lengths to run in a stack; module to module, same weights, same output."""
     from sentence_transformers.sentence_transformer.modules import LSTM as StLSTM  # noqa: N811
 
-    from st_cli.modules.lstm import LSTM
+    from st_cli.model.modules.lstm import LSTM
 
     torch.manual_seed(0)
     theirs = StLSTM(6, hidden_dim=4, num_layers=2)

@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli import layout, types
-from st_cli.cli import app
+from st_cli.cli.app import app
+from st_cli.format import layout
+from st_cli.format import spec as types
 from tests.texts import COMPARE_TEXTS
 
 runner = CliRunner()

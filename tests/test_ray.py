@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from st_cli.cli import _with_optional_values, app
-from st_cli.encode import encode_file
+from st_cli.cli.app import _with_optional_values, app
+from st_cli.encode.api import encode_file
 
 runner = CliRunner()
 TEST_SECONDS = 180  # generous: a loaded 2-core CI machine starts actors slowly; a hang is still caught
@@ -92,7 +92,7 @@ def test_ray_options_without_ray_are_refused(tmp_path: Path, args: list[str], me
 def test_a_loaded_model_cannot_go_to_ray(tiny_bert_dir: Path, tmp_path: Path) -> None:
     from st_cli import encode_files_ray
     from st_cli.errors import StError
-    from st_cli.model import load_model
+    from st_cli.model.model import load_model
 
     (tmp_path / "a.txt").write_text("hello\n", encoding="utf-8")
     with pytest.raises(StError, match="give the model as a folder or Hub id"):
@@ -106,7 +106,7 @@ def test_stdin_cannot_go_to_ray(tmp_path: Path) -> None:
 
 
 def test_the_pool_s_start_is_its_first_ready_actor_even_one_ready_before_the_hand_over(tmp_path: Path) -> None:
-    from st_cli.ray import RayEncodeSummary
+    from st_cli.encode.ray import RayEncodeSummary
 
     summary = RayEncodeSummary(tmp_path / "e.npy", 3, 4, "float32", 3, 0, 2, [])
     row = {"skipped": False, "resumed": False, "seconds": 1.0, "load_seconds": 0.5, "pid": 7}
@@ -118,7 +118,7 @@ def test_the_pool_s_start_is_its_first_ready_actor_even_one_ready_before_the_han
 
 def test_one_worker_runs_one_shard_more_run_four_each() -> None:
     """One worker has nobody to balance with: extra shards only re-read the inputs and start cold windows."""
-    from st_cli.ray import default_shards
+    from st_cli.encode.ray import default_shards
 
     assert default_shards(20_000, 8192, 1) == 1
     assert default_shards(20_000, 8192, 2) == 3  # never more shards than windows
@@ -129,7 +129,7 @@ def test_one_worker_runs_one_shard_more_run_four_each() -> None:
 def test_local_workers_share_the_machine_s_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--ray --workers 1` gets every core (as plain `st encode`), not one CPU and half the speed."""
     from st_cli import threads
-    from st_cli.ray import default_cpus_per_worker, local_workers
+    from st_cli.encode.ray import default_cpus_per_worker, local_workers
 
     monkeypatch.setattr(threads, "usable_cpus", lambda: 8)
     assert default_cpus_per_worker(None, 1, 0.0) == 8
@@ -143,9 +143,9 @@ def test_local_workers_share_the_machine_s_cpus(monkeypatch: pytest.MonkeyPatch)
 
 def test_job_of_is_the_job_a_shard_records(tiny_bert_dir: Path, tmp_path: Path) -> None:
     """Workers skip a finished part by comparing job_of with its .shard.json: both must agree."""
-    from st_cli.encode import job_of
-    from st_cli.model import load_model
-    from st_cli.shards import read_sidecar
+    from st_cli.encode.api import job_of
+    from st_cli.encode.shards import read_sidecar
+    from st_cli.model.model import load_model
 
     corpus = tmp_path / "in.txt"
     corpus.write_text("\n".join(varied_lines(20)) + "\n", encoding="utf-8")
@@ -160,7 +160,7 @@ def test_job_of_is_the_job_a_shard_records(tiny_bert_dir: Path, tmp_path: Path) 
 
 def test_a_loaded_model_with_its_name_writes_what_the_name_writes(tiny_bert_dir: Path, tmp_path: Path) -> None:
     """Ray workers load the model once and pass model_name: the output (metadata too) is a single run's."""
-    from st_cli.model import load_model
+    from st_cli.model.model import load_model
 
     corpus = tmp_path / "in.txt"
     corpus.write_text("\n".join(varied_lines(20)) + "\n", encoding="utf-8")
@@ -173,8 +173,8 @@ def test_a_loaded_model_with_its_name_writes_what_the_name_writes(tiny_bert_dir:
 def test_an_address_nothing_answers_on_is_one_line_not_minutes_of_retries() -> None:
     import socket
 
+    from st_cli.encode.ray import check_reachable
     from st_cli.errors import StError
-    from st_cli.ray import check_reachable
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -185,8 +185,8 @@ def test_an_address_nothing_answers_on_is_one_line_not_minutes_of_retries() -> N
 
 
 def test_a_shards_own_error_comes_out_of_rays_wrappers_as_one_line() -> None:
+    from st_cli.encode.ray import _shard_error
     from st_cli.errors import StError
-    from st_cli.ray import _shard_error
 
     inner = StError("OUT.parts/part-00001-of-00004.npy: already exists; pass --force to replace it")
     wrapped = RuntimeError("ray.exceptions.RayTaskError(UserCodeException): traceback ...")
@@ -199,7 +199,7 @@ def test_a_shards_own_error_comes_out_of_rays_wrappers_as_one_line() -> None:
 def test_heartbeat_yields_none_while_waiting_and_passes_errors_on() -> None:
     import time
 
-    from st_cli.ray import with_heartbeat
+    from st_cli.encode.ray import with_heartbeat
 
     def slow() -> Iterator[int]:
         yield 1
@@ -314,7 +314,7 @@ def test_an_actor_killed_mid_shard_is_restarted_and_its_shard_resumes(
     ray_cluster: str, tiny_bert_dir: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from st_cli import encode_files_ray
-    from st_cli.ray import KILL_ENV
+    from st_cli.encode.ray import KILL_ENV
 
     single = corpus.with_name("single.npy")
     encode_file(corpus, single, model=tiny_bert_dir, window=8)
@@ -331,8 +331,8 @@ def test_a_rerun_skips_the_shards_that_finished(
     ray_cluster: str, tiny_bert_dir: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from st_cli import encode_files_ray
+    from st_cli.encode.ray import KILL_ENV
     from st_cli.errors import StError
-    from st_cli.ray import KILL_ENV
 
     single = corpus.with_name("single.npy")
     encode_file(corpus, single, model=tiny_bert_dir, window=8)
@@ -360,8 +360,8 @@ def test_gpus_the_local_machine_lacks_are_refused_before_any_actor(ray_cluster: 
 
 def test_a_parts_folder_holding_other_files_is_refused_not_removed(tmp_path: Path) -> None:
     """OUT.parts/ is removed after the merge: a folder of the user's by that name is never taken."""
+    from st_cli.encode.ray import _claim_parts_folder
     from st_cli.errors import StError
-    from st_cli.ray import _claim_parts_folder
 
     parts = tmp_path / "emb.npy.parts"
     parts.mkdir()
@@ -378,7 +378,7 @@ def test_the_autoscaler_monitor_child_is_killed_and_nothing_else(tmp_path: Path)
     """A local cluster's stop waited a second for Ray's autoscaler monitor to ignore its SIGTERM."""
     import subprocess
 
-    from st_cli.ray import AUTOSCALER_MONITOR, end_autoscaler_monitor
+    from st_cli.encode.ray import AUTOSCALER_MONITOR, end_autoscaler_monitor
 
     sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
     monitor = subprocess.Popen([*sleep, f"/site-packages/{AUTOSCALER_MONITOR}"])
@@ -401,7 +401,7 @@ def test_the_scheduling_loop_goes_round_less_often_during_the_job_then_as_before
     import importlib
 
     pytest.importorskip("ray")
-    from st_cli import ray as st_ray
+    from st_cli.encode import ray as st_ray
 
     module_name, name = st_ray.SCHEDULING_LOOP
     module = importlib.import_module(module_name)  # a Ray upgrade that moves the constant fails here
@@ -421,7 +421,7 @@ def test_ray_data_s_service_actors_start_with_the_cluster_once(ray_cluster: str,
     """Ray Data started them as the first shard started, and their start took its cores."""
     import ray
 
-    from st_cli import ray as st_ray
+    from st_cli.encode import ray as st_ray
 
     def services() -> dict[str, str]:
         named = ray.util.list_named_actors(all_namespaces=True)
@@ -442,7 +442,7 @@ LOCAL_CLUSTER_SCRIPT = """
 import json, os
 from pathlib import Path
 import ray
-from st_cli.ray import AUTOSCALER_MONITOR, cluster
+from st_cli.encode.ray import AUTOSCALER_MONITOR, cluster
 def monitors():  # the autoscaler monitors this process started
     found = []
     for entry in Path("/proc").glob("[0-9]*"):

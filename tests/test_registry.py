@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from st_cli import layout, registry
 from st_cli.errors import StError, TrustError
-from st_cli.modules.base import Module
+from st_cli.format import layout
+from st_cli.model import registry
+from st_cli.model.modules.base import Module
 
 
 def test_builtins_are_registered_lazily_under_short_names() -> None:

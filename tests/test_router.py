@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli import layout
-from st_cli.cli import app
+from st_cli.cli.app import app
+from st_cli.format import layout
 from tests.texts import COMPARE_TEXTS
 
 VENVS = Path(os.environ.get("ST_COMPAT_VENVS", Path(__file__).parent.parent / ".venv-compat"))

@@ -10,9 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from st_cli.cli import app
-from st_cli.encode import EncodeOptions, encode_file
-from st_cli.model import build
+from st_cli.cli.app import app
+from st_cli.encode.api import EncodeOptions, encode_file
+from st_cli.model.model import build
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -66,8 +66,8 @@ def test_bfloat16_stays_close_to_float32(tiny_folder, lines, tmp_path):
 
 
 def test_bfloat16_linears_cast_once_match_autocast_and_are_put_back(tiny_folder, lines, tmp_path, monkeypatch):
-    from st_cli import encode as encode_module
-    from st_cli.model import load_model
+    from st_cli.encode import api as encode_module
+    from st_cli.model.model import load_model
 
     model = load_model(str(tiny_folder))
     weights = {k: v.clone() for k, v in model.state_dict().items()}

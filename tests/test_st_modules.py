@@ -20,9 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli import layout
-from st_cli.cli import app
+from st_cli.cli.app import app
 from st_cli.errors import EXIT_BAD_INPUT, ModelFolderError, StError, TrustError
+from st_cli.format import layout
 from tests.texts import COMPARE_TEXTS
 
 EXAMPLES = Path(__file__).parent / "compat" / "st_modules"
@@ -300,7 +300,7 @@ def st_process(*args: str, site: Path | None) -> subprocess.CompletedProcess[str
 def test_an_installed_packages_entry_point_plugin_builds_saves_and_loads_without_trust(
     tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from st_cli import registry
+    from st_cli.model import registry
 
     site = tmp_path / "site"
     install_plugin_package(site)
@@ -347,7 +347,7 @@ def test_module_load_by_hub_id_is_served_from_the_cache_offline(
     import huggingface_hub
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    from st_cli.modules.base import local_folder
+    from st_cli.model.modules.base import local_folder
 
     sha = "c" * 40
     repo = tmp_path / "cache" / "models--stcli--cached"

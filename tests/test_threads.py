@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from st_cli import threads
-from st_cli.cli import app
+from st_cli.cli.app import app
 from st_cli.threads import CpuSample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from st_cli.model import build
+    from st_cli.model.model import build
 
     root = tmp_path_factory.mktemp("threads")
     recipe = root / "recipe.yaml"

@@ -17,12 +17,12 @@ import torch
 from conftest import DENSE_STACK, TINY_VOCAB
 from typer.testing import CliRunner
 
-from st_cli import layout
-from st_cli.cli import app
+from st_cli.cli.app import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_OK
-from st_cli.model import build, load_model
-from st_cli.training import KILL_AT_STEP_ENV, PrefixCache, checkpoint_dir, spearman
-from st_cli.verify import verify_model
+from st_cli.format import layout
+from st_cli.model.model import build, load_model
+from st_cli.training.train import KILL_AT_STEP_ENV, PrefixCache, checkpoint_dir, spearman
+from st_cli.verify.verify import verify_model
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,8 +29,10 @@ import pytest
 import yaml
 
 import st_cli
-from st_cli import layout, registry, types
-from st_cli.recipe import load_recipe
+from st_cli.format import layout
+from st_cli.format import spec as types
+from st_cli.model import registry
+from st_cli.model.recipe import load_recipe
 from tests.texts import COMPARE_TEXTS
 
 VENVS = Path(os.environ.get("ST_COMPAT_VENVS", Path(__file__).parent.parent / ".venv-compat"))

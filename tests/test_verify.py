@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from st_cli.cli import app
+from st_cli.cli.app import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, EXIT_OK
-from st_cli.model import build as build_folder
-from st_cli.verify import verify_model
+from st_cli.model.model import build as build_folder
+from st_cli.verify.verify import verify_model
 from tests.conftest import DENSE_STACK
 
 runner = CliRunner()
@@ -225,7 +225,7 @@ DECAY_POOLING = """
 from pathlib import Path
 Path(__file__).with_name("imported.marker").write_text("code from the folder ran")
 
-from st_cli.modules.base import Module
+from st_cli.model.modules.base import Module
 
 
 class DecayMeanPooling(Module):
@@ -424,7 +424,7 @@ def test_internal_error_is_exit_3(tiny_recipe, tmp_path: Path, monkeypatch: pyte
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("st_cli.verify.verify_model", broken)
+    monkeypatch.setattr("st_cli.verify.verify.verify_model", broken)
     result = verify(str(tmp_path))
     assert result.exit_code == EXIT_INTERNAL
     assert "internal error: RuntimeError: boom" in result.stderr

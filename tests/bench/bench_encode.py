@@ -116,8 +116,8 @@ def speed_worker(kind: str, src: str, out_dir: str) -> None:
         model.encode(texts[:64], batch_size=32)
     else:
         from st_cli import load_model
-        from st_cli.encode import encode_file
-        from st_cli.modules.transformer import inference_only
+        from st_cli.encode.api import encode_file
+        from st_cli.model.modules.transformer import inference_only
 
         with inference_only():  # as `st encode` loads it: st_cli/bert.py for this BERT
             model = load_model(model_dir)
@@ -146,7 +146,7 @@ def bench_speed(rounds: int, n_lines: int) -> None:
     import torch
 
     from st_cli import load_model
-    from st_cli.encode import token_lengths
+    from st_cli.encode.api import token_lengths
     from st_cli.threads import cpu_runs_natively
 
     texts = english_lines(n_lines)
@@ -230,7 +230,7 @@ def rss_child(model_dir: str, src: str, out: str) -> None:
     """Runs in a subprocess: encode one file and print the peak RSS in MiB."""
     import torch
 
-    from st_cli.encode import encode_file
+    from st_cli.encode.api import encode_file
 
     torch.set_num_threads(1)
     summary = encode_file(src, out, model=model_dir, force=True)
@@ -252,7 +252,7 @@ def peak_rss_mib() -> float:
 
 
 def bench_rss(sizes: tuple[int, ...] = (20_000, 200_000)) -> None:
-    from st_cli.model import build
+    from st_cli.model.model import build
     from tests.conftest import make_tiny_bert
 
     work = Path(tempfile.mkdtemp(prefix="st-bench-rss-"))

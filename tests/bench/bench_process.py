@@ -102,7 +102,7 @@ def worker(kind: str, src: str, out: str) -> None:
         import torch
 
         from st_cli import load_model
-        from st_cli.encode import encode_file
+        from st_cli.encode.api import encode_file
 
         ours = load_model(model_dir())
         encode_file(src, out, model=ours, force=True, threads=1)

@@ -67,12 +67,12 @@ SETTLE_SECONDS = 8.0
 PLAIN_ACTOR_SCRIPT = """
 import json, sys
 import ray
-from st_cli.ray import cluster, local_cpus
+from st_cli.encode.ray import cluster, local_cpus
 src, out, model, threads = sys.argv[1:5]
 @ray.remote(num_cpus=int(threads))
 class PlainActor:
     def encode(self):
-        from st_cli.encode import encode_file
+        from st_cli.encode.api import encode_file
         return encode_file([src], out, model=model, threads=int(threads), force=True).seconds
 with cluster(None, cpus=local_cpus(1, int(threads))):
     print(json.dumps({"seconds": ray.get(PlainActor.remote().encode.remote())}))
@@ -107,7 +107,7 @@ def ray_idle_cpus(seconds: float) -> tuple[float, float]:
 
     import ray
 
-    from st_cli.ray import SCHEDULING_SECONDS, cluster, slower_scheduling_loop
+    from st_cli.encode.ray import SCHEDULING_SECONDS, cluster, slower_scheduling_loop
 
     with cluster(None, cpus=4):
         ray.data.DataContext.get_current().enable_progress_bars = False

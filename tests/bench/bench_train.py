@@ -122,7 +122,7 @@ def main() -> None:
 
     import torch
 
-    from st_cli.model import build
+    from st_cli.model.model import build
 
     print(f"torch threads: {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory(prefix="st-bench-train-") as tmp_name:
@@ -144,7 +144,7 @@ def run_contrastive(tmp: Path, args: argparse.Namespace) -> None:
     import json
 
     import st_cli
-    from st_cli.model import build
+    from st_cli.model.model import build
 
     pairs = tmp / "pairs.jsonl"
     rows = [json.dumps({"anchor": a, "positive": b}) for a, b in sentence_pairs(args.pairs)]

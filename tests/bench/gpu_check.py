@@ -44,7 +44,7 @@ def main() -> None:
     from sentence_transformers import __version__ as st_version
 
     from st_cli import load_model
-    from st_cli.encode import encode_file
+    from st_cli.encode.api import encode_file
 
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():

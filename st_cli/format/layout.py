@@ -1,0 +1,402 @@
+"""The sentence-transformers folder format: file names, type strings, config spellings, atomic saves.
+
+This is the only file that knows how a model folder is laid out on disk (see ../shared/FORMAT.md).
+It must not import torch: `st inspect` and `st --help` read folders through it and stay instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from st_cli.errors import ModelFolderError
+from st_cli.format import spec as types
+from st_cli.format.spec import FORMATS, MODULE_CONFIG, POOLING_MODES, SBERT_CONFIG, Format, TypeSpec
+
+__all__ = ["FORMATS", "MODULE_CONFIG", "POOLING_MODES", "SBERT_CONFIG", "Format"]
+
+MODULES_JSON = "modules.json"
+MODEL_CONFIG = "config_sentence_transformers.json"
+MANIFEST = "st_manifest.json"
+MODEL_CARD = "README.md"
+SAFETENSORS_WEIGHTS = "model.safetensors"
+# Files a transformers tokenizer is built from; without any, transformers builds a toy one silently.
+TOKENIZER_FILES = (
+    "tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model"
+)
+PICKLED_WEIGHTS = "pytorch_model.bin"
+
+# What each format writes for the built-ins, and every spelling read (views of types.SPECS).
+TYPE_STRINGS: dict[Format, dict[str, str]] = {
+    fmt: {name: spec.type_string(fmt) for name, spec in types.SPECS.items()} for fmt in FORMATS
+}
+KNOWN_TYPES: dict[str, str] = {s: spec.name for spec in types.SPECS.values() for s in spec.type_strings}
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """One entry of modules.json."""
+
+    idx: int
+    name: str
+    path: str
+    type: str
+    kwargs: tuple[str, ...] = ()
+    # Set only for modules st supplies itself (a plain transformers folder's Pooling): no files on disk.
+    config: Mapping[str, Any] | None = None
+
+    @property
+    def spec(self) -> TypeSpec | None:
+        """The spec of a type st knows (a built-in or a registered plugin), or None for other code."""
+        from st_cli.model import registry
+
+        return registry.spec_for_type_string(self.type)
+
+    @property
+    def short_type(self) -> str | None:
+        """The st short name of a type st knows, or None for other code."""
+        spec = self.spec
+        return spec.name if spec else None
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"idx": self.idx, "name": self.name, "path": self.path, "type": self.type}
+        if self.kwargs:
+            entry["kwargs"] = list(self.kwargs)
+        return entry
+
+
+@dataclass
+class ModelConfig:
+    """config_sentence_transformers.json, the model-level settings."""
+
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    similarity_fn_name: str | None = None
+    truncate_dim: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+# Tasks with a prompt of their own: ST 6.2's encode_query / encode_document use prompts[task], and its
+# SentenceTransformer always has both keys ("" unless the folder sets them), so never the default prompt.
+TASK_PROMPTS = ("query", "document")
+
+
+def task_prompt(task: str | None, prompts: Mapping[str, str]) -> str | None:
+    """The prompt a task implies (its own, or ""), or None for no task or a task without one."""
+    return prompts.get(task, "") if task in TASK_PROMPTS else None
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file, or raise a one-line ModelFolderError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ModelFolderError(f"{path}: not valid JSON (nested too deeply)") from None
+    except OSError as e:
+        raise ModelFolderError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def module_folder(root: Path, entry_path: str) -> Path:
+    """The folder of a module, refusing a path that leaves the model folder (`..`, absolute, symlink)."""
+    root = root.resolve()
+    target = (root / entry_path).resolve()
+    if target != root and root not in target.parents:
+        raise ModelFolderError(f"{root / MODULES_JSON}: module path {entry_path!r} points outside the model folder")
+    return target
+
+
+def looks_like_model(folder: str | os.PathLike[str] | None) -> bool:
+    """A local folder with modules.json or a transformers config.json (a guard's cheap test, nothing parsed)."""
+    return folder is not None and any(os.path.isfile(os.path.join(folder, n)) for n in (MODULES_JSON, MODULE_CONFIG))
+
+
+def is_plain_folder(root: Path) -> bool:
+    """A transformers model folder without modules.json: loaders read it as Transformer + Pooling."""
+    config = root / MODULE_CONFIG
+    if (root / MODULES_JSON).exists() or not config.is_file():
+        return False
+    try:
+        raw = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(raw, dict) and ("model_type" in raw or "architectures" in raw)
+
+
+def plain_entries(root: Path) -> list[ModuleEntry]:
+    """The stack sentence-transformers builds for a plain folder (types.plain_stack), as modules.json entries."""
+    hf_config = read_json(root / MODULE_CONFIG)
+    return [
+        ModuleEntry(idx=i, name=str(i), path="", type=spec.legacy_type, config=config)
+        for i, (spec, config) in enumerate(types.plain_stack(hf_config))
+    ]
+
+
+def read_modules_json(root: Path) -> list[ModuleEntry]:
+    """The entries of `root/modules.json`, checked for shape; a plain transformers folder's implied stack."""
+    path = root / MODULES_JSON
+    if not path.is_file() and is_plain_folder(root):
+        return plain_entries(root)
+    if not path.is_file():
+        raise ModelFolderError(f"{root}: no {MODULES_JSON}; not a sentence-transformers model folder")
+    raw = read_json(path)
+    if not isinstance(raw, list) or not raw:
+        raise ModelFolderError(f"{path}: expected a non-empty list of modules")
+    entries = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str) or not isinstance(item.get("path"), str):
+            raise ModelFolderError(f"{path}: entry [{i}] needs string 'type' and 'path'")
+        kwargs = item.get("kwargs") or []
+        if not isinstance(kwargs, list) or not all(isinstance(k, str) for k in kwargs):
+            raise ModelFolderError(f"{path}: entry [{i}].kwargs must be a list of names")
+        idx = item.get("idx", i)
+        if not isinstance(idx, int) and not (isinstance(idx, str) and idx.isdigit()):
+            raise ModelFolderError(f"{path}: entry [{i}].idx must be a number, got {idx!r}")
+        entries.append(
+            ModuleEntry(
+                idx=int(idx),
+                name=str(item.get("name", i)),
+                path=item["path"],
+                type=item["type"],
+                kwargs=tuple(kwargs),
+            )
+        )
+    return entries
+
+
+def dialect(entries: list[ModuleEntry]) -> str:
+    """'legacy' (ST <= 5.3), 'new' (ST >= 5.4), 'mixed', or 'custom' (no built-in type at all)."""
+    kinds = {"legacy" if types.is_legacy_type(e.type) else "new" for e in entries if _sentence_transformers_type(e)}
+    if not kinds:
+        return "custom"
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _sentence_transformers_type(entry: ModuleEntry) -> bool:
+    """A built-in spelled as sentence-transformers spells it (plugins and custom code have their own paths)."""
+    return entry.spec is not None and (types.is_legacy_type(entry.type) or types.is_new_type(entry.type))
+
+
+def read_model_config(root: Path) -> ModelConfig:
+    """config_sentence_transformers.json; a missing file means the defaults."""
+    path = root / MODEL_CONFIG
+    if not path.is_file():
+        return ModelConfig()
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise ModelFolderError(f"{path}: expected a JSON object")
+    prompts = raw.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ModelFolderError(f"{path}: 'prompts' must map names to strings")
+    default = raw.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ModelFolderError(f"{path}: default_prompt_name {default!r} is not one of the prompts {sorted(prompts)}")
+    truncate_dim = raw.get("truncate_dim")
+    if truncate_dim is not None and (
+        not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool) or truncate_dim <= 0
+    ):
+        raise ModelFolderError(f"{path}: truncate_dim must be a positive integer or null, got {truncate_dim!r}")
+    return ModelConfig(
+        prompts=dict(prompts),
+        default_prompt_name=default,
+        similarity_fn_name=raw.get("similarity_fn_name"),
+        truncate_dim=truncate_dim,
+        versions={str(k): str(v) for k, v in (raw.get("__version__") or {}).items()},
+    )
+
+
+def find_config_file(spec: TypeSpec | None, folder: Path) -> Path | None:
+    """A module's config file, under any of the names its type has used (custom code: config.json)."""
+    names = spec.config_files if spec is not None else (MODULE_CONFIG,)
+    return next((folder / name for name in names if (folder / name).is_file()), None)
+
+
+def find_sbert_config(folder: Path) -> Path | None:
+    """The input module's own config file (sentence_bert_config.json or an older name)."""
+    return next(
+        (p for spec in types.SPECS.values() if spec.input_module and (p := find_config_file(spec, folder))), None
+    )
+
+
+def read_module_config(spec: TypeSpec | None, folder: Path) -> dict[str, Any]:
+    """A module's config as st constructor kwargs, whichever dialect wrote it (custom code: as written)."""
+    path = find_config_file(spec, folder)
+    raw = read_json(path) if path else {}
+    if not isinstance(raw, dict):
+        raise ModelFolderError(f"{path}: expected a JSON object")
+    return spec.decode(raw, path or folder / MODULE_CONFIG) if spec is not None else raw
+
+
+# ---------------------------------------------------------------- writing
+
+
+def module_dir_name(idx: int, class_name: str) -> str:
+    """`{idx}_{Class}`, the folder ST gives a module that is not saved in the root."""
+    return f"{idx}_{class_name}"
+
+
+def module_config_files(spec: TypeSpec | None, config: Mapping[str, Any], fmt: Format) -> dict[str, dict | None]:
+    """What a module's config looks like on disk: {file name: JSON object}; None means no file."""
+    if spec is None:
+        return {MODULE_CONFIG: dict(config)}
+    return spec.encode_config(config, fmt)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_module_config(folder: Path, spec: TypeSpec | None, config: Mapping[str, Any], fmt: Format) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in module_config_files(spec, config, fmt).items():
+        if content is not None:
+            write_json(folder / name, content)
+
+
+def make_tokenizer_config_portable(folder: Path) -> None:
+    """transformers 5 names generic fast tokenizers `TokenizersBackend`, a class 4.x lacks; use the old name."""
+    path = folder / "tokenizer_config.json"
+    if path.is_file():
+        config = read_json(path)
+        if isinstance(config, dict) and config.get("tokenizer_class") == "TokenizersBackend":
+            write_json(path, config | {"tokenizer_class": "PreTrainedTokenizerFast"})
+
+
+def make_tokenizer_json_portable(folder: Path) -> None:
+    """tokenizers >= 0.20 write BPE merges as pairs, which older tokenizers cannot parse ("untagged enum
+    ModelWrapper"); every version reads the older "left right" strings, so write those where no part has a space."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return
+    config = read_json(path)
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        return
+    merges = model.get("merges")
+    if not isinstance(merges, list) or not all(isinstance(m, list) and len(m) == 2 for m in merges):
+        return
+    if any(" " in part for merge in merges for part in merge):
+        return
+    model["merges"] = [f"{left} {right}" for left, right in merges]
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+
+
+def write_model_files(root: Path, entries: list[ModuleEntry], config: ModelConfig, fmt: Format) -> None:
+    """modules.json and config_sentence_transformers.json."""
+    write_json(root / MODULES_JSON, [e.to_json() for e in entries])
+    model_config: dict[str, Any] = {
+        "__version__": config.versions,
+        "model_type": "SentenceTransformer",
+        "prompts": config.prompts,
+        "default_prompt_name": config.default_prompt_name,
+        "similarity_fn_name": config.similarity_fn_name or "cosine",
+    }
+    if config.truncate_dim is not None:
+        model_config["truncate_dim"] = config.truncate_dim
+    if fmt == "st6":
+        model_config = dict(sorted(model_config.items()))
+    write_json(root / MODEL_CONFIG, model_config)
+
+
+def walk(root: Path) -> list[Path]:
+    """Everything below root, sorted, without descending into symlinked folders (a link to / is not a walk of /)."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        found += [Path(folder) / name for name in dirs + files]
+    return sorted(found)
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file below root (relative POSIX paths), the manifest itself excluded."""
+    digests = {}
+    for path in (p for p in walk(root) if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel != MANIFEST:
+            digests[rel] = sha256_file(path)
+    return digests
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / MANIFEST
+    return read_json(path) if path.is_file() else None
+
+
+# ---------------------------------------------------------------- safetensors headers
+
+SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors format's own limit
+# Bytes per element of the safetensors dtypes; a tensor's data must be exactly shape × this.
+SAFETENSORS_DTYPE_BYTES = {
+    "F64": 8, "I64": 8, "U64": 8, "C64": 8,
+    "F32": 4, "I32": 4, "U32": 4,
+    "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+}  # fmt: skip
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a .safetensors file ({name: {dtype, shape, data_offsets}, "__metadata__": ...}).
+
+    Reads only the 8-byte length and the header; never the tensors. Checks that every tensor's
+    data lies inside the file, so a truncated file is reported here.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise ModelFolderError(f"{path}: truncated safetensors file ({size} bytes, no header length)")
+            length = int.from_bytes(prefix, "little")
+            if length > SAFETENSORS_MAX_HEADER or 8 + length > size:
+                problem = f"truncated safetensors header ({length} bytes announced, {size} in file)"
+                raise ModelFolderError(f"{path}: {problem}")
+            raw = f.read(length)
+    except OSError as e:
+        raise ModelFolderError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ModelFolderError(f"{path}: safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ModelFolderError(f"{path}: safetensors header is not a JSON object")
+    data_size = size - 8 - length
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(x, int) for x in offsets)
+            or not isinstance(shape, list)
+            or not all(isinstance(d, int) and d >= 0 for d in shape)
+            or not isinstance(info.get("dtype"), str)
+        ):
+            raise ModelFolderError(f"{path}: tensor {name!r} has a malformed header entry")
+        if not 0 <= offsets[0] <= offsets[1] <= data_size:
+            raise ModelFolderError(f"{path}: tensor {name!r} ends at byte {offsets[1]}, beyond the data ({data_size})")
+        width = SAFETENSORS_DTYPE_BYTES.get(info["dtype"])
+        if width is not None and math.prod(shape) * width != offsets[1] - offsets[0]:
+            problem = f"shape {shape} of {info['dtype']} needs {math.prod(shape) * width} bytes"
+            raise ModelFolderError(f"{path}: tensor {name!r}: {problem}, the header gives {offsets[1] - offsets[0]}")
+    return header
