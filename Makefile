@@ -13,7 +13,7 @@ COMPAT := $(VENV)-compat
 help:
 	@echo "make demo    set up .venv, build the default recipe, inspect it, encode a sample file, verify"
 	@echo "make test    set up .venv with the test extras and run the test suite"
-	@echo "make lint    ruff + mypy"
+	@echo "make lint    ruff + mypy + the import-layer contract"
 	@echo "make bench   benchmarks against sentence-transformers (ratios from one run)"
 
 # torch goes in first, pinned, so nothing else pulls a CUDA build (override: make TORCH_SPEC=...).
@@ -59,9 +59,11 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.test compat-venvs
 	ST_COMPAT_VENVS=$(COMPAT) $(PY) -m pytest -q $(PYTEST_ARGS)
 
+# ruff, mypy, and the layer contract in pyproject.toml (no import cycles; format/ never imports torch).
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check st_cli tests
 	$(VENV)/bin/mypy st_cli
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(VENV)/.test
 	@for f in tests/bench/bench_*.py; do $(PY) $$f || exit 1; done

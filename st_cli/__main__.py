@@ -1,3 +1,3 @@
-from st_cli.cli.app import main
+from st_cli.cli import main
 
 main()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_MISMATCH
 from st_cli.format import summary
 from st_cli.model.model import build as build_folder

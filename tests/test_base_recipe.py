@@ -11,7 +11,7 @@ from sentence_transformers import SentenceTransformer
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli.app import app
+from st_cli.cli import app
 from tests.texts import COMPARE_TEXTS
 
 runner = CliRunner()

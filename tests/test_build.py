@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli.app import app
+from st_cli.cli import app
 from tests.conftest import DENSE_STACK
 
 runner = CliRunner()

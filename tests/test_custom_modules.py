@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.errors import EXIT_BAD_INPUT, StError, TrustError
 from st_cli.model.model import build, load_model
 from tests.texts import COMPARE_TEXTS

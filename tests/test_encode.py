@@ -12,8 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from st_cli.cli.app import app
-from st_cli.encode.api import encode_file, parse_kwargs, plan_batches
+from st_cli.cli import app
+from st_cli.encode.api import encode_file
+from st_cli.encode.batching import plan_batches
+from st_cli.encode.options import parse_kwargs
 from st_cli.errors import OutputExistsError, StError
 from st_cli.model.model import Model, build, load_model
 from st_cli.model.modules.base import Features, Module
@@ -507,7 +509,7 @@ def test_unterminated_csv_quote_fails_before_the_model_loads(tiny_folder: Path, 
 def test_inputs_that_change_between_passes_are_an_error(
     tiny: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import st_cli.encode.api as encode_module
+    import st_cli.encode.run as encode_module
     from st_cli.encode import inputs
 
     src = write_lines(tmp_path / "in.txt", ["a", "b", "c"])
@@ -537,7 +539,7 @@ def test_output_that_is_also_an_input_is_refused_even_with_force(tiny_folder: Pa
 
 
 def test_stdin_spool_lives_beside_the_output(tiny: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import st_cli.encode.api as encode_module
+    import st_cli.encode.run as encode_module
 
     seen: list[Path] = []
     original = encode_module.count_records

@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.encode.api import encode_file
 from tests.conftest import DENSE_STACK
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_OK, StError
 from st_cli.format.summary import FINDING_CHECKS, summarize
 from st_cli.model.model import build as build_folder

@@ -15,7 +15,7 @@ from conftest import TINY_VOCAB
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.errors import EXIT_BAD_INPUT, ModelFolderError
 from st_cli.format import layout
 from st_cli.format.summary import LOADERS, LoaderVerdict, ModelSummary, portability, summarize
@@ -491,7 +491,7 @@ def test_read_safetensors_header(tmp_path: Path) -> None:
 
 PROBE = """
 import json, sys
-from st_cli.cli.app import app
+from st_cli.cli import app
 try:
     app(sys.argv[1:])
 except SystemExit as e:

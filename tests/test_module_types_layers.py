@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.errors import RecipeError, StError
 from st_cli.model.recipe import load_recipe
 from tests.texts import COMPARE_TEXTS

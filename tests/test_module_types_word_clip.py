@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_OK, ModelFolderError, RecipeError, StError
 from st_cli.model import registry
 from st_cli.model.word_tokenizers import ENGLISH_STOP_WORDS, PhraseTokenizer, nltk_word_tokenize

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.format import layout
 from st_cli.format import spec as types
 from tests.texts import COMPARE_TEXTS

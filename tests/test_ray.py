@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from st_cli.cli.app import _with_optional_values, app
+from st_cli.cli.commands import _with_optional_values, app
 from st_cli.encode.api import encode_file
 
 runner = CliRunner()
@@ -143,7 +143,7 @@ def test_local_workers_share_the_machine_s_cpus(monkeypatch: pytest.MonkeyPatch)
 
 def test_job_of_is_the_job_a_shard_records(tiny_bert_dir: Path, tmp_path: Path) -> None:
     """Workers skip a finished part by comparing job_of with its .shard.json: both must agree."""
-    from st_cli.encode.api import job_of
+    from st_cli.encode.job import job_of
     from st_cli.encode.shards import read_sidecar
     from st_cli.model.model import load_model
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.errors import RecipeError
 from st_cli.model.recipe import load_recipe
 

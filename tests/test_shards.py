@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from st_cli import fsio
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.encode.api import encode_file
 from st_cli.encode.batching import DEFAULT_WINDOW
 from st_cli.encode.journal import KILL_ENV, journal_path, partial_path
@@ -87,7 +87,7 @@ def test_plan_covers_every_row_once_in_whole_windows(rows: int, count: int) -> N
 def test_cli_window_default_is_the_library_default() -> None:
     result = runner.invoke(app, ["encode", "--help"])
     assert result.exit_code == 0
-    from st_cli.cli import app as cli
+    from st_cli.cli import commands as cli
 
     assert cli.encode.__kwdefaults__["window"] == DEFAULT_WINDOW
 
@@ -354,8 +354,8 @@ def test_a_worker_error_is_one_line_exit_2_and_leaves_nothing(tiny_folder: Path,
 
 
 def test_workers_progress_sums_the_rows_the_parts_journaled(tmp_path: Path) -> None:
-    from st_cli.encode.api import EncodeOptions
     from st_cli.encode.journal import Journal
+    from st_cli.encode.options import EncodeOptions
     from st_cli.encode.workers import _reporter
 
     src = tmp_path / "in.txt"

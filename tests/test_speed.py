@@ -10,8 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from st_cli.cli.app import app
-from st_cli.encode.api import EncodeOptions, encode_file
+from st_cli.cli import app
+from st_cli.encode.api import encode_file
+from st_cli.encode.options import EncodeOptions
 from st_cli.model.model import build
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -66,7 +67,7 @@ def test_bfloat16_stays_close_to_float32(tiny_folder, lines, tmp_path):
 
 
 def test_bfloat16_linears_cast_once_match_autocast_and_are_put_back(tiny_folder, lines, tmp_path, monkeypatch):
-    from st_cli.encode import api as encode_module
+    from st_cli.encode import run as encode_module
     from st_cli.model.model import load_model
 
     model = load_model(str(tiny_folder))

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 import st_cli
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.errors import EXIT_BAD_INPUT, ModelFolderError, StError, TrustError
 from st_cli.format import layout
 from tests.texts import COMPARE_TEXTS

@@ -297,7 +297,7 @@ def test_recipe_base_static_folder(m2v_dir: Path, tmp_path: Path) -> None:
 def test_bad_static_recipes(tmp_path: Path, tiny_bert_dir: Path, extra: str, message: str) -> None:
     from typer.testing import CliRunner
 
-    from st_cli.cli.app import app
+    from st_cli.cli.commands import app
 
     body = "modules:\n  - type: StaticEmbedding\n"
     if "tokenizer" not in extra:
@@ -343,7 +343,7 @@ def test_pickled_weights_and_verify(tiny_bert_dir: Path, tmp_path: Path, built_s
     from tokenizers import Tokenizer
     from typer.testing import CliRunner
 
-    from st_cli.cli.app import app
+    from st_cli.cli.commands import app
 
     tokenizer = Tokenizer.from_file(str(tiny_bert_dir / "tokenizer.json"))
     reference = SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=6)], device="cpu")
@@ -358,7 +358,8 @@ def test_pickled_weights_and_verify(tiny_bert_dir: Path, tmp_path: Path, built_s
 def test_static_shards_merge_to_a_plain_run_and_name_numpy_and_tokenizers(m2v_dir: Path, tmp_path: Path) -> None:
     """A static folder's shards (3 threads, several windows in flight) merge to a plain run's bytes; the job
     names the versions that compute the numbers (numpy, tokenizers), not torch's."""
-    from st_cli.encode.api import encode_file, job_of
+    from st_cli.encode.api import encode_file
+    from st_cli.encode.job import job_of
     from st_cli.encode.shards import merge_shards, read_sidecar
 
     src = tmp_path / "in.txt"

@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from st_cli import threads
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.threads import CpuSample
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import torch
 from conftest import DENSE_STACK, TINY_VOCAB
 from typer.testing import CliRunner
 
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_OK
 from st_cli.format import layout
 from st_cli.model.model import build, load_model

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from st_cli.cli.app import app
+from st_cli.cli import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, EXIT_OK
 from st_cli.model.model import build as build_folder
 from st_cli.verify.verify import verify_model

@@ -1,5 +1,5 @@
-"""The `st` command line: the typer app (`app.py`) and its rich output (`render.py`)."""
+"""The `st` command line: the typer app (`commands.py`) and its rich output (`render.py`)."""
 
-from st_cli.cli.app import app, main
+from st_cli.cli.commands import app, main
 
 __all__ = ["app", "main"]

@@ -15,7 +15,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from rich.tree import Tree
 
-    from st_cli.encode.api import EncodeSummary
+    from st_cli.encode.options import EncodeSummary
     from st_cli.encode.ray import RayEncodeSummary
     from st_cli.encode.shards import MergeSummary
     from st_cli.format.summary import ModelSummary, ModuleSummary

@@ -36,8 +36,8 @@ import numpy as np
 from st_cli.errors import StError
 
 if TYPE_CHECKING:
-    from st_cli.encode.api import EncodeOptions
     from st_cli.encode.batching import BatchPlan
+    from st_cli.encode.options import EncodeOptions
     from st_cli.model.model import Model
 
 RAY_MISSING = "Ray is not installed: pip install 'st-cli[ray]'"
@@ -371,16 +371,17 @@ def embed_records(model: Model, texts: list[str], options: EncodeOptions, plan: 
     """
     import torch
 
-    from st_cli.encode.api import _embed_batch, reduced_linears
     from st_cli.encode.batching import prepare_window
+    from st_cli.encode.device import reduced_linears
     from st_cli.encode.inputs import Record
+    from st_cli.encode.run import embed_batch
 
     window = prepare_window(model, 0, [Record("", i + 1, t) for i, t in enumerate(texts)], plan)
     if not window.batches:
         dim = model.get_sentence_embedding_dimension() or 0
         return np.empty((0, options.truncate_dim or dim), np.float32)
     with reduced_linears(model, options.dtype):
-        outputs = [_embed_batch(model, batch, options) for batch in window.batches]
+        outputs = [embed_batch(model, batch, options) for batch in window.batches]
     rows = model.finish(torch.cat(outputs), normalize=options.normalize, truncate_dim=options.truncate_dim)
     block = np.empty(rows.shape, np.float32)
     block[np.concatenate([batch.indices for batch in window.batches])] = rows
@@ -413,7 +414,8 @@ class Embedder:
         trust_remote_code: bool = False,
         **options: Any,
     ) -> None:
-        from st_cli.encode.api import EncodeOptions, prepare_job
+        from st_cli.encode.job import prepare_job
+        from st_cli.encode.options import EncodeOptions
         from st_cli.model.model import load_model
 
         self.column, self.output_column = column, output_column
@@ -456,21 +458,21 @@ class ShardWorker:
         model: str,
         model_name: str,
         inputs: list[str],
-        options: dict[str, Any],
+        options: EncodeOptions,
         parts: str,
         shards: int,
         cwd: str,
         kill: str | None = None,
     ) -> None:
         started = time.perf_counter()
-        from st_cli.encode.api import EncodeOptions, _load
+        from st_cli.encode.run import load_encoder
 
         # The driver's folder, where it exists here: a relative model name then finds the same folder,
         # so every worker records the same model hashes in its shard's job (and merge accepts them).
         with contextlib.suppress(OSError):
             os.chdir(cwd)
         # Loaded as `st encode` loads it (a static folder runs in numpy), so parts equal a plain run's rows.
-        self.model, _ = _load(model, EncodeOptions(**options))
+        self.model, _ = load_encoder(model, options)
         self.model_name, self.inputs, self.options = model_name, inputs, options
         self.parts, self.shards, self.kill = Path(parts), shards, kill
         self.job: str | None = None
@@ -482,7 +484,8 @@ class ShardWorker:
         return {key: np.array([result[key] for result in results]) for key in results[0]}
 
     def run_shard(self, index: int) -> dict[str, Any]:
-        from st_cli.encode.api import encode_file, job_of
+        from st_cli.encode.api import encode_file
+        from st_cli.encode.job import job_of
         from st_cli.encode.shards import finished_shard, sidecar_path
 
         part = part_path(self.parts, index, self.shards)
@@ -491,19 +494,19 @@ class ShardWorker:
         result["ready_at"] = self.ready_at
         if sidecar_path(part).is_file():  # a finished part, maybe of this job (the job costs a model hash)
             if self.job is None:
-                self.job = job_of(self.inputs, self.model, self.model_name, **self.options)
+                self.job = job_of(self.inputs, self.model, self.model_name, self.options)
             info = finished_shard(part, self.job)
             if info is not None:
                 return {**result, "rows": info.rows, "skipped": True}
         summary = encode_file(
             self.inputs,
             part,
+            self.options,
             model=self.model,
             model_name=self.model_name,
             shard=(index, self.shards),
             resume=True,
             progress=self._killer(index),
-            **self.options,
         )
         return {**result, "rows": summary.rows, "resumed": summary.resumed_rows > 0, "seconds": summary.seconds}
 
@@ -514,7 +517,7 @@ class ShardWorker:
         marker, _, only = self.kill.partition("@")
         if only and int(only) != index:
             return None
-        window = int(self.options.get("window", 8192))
+        window = self.options.window
 
         def progress(done: int, total: int, tokens: int) -> None:
             if done <= window:
@@ -528,13 +531,11 @@ class ShardWorker:
         return progress
 
 
-def _worker_options(options: EncodeOptions, cpus_per_worker: float) -> dict[str, Any]:
-    """The shard code's keywords: every option of the job; torch threads default to the worker's CPUs."""
-    fields = dataclasses.asdict(options)
-    fields["kwargs"] = dict(options.kwargs)
-    if fields["threads"] is None:
-        fields["threads"] = max(1, round(cpus_per_worker))
-    return fields
+def _worker_options(options: EncodeOptions, cpus_per_worker: float) -> EncodeOptions:
+    """The job's options, whole, for the shard code; torch threads default to the worker's CPUs."""
+    if options.threads is not None:
+        return options
+    return dataclasses.replace(options, threads=max(1, round(cpus_per_worker)))
 
 
 def _shard_error(error: BaseException) -> StError | None:
@@ -687,7 +688,8 @@ def encode_files_ray(
     shards: int | None = None,
     restarts: int = RESTARTS,
     progress: ShardProgressFn | None = None,
-    **options: Any,
+    options: EncodeOptions | None = None,
+    **fields: Any,
 ) -> RayEncodeSummary:
     """`st encode` on a Ray cluster: shards of whole windows on an actor pool, merged into `output`.
 
@@ -702,12 +704,12 @@ def encode_files_ray(
         restarts: times Ray restarts a dead actor; its shard resumes from its last completed window.
         progress: called as shards finish, and each PROGRESS_SECONDS with the rows the running shards'
             journals record, with (shards done, shards, rows done, rows).
-        The other keywords are the fields of `EncodeOptions` (window, precision, skip_empty, ...).
+        options: the job's `EncodeOptions`; keywords replace single fields of it (window, precision, ...).
     """
     from st_cli import fsio
     from st_cli.encode import journal
-    from st_cli.encode.api import EncodeOptions
     from st_cli.encode.inputs import STDIN, count_records, resolved_inputs
+    from st_cli.encode.options import EncodeOptions
     from st_cli.encode.shards import merge_shards
     from st_cli.format import hub
 
@@ -722,7 +724,7 @@ def encode_files_ray(
         raise StError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise StError("--ray: give the model as a folder or Hub id (each worker loads it), not a loaded Model")
-    opts = EncodeOptions(**options)
+    opts = EncodeOptions.of(options, **fields)
     target = Path(output)
     opts.check(target)
     fsio.claim(target, force=opts.force)  # refuse an existing output before Ray starts

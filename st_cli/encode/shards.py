@@ -291,7 +291,7 @@ def merge_shards(
         precision: the output precision; default the job's. From float32 shards any precision works.
         progress: called with (rows written, rows total).
     """
-    from st_cli.encode.api import _claim_outputs, _publish_all  # torch-free helpers shared with encode
+    from st_cli.encode.publish import claim_outputs, publish_all
 
     started = time.perf_counter()
     paths = [Path(p) for p in parts]
@@ -309,8 +309,8 @@ def merge_shards(
             )
     side = side_paths(target, skip_empty=first.lines, precision=chosen)
     inputs = [str(p) for p in paths] + [str(lines_path(p)) for p in paths if first.lines]
-    claims = dict(zip(["output", *side], _claim_outputs([target, *side.values()], inputs, force), strict=True))
-    metadata = {"format": "st_cli.encode.api", "model": first.model, "precision": chosen, "rows": str(first.total_rows)}
+    claims = dict(zip(["output", *side], claim_outputs([target, *side.values()], inputs, force), strict=True))
+    metadata = {"format": "st_cli.encode", "model": first.model, "precision": chosen, "rows": str(first.total_rows)}
     summary = MergeSummary(target, first.of, first.total_rows, first.dimension, chosen)
     temps: dict[str, Path] = {}
     sink = Sink(target, first.total_rows, first.dimension, chosen, metadata)
@@ -323,7 +323,7 @@ def merge_shards(
         if "calibration" in side:
             temps["calibration"] = fsio.temp_file(side["calibration"])
             temps["calibration"].write_text(json.dumps(sink.calibration(), indent=2) + "\n", encoding="utf-8")
-        _publish_all(temps, claims, order=[*side, "output"])
+        publish_all(temps, claims, order=[*side, "output"])
     except OSError as e:
         raise fsio.write_error(e, target) from None
     finally:

@@ -25,7 +25,7 @@ from st_cli.encode.shards import merge_shards, read_sidecar, sidecar_path
 from st_cli.errors import StError
 
 if TYPE_CHECKING:
-    from st_cli.encode.api import EncodeOptions, EncodeSummary, ProgressFn
+    from st_cli.encode.options import EncodeOptions, EncodeSummary, ProgressFn
 
 
 def workers_folder(target: Path) -> Path:
@@ -46,7 +46,7 @@ def encode_with_workers(
 
     `progress` gets (rows done, rows total, 0), the rows done read from the parts' journals.
     """
-    from st_cli.encode.api import EncodeSummary
+    from st_cli.encode.options import EncodeSummary
 
     started = time.perf_counter()
     target = Path(output)
@@ -192,7 +192,7 @@ def _run_shard(
     """One worker process: its GPU made the only visible one before torch loads, then `--shard I/N`."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from st_cli.encode.api import encode
+    from st_cli.encode.run import encode
 
     return encode(inputs, part, options, model=model, shard=shard, resume=resume)
 

@@ -740,7 +740,7 @@ def train(
     """
 
     from st_cli import fsio
-    from st_cli.encode.api import resolve_device
+    from st_cli.encode.device import resolve_device
     from st_cli.encode.inputs import ReadOptions, read_texts
     from st_cli.model.model import Model, load_model
 

@@ -17,10 +17,10 @@ import numpy as np
 
 from st_cli.errors import StError
 from st_cli.format import hub, layout
-from st_cli.verify.verify import Check, _label, _max_abs
+from st_cli.verify.base import Check, label, max_abs
 
 if TYPE_CHECKING:
-    from st_cli.verify.verify import _Run
+    from st_cli.verify.base import Run
 
 ST_AGAINST = "sentence-transformers"  # `--against sentence-transformers`: the same folder, loaded by ST
 
@@ -36,7 +36,7 @@ class _Stack:
     encode: Callable[[list[str], str], np.ndarray]
 
 
-def compare_with(run: _Run, other: str) -> Check:
+def compare_with(run: Run, other: str) -> Check:
     """The `against` check: the probes through both stacks; on a difference, the first module that diverges."""
     assert run.model is not None  # CHECKS: against needs model
     try:
@@ -53,7 +53,7 @@ def compare_with(run: _Run, other: str) -> Check:
         )
     data: dict[str, Any] = {"against": stack.label, "max_abs_diff": None, "first_divergence": None}
     if ours.shape == theirs.shape:
-        data["max_abs_diff"] = diff = _max_abs(ours, theirs)
+        data["max_abs_diff"] = diff = max_abs(ours, theirs)
         if diff <= run.atol:
             return Check("against", "pass", f"max |Δ| {diff:.1e}", f"vs {stack.label}", data)
         figure = f"max |Δ| {diff:.1e}"
@@ -69,7 +69,7 @@ def compare_with(run: _Run, other: str) -> Check:
     return Check("against", "fail", figure, f"vs {stack.label}: {where}", data)
 
 
-def first_divergence(run: _Run, stack: _Stack) -> dict[str, Any] | None:
+def first_divergence(run: Run, stack: _Stack) -> dict[str, Any] | None:
     """Run both stacks module by module, each module on the same input features; the first that differs."""
     import torch
 
@@ -106,13 +106,13 @@ def _short(entry: layout.ModuleEntry) -> str:
     return entry.short_type or entry.type.rpartition(".")[2]
 
 
-def _divergence(run: _Run, index: int, why: str, diff: float | None) -> dict[str, Any]:
+def _divergence(run: Run, index: int, why: str, diff: float | None) -> dict[str, Any]:
     entry = run.entries[index] if index < len(run.entries) else None
     return {
         "index": index,
         "type": _short(entry) if entry else None,
         "path": entry.path if entry else None,
-        "module": _label(entry) if entry else f"module {index}",
+        "module": label(entry) if entry else f"module {index}",
         "why": why,
         "max_abs_diff": diff,
     }
@@ -135,7 +135,7 @@ def _output_diff(mine: dict[str, Any], theirs: dict[str, Any]) -> float:
     if key == "token_embeddings" and "attention_mask" in mine:
         keep = mine["attention_mask"].bool()
         a, b = a[keep], b[keep]
-    return _max_abs(a.float().numpy(), b.float().numpy())
+    return max_abs(a.float().numpy(), b.float().numpy())
 
 
 def _st_stack(other: str, trust: bool) -> _Stack:
@@ -152,7 +152,7 @@ def _st_stack(other: str, trust: bool) -> _Stack:
     )
 
 
-def _sentence_transformers_stack(run: _Run) -> _Stack:
+def _sentence_transformers_stack(run: Run) -> _Stack:
     if importlib.util.find_spec("sentence_transformers") is None:
         raise StError("--against sentence-transformers: sentence-transformers is not installed (pip install it)")
     from sentence_transformers import SentenceTransformer

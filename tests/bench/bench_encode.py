@@ -146,7 +146,7 @@ def bench_speed(rounds: int, n_lines: int) -> None:
     import torch
 
     from st_cli import load_model
-    from st_cli.encode.api import token_lengths
+    from st_cli.encode.batching import token_lengths
     from st_cli.threads import cpu_runs_natively
 
     texts = english_lines(n_lines)

@@ -469,7 +469,8 @@ def encode(
     Parts wait in OUT.parts/: rerunning the same command after a failure
     runs only the shards still missing.
     """
-    from st_cli.encode.api import encode_file, parse_kwargs
+    from st_cli.encode.api import encode_file
+    from st_cli.encode.options import EncodeOptions, parse_kwargs
     from st_cli.encode.shards import parse_shard
     from st_cli.threads import cpu_runs_natively
 
@@ -485,26 +486,26 @@ def encode(
         render.error("st encode: --shard cannot go with --ray, which plans the shards itself (--shards K)")
         raise typer.Exit(EXIT_BAD_INPUT)
     with user_errors():  # the job's options, the same whether Ray or this process runs it
-        options: dict[str, Any] = {
-            "field": field,
-            "column": column,
-            "precision": precision,
-            "truncate_dim": truncate_dim,
-            "normalize": normalize,
-            "prompt_name": prompt_name,
-            "prompt": prompt,
-            "kwargs": parse_kwargs(kw or []) | ({"task": task} if task else {}),
-            "skip_empty": skip_empty,
-            "errors": errors,
-            "max_batch_tokens": max_batch_tokens,
-            "batch_size": batch_size,
-            "device": device,
-            "dtype": dtype,
-            "threads": threads,
-            "force": force,
-            "trust_remote_code": trust_remote_code,
-            "window": window,
-        }
+        options = EncodeOptions(
+            field=field,
+            column=column,
+            precision=precision,
+            truncate_dim=truncate_dim,
+            normalize=normalize,
+            prompt_name=prompt_name,
+            prompt=prompt,
+            kwargs=parse_kwargs(kw or []) | ({"task": task} if task else {}),
+            skip_empty=skip_empty,
+            errors=errors,
+            max_batch_tokens=max_batch_tokens,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            threads=threads,
+            force=force,
+            trust_remote_code=trust_remote_code,
+            window=window,
+        )
     if ray is not None:  # --resume needs no saying: --ray always resumes its shards
         from st_cli.encode.ray import encode_files_ray
 
@@ -519,7 +520,7 @@ def encode(
                 cpus_per_worker=cpus_per_worker,
                 shards=shards,
                 progress=ray_progress,
-                **options,
+                options=options,
             )
         if json_out or not quiet:
             render.ray_summary(ray_summary, as_json=json_out)
@@ -529,8 +530,8 @@ def encode(
             summary = encode_file(
                 inputs,
                 out,
+                options,
                 model=model,
-                **options,
                 shard=parse_shard(shard) if shard is not None else None,
                 resume=resume,
                 workers=workers or 1,

@@ -1,0 +1,187 @@
+"""What makes an encode job the same job: its fingerprint (inputs, model files, every option that changes
+the output), the batch plan, the journal behind --resume and the `.shard.json` record of a finished shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from st_cli.encode.batching import BatchPlan
+from st_cli.encode.device import resolve_device
+from st_cli.encode.inputs import Source, resolved_inputs
+from st_cli.encode.journal import Journal, JournalBusy
+from st_cli.encode.options import EncodeOptions, EncodeSummary
+from st_cli.encode.outputs import Sink
+from st_cli.encode.shards import (
+    VERSIONED,
+    ShardInfo,
+    ShardPlan,
+    differences,
+    file_sha256,
+    fingerprint,
+    finished_shard,
+    job_id,
+    read_sidecar,
+)
+from st_cli.errors import StError
+from st_cli.format import hub
+from st_cli.model import static
+
+if TYPE_CHECKING:
+    from st_cli.model.model import Model
+
+    Encoder = Model | static.StaticEncoder
+
+
+def finished_shard_of_job(target: Path, fp: dict[str, Any], force: bool) -> ShardInfo | None:
+    """A finished, intact shard of this job at `target` (nothing to do); else None to encode it again,
+    which replaces a finished shard of another job only with --force."""
+    info = finished_shard(target, job_id(fp))
+    if info is None and not force:
+        changed = ", ".join(_shard_changes(target, fp)) or "its file no longer matches its sha256"
+        raise StError(f"{target}: a finished shard of another job ({changed}); pass --force to replace it")
+    return info
+
+
+def _shard_changes(target: Path, fp: dict[str, Any]) -> list[str]:
+    try:
+        return [f"changed: {', '.join(differences(read_sidecar(target).fingerprint, fp))}"]
+    except StError:
+        return []
+
+
+def open_journal(target: Path, header: dict[str, Any], *, resume: bool, force: bool) -> Journal | None:
+    """The run's journal; None when another live run holds it and there is nothing to resume: then two
+    runs race as they always did (each in its own temp, the first to publish wins)."""
+    try:
+        return Journal.open(target, header, resume=resume, force=force)
+    except JournalBusy:
+        if resume:
+            raise
+        return None
+
+
+def journaling(journal: Journal | None, sink: Sink) -> Callable[[int], None] | None:
+    """After each window: make its rows durable, then note them in the journal."""
+    if journal is None:
+        return None
+    return lambda rows: journal.record(rows, sink.sync())
+
+
+def job_fingerprint(
+    sources: Sequence[Source],
+    model: Encoder,
+    model_name: str,
+    options: EncodeOptions,
+    plan: BatchPlan,
+    digests: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The job: these inputs, this model (`digests`: its folder's, if already hashed), every option that
+    changes the output (after device defaults)."""
+    chosen = {
+        "field": options.field,
+        "column": options.column,
+        "precision": options.precision,
+        "truncate_dim": options.truncate_dim,
+        "normalize": options.normalize,
+        "prompt": plan.prompt,
+        "kwargs": dict(options.kwargs),
+        "skip_empty": options.skip_empty,
+        "errors": options.errors,
+        "max_batch_tokens": plan.max_tokens,
+        "batch_size": plan.max_rows,
+        "pad_multiple": plan.pad_multiple,
+        "window": options.window,
+        "device": options.device,
+        "dtype": options.dtype,
+    }
+    versioned = static.VERSIONED if isinstance(model, static.StaticEncoder) else VERSIONED
+    names = [s.name for s in sources]
+    if digests is None:
+        digests = _model_digests(model, model_name)
+    return fingerprint([s.path for s in sources], names, digests, chosen, versioned)
+
+
+def _model_digests(model: Encoder, name: str) -> dict[str, str]:
+    """sha256 of every file of the model's folder; of its weights for a Model given in Python."""
+    root = hub.find_local(name) if name else None
+    if root is not None:
+        from st_cli.format.layout import file_digests
+
+        return file_digests(root)
+    if isinstance(model, static.StaticEncoder):
+        return {"<weights>": hashlib.sha256(model.table.tobytes()).hexdigest()}
+    import torch
+
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode() + b"\0")
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {"<weights>": digest.hexdigest()}
+
+
+def shard_info(
+    part: ShardPlan,
+    total: int,
+    options: EncodeOptions,
+    summary: EncodeSummary,
+    model_name: str,
+    written: Path,
+    fp: dict[str, Any],
+) -> ShardInfo:
+    return ShardInfo(
+        shard=part.shard,
+        of=part.of,
+        first_row=part.first_row,
+        rows=part.rows,
+        total_rows=total,
+        window=options.window,
+        dimension=summary.dimension,
+        precision=summary.precision,
+        job_precision=options.precision,
+        model=model_name,
+        sha256=file_sha256(written),
+        lines=options.skip_empty,
+        job=job_id(fp),
+        fingerprint=fp,
+    )
+
+
+def prepare_job(encoder: Encoder, options: EncodeOptions) -> tuple[EncodeOptions, BatchPlan]:
+    """The options with the device's defaults filled in, and the batch plan, as a run of `encoder` uses them.
+
+    One place for both, so `job_of` and Ray's `Embedder` batch and fingerprint exactly as `encode` does.
+    """
+    encoder.check_kwargs(dict(options.kwargs))
+    prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
+    # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).
+    fast = isinstance(encoder, static.StaticEncoder)
+    options = options.for_device("cpu" if fast else resolve_device(options.device))
+    assert options.max_batch_tokens is not None  # filled in by for_device
+    plan = BatchPlan(
+        prompt,
+        options.max_batch_tokens,
+        options.batch_size,
+        options.pad_multiple if options.device == "cpu" else 1,
+        kwargs=dict(options.kwargs),
+        like_st=encoder.batch_dependent,
+    )
+    return options, plan
+
+
+def job_of(
+    inputs: Sequence[str | os.PathLike[str]],
+    model: Encoder,
+    model_name: str = "",
+    options: EncodeOptions | None = None,
+    **fields: Any,
+) -> str:
+    """The job id `encode_file(inputs, ..., options, model=model, model_name=model_name, **fields)` records
+    in its journal and `.shard.json`, without running it: whether a finished shard belongs to this job."""
+    opts, plan = prepare_job(model, EncodeOptions.of(options, **fields))
+    with resolved_inputs(inputs, None, spool_beside=Path(".")) as sources:
+        return job_id(job_fingerprint(sources, model, model_name, opts, plan))

@@ -1,0 +1,237 @@
+"""The table of `st verify` checks (`CHECKS`): one function per check, each pass / fail / skipped with one
+figure, and what it needs before it can run. A new check is a function here and a row in the table.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from st_cli.errors import StError
+from st_cli.format import layout
+from st_cli.model import registry
+from st_cli.verify.base import Check, Run, Status, compare_rows, label, preview, problem, skip
+from st_cli.verify.compare import compare_with
+
+_MODEL_FILES = {layout.MODULES_JSON, layout.MODEL_CONFIG, layout.MODEL_CARD, layout.MANIFEST}
+
+
+def check_layout(run: Run) -> Check:
+    """Configs parse, every type resolves, module folders and weights exist, no path leaves the folder."""
+    problems = [f.to_json() for f in run.findings("layout")]
+    if run.summary_error:
+        problems.append(problem("unreadable", run.summary_error))
+    for entry in run.entries:
+        problems += _st_problems(run.root, entry)
+    n = len(run.entries)
+    if problems:
+        detail = "; ".join(p["message"] for p in problems)
+        return Check("layout", "fail", f"{len(problems)} problem(s)", detail, {"modules": n, "problems": problems})
+    return Check("layout", "pass", f"{n} modules", "", {"modules": n, "problems": []})
+
+
+def _st_problems(root: Path, entry: layout.ModuleEntry) -> list[dict[str, Any]]:
+    """What st itself needs beyond the format: the type's code, and a tokenizer for the input module."""
+    short, named = entry.short_type, label(entry)
+    if short is not None and short not in registry.names():
+        return [problem("st-unsupported", f"{entry.type} ({named}) is not supported by st yet", layout.MODULES_JSON)]
+    # sentence_transformers.* types are summary's unknown-type; `org/repo--file.Class` comes from the Hub.
+    if short is None and not entry.type.startswith("sentence_transformers.") and "--" not in entry.type:
+        module_name = entry.type.rpartition(".")[0]
+        top = module_name.partition(".")[0]
+        found = (root / f"{module_name}.py").is_file() or (top and importlib.util.find_spec(top) is not None)
+        if not found:
+            message = f"{entry.type} ({named}): no {module_name}.py in the folder, and not importable"
+            return [problem("custom-code-missing", message, f"{module_name}.py")]
+    return []
+
+
+def _malformed(check: str, key: str) -> Check:
+    return Check(check, "fail", "manifest malformed", f"{layout.MANIFEST}: no {key!r} object")
+
+
+def check_integrity(run: Run) -> Check:
+    """sha256 of every file against the manifest, naming changed, missing and added files."""
+    assert run.manifest is not None  # CHECKS: needs manifest
+    if run.manifest.files is None:
+        return _malformed("integrity", "files")
+    try:
+        digests = layout.file_digests(run.root)
+    except OSError as e:  # an unreadable file is a damaged folder, not a crash
+        return Check("integrity", "fail", "unreadable file", f"{e.filename}: cannot read ({e.strerror or e})")
+    actual = {k: v for k, v in digests.items() if not _ignored(k)}
+    expected = run.manifest.files
+    expected = {k: v for k, v in expected.items() if not _ignored(k)}
+    changed = sorted(k for k in expected if k in actual and actual[k] != expected[k])
+    missing = sorted(k for k in expected if k not in actual)
+    added = sorted(k for k in actual if k not in expected)
+    data = {"files": len(actual), "changed": changed, "missing": missing, "added": added, "modules": []}
+    if not (changed or missing or added):
+        return Check("integrity", "pass", f"{len(actual)} files", "", data)
+    parts = [
+        f"{what}: " + ", ".join(_owned(f, run.entries) for f in files)
+        for what, files in (("changed", changed), ("missing", missing), ("added", added))
+        if files
+    ]
+    modules = sorted({m for f in changed + missing + added if (m := _owner(f, run.entries)) is not None})
+    data["modules"] = modules
+    figure = f"{len(changed)} changed, {len(missing)} missing, {len(added)} added"
+    return Check("integrity", "fail", figure, "; ".join(parts), data)
+
+
+def _ignored(rel: str) -> bool:
+    """Python's bytecode cache appears beside custom module code once it has run."""
+    return "__pycache__" in rel.split("/")
+
+
+def _owner(rel: str, entries: list[layout.ModuleEntry]) -> int | None:
+    """The index of the module a file belongs to; root files count for a module saved in the root."""
+    best: layout.ModuleEntry | None = None
+    for entry in entries:
+        inside = rel.startswith(entry.path.rstrip("/") + "/") if entry.path else "/" not in rel
+        if inside and (best is None or len(entry.path) > len(best.path)):
+            best = entry
+    if best is None or (not best.path and rel in _MODEL_FILES):
+        return None
+    return best.idx
+
+
+def _owned(rel: str, entries: list[layout.ModuleEntry]) -> str:
+    idx = _owner(rel, entries)
+    entry = next((e for e in entries if e.idx == idx), None)
+    return f"{rel} ({label(entry)})" if entry else rel
+
+
+def check_dimensions(run: Run) -> Check:
+    """Configs agree with weight shapes and with each other down the stack, and with what the model gives."""
+    assert run.summary is not None  # CHECKS: needs summary
+    run.loaded()  # what the model gives, when it loads
+    problems = [f.to_json() for f in run.findings("dimensions")]
+    widths = [m.output_dim for m in run.summary.modules]
+    final = _final_width(run, widths[-1] if widths else None, problems)
+    figure = " → ".join("?" if w is None else str(w) for w in widths)
+    data = {"widths": widths, "dimension": final, "problems": problems}
+    if problems:
+        return Check("dimensions", "fail", figure, "; ".join(p["message"] for p in problems), data)
+    return Check("dimensions", "pass", figure, "", data)
+
+
+def _final_width(run: Run, width: int | None, problems: list[dict[str, Any]]) -> int | None:
+    """What the model gives, against the configs and the manifest's stored embeddings."""
+    truncate = run.summary.truncate_dim if run.summary else None
+    if run.raw is not None:
+        running = int(run.raw.shape[-1])
+        if width is not None and running != width:
+            message = f"the stack gives {running}-d embeddings, the configs say {width}"
+            problems.append(problem("dimension-mismatch", message))
+        width = running
+    final = min(truncate, width) if truncate and width else width
+    stored = run.manifest.probes.dimension if run.manifest and run.manifest.probes else None
+    if final is not None and stored is not None and stored != final:
+        message = f"{layout.MANIFEST} stores {stored}-d embeddings, the model gives {final}"
+        problems.append(problem("dimension-mismatch", message, layout.MANIFEST))
+    return final
+
+
+def check_reference(run: Run) -> Check:
+    """Outputs on the manifest's probes against its stored embeddings."""
+    assert run.manifest is not None and run.model is not None  # CHECKS: needs manifest, model
+    probes = run.manifest.probes
+    if probes is None:
+        return _malformed("reference", "probes")
+    stored = np.asarray(probes.embeddings, dtype=np.float32)
+    try:
+        got = run.model.encode(
+            run.texts, batch_size=len(run.texts), prompt_name=probes.prompt_name, **run.model.probe_kwargs()
+        )
+    except StError as e:
+        return Check("reference", "fail", "cannot encode the probes", str(e))
+    if stored.shape != got.shape:
+        detail = f"{layout.MANIFEST} stores embeddings of shape {list(stored.shape)}, the model gives {list(got.shape)}"
+        return Check("reference", "fail", "shape differs", detail, {"max_abs_diff": None})
+    return compare_rows("reference", got, stored, run, "vs the stored embeddings")
+
+
+def check_batch_invariance(run: Run) -> Check:
+    """Each probe alone vs in one padded batch."""
+    assert run.model is not None and run.raw is not None  # CHECKS: needs model
+    import torch
+
+    dependent = next((e.spec for e in run.entries if e.spec is not None and e.spec.batch_dependent), None)
+    if dependent is not None:
+        return skip("batch_invariance", f"{dependent.name}: {dependent.batch_dependent}")
+    alone = torch.cat([run.model.embed([text], run.prompt, **run.model.probe_kwargs()) for text in run.texts])
+    return compare_rows("batch_invariance", alone.numpy(), run.raw.numpy(), run, "alone vs in a padded batch")
+
+
+def check_normalization(run: Run) -> Check:
+    """Unit norms where the stack ends in Normalize."""
+    last = run.entries[-1].spec
+    if last is None or not last.normalizes:
+        return skip("normalization", "the stack does not end in Normalize")
+    if run.raw is None:
+        return run.unloaded("normalization")
+    norms = np.linalg.norm(run.raw.numpy().astype(np.float64), axis=1)
+    # Normalize leaves a zero vector zero (as ST's does): a static model's text with no tokens gives one.
+    errors = np.where(norms == 0.0, 0.0, np.abs(norms - 1.0))
+    worst = int(errors.argmax())
+    status: Status = "pass" if errors[worst] <= run.atol else "fail"
+    detail = "" if status == "pass" else f"probe {worst} {preview(run.texts[worst])} has norm {norms[worst]:.6f}"
+    figure = f"max |‖e‖−1| {errors[worst]:.1e}"
+    return Check("normalization", status, figure, detail, {"max_abs_diff": float(errors[worst]), "worst_probe": worst})
+
+
+def check_portability(run: Run) -> Check:
+    """Which loaders read the folder (FORMAT.md §4, §8): a finding, failing only with --require-portable."""
+    assert run.summary is not None  # CHECKS: needs summary
+    require = run.require_portable
+    verdicts = run.summary.loaders
+    full = [name for name, v in verdicts.items() if v.status == "yes"]
+    figure = f"{len(full)}/{len(verdicts)} loaders"
+    notes = [
+        f"{name}: {v.status}" + (f" ({'; '.join(v.reasons)})" if v.reasons else "")
+        for name, v in verdicts.items()
+        if v.status != "yes"
+    ]
+    status: Status = "fail" if require and len(full) < len(verdicts) else "pass"
+    detail = "; ".join(notes) if notes else "every loader reads it: " + ", ".join(verdicts)
+    data = {"required": require, "loaders": {name: v.to_json() for name, v in verdicts.items()}}
+    return Check("portability", status, figure, detail, data)
+
+
+def check_against(run: Run) -> Check:
+    """--against: another folder, a Hub id, or sentence-transformers loading this folder (compare.py)."""
+    assert run.against is not None
+    return compare_with(run, run.against)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A row of CHECKS: the check's name, its function, and what it needs before it can run.
+
+    needs: "layout" (the layout check passed), "summary" (inspect could read the folder), "manifest"
+    (st_manifest.json readable: else fail; absent: skipped), "model" (the reload check loaded it).
+    """
+
+    name: str
+    function: Callable[[Run], Check]
+    needs: tuple[str, ...] = ()
+
+
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec("layout", check_layout),
+    CheckSpec("integrity", check_integrity, needs=("manifest",)),
+    CheckSpec("dimensions", check_dimensions, needs=("layout", "summary")),
+    CheckSpec("reload", Run.loaded),
+    CheckSpec("reference", check_reference, needs=("manifest", "model")),
+    CheckSpec("batch_invariance", check_batch_invariance, needs=("model",)),
+    CheckSpec("normalization", check_normalization),  # skipped without a final Normalize, before any load
+    CheckSpec("portability", check_portability, needs=("summary",)),
+    CheckSpec("against", check_against, needs=("model",)),  # only with --against
+)
