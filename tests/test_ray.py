@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from st_cli.cli.commands import _with_optional_values, app
+from st_cli.cli import app
+from st_cli.cli.typer_app import _with_optional_values
 from st_cli.encode.api import encode_file
 
 runner = CliRunner()

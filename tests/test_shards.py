@@ -87,7 +87,7 @@ def test_plan_covers_every_row_once_in_whole_windows(rows: int, count: int) -> N
 def test_cli_window_default_is_the_library_default() -> None:
     result = runner.invoke(app, ["encode", "--help"])
     assert result.exit_code == 0
-    from st_cli.cli import commands as cli
+    from st_cli.cli import encode as cli
 
     assert cli.encode.__kwdefaults__["window"] == DEFAULT_WINDOW
 

@@ -297,7 +297,7 @@ def test_recipe_base_static_folder(m2v_dir: Path, tmp_path: Path) -> None:
 def test_bad_static_recipes(tmp_path: Path, tiny_bert_dir: Path, extra: str, message: str) -> None:
     from typer.testing import CliRunner
 
-    from st_cli.cli.commands import app
+    from st_cli.cli import app
 
     body = "modules:\n  - type: StaticEmbedding\n"
     if "tokenizer" not in extra:
@@ -343,7 +343,7 @@ def test_pickled_weights_and_verify(tiny_bert_dir: Path, tmp_path: Path, built_s
     from tokenizers import Tokenizer
     from typer.testing import CliRunner
 
-    from st_cli.cli.commands import app
+    from st_cli.cli import app
 
     tokenizer = Tokenizer.from_file(str(tiny_bert_dir / "tokenizer.json"))
     reference = SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=6)], device="cpu")

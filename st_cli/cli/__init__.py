@@ -1,5 +1,14 @@
-"""The `st` command line: the typer app (`commands.py`) and its rich output (`render.py`)."""
+"""The `st` command line: the typer app and its shared options (`typer_app.py`), one module per command
+(or per pair of commands that share their options: encode and merge), and the rich output (`render.py`).
 
-from st_cli.cli.commands import app, main
+Each command parses its arguments, makes one library call and renders the result. Importing this
+package registers the commands, in the order `st --help` lists them (so the imports are not sorted).
+"""
+
+# isort: off
+from st_cli.cli import build, inspect, verify, encode, train  # noqa: F401  (registers the commands)
+
+# isort: on
+from st_cli.cli.typer_app import app, main
 
 __all__ = ["app", "main"]

@@ -1,0 +1,81 @@
+"""`st verify`: reload a saved model and run the checks; exit codes and JSON are an API."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from st_cli.cli import render
+from st_cli.cli.typer_app import JsonOpt, ModelArg, TrustOpt, app, user_errors
+
+
+@app.command()
+def verify(
+    model: ModelArg,
+    *,
+    atol: Annotated[
+        float, typer.Option("--atol", min=0.0, help="Tolerance (max abs difference) for embedding comparisons.")
+    ] = 1e-5,
+    json_out: JsonOpt = False,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Also compare with another folder or Hub id; 'sentence-transformers' loads this folder with it.",
+        ),
+    ] = None,
+    trust_remote_code: TrustOpt = False,
+    require_portable: Annotated[
+        bool,
+        typer.Option("--require-portable", help="Fail unless every loader (ST<=5.3, ST5.4-5.x, ST>=6, TEI) reads it."),
+    ] = False,
+    record: Annotated[
+        bool,
+        typer.Option("--record", help="Write st_manifest.json for a folder that has none, if every check passes."),
+    ] = False,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write the report as JUnit XML to FILE.", show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --junit FILE.")] = False,
+) -> None:
+    """Reload a saved model and check its files and embeddings (for CI).
+
+    Checks: layout, integrity (sha256 against st_manifest.json),
+    dimensions, reload, reference (the manifest's probe embeddings
+    within --atol), batch invariance, normalization, portability; with
+    --against, a comparison naming the first module that diverges.
+    Without st_manifest.json, integrity and reference are skipped;
+    --record writes one.
+
+    Exit codes: 0 all checks passed or were skipped, 1 a check failed,
+    2 bad usage, an unreadable folder or untrusted custom code,
+    3 an internal error.
+
+    Examples:
+      st verify out/minilm
+      st verify out/minilm --json --junit verify.xml
+      st verify out/minilm --against sentence-transformers
+      st verify ./downloaded-model --record
+    """
+    from st_cli.errors import EXIT_MISMATCH, EXIT_OK
+    from st_cli.format.layout import looks_like_model
+    from st_cli.fsio import claim, refuse_output_in_folders
+    from st_cli.threads import thread_count
+    from st_cli.verify.verify import verify_model
+
+    with user_errors(), thread_count():
+        if junit is not None:
+            refuse_output_in_folders(junit, [f for f in (model, against) if looks_like_model(f)], "--junit")
+        junit_claim = claim(junit, force=force) if junit is not None else None  # refused before the checks run
+        report = verify_model(
+            model,
+            atol=atol,
+            against=against,
+            trust_remote_code=trust_remote_code,
+            require_portable=require_portable,
+            record=record,
+        )
+        if junit_claim is not None:
+            report.write_junit(junit_claim)
+    render.verify_report(report, as_json=json_out)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_MISMATCH)
