@@ -253,3 +253,34 @@ def test_untrained_folder_copy_is_left_alone(dense_model: Path, texts: Path, tmp
     assert code == EXIT_OK, stderr
     assert layout.file_digests(dense_model) == before
     assert json.loads((tmp_path / "t" / layout.MANIFEST).read_text())["training"]["steps"] == 2
+
+
+# ---------------------------------------------------------------- pairs through encode's readers
+
+
+def test_pairs_are_read_by_the_encode_readers(tmp_path: Path) -> None:
+    """Quoted CSV fields, JSONL objects and TSV rows give the same pairs; other files and bad rows are refused."""
+    from st_cli.errors import StError
+    from st_cli.training.train import Pair, PairColumns, read_pairs
+
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text('anchor,positive\n"a, with comma","b ""quoted"""\nc,d\n', encoding="utf-8")
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"anchor": "a, with comma", "positive": "b \\"quoted\\""}\n\n{"anchor": "c", "positive": "d"}\n')
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text('q\tp\na, with comma\tb "quoted"\nc\td\n', encoding="utf-8")
+    expected = [Pair("a, with comma", 'b "quoted"'), Pair("c", "d")]
+    assert read_pairs([csv_file]) == expected
+    assert read_pairs([jsonl]) == expected
+    assert read_pairs([tsv], PairColumns(anchor="q", positive="p")) == expected
+
+    text = tmp_path / "p.txt"
+    text.write_text("a\n", encoding="utf-8")
+    with pytest.raises(StError, match=r"p\.txt: contrastive data .* must be \.jsonl, \.csv, \.tsv"):
+        read_pairs([text])
+    csv_file.write_text('anchor,positive\n"open quote,b\n', encoding="utf-8")
+    with pytest.raises(StError, match=r"p\.csv:2: unterminated quote"):
+        read_pairs([csv_file])
+    jsonl.write_text('["a", "b"]\n', encoding="utf-8")
+    with pytest.raises(StError, match=r"p\.jsonl:1: expected a JSON object"):
+        read_pairs([jsonl])

@@ -8,13 +8,14 @@ import typer
 
 from st_cli.cli import render
 from st_cli.cli.typer_app import ForceOpt, JsonOpt, TrustOpt, app, user_errors
+from st_cli.encode.inputs import READERS
 from st_cli.errors import EXIT_BAD_INPUT
 
 
 @app.command()
 def encode(
     inputs: Annotated[
-        list[str], typer.Argument(help="Text files (.txt, .jsonl, .csv, .tsv) or - for stdin.", show_default=False)
+        list[str], typer.Argument(help=f"Text files ({', '.join(READERS)}) or - for stdin.", show_default=False)
     ],
     *,
     out: Annotated[

@@ -42,8 +42,8 @@ def verify(
 
     Checks: layout, integrity (sha256 against st_manifest.json),
     dimensions, reload, reference (the manifest's probe embeddings
-    within --atol), batch invariance, normalization, portability; with
-    --against, a comparison naming the first module that diverges.
+    within --atol), batch_invariance, normalization, portability, and
+    with --against, against (names the first module that diverges).
     Without st_manifest.json, integrity and reference are skipped;
     --record writes one.
 

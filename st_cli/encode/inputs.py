@@ -50,11 +50,16 @@ class Source:
 ReadFn = Callable[[Source, ReadOptions], Iterator[tuple[int, str]]]
 
 
+# (line the row starts on, its named fields): what `st train` reads pairs from.
+RowsFn = Callable[[Source, str], Iterator[tuple[int, dict[str, Any]]]]
+
+
 @dataclass(frozen=True)
 class Reader:
     kind: str
     read: ReadFn
     what: str  # for help text: what one record is
+    rows: RowsFn | None = None  # whole rows of named fields; None: a record is bare text
 
 
 def _decode(raw: bytes, name: str, line: int, errors: str) -> str:
@@ -82,17 +87,22 @@ def read_lines(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]
     return _physical_lines(source, options.errors)
 
 
-def read_jsonl(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
-    field_name = options.field
-    for number, line in _physical_lines(source, options.errors):
+def _json_lines(source: Source, errors: str) -> Iterator[tuple[int, Any]]:
+    """(line, parsed value) for each non-blank line of a JSON-lines file."""
+    for number, line in _physical_lines(source, errors):
         if not line.strip():
             continue  # a blank line holds no record
         try:
-            obj = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as e:
             raise StError(f"{source.name}:{number}: invalid JSON: {e.msg}") from None
         except RecursionError:
             raise StError(f"{source.name}:{number}: invalid JSON: nested too deeply") from None
+
+
+def read_jsonl(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
+    field_name = options.field
+    for number, obj in _json_lines(source, options.errors):
         if not isinstance(obj, dict) or field_name not in obj:
             raise StError(f"{source.name}:{number}: no field {field_name!r} (set it with --field)")
         value = obj[field_name]
@@ -215,22 +225,59 @@ def _read_table(
         yield number, row[index]
 
 
+def _named_rows(
+    source: Source, rows: Iterator[tuple[int, list[str]]], separator_advice: str
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """A table's rows as {column: value}, by its header; a row wider than the header is an error."""
+    header = next(rows, None)
+    if header is None:
+        return
+    _, names = header
+    for number, row in rows:
+        if len(row) > len(names) and any(row[len(names) :]):
+            raise StError(
+                f"{source.name}:{number}: row has {len(row)} fields, the header {len(names)}; "
+                f"a separator inside a field? {separator_advice}"
+            )
+        yield number, dict(zip(names, row, strict=False))
+
+
+def jsonl_rows(source: Source, errors: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, obj in _json_lines(source, errors):
+        if not isinstance(obj, dict):
+            raise StError(f"{source.name}:{number}: expected a JSON object")
+        yield number, obj
+
+
+def csv_rows(source: Source, errors: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    return _named_rows(source, _csv_rows(source, errors), _CSV_ADVICE)
+
+
+def tsv_rows(source: Source, errors: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    return _named_rows(source, _tsv_rows(source, errors), _TSV_ADVICE)
+
+
+_CSV_ADVICE = "quote that field (RFC 4180)"
+_TSV_ADVICE = "TSV has no quoting: use .csv"
+
+
 def read_csv(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
-    return _read_table(source, options, _csv_rows(source, options.errors), 'quote that field (RFC 4180)')
+    return _read_table(source, options, _csv_rows(source, options.errors), _CSV_ADVICE)
 
 
 def read_tsv(source: Source, options: ReadOptions) -> Iterator[tuple[int, str]]:
-    return _read_table(source, options, _tsv_rows(source, options.errors), 'TSV has no quoting: use .csv')
+    return _read_table(source, options, _tsv_rows(source, options.errors), _TSV_ADVICE)
 
 
 TEXT = Reader("txt", read_lines, "a line")
 # By suffix (lower case); stdin and anything not listed are read as text, one record per line.
 READERS: dict[str, Reader] = {
     ".txt": TEXT,
-    ".jsonl": Reader("jsonl", read_jsonl, "a JSON object per line (--field)"),
-    ".csv": Reader("csv", read_csv, "a CSV row after the header (--column)"),
-    ".tsv": Reader("tsv", read_tsv, "a tab-separated row after the header (--column)"),
+    ".jsonl": Reader("jsonl", read_jsonl, "a JSON object per line (--field)", jsonl_rows),
+    ".csv": Reader("csv", read_csv, "a CSV row after the header (--column)", csv_rows),
+    ".tsv": Reader("tsv", read_tsv, "a tab-separated row after the header (--column)", tsv_rows),
 }
+ROW_SUFFIXES = tuple(suffix for suffix, reader in READERS.items() if reader.rows is not None)
 
 
 def reader_for(name: str) -> Reader:
@@ -342,3 +389,17 @@ def read_texts(inputs: Sequence[str | os.PathLike[str]], options: ReadOptions = 
             raise StError("training data must be files (their sha256 goes into the manifest), not - for stdin")
     with resolved_inputs(inputs, None, spool_beside=Path(".")) as sources:
         return [record.text for record in iter_records(sources, options, skip_empty=False)]
+
+
+def read_rows(item: str | os.PathLike[str], *, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, named fields) of each row of a .jsonl/.csv/.tsv file, read as `st encode` reads it (strict).
+
+    `what` names the data in the refusal of another suffix ("contrastive data").
+    """
+    path = Path(item)
+    reader = reader_for(str(item))
+    if reader.rows is None:
+        raise StError(f"{item}: {what} must be {', '.join(ROW_SUFFIXES)} (rows of named fields)")
+    if not path.is_file():
+        raise StError(f"{item}: no such file")
+    return reader.rows(Source(str(item), path, reader), "strict")

@@ -13,7 +13,6 @@ over the data, not one per epoch.
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import json
 import math
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from st_cli.encode.inputs import read_rows
 from st_cli.errors import StError
 from st_cli.format import layout
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 LOSSES = ("distill", "contrastive")
 INITS = ("pca",)
-PAIR_SUFFIXES = (".jsonl", ".csv", ".tsv")
 CONTRASTIVE_SCALE = 20.0  # sentence-transformers' MultipleNegativesRankingLoss default
 WARMUP_FRACTION = 0.1
 GRAD_CLIP = 1.0
@@ -152,41 +151,14 @@ class Options:
 
 
 def read_pairs(inputs: Sequence[str | os.PathLike[str]], columns: PairColumns = PairColumns()) -> list[Pair]:
-    """(anchor, positive[, negative]) rows from .jsonl fields or .csv/.tsv columns."""
+    """(anchor, positive[, negative]) rows from .jsonl fields or .csv/.tsv columns, through encode's readers."""
     pairs: list[Pair] = []
     for item in inputs:
-        path = Path(item)
-        suffix = path.suffix.lower()
-        if suffix not in PAIR_SUFFIXES:
-            raise StError(f"{item}: contrastive data must be {', '.join(PAIR_SUFFIXES)} (anchor, positive columns)")
-        if not path.is_file():
-            raise StError(f"{item}: no such file")
-        rows = _jsonl_rows(path) if suffix == ".jsonl" else _table_rows(path, "\t" if suffix == ".tsv" else ",")
+        rows = read_rows(item, what="contrastive data (anchor, positive columns)")
         pairs.extend(_pairs_from_rows(str(item), rows, columns))
     if not pairs:
         raise StError(f"{', '.join(map(str, inputs))}: no pairs")
     return pairs
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise StError(f"{path}:{number}: invalid JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise StError(f"{path}:{number}: expected a JSON object")
-            yield number, row
-
-
-def _table_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        for row in reader:
-            yield reader.line_num, {k: v for k, v in row.items() if k is not None and v is not None}
 
 
 def _pairs_from_rows(name: str, rows: Iterator[tuple[int, dict[str, Any]]], columns: PairColumns) -> list[Pair]:
