@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from st_cli.model.modules.base import InputModule, Module
     from st_cli.model.recipe import Recipe, load_recipe
     from st_cli.model.registry import register
-    from st_cli.training.train import TrainReport, train
+    from st_cli.training.options import TrainReport
+    from st_cli.training.train import train
     from st_cli.verify.verify import VerifyReport, verify_model
 
 _LAZY = {
@@ -50,7 +51,7 @@ _LAZY = {
     "MergeSummary": "st_cli.encode.shards",
     # training.py, not train.py: importing a submodule st_cli.train would shadow the function st_cli.train.
     "train": "st_cli.training.train",
-    "TrainReport": "st_cli.training.train",
+    "TrainReport": "st_cli.training.options",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -21,7 +21,10 @@ from st_cli.cli import app
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_OK
 from st_cli.format import layout
 from st_cli.model.model import build, load_model
-from st_cli.training.train import KILL_AT_STEP_ENV, PrefixCache, checkpoint_dir, spearman
+from st_cli.training.cache import PrefixCache
+from st_cli.training.checkpoints import checkpoint_dir
+from st_cli.training.losses import spearman
+from st_cli.training.train import KILL_AT_STEP_ENV
 from st_cli.verify.verify import verify_model
 
 runner = CliRunner()
@@ -261,7 +264,8 @@ def test_untrained_folder_copy_is_left_alone(dense_model: Path, texts: Path, tmp
 def test_pairs_are_read_by_the_encode_readers(tmp_path: Path) -> None:
     """Quoted CSV fields, JSONL objects and TSV rows give the same pairs; other files and bad rows are refused."""
     from st_cli.errors import StError
-    from st_cli.training.train import Pair, PairColumns, read_pairs
+    from st_cli.training.data import Pair, read_pairs
+    from st_cli.training.options import PairColumns
 
     csv_file = tmp_path / "p.csv"
     csv_file.write_text('anchor,positive\n"a, with comma","b ""quoted"""\nc,d\n', encoding="utf-8")

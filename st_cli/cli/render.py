@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from st_cli.encode.ray import RayEncodeSummary
     from st_cli.encode.shards import MergeSummary
     from st_cli.format.summary import ModelSummary, ModuleSummary
-    from st_cli.training.train import TrainReport
+    from st_cli.training.options import TrainReport
     from st_cli.verify.verify import VerifyReport
 
 out = Console(soft_wrap=True, highlight=False)

@@ -108,7 +108,7 @@ def train(
       st train out/minilm --loss contrastive --data pairs.jsonl --train all -o out/tuned --symmetric
     """
     from st_cli.threads import thread_count
-    from st_cli.training.train import PairColumns
+    from st_cli.training.options import PairColumns
     from st_cli.training.train import train as train_model
 
     with user_errors(), thread_count():

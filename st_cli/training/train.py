@@ -13,176 +13,59 @@ over the data, not one per epoch.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_cli.encode.inputs import read_rows
 from st_cli.errors import StError
 from st_cli.format import layout
+from st_cli.training.cache import EMBED_BATCH, Embedder, PrefixCache, to_device
+from st_cli.training.checkpoints import (
+    checkpoint_dir,
+    job_fingerprint,
+    load_checkpoint,
+    remove_checkpoints,
+    save_checkpoint,
+    trained_state,
+)
+from st_cli.training.data import Pair, chunks, data_record, read_pairs, split_pairs, split_texts
+from st_cli.training.losses import (
+    CONTRASTIVE_SCALE,
+    contrastive_loss,
+    cosine_matrix,
+    distill_loss,
+    distill_objective,
+    spearman,
+)
+from st_cli.training.options import (
+    DEFAULT_COLUMNS,
+    DEFAULT_LR,
+    GRAD_CLIP,
+    INITS,
+    LOSSES,
+    WARMUP_FRACTION,
+    WEIGHT_DECAY,
+    Options,
+    PairColumns,
+    ProgressFn,
+    TrainReport,
+    rounded,
+)
+from st_cli.training.pca import pca_init
 
 if TYPE_CHECKING:
     import torch
 
     from st_cli.model.model import Model
 
-LOSSES = ("distill", "contrastive")
-INITS = ("pca",)
-CONTRASTIVE_SCALE = 20.0  # sentence-transformers' MultipleNegativesRankingLoss default
-WARMUP_FRACTION = 0.1
-GRAD_CLIP = 1.0
-WEIGHT_DECAY = 0.01
-# Added layers learn fast from a random init; after --init pca they start near the optimum and only
-# need polishing; a pre-trained Transformer is wrecked by anything above ~1e-4.
-DEFAULT_LR = {"added": 1e-3, "init": 1e-5, "input": 2e-5}
-EMBED_BATCH = 32  # rows per batch when the frozen prefix and the teacher embed the data
 # Test-only: SIGKILL the process after this many optimizer steps (a crash mid-epoch, for --resume tests).
 KILL_AT_STEP_ENV = "ST_TRAIN_TEST_KILL_AT_STEP"
-
-# Modules that read only `sentence_embedding`: after a prefix ending in them, only that is cached.
-SENTENCE_LEVEL = {"Dense", "Normalize"}
-# Features with a token axis: trimmed to each text's length in the cache, padded again per batch.
-TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "token_embeddings")
-# Dense activations a PCA init suits, with the typical size of a projected input that keeps the
-# activation near-linear (tanh(x) ≈ x for small x; a Normalize after it drops the scale again).
-# None: leave the projection unscaled.
-PCA_ACTIVATIONS: dict[str, float | None] = {
-    "torch.nn.modules.linear.Identity": None,
-    "torch.nn.modules.activation.Tanh": 0.5,
-}
-
-ProgressFn = Callable[[str, int, int, "float | None"], None]  # (phase, done, total, loss)
-
-
-@dataclass(frozen=True)
-class PairColumns:
-    anchor: str = "anchor"
-    positive: str = "positive"
-    negative: str = "negative"
-
-
-@dataclass(frozen=True)
-class Pair:
-    anchor: str
-    positive: str
-    negative: str | None = None
-
-
-@dataclass
-class TrainReport:
-    """What `train` did. `to_json()` keys are the CLI's `--json` API."""
-
-    output: Path
-    loss: str
-    objective: str  # mse | similarity | in-batch-negatives
-    teacher: str | None
-    trained_modules: list[str]
-    examples: int  # training texts (distill) or pairs (contrastive)
-    held_out: int
-    metric: str  # spearman | accuracy
-    untrained: float | None  # the metric before any training
-    init: float | None  # after --init pca
-    per_epoch: list[float | None] = field(default_factory=list)
-    epochs: int = 0
-    steps: int = 0
-    resumed_from_epoch: int = 0
-    seconds: float = 0.0  # training steps and evaluations
-    cache_seconds: float = 0.0  # embedding the data once with the frozen prefix and the teacher
-
-    @property
-    def final(self) -> float | None:
-        if self.per_epoch:
-            return self.per_epoch[-1]
-        return self.init if self.init is not None else self.untrained
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "output": str(self.output),
-            "loss": self.loss,
-            "objective": self.objective,
-            "teacher": self.teacher,
-            "trained_modules": self.trained_modules,
-            "examples": self.examples,
-            "held_out": self.held_out,
-            "metric": self.metric,
-            "untrained": _rounded(self.untrained),
-            "init": _rounded(self.init),
-            "per_epoch": [_rounded(m) for m in self.per_epoch],
-            "final": _rounded(self.final),
-            "epochs": self.epochs,
-            "steps": self.steps,
-            "resumed_from_epoch": self.resumed_from_epoch,
-            "seconds": round(self.seconds, 3),
-            "cache_seconds": round(self.cache_seconds, 3),
-        }
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
-
-
-@dataclass(frozen=True)
-class Options:
-    """Everything that changes the trained weights (the checkpoint's fingerprint covers all of it)."""
-
-    loss: str
-    trained: tuple[int, ...]
-    epochs: int
-    lr: float
-    batch_size: int
-    max_steps: int | None
-    eval_fraction: float
-    seed: int
-    init: str | None
-    symmetric: bool
-    teacher: str | None
-
-
-# ---------------------------------------------------------------- reading data
-
-
-def read_pairs(inputs: Sequence[str | os.PathLike[str]], columns: PairColumns = PairColumns()) -> list[Pair]:
-    """(anchor, positive[, negative]) rows from .jsonl fields or .csv/.tsv columns, through encode's readers."""
-    pairs: list[Pair] = []
-    for item in inputs:
-        rows = read_rows(item, what="contrastive data (anchor, positive columns)")
-        pairs.extend(_pairs_from_rows(str(item), rows, columns))
-    if not pairs:
-        raise StError(f"{', '.join(map(str, inputs))}: no pairs")
-    return pairs
-
-
-def _pairs_from_rows(name: str, rows: Iterator[tuple[int, dict[str, Any]]], columns: PairColumns) -> list[Pair]:
-    pairs: list[Pair] = []
-    with_negative: bool | None = None  # decided by the first row, then required of every row
-    for number, row in rows:
-        if with_negative is None:
-            with_negative = columns.negative in row
-        wanted = [("anchor", columns.anchor), ("positive", columns.positive)]
-        if with_negative:
-            wanted.append(("negative", columns.negative))
-        values = []
-        for role, key in wanted:
-            value = row.get(key)
-            if not isinstance(value, str):
-                problem = "missing" if value is None else f"a {type(value).__name__}, not a string"
-                raise StError(f"{name}:{number}: {role} column {key!r} is {problem} (set its name with --{role})")
-            values.append(value)
-        pairs.append(Pair(*values))
-    return pairs
-
-
-def _sha256s(inputs: Sequence[str | os.PathLike[str]]) -> list[dict[str, str]]:
-    return [{"file": str(item), "sha256": layout.sha256_file(Path(item))} for item in inputs]
 
 
 # ---------------------------------------------------------------- choosing what to train
@@ -238,212 +121,10 @@ def default_teacher(model: Model, untrained: set[int], trained: Sequence[int]) -
     )
 
 
-# ---------------------------------------------------------------- the frozen prefix, cached
-
-
-class PrefixCache:
-    """Per text, the features after the student's frozen prefix (modules before the first trained one)."""
-
-    def __init__(self, model: Model, first_trained: int, device: str) -> None:
-        self.model, self.device = model, device
-        self.prefix = model.steps[:first_trained]
-        self.rest = model.steps[first_trained:]
-        self.prompt = model.resolve_prompt()
-        sentence_level = all(getattr(m, "type_name", None) in SENTENCE_LEVEL for m in self.rest)
-        self.keys: tuple[str, ...] | None = ("sentence_embedding",) if sentence_level else None
-        self.rows: dict[str, dict[str, torch.Tensor]] = {}
-        self.constants: dict[str, Any] = {}
-
-    @property
-    def enabled(self) -> bool:
-        """Without a frozen prefix, or with left padding (the trimming assumes right), run the whole stack."""
-        tokenizer = getattr(self.model.input_module, "tokenizer", None)
-        return bool(self.prefix) and getattr(tokenizer, "padding_side", "right") == "right"
-
-    def prefix_features(self, texts: list[str]) -> dict[str, Any]:
-        import torch
-
-        features = _to_device(self.model.tokenize(texts, self.prompt), self.device)
-        with torch.inference_mode():
-            for module in self.prefix:
-                features = module(features)
-        return features
-
-    def add(self, texts: list[str], features: dict[str, Any]) -> None:
-        """Keep each text's slice of a prefix batch (token axes trimmed to its own length)."""
-        import torch
-
-        lengths = features["attention_mask"].sum(dim=1).tolist() if "attention_mask" in features else None
-        for key, value in features.items():
-            if self.keys is not None and key not in self.keys:
-                continue
-            if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != len(texts):
-                self.constants[key] = value
-        for row, text in enumerate(texts):
-            if text in self.rows:
-                continue
-            kept = {}
-            for key, value in features.items():
-                if key in self.constants or (self.keys is not None and key not in self.keys):
-                    continue
-                piece = value[row]
-                if key in TOKEN_KEYS and lengths is not None:
-                    piece = piece[: int(lengths[row])]
-                kept[key] = piece.detach().to("cpu").clone()
-            self.rows[text] = kept
-
-    def batch(self, texts: list[str]) -> dict[str, Any]:
-        """Padded features for these texts, as the prefix would have given them together."""
-        import torch
-
-        features: dict[str, Any] = dict(self.constants)
-        for key in self.rows[texts[0]]:
-            pieces = [self.rows[t][key] for t in texts]
-            if key in TOKEN_KEYS:
-                features[key] = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
-            else:
-                features[key] = torch.stack(pieces)
-        return _to_device(features, self.device)
-
-    def run_rest(self, features: dict[str, Any]) -> torch.Tensor:
-        for module in self.rest:
-            features = module(features)
-        return features["sentence_embedding"]
-
-
-def _to_device(features: dict[str, Any], device: str) -> dict[str, Any]:
-    if device == "cpu":
-        return features
-    return {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
-
-
-def _length_batches(texts: Sequence[str], size: int = EMBED_BATCH) -> Iterator[list[str]]:
-    """Distinct texts, longest first, in batches: little padding when embedding the data once."""
-    ordered = sorted(dict.fromkeys(texts), key=len, reverse=True)
-    for start in range(0, len(ordered), size):
-        yield ordered[start : start + size]
-
-
-class Embedder:
-    """Runs the cache pass: the student's prefix and the teacher over every text, each once."""
-
-    def __init__(self, cache: PrefixCache, teacher: Model | None, device: str) -> None:
-        self.cache, self.teacher, self.device = cache, teacher, device
-        self.targets: dict[str, torch.Tensor] = {}
-        self.shared = teacher is not None and cache.enabled and _shares_prefix(teacher, cache)
-
-    def run(self, texts: Sequence[str], progress: ProgressFn | None) -> None:
-        import torch
-
-        batches = list(_length_batches(texts))
-        total, done = sum(map(len, batches)), 0
-        for batch in batches:
-            with torch.inference_mode():
-                prefix_out = self.cache.prefix_features(batch) if self.cache.enabled else None
-                if prefix_out is not None:
-                    self.cache.add(batch, dict(prefix_out))
-                if self.teacher is not None:
-                    self.targets.update(zip(batch, self._teacher_embed(batch, prefix_out), strict=True))
-            done += len(batch)
-            if progress:
-                progress("embedding", done, total, None)
-
-    def _teacher_embed(self, batch: list[str], prefix_out: dict[str, Any] | None) -> torch.Tensor:
-        assert self.teacher is not None
-        if self.shared and prefix_out is not None:
-            features = dict(prefix_out)
-            for module in self.teacher.steps[len(self.cache.prefix) :]:
-                features = module(features)
-        else:
-            tokens = _to_device(self.teacher.tokenize(batch, self.teacher.resolve_prompt()), self.device)
-            features = self.teacher.forward(tokens)
-        return features["sentence_embedding"].float().detach().to("cpu").clone()
-
-
-def _shares_prefix(teacher: Model, cache: PrefixCache) -> bool:
-    """The teacher starts with the very modules of the student's frozen prefix (the default teacher)."""
-    steps = teacher.steps
-    same = len(steps) >= len(cache.prefix) and all(a is b for a, b in zip(steps, cache.prefix, strict=False))
-    return same and teacher.resolve_prompt() == cache.prompt
-
-
-# ---------------------------------------------------------------- losses and metrics
-
-
-def _cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    return torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
-
-
-def distill_objective(student_dim: int, teacher_dim: int, *, explicit_teacher: bool) -> str:
-    """mse when the widths agree; the teacher's pairwise similarities when the student is narrower."""
-    if student_dim == teacher_dim:
-        return "mse"
-    if student_dim > teacher_dim and explicit_teacher:
-        raise StError(
-            f"--teacher gives {teacher_dim}-d embeddings, narrower than the student's {student_dim}: "
-            "a narrower teacher cannot describe the student's space; choose a teacher at least as wide"
-        )
-    return "similarity"
-
-
-def distill_loss(objective: str, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """mse: the embeddings themselves. similarity: 1 − the Pearson correlation of the in-batch
-    cosine similarities (each pair once), so the student keeps the teacher's order of pairs without
-    having to reproduce its scale. Measured on MiniLM → Dense 128 from a PCA init (1,000 held-out
-    pairs): the MSE of the similarity values pulled Spearman from 0.9828 to 0.978 in 5 epochs (a
-    projection inflates every cosine, and undoing that costs the order); the correlation kept 0.983.
-    """
-    import torch
-
-    if objective == "mse":
-        return torch.nn.functional.mse_loss(student, teacher)
-    upper = torch.triu_indices(len(student), len(student), offset=1, device=student.device)
-    ours = _cosine_matrix(student, student)[upper[0], upper[1]]
-    theirs = _cosine_matrix(teacher, teacher)[upper[0], upper[1]]
-    ours, theirs = ours - ours.mean(), theirs - theirs.mean()
-    return 1 - (ours * theirs).sum() / (ours.norm() * theirs.norm() + 1e-12)
-
-
-def contrastive_loss(anchors: torch.Tensor, candidates: torch.Tensor, symmetric: bool) -> torch.Tensor:
-    """In-batch negatives: row i's positive is candidate i; every other candidate is a negative."""
-    import torch
-
-    scores = _cosine_matrix(anchors, candidates) * CONTRASTIVE_SCALE
-    labels = torch.arange(len(anchors), device=anchors.device)
-    loss = torch.nn.functional.cross_entropy(scores, labels)
-    if symmetric:  # and each positive must pick its own anchor among the batch's anchors
-        loss = (loss + torch.nn.functional.cross_entropy(scores[:, : len(anchors)].T, labels)) / 2
-    return loss
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
-    ra, rb = _ranks(a), _ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denominator) if denominator else 0.0
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    values = x[order]
-    start = 0
-    for end in range(1, len(x) + 1):  # ties share their average rank
-        if end == len(x) or values[end] != values[start]:
-            if end - start > 1:
-                ranks[order[start:end]] = (start + end - 1) / 2
-            start = end
-    return ranks
-
-
 # ---------------------------------------------------------------- the job
 
 
-class _Job:
+class TrainingJob:
     """One training run: the student, its cache, the data split, the optimizer and the checkpoint."""
 
     def __init__(
@@ -460,8 +141,8 @@ class _Job:
         self.model, self.options, self.teacher, self.device, self.progress = model, options, teacher, device, progress
         self.cache = PrefixCache(model, options.trained[0], device)
         self.embedder = Embedder(self.cache, teacher, device)
-        self.train_texts, self.eval_texts, self.eval_pairs = _split_texts(texts or [], options)
-        self.train_pairs, self.eval_held = _split_pairs(pairs or [], options)
+        self.train_texts, self.eval_texts, self.eval_pairs = split_texts(texts or [], options)
+        self.train_pairs, self.eval_held = split_pairs(pairs or [], options)
         self.objective = "in-batch-negatives"
 
     # ------------------------------------------------------------ embedding
@@ -488,13 +169,13 @@ class _Job:
         with torch.set_grad_enabled(grad):
             if self.cache.enabled:
                 return self.cache.run_rest(self.cache.batch(texts))
-            tokens = _to_device(self.model.tokenize(texts, self.cache.prompt), self.device)
+            tokens = to_device(self.model.tokenize(texts, self.cache.prompt), self.device)
             return self.model.forward(tokens)["sentence_embedding"]
 
     def embed_eval(self, texts: list[str]) -> torch.Tensor:
         import torch
 
-        out = [self.student(list(batch), grad=False) for batch in _chunks(texts, EMBED_BATCH)]
+        out = [self.student(list(batch), grad=False) for batch in chunks(texts, EMBED_BATCH)]
         return torch.cat(out) if out else torch.zeros(0)
 
     # ------------------------------------------------------------ evaluation
@@ -529,7 +210,7 @@ class _Job:
             return None
         anchors = self.embed_eval([p.anchor for p in self.eval_held])
         candidates = [p.positive for p in self.eval_held] + [p.negative for p in self.eval_held if p.negative]
-        scores = _cosine_matrix(anchors, self.embed_eval(candidates))
+        scores = cosine_matrix(anchors, self.embed_eval(candidates))
         best = scores.argmax(dim=1).cpu().numpy()
         return float((best == np.arange(len(self.eval_held))).mean())
 
@@ -557,119 +238,12 @@ class _Job:
         return contrastive_loss(anchors, self.student(candidates, grad=True), self.options.symmetric)
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _held_out_count(n: int, fraction: float) -> int:
-    return min(n - 2, round(n * fraction)) if fraction > 0 and n >= 4 else 0
-
-
-def _split_texts(texts: list[str], options: Options) -> tuple[list[str], list[str], list[tuple[int, int]]]:
-    """Seeded split into training and held-out texts, and as many random held-out pairs as texts."""
-    distinct = list(dict.fromkeys(texts))
-    rng = np.random.default_rng(options.seed)
-    order = rng.permutation(len(distinct))
-    held = _held_out_count(len(distinct), options.eval_fraction)
-    eval_texts = [distinct[i] for i in order[:held]]
-    train_texts = [distinct[i] for i in order[held:]]
-    pairs = []
-    if held >= 2:
-        first = rng.integers(0, held, size=held)
-        second = (first + rng.integers(1, held, size=held)) % held  # never a text with itself
-        pairs = list(zip(first.tolist(), second.tolist(), strict=True))
-    return train_texts, eval_texts, pairs
-
-
-def _split_pairs(pairs: list[Pair], options: Options) -> tuple[list[Pair], list[Pair]]:
-    order = np.random.default_rng(options.seed).permutation(len(pairs))
-    held = _held_out_count(len(pairs), options.eval_fraction)
-    return [pairs[i] for i in order[held:]], [pairs[i] for i in order[:held]]
-
-
 def _lr_factor(step: int, total: int) -> float:
     """Linear warm-up over the first 10% of the steps, then linear decay to zero (as ST's default)."""
     warmup = max(1, int(total * WARMUP_FRACTION))
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
-
-
-# ---------------------------------------------------------------- PCA initialisation
-
-
-def pca_init(job: _Job) -> int:
-    """Set the first trained module, a narrowing Dense, to the top principal directions of its inputs.
-
-    Uncentred: the directions of largest mean square, so cosines between embeddings survive the
-    projection (centring first measured 0.84 Spearman against 0.98 on MiniLM → 128). Rows are
-    L2-normalised so every text counts the same. Returns the module's index.
-    """
-    import torch
-
-    index = job.options.trained[0]
-    dense = job.model.steps[index]
-    activation = getattr(dense, "activation", None)
-    linear = getattr(dense, "linear", None)
-    narrowing = isinstance(linear, torch.nn.Linear) and linear.out_features < linear.in_features
-    if getattr(dense, "type_name", None) != "Dense" or not narrowing or not job.cache.enabled:
-        raise StError(
-            f"--init pca: module {index} ({type(dense).__name__}) is not a narrowing Dense after frozen modules"
-        )
-    if activation not in PCA_ACTIVATIONS:
-        raise StError(f"--init pca: module {index} uses activation {activation}; PCA suits identity or tanh")
-    assert isinstance(linear, torch.nn.Linear)
-    texts = job.train_texts if job.options.loss == "distill" else [p.anchor for p in job.train_pairs]
-    raw = torch.stack([job.cache.rows[t]["sentence_embedding"] for t in texts]).double()
-    inputs = torch.nn.functional.normalize(raw, dim=-1)
-    _, vectors = torch.linalg.eigh(inputs.T @ inputs)  # ascending eigenvalues
-    top = vectors[:, -linear.out_features :].flip(1).T
-    size = PCA_ACTIVATIONS[activation]
-    scale = 1.0 if size is None else size / float(raw.norm(dim=-1).median())
-    with torch.no_grad():
-        linear.weight.copy_((top * scale).to(linear.weight.dtype))
-        if linear.bias is not None:
-            linear.bias.zero_()
-    return index
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def checkpoint_dir(output: Path) -> Path:
-    """Beside OUT, hidden and named after it, so the next run on OUT finds (or removes) it."""
-    return output.parent / f".{output.name}.st-train-checkpoint"
-
-
-def _fingerprint(options: Options, data: list[dict[str, str]], model_name: str) -> str:
-    document = json.dumps({"options": vars(options), "data": data, "model": model_name}, sort_keys=True, default=str)
-    return hashlib.sha256(document.encode()).hexdigest()
-
-
-def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "checkpoint.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, folder / "checkpoint.pt")
-
-
-def _load_checkpoint(folder: Path, fingerprint: str) -> dict[str, Any] | None:
-    import torch
-
-    path = folder / "checkpoint.pt"
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("fingerprint") != fingerprint:
-        raise StError(f"{path}: made by a run with other data or options; drop --resume to start over")
-    return state
-
-
-def _trained_state(model: Model, trained: Sequence[int]) -> dict[str, Any]:
-    return {str(i): {k: v.detach().cpu().clone() for k, v in model.steps[i].state_dict().items()} for i in trained}
 
 
 # ---------------------------------------------------------------- the public function
@@ -696,7 +270,7 @@ def train(
     device: str = "cpu",
     field: str = "text",
     column: str = "text",
-    columns: PairColumns = PairColumns(),
+    columns: PairColumns = DEFAULT_COLUMNS,
     symmetric: bool = False,
     trust_remote_code: bool = False,
     progress: ProgressFn | None = None,
@@ -748,15 +322,17 @@ def train(
     )  # fmt: skip
     if teacher is not None and teacher_name is None:
         options = Options(**{**vars(options), "teacher": "<Model>"})
-    data_record = _sha256s(data)
-    fingerprint = _fingerprint(options, data_record, str(model) if root is not None else "<Model>")
+    data_files = data_record(data)
+    fingerprint = job_fingerprint(options, data_files, str(model) if root is not None else "<Model>")
     checkpoints = checkpoint_dir(out)
 
     student.to(device)
     if teacher_model is not None:
         teacher_model.to(device).eval()
     _freeze(student, trained)
-    job = _Job(student, options, teacher=teacher_model, device=device, texts=texts, pairs=pairs, progress=progress)
+    job = TrainingJob(
+        student, options, teacher=teacher_model, device=device, texts=texts, pairs=pairs, progress=progress
+    )
     if options.loss == "distill" and not job.train_texts or options.loss == "contrastive" and len(job.train_pairs) < 2:
         raise StError(f"{', '.join(map(str, data))}: too little data left to train on after holding out --eval")
 
@@ -776,18 +352,18 @@ def train(
         cache_seconds=time.perf_counter() - started,
     )
     started = time.perf_counter()
-    state = _load_checkpoint(checkpoints, fingerprint) if resume else None
+    state = load_checkpoint(checkpoints, fingerprint) if resume else None
     if not resume and checkpoints.exists():
-        _remove_checkpoints(checkpoints)
+        remove_checkpoints(checkpoints)
     _run(job, report, state, checkpoints, fingerprint)
     report.seconds = time.perf_counter() - started
 
     student.to("cpu").eval()
     for i, module in enumerate(student.steps):
         module.untrained = i in untrained and i not in trained
-    record = _training_record(report, options, data_record, student)
+    record = _training_record(report, options, data_files, student)
     student.save(out, format=format, force=force, claim=claim, training=record)
-    _remove_checkpoints(checkpoints)
+    remove_checkpoints(checkpoints)
     return report
 
 
@@ -827,13 +403,9 @@ def _freeze(model: Model, trained: Sequence[int]) -> None:
         module.train(i in trained)
 
 
-def _remove_checkpoints(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _run(job: _Job, report: TrainReport, state: dict[str, Any] | None, checkpoints: Path, fingerprint: str) -> None:
+def _run(
+    job: TrainingJob, report: TrainReport, state: dict[str, Any] | None, checkpoints: Path, fingerprint: str
+) -> None:
     """Evaluate, optionally PCA-initialise, then the epochs, with a checkpoint after each."""
     import torch
 
@@ -879,13 +451,13 @@ def _run(job: _Job, report: TrainReport, state: dict[str, Any] | None, checkpoin
         metric = job.evaluate()
         report.per_epoch.append(metric)
         report.epochs = epoch + 1
-        _save_checkpoint(
+        save_checkpoint(
             checkpoints,
             {
                 "fingerprint": fingerprint,
                 "epoch": epoch + 1,
                 "step": step,
-                "modules": _trained_state(model, options.trained),
+                "modules": trained_state(model, options.trained),
                 "optimizer": optimizer.state_dict(),
                 "untrained": report.untrained,
                 "init": report.init,
@@ -922,7 +494,7 @@ def _training_record(report: TrainReport, options: Options, data: list[dict[str,
         },
         "steps": report.steps,
         "metric": report.metric,
-        "metric_untrained": _rounded(report.untrained),
-        "metric_init": _rounded(report.init),
-        "metric_per_epoch": [_rounded(m) for m in report.per_epoch],
+        "metric_untrained": rounded(report.untrained),
+        "metric_init": rounded(report.init),
+        "metric_per_epoch": [rounded(m) for m in report.per_epoch],
     }
