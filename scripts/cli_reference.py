@@ -54,7 +54,7 @@ The same text is one `st COMMAND --help` away.
 """
 
 
-def command_paths(group: object = None, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def command_paths(group: object | None = None, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every visible command and subcommand of the app, in the order `st --help` lists them."""
     if group is None:
         group = typer.main.get_command(app)

@@ -41,7 +41,7 @@ def markdown_files() -> list[Path]:
 
 def links(text: str) -> list[tuple[int, str]]:
     """(line number, target) of every link outside code blocks and code spans."""
-    found = []
+    found: list[tuple[int, str]] = []
     in_fence = False
     for number, line in enumerate(text.splitlines(), 1):
         if FENCE.match(line):
