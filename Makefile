@@ -8,12 +8,13 @@ OUT ?= out
 export HF_HUB_OFFLINE ?= 1
 
 COMPAT := $(VENV)-compat
-.PHONY: help install install-test compat-venvs demo test lint bench clean
+.PHONY: help install install-test compat-venvs demo test lint docs bench clean
 
 help:
 	@echo "make demo    set up .venv, build the default recipe, inspect it, encode a sample file, verify"
 	@echo "make test    set up .venv with the test extras and run the test suite"
 	@echo "make lint    ruff + mypy + the import-layer contract"
+	@echo "make docs    build the docs site into site/ (mkdocs build --strict)"
 	@echo "make bench   benchmarks against sentence-transformers (ratios from one run)"
 
 # torch goes in first, pinned, so nothing else pulls a CUDA build (override: make TORCH_SPEC=...).
@@ -26,10 +27,10 @@ $(VENV)/.runtime: pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime pyproject.toml
-	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[test,dev]"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[test,dev,docs]"
 	touch $@
 
-# Old sentence-transformers releases (as measured in ../shared/FORMAT.md) that portable folders must load in.
+# Old sentence-transformers releases (docs/reference/st-formats.md) that portable folders must load in.
 $(COMPAT)/%/.ready:
 	$(PYTHON) -m venv $(COMPAT)/$*
 	$(COMPAT)/$*/bin/python -m pip install -q --upgrade pip
@@ -65,8 +66,12 @@ lint: $(VENV)/.test
 	$(VENV)/bin/mypy st_cli
 	$(VENV)/bin/lint-imports --no-cache
 
+# Strict: a broken link or anchor, or a page missing from the nav, fails the build.
+docs: $(VENV)/.test
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(VENV)/.test
 	@for f in tests/bench/bench_*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(OUT) .pytest_cache $(COMPAT)
+	rm -rf $(OUT) .pytest_cache $(COMPAT) site

@@ -1,4 +1,4 @@
-"""Safe publishing (DESIGN.md §1, §7): every output is written beside its target under a temporary
+"""Safe publishing (docs/explanation/design.md): every output is written beside its target under a temporary
 name that carries the owner's pid, and renamed into place by a rename that never replaces what
 appeared after the run started.
 

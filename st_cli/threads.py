@@ -4,12 +4,12 @@ OpenMP reads its environment once, when torch loads, so the policy has two halve
 `prepare_environment()` runs before the first `import torch` (st_cli/__init__.py calls it, so
 both the CLI and the library get it), and `thread_count()` sets the count once torch is loaded.
 
-Why (DESIGN.md §5): torch's default is one OpenMP thread per CPU, and idle OpenMP threads
+Why (docs/explanation/design.md): torch's default is one OpenMP thread per CPU, and idle OpenMP threads
 spin-wait. When another process holds a core, every parallel region waits for the thread that
 shares a core with it while the others spin: with one core of two taken, st ran 15.8 texts/s
 instead of 72. Passive waiting plus a thread count from the CPUs actually free (affinity, cgroup
 quota, minus what other processes used since st started) keeps a busy machine at the cost of the
-cores it lost. The figures are in README "Threads" and `make bench` (tests/bench/bench_process.py).
+cores it lost. The figures: docs/explanation/threads-and-devices.md, `make bench` (tests/bench/bench_process.py).
 
 This module must not import torch at module level (it runs before torch loads).
 """

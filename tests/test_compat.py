@@ -40,7 +40,7 @@ def test_default_recipe_matches_shipped_model(fmt: str, tmp_path: Path, shipped_
     np.testing.assert_allclose(ours, theirs, atol=ATOL, rtol=0)
     np.testing.assert_allclose(theirs, shipped_embeddings, atol=ATOL, rtol=0)
     verdicts = {name: v.status for name, v in portability(folder).items()}
-    if fmt == "portable":  # every loader, TEI's parse rules included (FORMAT.md §7-8)
+    if fmt == "portable":  # every loader, TEI's parse rules included (docs/reference/st-formats.md §7-8)
         assert verdicts == {"ST<=5.3": "yes", "ST5.4-5.x": "yes", "ST>=6": "yes", "TEI": "yes"}
     else:
         assert verdicts == {"ST<=5.3": "no", "ST5.4-5.x": "no", "ST>=6": "yes", "TEI": "no"}

@@ -1,6 +1,6 @@
 """What `st build --format portable` writes loads in old sentence-transformers versions with the same vectors.
 
-The venvs (ST 2.2.2, 2.7.0, 3.4.1, 5.7.0; see ../shared/FORMAT.md) are made by `make compat-venvs`,
+The venvs (ST 2.2.2, 2.7.0, 3.4.1, 4.1.0, 5.7.0; see docs/reference/st-formats.md) are made by `make compat-venvs`,
 which `make test` runs first; a bare `pytest` without them skips these tests and says why.
 """
 
@@ -20,7 +20,7 @@ from tests.texts import COMPARE_TEXTS
 RECIPES = Path(__file__).parent.parent / "recipes"
 VENVS = Path(os.environ.get("ST_COMPAT_VENVS", Path(__file__).parent.parent / ".venv-compat"))
 VERSIONS = ["st22", "st27", "st34", "st41", "st57"]
-# Across transformers versions the low bits differ (FORMAT.md §4: 3.5e-7 between groups).
+# Across transformers versions the low bits differ (docs/reference/st-formats.md §4: 3.5e-7 between groups).
 ATOL = 1e-6
 
 
@@ -52,7 +52,7 @@ def test_portable_folder_loads_with_same_embeddings(built: dict[str, Path], tmp_
     assert run.returncode == 0, run.stderr[-3000:]
     theirs = np.load(out)
     model = st_cli.load_model(built[recipe])
-    # ST 2.2 has no prompts: it silently embeds without the default prompt (FORMAT.md §4).
+    # ST 2.2 has no prompts: it silently embeds without the default prompt (docs/reference/st-formats.md §4).
     ours = model.encode(COMPARE_TEXTS, prompt="" if version == "st22" else None)
     np.testing.assert_allclose(theirs, ours, atol=ATOL, rtol=0)
 
@@ -60,7 +60,7 @@ def test_portable_folder_loads_with_same_embeddings(built: dict[str, Path], tmp_
 TINY_STACKS = {
     # 5-key pooling, Dense with .bin for ST <= 3.0, a generic fast tokenizer (not BertTokenizer).
     "cls-max-mean": "  - type: Pooling\n    mode: [cls, max, mean]\n  - type: Dense\n    out_features: 8\n  - type: Normalize\n",
-    # Needs the newer pooling keys, so ST 2.2 is out by design (FORMAT.md §7.3).
+    # Needs the newer pooling keys, so ST 2.2 is out by design (docs/reference/st-formats.md §7.3).
     "weightedmean-no-prompt": "  - type: Pooling\n    mode: weightedmean\n    include_prompt: false\n",
 }
 

@@ -46,7 +46,7 @@ COLUMNS = [(v, fmt) for v, fmts in FORMATS_BY_VERSION.items() for fmt in fmts]
 NAMES = registry.names()
 # Both sides batch the texts alike (longest first, this many rows): padding reaches a CNN's outputs.
 BATCH_SIZE = 16
-# Across transformers versions the low bits differ (FORMAT.md §4: 3.5e-7 between groups).
+# Across transformers versions the low bits differ (docs/reference/st-formats.md §4: 3.5e-7 between groups).
 ATOL = 1e-6
 
 

@@ -1,4 +1,4 @@
-"""Cutting records into batches (DESIGN.md §5): windows sorted by token length, a padded-token budget.
+"""Cutting records into batches (docs/explanation/design.md): windows sorted by token length, a padded-token budget.
 
 A window of records is tokenized once to learn each text's length, sorted longest first, and cut
 into batches that hold as many rows as fit `max_tokens` padded tokens. Windows can be prepared in a

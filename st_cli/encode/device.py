@@ -21,7 +21,7 @@ DEVICES = ("cpu", "cuda", "mps", "auto")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 # What "auto" runs per device: GPUs have fast float16 units; on CPUs float32 is exact and a reduced
-# dtype is an explicit choice (bfloat16 ~2x where the CPU has it, see README "Speed").
+# dtype is an explicit choice (bfloat16 ~2x where the CPU has it, see docs/explanation/performance.md).
 AUTO_DTYPE = {"cuda": "float16"}
 
 # Padded tokens per batch by device when --max-batch-tokens is not given: a GPU needs big batches
@@ -39,7 +39,7 @@ DEVICE_PREFETCH = {"cuda": True}
 
 # Allocations from this size up are served by mmap and unmapped on free (glibc's M_MMAP_THRESHOLD).
 # Left dynamic, glibc raises the threshold to the largest block freed so far, after which activations
-# of ever-changing sizes fragment the heap and RSS grows with the input (DESIGN.md §5).
+# of ever-changing sizes fragment the heap and RSS grows with the input (docs/explanation/design.md).
 MMAP_THRESHOLD = 4 << 20
 
 _mmap_threshold_pinned = False

@@ -1,4 +1,4 @@
-"""Ray Data: `st encode --ray` runs st's own shards on an actor pool and merges them (DESIGN.md §9).
+"""Ray Data: `st encode --ray` runs st's own shards on an actor pool and merges them (docs/explanation/design.md).
 
 Ray only schedules. The driver reads and counts the inputs with st's readers (Ray's `read_text`
 counts lines differently: it drops blank lines and splits on form feeds), plans shards of whole
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 RAY_MISSING = "Ray is not installed: pip install 'st-cli[ray]'"
 # CPUs a local cluster declares beyond the actor pool's: Ray Data's own tasks (reading the shard
-# list, handing out results) need CPUs too, and a pool holding every CPU hung silently (DESIGN.md §9).
+# list, handing out results) need CPUs too, and a pool holding every CPU hung silently (docs/explanation/design.md).
 SPARE_CPUS = 2
 # Times Ray restarts a dead actor, and retries the shard it was running (which then resumes).
 # Ray Data's default is forever: a shard that kills every actor that runs it would never end.

@@ -1,6 +1,6 @@
 """The run loop of `st encode`: files of text → embeddings, one row per record, in input order, in bounded memory.
 
-The job (DESIGN.md §5): `inputs` reads and counts the records, `batching` cuts windows of them into
+The job (docs/explanation/design.md): `inputs` reads and counts the records, `batching` cuts windows of them into
 batches sorted by token length, the model runs each batch under `torch.inference_mode()`, and
 `outputs` writes the rows into a file of final size under a temporary name, renamed at the end.
 Every option that shapes the job is one field of the frozen `EncodeOptions`.

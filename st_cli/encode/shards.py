@@ -1,4 +1,4 @@
-"""Past one machine (DESIGN.md §9): shards of whole windows, their sidecars, and merging them.
+"""Past one machine (docs/explanation/design.md): shards of whole windows, their sidecars, and merging them.
 
 A job's output rows (the records as `st encode` counts them, after --skip-empty) are cut into
 windows of `window` rows. Shard I of N is a contiguous run of whole windows, so every window is read,
@@ -144,7 +144,7 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """`PART.shard.json`: a finished shard. `to_json()` keys are the file format (FORMAT.md)."""
+    """`PART.shard.json`: a finished shard. `to_json()` keys are the file format (docs/reference/st-formats.md)."""
 
     shard: int
     of: int

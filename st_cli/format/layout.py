@@ -1,6 +1,6 @@
 """The sentence-transformers folder format: file names, type strings, config spellings, atomic saves.
 
-This is the only file that knows how a model folder is laid out on disk (see ../shared/FORMAT.md).
+This is the only file that knows how a model folder is laid out on disk (see docs/reference/st-formats.md).
 It must not import torch: `st inspect` and `st --help` read folders through it and stay instant.
 """
 

@@ -1,8 +1,8 @@
-"""`st_manifest.json`: what st records about a folder it wrote (DESIGN.md §6), as a frozen dataclass.
+"""`st_manifest.json`: what st records about a folder it wrote (docs/explanation/design.md), as a frozen dataclass.
 
 Built at save (`st build`), read and checked by `st verify`, written by `st verify --record` and later by
 `st train` (its `training` field). Loaders of every sentence-transformers version ignore the file.
-Torch-free: `st inspect` reads it too. The JSON keys are an API (README): only ever added.
+Torch-free: `st inspect` reads it too. The JSON keys are an API (docs/reference/json.md): only ever added.
 """
 
 from __future__ import annotations

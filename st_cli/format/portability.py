@@ -1,4 +1,4 @@
-"""Which loaders can read a folder: the rules of ../shared/FORMAT.md (§2-§8) as a static check.
+"""Which loaders can read a folder: the rules of docs/reference/st-formats.md (§2-§8) as a static check.
 
 Driven by the type specs (st_cli/types.py): a type's key sets per loader generation, the first ST
 version that has it, whether TEI runs it, and its own loader notes. Nothing here names a module
@@ -155,7 +155,7 @@ def _model_level(s: ModelSummary, found: dict[str, _Verdict]) -> None:
         found["ST<=5.3"].partial(f"ST <= 5.3 ignore truncate_dim {s.truncate_dim} (full-width vectors)")
 
 
-# ---------------------------------------------------------------- TEI (FORMAT.md §8; read in its source, not run)
+# ---------------------------------------------------------------- TEI (st-formats.md §8; read in its source, not run)
 
 
 def _tei_inputs() -> list[str]:

@@ -383,7 +383,7 @@ def _pooling_notes(m: ModuleView) -> Iterable[LoaderNote]:
 
 
 def _tei_pooling_notes(m: ModuleView) -> Iterable[LoaderNote]:
-    """text-embeddings-inference's pooling rules (FORMAT.md §8)."""
+    """text-embeddings-inference's pooling rules (docs/reference/st-formats.md §8)."""
     if m.path != TEI_POOLING_FOLDER:
         yield LoaderNote(
             "TEI", "no", f"TEI reads pooling only from {TEI_POOLING_FOLDER}/config.json; here at {m.path or '.'}"

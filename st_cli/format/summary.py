@@ -1,8 +1,8 @@
 """What a model folder holds, read from its JSON files and safetensors headers alone (`st inspect`).
 
 Nothing here imports torch or transformers, and nothing imports or runs code from the folder
-(DESIGN.md §7): custom modules are reported, never loaded. `portability` restates the loader rules
-of ../shared/FORMAT.md (§2-§8) as a static check; `st verify` reuses it.
+(docs/explanation/design.md): custom modules are reported, never loaded. `portability` restates the loader rules
+of docs/reference/st-formats.md (§2-§8) as a static check; `st verify` reuses it.
 
 A folder that cannot be read at all (no folder, no or unparsable `modules.json`) raises
 ModelFolderError; every other problem becomes a `Finding`.
@@ -38,7 +38,7 @@ _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 _NO_LIMIT = 10**9  # tokenizers store "no limit" as 1e30
 
 
-# Which `st verify` check each finding code fails (DESIGN.md §6). Every code summary.py emits has a row
+# Which `st verify` check each finding code fails (docs/explanation/design.md). Every code summary.py emits has a row
 # (tests/test_bad_input.py reads this file to make sure), so a new finding cannot slip past verify:
 # "layout" and "dimensions" fail those checks; "portability" feeds the loader verdicts; None is information.
 FINDING_CHECKS: dict[str, str | None] = {
@@ -230,7 +230,7 @@ class ModuleSummary:
 
 @dataclass
 class ModelSummary:
-    """Everything `st inspect` shows; `to_json()` is the documented `--json` schema (README)."""
+    """Everything `st inspect` shows; `to_json()` is the documented `--json` schema (docs/reference/json.md)."""
 
     source: str
     path: str

@@ -1,4 +1,4 @@
-"""`st train`: fine-tune the modules a recipe added (DESIGN.md §10).
+"""`st train`: fine-tune the modules a recipe added (docs/explanation/design.md).
 
 Distillation (the default) teaches the student to reproduce a teacher's embeddings of plain text:
 mean-squared error when the widths agree, the teacher's in-batch cosine similarities when the

@@ -188,7 +188,7 @@ def check_normalization(run: Run) -> Check:
 
 
 def check_portability(run: Run) -> Check:
-    """Which loaders read the folder (FORMAT.md §4, §8): a finding, failing only with --require-portable."""
+    """Which loaders read the folder (st-formats.md §4, §8): a finding, failing only with --require-portable."""
     assert run.summary is not None  # CHECKS: needs summary
     require = run.require_portable
     verdicts = run.summary.loaders

@@ -1,4 +1,4 @@
-"""`st verify --against`: compare a folder with another stack, module by module (DESIGN.md §6).
+"""`st verify --against`: compare a folder with another stack, module by module (docs/explanation/design.md).
 
 The other stack is another st folder or Hub id, or sentence-transformers loading the same folder.
 When the outputs differ, each module runs on the same input features in both stacks, and the first

@@ -1,7 +1,7 @@
-"""`st verify`: reload a saved model, re-encode the probe texts, and report named checks (DESIGN.md §6).
+"""`st verify`: reload a saved model, re-encode the probe texts, and report named checks (docs/explanation/design.md).
 
 Each check is pass / fail / skipped with one figure. The report is an API: `VerifyReport.to_json()`
-is what `st verify --json` prints, and its keys are documented in the README.
+is what `st verify --json` prints, and its keys are documented in docs/reference/json.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The module contract (DESIGN.md §4): what every built-in and custom module implements.
+"""The module contract (docs/explanation/design.md): what every built-in and custom module implements.
 
 The method names are sentence-transformers' own, so a module written for st also loads in
 sentence-transformers (with `trust_remote_code=True`), and a module written for ST ports by
