@@ -144,3 +144,19 @@ def test_format_never_loads_torch(module: str) -> None:
     code = f"import sys, {module}; bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_code_written_for_the_flat_package_still_imports() -> None:
+    """Custom module files saved in folders before the move import `st_cli.modules.<file>`: the same classes."""
+    code = (
+        "from st_cli.modules.transformer import Transformer\n"
+        "from st_cli.modules.base import Module\n"
+        "import st_cli.modules.dense as old_dense\n"
+        "import st_cli, st_cli.model.modules.transformer as new, st_cli.model.modules.dense as new_dense\n"
+        "from st_cli.model import registry\n"
+        "assert Transformer is new.Transformer and Module is st_cli.Module and old_dense is new_dense\n"
+        "assert registry.get('Dense') is new_dense.Dense\n"
+        "try:\n    import st_cli.modules.no_such_type\nexcept ModuleNotFoundError:\n    print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

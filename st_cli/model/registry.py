@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from st_cli.model.modules.base import Module
 
 M = TypeVar("M", bound=type)
-ENTRY_POINT_GROUP = "st_cli.model.modules"
+ENTRY_POINT_GROUP = "st_cli.modules"  # the entry-point group plugins declare: an API, not a module path
 
 _CLASSES: dict[str, type[Module]] = {}  # short name → class
 _PLUGIN_SPECS: dict[str, TypeSpec] = {}  # short name → derived spec of a plugin
