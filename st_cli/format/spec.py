@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from st_cli.errors import ModelFolderError
+from st_cli.format.files import read_json, read_safetensors_header
 
 Format = Literal["portable", "st6"]
 FORMATS: tuple[Format, ...] = ("portable", "st6")
@@ -196,6 +197,18 @@ class TypeSpec:
         if self.accepted_keys is None:
             return None
         return frozenset().union(*self.accepted_keys.values())
+
+    def config_path(self, folder: Path) -> Path | None:
+        """The module's config file in `folder`, under any of the names this type has used."""
+        return next((folder / name for name in self.config_files if (folder / name).is_file()), None)
+
+    def read_config(self, folder: Path) -> Config:
+        """The module's config in `folder` as st constructor kwargs, whichever dialect wrote it."""
+        path = self.config_path(folder)
+        raw = read_json(path) if path else {}
+        if not isinstance(raw, dict):
+            raise ModelFolderError(f"{path}: expected a JSON object")
+        return self.decode(raw, path or folder / MODULE_CONFIG)
 
 
 SPECS: dict[str, TypeSpec] = {}
@@ -1145,8 +1158,6 @@ def _decode_router(raw: Config, path: Path) -> Config:
 
 def _route_widths(folder: Path, subs: list[str], specs: list[TypeSpec | None]) -> tuple[int | None, int | None]:
     """(input, output) width of one route: each module's width rule on its config and safetensors header."""
-    from st_cli.format import layout
-
     first: int | None = None
     dim: int | None = None
     for i, (sub, spec) in enumerate(zip(subs, specs, strict=True)):
@@ -1154,10 +1165,10 @@ def _route_widths(folder: Path, subs: list[str], specs: list[TypeSpec | None]) -
             return first, None
         sub_folder = folder / sub
         try:
-            config = layout.read_module_config(spec, sub_folder)
+            config = spec.read_config(sub_folder)
             weights = sub_folder / "model.safetensors"
-            header = layout.read_safetensors_header(weights) if weights.is_file() else {}
-            hf = layout.read_json(sub_folder / MODULE_CONFIG) if spec.hf_model else None
+            header = read_safetensors_header(weights) if weights.is_file() else {}
+            hf = read_json(sub_folder / MODULE_CONFIG) if spec.hf_model else None
         except (ModelFolderError, AttributeError, TypeError, ValueError):
             return first, None
         shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
