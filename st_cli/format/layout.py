@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from st_cli.errors import ModelFolderError
-from st_cli.format import spec as types
 from st_cli.format.files import (
     MANIFEST,
     file_digests,
@@ -24,7 +23,9 @@ from st_cli.format.files import (
     walk,
     write_json,
 )
-from st_cli.format.spec import FORMATS, MODULE_CONFIG, POOLING_MODES, SBERT_CONFIG, Format, TypeSpec
+from st_cli.format.spec import FORMATS, MODULE_CONFIG, SBERT_CONFIG, Format, TypeSpec, is_legacy_type, is_new_type
+from st_cli.format.specs import SPECS, plain_stack, spec_for_type_string
+from st_cli.format.specs.pooling import POOLING_MODES
 
 # Re-exported: callers read a folder's plain files through the layout too (`layout.read_json`).
 __all__ = [
@@ -52,11 +53,11 @@ TOKENIZER_FILES = (
 )
 PICKLED_WEIGHTS = "pytorch_model.bin"
 
-# What each format writes for the built-ins, and every spelling read (views of types.SPECS).
+# What each format writes for the built-ins, and every spelling read (views of SPECS).
 TYPE_STRINGS: dict[Format, dict[str, str]] = {
-    fmt: {name: spec.type_string(fmt) for name, spec in types.SPECS.items()} for fmt in FORMATS
+    fmt: {name: spec.type_string(fmt) for name, spec in SPECS.items()} for fmt in FORMATS
 }
-KNOWN_TYPES: dict[str, str] = {s: spec.name for spec in types.SPECS.values() for s in spec.type_strings}
+KNOWN_TYPES: dict[str, str] = {s: spec.name for spec in SPECS.values() for s in spec.type_strings}
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,7 @@ class ModuleEntry:
     @property
     def spec(self) -> TypeSpec | None:
         """The spec of a type st knows (a built-in or a registered plugin), or None for other code."""
-        from st_cli.model import registry
-
-        return registry.spec_for_type_string(self.type)
+        return spec_for_type_string(self.type)
 
     @property
     def short_type(self) -> str | None:
@@ -142,11 +141,11 @@ def is_plain_folder(root: Path) -> bool:
 
 
 def plain_entries(root: Path) -> list[ModuleEntry]:
-    """The stack sentence-transformers builds for a plain folder (types.plain_stack), as modules.json entries."""
+    """The stack sentence-transformers builds for a plain folder (specs.plain_stack), as modules.json entries."""
     hf_config = read_json(root / MODULE_CONFIG)
     return [
         ModuleEntry(idx=i, name=str(i), path="", type=spec.legacy_type, config=config)
-        for i, (spec, config) in enumerate(types.plain_stack(hf_config))
+        for i, (spec, config) in enumerate(plain_stack(hf_config))
     ]
 
 
@@ -184,7 +183,7 @@ def read_modules_json(root: Path) -> list[ModuleEntry]:
 
 def dialect(entries: list[ModuleEntry]) -> str:
     """'legacy' (ST <= 5.3), 'new' (ST >= 5.4), 'mixed', or 'custom' (no built-in type at all)."""
-    kinds = {"legacy" if types.is_legacy_type(e.type) else "new" for e in entries if _sentence_transformers_type(e)}
+    kinds = {"legacy" if is_legacy_type(e.type) else "new" for e in entries if _sentence_transformers_type(e)}
     if not kinds:
         return "custom"
     return kinds.pop() if len(kinds) == 1 else "mixed"
@@ -192,7 +191,7 @@ def dialect(entries: list[ModuleEntry]) -> str:
 
 def _sentence_transformers_type(entry: ModuleEntry) -> bool:
     """A built-in spelled as sentence-transformers spells it (plugins and custom code have their own paths)."""
-    return entry.spec is not None and (types.is_legacy_type(entry.type) or types.is_new_type(entry.type))
+    return entry.spec is not None and (is_legacy_type(entry.type) or is_new_type(entry.type))
 
 
 def read_model_config(root: Path) -> ModelConfig:
@@ -234,7 +233,7 @@ def find_config_file(spec: TypeSpec | None, folder: Path) -> Path | None:
 def find_sbert_config(folder: Path) -> Path | None:
     """The input module's own config file (sentence_bert_config.json or an older name)."""
     return next(
-        (p for spec in types.SPECS.values() if spec.input_module and (p := find_config_file(spec, folder))), None
+        (p for spec in SPECS.values() if spec.input_module and (p := find_config_file(spec, folder))), None
     )
 
 

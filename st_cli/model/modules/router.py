@@ -21,7 +21,8 @@ import torch
 
 from st_cli.errors import ConfigValueError, ModelFolderError, StError
 from st_cli.format import layout
-from st_cli.format.spec import ASYM_CONFIG, ROUTER_CONFIG, SPECS
+from st_cli.format.specs import SPECS
+from st_cli.format.specs.router import ASYM_CONFIG, ROUTER_CONFIG
 from st_cli.model import registry
 from st_cli.model.modules.base import Features, Module, local_folder
 
