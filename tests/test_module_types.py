@@ -19,7 +19,7 @@ import st_cli
 from st_cli.format import layout
 from st_cli.format.spec import ENTRY_POINT_GROUP, TypeSpec, Widths
 from st_cli.format.specs import SPECS
-from st_cli.model import registry
+from st_cli.model import registry, resolve
 from st_cli.model.modules.base import Features, Module
 from st_cli.model.recipe import load_recipe
 from tests.texts import COMPARE_TEXTS
@@ -51,7 +51,7 @@ def test_every_type_has_one_spec(name: str) -> None:
     assert spec is SPECS[name], "a built-in's spec is its row in st_cli/format/specs/"
     for type_string in spec.type_strings:
         assert registry.spec_for_type_string(type_string) is spec
-        assert registry.class_for_type_string(type_string, Path(".")) is cls
+        assert resolve.class_for_type_string(type_string, Path(".")) is cls
     assert spec.input_module == (spec.reads == "text")
 
 

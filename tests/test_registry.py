@@ -13,7 +13,7 @@ import st_cli.model.modules
 from st_cli.errors import StError, TrustError
 from st_cli.format import layout
 from st_cli.format.specs import SPECS
-from st_cli.model import registry
+from st_cli.model import registry, resolve
 from st_cli.model.modules.base import Module
 
 SPEC_FILES = Path(st_cli.format.specs.__file__).parent
@@ -70,13 +70,13 @@ def test_register_a_plugin_refuses_duplicates_and_unregisters() -> None:
 
 @pytest.mark.parametrize("type_string", sorted(layout.TYPE_STRINGS["portable"].values()) + sorted(layout.TYPE_STRINGS["st6"].values()) + ["sentence_transformers.sentence_transformer.modules.normalize.Normalize"])
 def test_every_dialect_spelling_resolves_to_the_builtin(type_string: str, tmp_path: Path) -> None:
-    cls = registry.class_for_type_string(type_string, tmp_path)
+    cls = resolve.class_for_type_string(type_string, tmp_path)
     assert cls is registry.get(layout.KNOWN_TYPES[type_string])
 
 
 def test_known_but_unsupported_and_custom_types(tmp_path: Path) -> None:
     with pytest.raises(StError, match=r"'sentence_transformers.models.Frobnicate' is not supported by st \(st runs: "):
-        registry.class_for_type_string("sentence_transformers.models.Frobnicate", tmp_path)
+        resolve.class_for_type_string("sentence_transformers.models.Frobnicate", tmp_path)
     (tmp_path / "gate.py").write_text("raise SystemExit('must not run')\n")
     with pytest.raises(TrustError, match="--trust-remote-code"):
-        registry.class_for_type_string("gate.Gate", tmp_path)
+        resolve.class_for_type_string("gate.Gate", tmp_path)

@@ -10,8 +10,9 @@ with it loads back without trust wherever the plugin is imported. Installed pack
 plugins in the entry-point group `st_cli.modules` (`st_cli.format.spec.load_entry_points`); they
 load together with the built-ins, on the first class lookup.
 
-Importing this module (and `st inspect`) never pays for torch: specs are looked up without
-importing any class.
+A leaf of `st_cli.model`: it imports no other module of it (resolving a modules.json type to a class,
+custom code included, is `st_cli.model.resolve`'s). Importing it (and `st inspect`) never pays for
+torch: specs are looked up without importing any class.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from st_cli.errors import ModelFolderError, StError
+from st_cli.errors import StError
 from st_cli.format.spec import (
-    Format,
     TypeSpec,
     add_plugin,
     entry_point_classes,
@@ -132,36 +131,3 @@ def is_registered(cls: type) -> bool:
     """True for a class that is itself registered (a built-in or a plugin), not a subclass of one."""
     name = getattr(cls, "type_name", None)
     return name is not None and _CLASSES.get(name) is cls
-
-
-# ---------------------------------------------------------------- modules.json type strings
-
-
-def type_string_for(module: object, fmt: Format) -> str:
-    """The modules.json `type` of a module instance in the given format."""
-    from st_cli.model import custom
-
-    cls = type(module)
-    if not is_registered(cls):
-        return custom.type_string(cls)  # `file.Class`; the model saves file.py at its root
-    return spec(cls.type_name).type_string(fmt)  # type: ignore[attr-defined]
-
-
-def class_for_type_string(type_string: str, root: Path, *, trust_remote_code: bool = False) -> type[Module]:
-    """The class for a modules.json `type`: a built-in in either dialect, a plugin, or trusted custom code."""
-    found = spec_for_type_string(type_string)
-    if found is not None:
-        return get(found.name)
-    if type_string.startswith("sentence_transformers."):
-        raise ModelFolderError(
-            f"{root / 'modules.json'}: module type {type_string!r} is not supported by st "
-            f"(st runs: {', '.join(names())})"
-        )
-    return load_custom_class(type_string, root, trust_remote_code=trust_remote_code)
-
-
-def load_custom_class(type_string: str, root: Path, *, trust_remote_code: bool) -> type[Module]:
-    """`file.Class` (file.py at the model root) or `org/repo--file.Class` (Hub); runs code only with trust."""
-    from st_cli.model import custom
-
-    return custom.load_folder_class(type_string, root, trust_remote_code=trust_remote_code)

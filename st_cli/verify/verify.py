@@ -25,7 +25,7 @@ from st_cli.format.manifest import Manifest
 from st_cli.format.manifest import read as read_manifest
 from st_cli.format.manifest import write as write_manifest
 from st_cli.format.probes import PROBE_TEXTS
-from st_cli.model import registry
+from st_cli.model import registry, resolve
 
 if TYPE_CHECKING:
     import torch
@@ -200,7 +200,7 @@ def _require_trust(root: Path, entries: list[layout.ModuleEntry], trust_remote_c
         for entry in entries:
             # An unknown sentence_transformers.* type is not custom code: the layout check reports it.
             if entry.short_type is None and not entry.type.startswith("sentence_transformers."):
-                registry.load_custom_class(entry.type, root, trust_remote_code=False)  # raises TrustError
+                resolve.load_custom_class(entry.type, root, trust_remote_code=False)  # raises TrustError
 
 
 def _label(entry: layout.ModuleEntry) -> str:
