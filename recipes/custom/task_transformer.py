@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from st_cli.modules.transformer import Transformer
+from st_cli.model.modules.transformer import Transformer
 
 TASK_LAYERS: dict[str, int] = {"retrieval": -1, "clustering": -2}  # index into hidden_states
 

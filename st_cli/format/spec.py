@@ -248,7 +248,7 @@ ENTRY_POINT_GROUP = "st_cli.modules"
 
 _PLUGIN_SPECS: dict[str, TypeSpec] = {}  # short name → spec of a plugin (derived, or its own)
 _PLUGIN_TYPES: dict[str, str] = {}  # type string → short name of a plugin
-# Classes entry points named that nobody had registered: the torch registry registers them on its next lookup.
+# Classes entry points named that were not registered on import: the torch registry registers them on its next lookup.
 _ENTRY_POINT_CLASSES: dict[str, type] = {}
 _entry_points_loaded = False
 
@@ -330,7 +330,8 @@ def load_entry_points() -> None:
 
 
 def entry_point_classes() -> dict[str, type]:
-    """Classes entry points named that are not registered yet (short name → class), for the torch registry."""
+    """Classes entry points named that did not register themselves (short name → class): the torch registry
+    registers each one it does not hold yet."""
     return dict(_ENTRY_POINT_CLASSES)
 
 
