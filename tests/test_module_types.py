@@ -17,8 +17,9 @@ import yaml
 
 import st_cli
 from st_cli.format import layout
-from st_cli.format import spec as types
-from st_cli.model import registry
+from st_cli.format.spec import ENTRY_POINT_GROUP, TypeSpec, Widths
+from st_cli.format.specs import SPECS
+from st_cli.model import registry, resolve
 from st_cli.model.modules.base import Features, Module
 from st_cli.model.recipe import load_recipe
 from tests.texts import COMPARE_TEXTS
@@ -28,7 +29,7 @@ NAMES = registry.names()
 
 def _example_recipe(name: str, tiny_bert: Path, folder: Path) -> Path:
     spec = registry.spec(name)
-    assert spec.example, f"{name}: its spec (st_cli/types.py) has no `example` stack"
+    assert spec.example, f"{name}: its spec (st_cli/format/specs/) has no `example` stack"
     assert any(m.get("type") == name for m in spec.example), f"{name}: its example stack does not use it"
     missing = [m["type"] for m in spec.example if m["type"] not in NAMES]
     if missing:  # e.g. LSTM's example needs WordEmbeddings, another branch's type
@@ -47,10 +48,10 @@ def _example_recipe(name: str, tiny_bert: Path, folder: Path) -> Path:
 def test_every_type_has_one_spec(name: str) -> None:
     cls, spec = registry.get(name), registry.spec(name)
     assert cls.spec is spec and cls.type_name == name
-    assert spec is types.SPECS[name], "a built-in's spec is its row in st_cli/types.py"
+    assert spec is SPECS[name], "a built-in's spec is its row in st_cli/format/specs/"
     for type_string in spec.type_strings:
         assert registry.spec_for_type_string(type_string) is spec
-        assert registry.class_for_type_string(type_string, Path(".")) is cls
+        assert resolve.class_for_type_string(type_string, Path(".")) is cls
     assert spec.input_module == (spec.reads == "text")
 
 
@@ -137,11 +138,11 @@ def test_an_entry_point_registers_a_plugin(monkeypatch: pytest.MonkeyPatch) -> N
         def load(self) -> type:
             return type("EpScale", (Scale,), {})
 
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr("st_cli.format.spec._entry_points_loaded", False)
     monkeypatch.setattr(
         importlib.metadata,
         "entry_points",
-        lambda group: [FakeEntryPoint()] if group == registry.ENTRY_POINT_GROUP else [],
+        lambda group: [FakeEntryPoint()] if group == ENTRY_POINT_GROUP else [],
     )
     try:
         cls = registry.spec_for_type_string(f"{__name__}.EpScale")  # an unknown type string loads the entry points
@@ -152,11 +153,11 @@ def test_an_entry_point_registers_a_plugin(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_plugin_with_its_own_spec_gets_widths_and_file_checks(tiny_recipe, tmp_path: Path) -> None:
-    spec = types.TypeSpec(
+    spec = TypeSpec(
         name="TestVocabScale",
         legacy_type="st_plugins.VocabScale",
         st6_type="st_plugins.VocabScale",
-        width=lambda ctx: types.Widths(ctx.incoming, ctx.incoming),
+        width=lambda ctx: Widths(ctx.incoming, ctx.incoming),
         required_files=("vocab.txt",),
         since="3.2",
     )
@@ -178,5 +179,5 @@ def test_a_plugin_with_its_own_spec_gets_widths_and_file_checks(tiny_recipe, tmp
     finally:
         registry.unregister("TestVocabScale")
     with pytest.raises(ValueError, match="belongs to a built-in"):
-        registry.register(types.TypeSpec("TestFake", types.SPECS["Dense"].legacy_type, "x.Y"))(Scale)
+        registry.register(TypeSpec("TestFake", SPECS["Dense"].legacy_type, "x.Y"))(Scale)
     registry.unregister("TestFake")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import st_cli
 from st_cli.cli import app
 from st_cli.format import layout
-from st_cli.format import spec as types
+from st_cli.format.specs import SPECS, plain_stack
 from tests.texts import COMPARE_TEXTS
 
 runner = CliRunner()
@@ -66,12 +66,12 @@ def test_inspect_says_plain_and_gives_widths(plain_minilm: Path) -> None:
 
 
 def test_causal_lm_pools_the_last_token_as_st_does() -> None:
-    stack = types.plain_stack({"architectures": ["Qwen2ForCausalLM"], "hidden_size": 8})
+    stack = plain_stack({"architectures": ["Qwen2ForCausalLM"], "hidden_size": 8})
     assert [(spec.name, (config or {}).get("mode")) for spec, config in stack] == [
         ("Transformer", None),
         ("Pooling", ["lasttoken"]),
     ]
-    bidirectional = types.plain_stack({"architectures": ["Qwen2ForCausalLM"], "is_causal": False, "hidden_size": 8})
+    bidirectional = plain_stack({"architectures": ["Qwen2ForCausalLM"], "is_causal": False, "hidden_size": 8})
     assert bidirectional[1][1] == {"dimension": 8, "mode": ["mean"], "include_prompt": True}
 
 
@@ -95,8 +95,8 @@ def test_recipe_base_accepts_a_plain_folder(tiny_bert_dir: Path, tmp_path: Path)
     recipe.write_text(f"base: {tiny_bert_dir}\nmodules:\n  - type: Dense\n    out_features: 8\n", encoding="utf-8")
     model, folder = st_cli.build(recipe, tmp_path / "m")
     assert [e.type for e in layout.read_modules_json(folder)][:2] == [
-        types.SPECS["Transformer"].legacy_type,
-        types.SPECS["Pooling"].legacy_type,
+        SPECS["Transformer"].legacy_type,
+        SPECS["Pooling"].legacy_type,
     ]
     np.testing.assert_allclose(st_cli.load_model(folder).encode(COMPARE_TEXTS), model.encode(COMPARE_TEXTS), atol=1e-6)
 

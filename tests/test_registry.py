@@ -1,15 +1,46 @@
-"""The registry: short names to classes, did-you-mean, duplicates, and both dialects' type strings."""
+"""The registry: short names to classes, did-you-mean, duplicates, and both dialects' type strings;
+and the two homes of a built-in type (its spec file and its torch file, of the same name)."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 
+import st_cli.format.specs
+import st_cli.model.modules
 from st_cli.errors import StError, TrustError
 from st_cli.format import layout
-from st_cli.model import registry
+from st_cli.format.specs import SPECS
+from st_cli.model import registry, resolve
 from st_cli.model.modules.base import Module
+
+SPEC_FILES = Path(st_cli.format.specs.__file__).parent
+TORCH_FILES = Path(st_cli.model.modules.__file__).parent
+
+
+def file_stems(folder: Path, *not_types: str) -> set[str]:
+    return {p.stem for p in folder.glob("*.py")} - {"__init__", *not_types}
+
+
+def test_every_builtin_type_has_a_spec_file_and_a_torch_file_of_the_same_name() -> None:
+    assert file_stems(SPEC_FILES) == file_stems(TORCH_FILES, "base")
+
+
+def test_every_builtin_spec_names_the_file_it_is_in() -> None:
+    rows = {stem: importlib.import_module(f"st_cli.format.specs.{stem}").SPEC for stem in file_stems(SPEC_FILES)}
+    assert {stem: spec.module_file for stem, spec in rows.items()} == {stem: stem for stem in rows}
+    assert sorted(spec.name for spec in rows.values()) == sorted(SPECS)  # one row per file, and no other rows
+
+
+def test_the_table_keeps_its_order() -> None:
+    # Lookups that take the first match depend on it: find_sbert_config must try Transformer's
+    # config names before BoW's config.json (a transformers folder has one too).
+    assert list(SPECS) == [
+        "Transformer", "Pooling", "Dense", "Normalize", "WeightedLayerPooling", "LayerNorm", "Dropout", "CNN",
+        "LSTM", "WordEmbeddings", "WordWeights", "BoW", "StaticEmbedding", "Router", "CLIPModel",
+    ]  # fmt: skip
 
 
 def test_builtins_are_registered_lazily_under_short_names() -> None:
@@ -39,13 +70,13 @@ def test_register_a_plugin_refuses_duplicates_and_unregisters() -> None:
 
 @pytest.mark.parametrize("type_string", sorted(layout.TYPE_STRINGS["portable"].values()) + sorted(layout.TYPE_STRINGS["st6"].values()) + ["sentence_transformers.sentence_transformer.modules.normalize.Normalize"])
 def test_every_dialect_spelling_resolves_to_the_builtin(type_string: str, tmp_path: Path) -> None:
-    cls = registry.class_for_type_string(type_string, tmp_path)
+    cls = resolve.class_for_type_string(type_string, tmp_path)
     assert cls is registry.get(layout.KNOWN_TYPES[type_string])
 
 
 def test_known_but_unsupported_and_custom_types(tmp_path: Path) -> None:
     with pytest.raises(StError, match=r"'sentence_transformers.models.Frobnicate' is not supported by st \(st runs: "):
-        registry.class_for_type_string("sentence_transformers.models.Frobnicate", tmp_path)
+        resolve.class_for_type_string("sentence_transformers.models.Frobnicate", tmp_path)
     (tmp_path / "gate.py").write_text("raise SystemExit('must not run')\n")
     with pytest.raises(TrustError, match="--trust-remote-code"):
-        registry.class_for_type_string("gate.Gate", tmp_path)
+        resolve.class_for_type_string("gate.Gate", tmp_path)

@@ -316,7 +316,7 @@ def test_an_installed_packages_entry_point_plugin_builds_saves_and_loads_without
     assert run.returncode == 0, run.stderr  # no --trust-remote-code needed
 
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr("st_cli.format.spec._entry_points_loaded", False)
     try:
         model = st_cli.load_model(folder)  # trust_remote_code=False
         assert type(model.steps[-1]).__name__ == "DemoScale" and model.steps[-1].factor == 3.0

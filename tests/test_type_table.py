@@ -30,7 +30,7 @@ import yaml
 
 import st_cli
 from st_cli.format import layout
-from st_cli.format import spec as types
+from st_cli.format.spec import version_tuple
 from st_cli.model import registry
 from st_cli.model.recipe import load_recipe
 from tests.texts import COMPARE_TEXTS
@@ -90,7 +90,7 @@ PLACEHOLDERS = {"{tiny_clip}": _tiny_clip}
 def example_recipe(name: str, tiny_bert: Path, folder: Path) -> Path:
     """The spec's `example` stack as a recipe file ("{tiny_bert}" → the tiny BERT folder, and PLACEHOLDERS)."""
     spec = registry.spec(name)
-    assert spec.example, f"{name}: its spec (st_cli/types.py) has no `example` stack"
+    assert spec.example, f"{name}: its spec (st_cli/format/specs/) has no `example` stack"
     text = json.dumps({"seed": 3, "modules": list(spec.example)}).replace("{tiny_bert}", str(tiny_bert))
     for placeholder, make in PLACEHOLDERS.items():
         if placeholder in text:
@@ -102,12 +102,12 @@ def example_recipe(name: str, tiny_bert: Path, folder: Path) -> Path:
 
 def unreadable_reason(name: str, version: str, fmt: layout.Format) -> str | None:
     """Why this sentence-transformers version cannot read the example stack in this format, from the specs."""
-    release = types.version_tuple(VERSIONS[version])
+    release = version_tuple(VERSIONS[version])
     for module in registry.spec(name).example:
         spec = registry.spec(module["type"])
         type_string = spec.type_string(fmt)
         first = spec.first_version(type_string)
-        if release < types.version_tuple(first):
+        if release < version_tuple(first):
             return f"{spec.name}: {type_string} exists only in ST >= {first}"
         for prefix, reason in spec.fails_in.items():
             if VERSIONS[version] == prefix or VERSIONS[version].startswith(prefix + "."):

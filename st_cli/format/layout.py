@@ -6,9 +6,7 @@ It must not import torch: `st inspect` and `st --help` read folders through it a
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,14 +14,37 @@ from pathlib import Path
 from typing import Any
 
 from st_cli.errors import ModelFolderError
-from st_cli.format import spec as types
-from st_cli.format.spec import FORMATS, MODULE_CONFIG, POOLING_MODES, SBERT_CONFIG, Format, TypeSpec
+from st_cli.format.files import (
+    MANIFEST,
+    file_digests,
+    read_json,
+    read_safetensors_header,
+    sha256_file,
+    walk,
+    write_json,
+)
+from st_cli.format.spec import FORMATS, MODULE_CONFIG, SBERT_CONFIG, Format, TypeSpec, is_legacy_type, is_new_type
+from st_cli.format.specs import SPECS, plain_stack, spec_for_type_string
+from st_cli.format.specs.pooling import POOLING_MODES
 
-__all__ = ["FORMATS", "MODULE_CONFIG", "POOLING_MODES", "SBERT_CONFIG", "Format"]
+# Re-exported: callers read a folder's plain files through the layout too (`layout.read_json`).
+__all__ = [
+    "FORMATS",
+    "MANIFEST",
+    "MODULE_CONFIG",
+    "POOLING_MODES",
+    "SBERT_CONFIG",
+    "Format",
+    "file_digests",
+    "read_json",
+    "read_safetensors_header",
+    "sha256_file",
+    "walk",
+    "write_json",
+]
 
 MODULES_JSON = "modules.json"
 MODEL_CONFIG = "config_sentence_transformers.json"
-MANIFEST = "st_manifest.json"
 MODEL_CARD = "README.md"
 SAFETENSORS_WEIGHTS = "model.safetensors"
 # Files a transformers tokenizer is built from; without any, transformers builds a toy one silently.
@@ -32,11 +53,11 @@ TOKENIZER_FILES = (
 )
 PICKLED_WEIGHTS = "pytorch_model.bin"
 
-# What each format writes for the built-ins, and every spelling read (views of types.SPECS).
+# What each format writes for the built-ins, and every spelling read (views of SPECS).
 TYPE_STRINGS: dict[Format, dict[str, str]] = {
-    fmt: {name: spec.type_string(fmt) for name, spec in types.SPECS.items()} for fmt in FORMATS
+    fmt: {name: spec.type_string(fmt) for name, spec in SPECS.items()} for fmt in FORMATS
 }
-KNOWN_TYPES: dict[str, str] = {s: spec.name for spec in types.SPECS.values() for s in spec.type_strings}
+KNOWN_TYPES: dict[str, str] = {s: spec.name for spec in SPECS.values() for s in spec.type_strings}
 
 
 @dataclass(frozen=True)
@@ -54,9 +75,7 @@ class ModuleEntry:
     @property
     def spec(self) -> TypeSpec | None:
         """The spec of a type st knows (a built-in or a registered plugin), or None for other code."""
-        from st_cli.model import registry
-
-        return registry.spec_for_type_string(self.type)
+        return spec_for_type_string(self.type)
 
     @property
     def short_type(self) -> str | None:
@@ -95,20 +114,6 @@ def task_prompt(task: str | None, prompts: Mapping[str, str]) -> str | None:
 # ---------------------------------------------------------------- reading
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file, or raise a one-line ModelFolderError naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelFolderError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise ModelFolderError(f"{path}: not valid JSON (nested too deeply)") from None
-    except OSError as e:
-        raise ModelFolderError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
 def module_folder(root: Path, entry_path: str) -> Path:
     """The folder of a module, refusing a path that leaves the model folder (`..`, absolute, symlink)."""
     root = root.resolve()
@@ -136,11 +141,11 @@ def is_plain_folder(root: Path) -> bool:
 
 
 def plain_entries(root: Path) -> list[ModuleEntry]:
-    """The stack sentence-transformers builds for a plain folder (types.plain_stack), as modules.json entries."""
+    """The stack sentence-transformers builds for a plain folder (specs.plain_stack), as modules.json entries."""
     hf_config = read_json(root / MODULE_CONFIG)
     return [
         ModuleEntry(idx=i, name=str(i), path="", type=spec.legacy_type, config=config)
-        for i, (spec, config) in enumerate(types.plain_stack(hf_config))
+        for i, (spec, config) in enumerate(plain_stack(hf_config))
     ]
 
 
@@ -178,7 +183,7 @@ def read_modules_json(root: Path) -> list[ModuleEntry]:
 
 def dialect(entries: list[ModuleEntry]) -> str:
     """'legacy' (ST <= 5.3), 'new' (ST >= 5.4), 'mixed', or 'custom' (no built-in type at all)."""
-    kinds = {"legacy" if types.is_legacy_type(e.type) else "new" for e in entries if _sentence_transformers_type(e)}
+    kinds = {"legacy" if is_legacy_type(e.type) else "new" for e in entries if _sentence_transformers_type(e)}
     if not kinds:
         return "custom"
     return kinds.pop() if len(kinds) == 1 else "mixed"
@@ -186,7 +191,7 @@ def dialect(entries: list[ModuleEntry]) -> str:
 
 def _sentence_transformers_type(entry: ModuleEntry) -> bool:
     """A built-in spelled as sentence-transformers spells it (plugins and custom code have their own paths)."""
-    return entry.spec is not None and (types.is_legacy_type(entry.type) or types.is_new_type(entry.type))
+    return entry.spec is not None and (is_legacy_type(entry.type) or is_new_type(entry.type))
 
 
 def read_model_config(root: Path) -> ModelConfig:
@@ -219,24 +224,28 @@ def read_model_config(root: Path) -> ModelConfig:
 
 def find_config_file(spec: TypeSpec | None, folder: Path) -> Path | None:
     """A module's config file, under any of the names its type has used (custom code: config.json)."""
-    names = spec.config_files if spec is not None else (MODULE_CONFIG,)
-    return next((folder / name for name in names if (folder / name).is_file()), None)
+    if spec is not None:
+        return spec.config_path(folder)
+    path = folder / MODULE_CONFIG
+    return path if path.is_file() else None
 
 
 def find_sbert_config(folder: Path) -> Path | None:
     """The input module's own config file (sentence_bert_config.json or an older name)."""
     return next(
-        (p for spec in types.SPECS.values() if spec.input_module and (p := find_config_file(spec, folder))), None
+        (p for spec in SPECS.values() if spec.input_module and (p := find_config_file(spec, folder))), None
     )
 
 
 def read_module_config(spec: TypeSpec | None, folder: Path) -> dict[str, Any]:
     """A module's config as st constructor kwargs, whichever dialect wrote it (custom code: as written)."""
-    path = find_config_file(spec, folder)
+    if spec is not None:
+        return spec.read_config(folder)
+    path = find_config_file(None, folder)
     raw = read_json(path) if path else {}
     if not isinstance(raw, dict):
         raise ModelFolderError(f"{path}: expected a JSON object")
-    return spec.decode(raw, path or folder / MODULE_CONFIG) if spec is not None else raw
+    return raw
 
 
 # ---------------------------------------------------------------- writing
@@ -252,10 +261,6 @@ def module_config_files(spec: TypeSpec | None, config: Mapping[str, Any], fmt: F
     if spec is None:
         return {MODULE_CONFIG: dict(config)}
     return spec.encode_config(config, fmt)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def write_module_config(folder: Path, spec: TypeSpec | None, config: Mapping[str, Any], fmt: Format) -> None:
@@ -310,93 +315,6 @@ def write_model_files(root: Path, entries: list[ModuleEntry], config: ModelConfi
     write_json(root / MODEL_CONFIG, model_config)
 
 
-def walk(root: Path) -> list[Path]:
-    """Everything below root, sorted, without descending into symlinked folders (a link to / is not a walk of /)."""
-    found = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        found += [Path(folder) / name for name in dirs + files]
-    return sorted(found)
-
-
-def file_digests(root: Path) -> dict[str, str]:
-    """sha256 of every file below root (relative POSIX paths), the manifest itself excluded."""
-    digests = {}
-    for path in (p for p in walk(root) if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel != MANIFEST:
-            digests[rel] = sha256_file(path)
-    return digests
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_manifest(root: Path) -> dict[str, Any] | None:
     path = root / MANIFEST
     return read_json(path) if path.is_file() else None
-
-
-# ---------------------------------------------------------------- safetensors headers
-
-SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors format's own limit
-# Bytes per element of the safetensors dtypes; a tensor's data must be exactly shape × this.
-SAFETENSORS_DTYPE_BYTES = {
-    "F64": 8, "I64": 8, "U64": 8, "C64": 8,
-    "F32": 4, "I32": 4, "U32": 4,
-    "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-    "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
-}  # fmt: skip
-
-
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a .safetensors file ({name: {dtype, shape, data_offsets}, "__metadata__": ...}).
-
-    Reads only the 8-byte length and the header; never the tensors. Checks that every tensor's
-    data lies inside the file, so a truncated file is reported here.
-    """
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                raise ModelFolderError(f"{path}: truncated safetensors file ({size} bytes, no header length)")
-            length = int.from_bytes(prefix, "little")
-            if length > SAFETENSORS_MAX_HEADER or 8 + length > size:
-                problem = f"truncated safetensors header ({length} bytes announced, {size} in file)"
-                raise ModelFolderError(f"{path}: {problem}")
-            raw = f.read(length)
-    except OSError as e:
-        raise ModelFolderError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise ModelFolderError(f"{path}: safetensors header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise ModelFolderError(f"{path}: safetensors header is not a JSON object")
-    data_size = size - 8 - length
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        shape = info.get("shape") if isinstance(info, dict) else None
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(x, int) for x in offsets)
-            or not isinstance(shape, list)
-            or not all(isinstance(d, int) and d >= 0 for d in shape)
-            or not isinstance(info.get("dtype"), str)
-        ):
-            raise ModelFolderError(f"{path}: tensor {name!r} has a malformed header entry")
-        if not 0 <= offsets[0] <= offsets[1] <= data_size:
-            raise ModelFolderError(f"{path}: tensor {name!r} ends at byte {offsets[1]}, beyond the data ({data_size})")
-        width = SAFETENSORS_DTYPE_BYTES.get(info["dtype"])
-        if width is not None and math.prod(shape) * width != offsets[1] - offsets[0]:
-            problem = f"shape {shape} of {info['dtype']} needs {math.prod(shape) * width} bytes"
-            raise ModelFolderError(f"{path}: tensor {name!r}: {problem}, the header gives {offsets[1] - offsets[0]}")
-    return header

@@ -1,6 +1,6 @@
 """Which loaders can read a folder: the rules of docs/reference/st-formats.md (§2-§8) as a static check.
 
-Driven by the type specs (st_cli/types.py): a type's key sets per loader generation, the first ST
+Driven by the type specs (st_cli/format/specs/): a type's key sets per loader generation, the first ST
 version that has it, whether TEI runs it, and its own loader notes. Nothing here names a module
 type. Torch-free; `summary.summarize` calls `verdicts` on what it read, `st verify` reuses it.
 """
@@ -12,8 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from st_cli.format import layout
-from st_cli.format import spec as types
-from st_cli.format.spec import GENERATIONS, LOADERS, Generation, Status, TypeSpec
+from st_cli.format.spec import (
+    GENERATIONS,
+    LOADERS,
+    NEW_DIALECT_SINCE,
+    Generation,
+    Status,
+    TypeSpec,
+    is_new_type,
+    version_tuple,
+)
+from st_cli.format.specs import SPECS
+from st_cli.format.specs.pooling import TEI_POOLING_FOLDER
 
 if TYPE_CHECKING:
     from st_cli.format.summary import ModelSummary, ModuleSummary
@@ -108,13 +118,13 @@ def _custom_module(module: ModuleSummary, found: dict[str, _Verdict]) -> None:
 def _type_availability(module: ModuleSummary, spec: TypeSpec, found: dict[str, _Verdict]) -> None:
     """Which versions know this spelling of the type at all (TypeSpec.first_version)."""
     first = spec.first_version(module.type)
-    since = types.version_tuple(first)
+    since = version_tuple(first)
     reason = f"modules.json: {module.type} exists only in ST >= {first}"
     if since >= (6,):
         found["ST5.4-5.x"].no(reason)
-    elif since > types.version_tuple(types.NEW_DIALECT_SINCE):
+    elif since > version_tuple(NEW_DIALECT_SINCE):
         found["ST5.4-5.x"].partial(reason)
-    if since >= types.version_tuple(types.NEW_DIALECT_SINCE):
+    if since >= version_tuple(NEW_DIALECT_SINCE):
         found["ST<=5.3"].no(reason)
     elif since > (2, 0):
         found["ST<=5.3"].partial(reason)
@@ -159,12 +169,12 @@ def _model_level(s: ModelSummary, found: dict[str, _Verdict]) -> None:
 
 
 def _tei_inputs() -> list[str]:
-    return [spec.name for spec in types.SPECS.values() if spec.tei and spec.input_module]
+    return [spec.name for spec in SPECS.values() if spec.tei and spec.input_module]
 
 
 def _tei(s: ModelSummary, root: Path, v: _Verdict) -> None:
     first = s.modules[0] if s.modules else None
-    tei_types = {spec.legacy_type for spec in types.SPECS.values() if spec.tei}
+    tei_types = {spec.legacy_type for spec in SPECS.values() if spec.tei}
     if (
         first is None
         or first.spec is None
@@ -176,7 +186,7 @@ def _tei(s: ModelSummary, root: Path, v: _Verdict) -> None:
     unparsed = [m for m in s.modules if m.type not in tei_types]
     if unparsed and any(m.spec is not None and m.spec.tei_needs_modules_json for m in s.modules):
         v.no("modules.json has types TEI cannot parse, so it would skip every Dense layer without an error")
-    elif any(types.is_new_type(m.type) for m in s.modules):
+    elif any(is_new_type(m.type) for m in s.modules):
         v.partial("modules.json uses new-dialect type strings; TEI ignores the file (no Dense here)")
     _tei_pooling_file(s, root, v)
     _tei_max_seq_length(s, root, v)
@@ -194,7 +204,7 @@ def _tei(s: ModelSummary, root: Path, v: _Verdict) -> None:
 
 def _tei_pooling_file(s: ModelSummary, root: Path, v: _Verdict) -> None:
     """TEI reads pooling from 1_Pooling/config.json only; without it, BERT models fall back to CLS."""
-    if (root / types.TEI_POOLING_FOLDER / layout.MODULE_CONFIG).is_file():
+    if (root / TEI_POOLING_FOLDER / layout.MODULE_CONFIG).is_file():
         return
     pooler = next((m for m in s.modules if m.spec is not None and m.spec.reads == "token_embeddings"), None)
     modes = list((pooler.config or {}).get("mode") or []) if pooler else []

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from st_cli.errors import ModelFolderError
 from st_cli.format import hub, layout
-from st_cli.format import spec as types
+from st_cli.format.files import read_json, read_safetensors_header, walk
 from st_cli.format.portability import LOADERS, TF5_TOKENIZER_CLASSES, LoaderVerdict, verdicts
-from st_cli.format.spec import TypeSpec, WidthContext
-from st_cli.model import registry
+from st_cli.format.spec import TypeSpec, WidthContext, hidden_size
+from st_cli.format.specs import known_names, spec_for_type_string
 
 __all__ = ["LOADERS", "LoaderVerdict", "ModelSummary", "ModuleSummary", "portability", "summarize"]
 
@@ -204,7 +204,7 @@ class ModuleSummary:
 
     def __post_init__(self) -> None:
         if self.spec is None:
-            self.spec = registry.spec_for_type_string(self.type)
+            self.spec = spec_for_type_string(self.type)
         if self.short_type is None and self.spec is not None:
             self.short_type = self.spec.name
 
@@ -345,7 +345,7 @@ class _Reader:
     def json(self, path: Path) -> Any:
         """A JSON file's content, or None (with an invalid-json finding) when it does not parse."""
         try:
-            return layout.read_json(path)
+            return read_json(path)
         except ModelFolderError as e:
             self.add("error", "invalid-json", str(e), self.rel(path))
             return None
@@ -480,7 +480,7 @@ class _Reader:
 
     def check_custom(self, module: ModuleSummary) -> None:
         if module.type.startswith("sentence_transformers."):
-            runs = ", ".join(registry.known_names())
+            runs = ", ".join(known_names())
             message = f"{layout.MODULES_JSON}: {module.type}: a module type st cannot run (st runs: {runs})"
             self.add("error", "unsupported-type", message, layout.MODULES_JSON)
             return
@@ -583,7 +583,7 @@ class _Reader:
             self.add("error", "missing-weights", f"{self.rel(path)}: listed in the shard index but missing")
             return
         try:
-            header = layout.read_safetensors_header(path)
+            header = read_safetensors_header(path)
         except ModelFolderError as e:
             self.add("error", "bad-weights", str(e), self.rel(path))
             self.unreadable.add(self.rel(path))
@@ -608,7 +608,7 @@ class _Reader:
         info.architecture = architectures[0] if isinstance(architectures, list) and architectures else None
         info.model_type = config.get("model_type")
         info.layers = _first_int(config, _LAYER_KEYS)
-        info.hidden_size = types.hidden_size(config)
+        info.hidden_size = hidden_size(config)
         info.vocab_size = _first_int(config, ("vocab_size",))
         info.max_position_embeddings = _first_int(config, ("max_position_embeddings", "n_positions"))
         tok_path = folder / "tokenizer_config.json"
@@ -699,7 +699,7 @@ class _Reader:
     def check_folder(self, summary: ModelSummary) -> None:
         self.check_manifest(summary)
         runs = {m.custom_code for m in summary.modules if m.custom_code}
-        for path in layout.walk(self.root):
+        for path in walk(self.root):
             rel = self.rel(path)
             if path.is_symlink() and not self.inside(path):
                 message = f"{rel}: a symlink to {os.path.realpath(path)}, outside the model folder"

@@ -30,7 +30,7 @@ IN_DIM_KEYS = ("in_features", "input_dim", "in_dim", "dimension", "embedding_dim
 OUT_DIM_KEYS = ("out_features", "output_dim", "out_dim")
 _RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.", re.MULTILINE)
 _CONTRACT_HINT = "subclass st_cli.Module (or st_cli.InputModule for a first module)"
-INPUT_HINT = "subclass st_cli.InputModule, or st_cli.modules.transformer.Transformer"
+INPUT_HINT = "subclass st_cli.InputModule, or st_cli.model.modules.transformer.Transformer"
 
 
 def is_ref(type_name: str) -> bool:

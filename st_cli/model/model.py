@@ -15,7 +15,7 @@ from st_cli._version import __version__
 from st_cli.errors import ConfigValueError, ModelFolderError, StError, first_line
 from st_cli.format import hub, layout, manifest
 from st_cli.format.probes import PROBE_ATOL, PROBE_TEXTS
-from st_cli.model import card, custom, registry
+from st_cli.model import card, custom, registry, resolve
 from st_cli.model.modules.base import Features, InputModule, Module
 from st_cli.model.recipe import Recipe
 
@@ -247,7 +247,7 @@ class Model(torch.nn.Module):
             idx=index,
             name=str(index),
             path=rel,
-            type=registry.type_string_for(module, fmt),
+            type=resolve.type_string_for(module, fmt),
             kwargs=tuple(self.module_kwargs[index]),
         )
 
@@ -416,7 +416,7 @@ def load_model(
         layout.module_folder(root, entry.path)  # refuses paths that leave the folder
     refuse_damaged(root)
     # Every class first, so an untrusted custom module stops the load before any weights are read.
-    classes = [registry.class_for_type_string(e.type, root, trust_remote_code=trust_remote_code) for e in entries]
+    classes = [resolve.class_for_type_string(e.type, root, trust_remote_code=trust_remote_code) for e in entries]
     modules = []
     for entry, cls in zip(entries, classes, strict=True):
         builtin = registry.is_registered(cls)

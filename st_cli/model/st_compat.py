@@ -37,7 +37,7 @@ from torch import Tensor
 
 from st_cli.errors import ModelFolderError, StError
 from st_cli.format import layout
-from st_cli.format.spec import SPECS
+from st_cli.format.specs import SPECS
 from st_cli.model.modules import base
 from st_cli.model.modules import transformer as st_transformer
 

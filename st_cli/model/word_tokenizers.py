@@ -13,7 +13,7 @@ import string
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from st_cli.format.spec import WORD_TOKENIZERS
+from st_cli.format.specs.word_embeddings import WORD_TOKENIZERS
 
 # sentence-transformers' default stop words (punctuation plus scikit-learn's English list).
 ENGLISH_STOP_WORDS: tuple[str, ...] = tuple(
@@ -146,7 +146,7 @@ class PhraseTokenizer(WordTokenizer):
 
 
 TOKENIZER_CLASSES: dict[str, type[WordTokenizer]] = {c.kind: c for c in (WhitespaceTokenizer, PhraseTokenizer)}
-assert set(TOKENIZER_CLASSES) == set(WORD_TOKENIZERS), "types.WORD_TOKENIZERS and this file must list the same"
+assert set(TOKENIZER_CLASSES) == set(WORD_TOKENIZERS), "specs/word_embeddings.py and this file must list the same"
 
 
 def make_tokenizer(kind: str, **config: Any) -> WordTokenizer:

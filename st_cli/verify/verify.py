@@ -10,7 +10,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from st_cli import fsio
 from st_cli._version import __version__
@@ -19,13 +19,9 @@ from st_cli.format import hub, layout
 from st_cli.format.manifest import Manifest
 from st_cli.format.manifest import read as read_manifest
 from st_cli.format.manifest import write as write_manifest
-from st_cli.model import registry
+from st_cli.model import resolve
 from st_cli.verify.base import Check, Run, label, problem, skip
 from st_cli.verify.checks import CHECKS
-
-if TYPE_CHECKING:
-
-    pass
 
 SCHEMA_VERSION = 1  # of to_json(); keys are only ever added, any other change bumps it
 
@@ -177,7 +173,7 @@ def _require_trust(root: Path, entries: list[layout.ModuleEntry], trust_remote_c
         for entry in entries:
             # An unknown sentence_transformers.* type is not custom code: the layout check reports it.
             if entry.short_type is None and not entry.type.startswith("sentence_transformers."):
-                registry.load_custom_class(entry.type, root, trust_remote_code=False)  # raises TrustError
+                resolve.load_custom_class(entry.type, root, trust_remote_code=False)  # raises TrustError
 
 
 # ---------------------------------------------------------------- record

@@ -29,7 +29,7 @@ class Module(torch.nn.Module):
     """A step of the stack: reads and extends the `features` dict."""
 
     type_name: ClassVar[str | None] = None  # the registry name; set by @register
-    spec: ClassVar[TypeSpec | None] = None  # the type's torch-free spec (st_cli/types.py); set by @register
+    spec: ClassVar[TypeSpec | None] = None  # the type's torch-free spec (st_cli/format/specs/); set by @register
     config_keys: ClassVar[list[str]] = []  # constructor kwargs saved to config.json
     save_in_root: ClassVar[bool] = False
     forward_kwargs: ClassVar[set[str]] = set()  # encode-time kwargs this module accepts

@@ -14,7 +14,8 @@ import torch
 
 from st_cli.errors import ConfigValueError, ModelFolderError, StError, first_line
 from st_cli.format import hub, layout
-from st_cli.format.spec import CLIP_PREPROCESSOR_CONFIG, CLIP_PROCESSOR_CONFIG, SPECS
+from st_cli.format.specs import SPECS
+from st_cli.format.specs.clip_model import CLIP_PREPROCESSOR_CONFIG, CLIP_PROCESSOR_CONFIG
 from st_cli.model.modules.base import Features, InputModule, local_folder
 from st_cli.model.registry import register
 

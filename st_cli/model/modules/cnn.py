@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from st_cli.errors import ConfigValueError
-from st_cli.format.spec import SPECS
+from st_cli.format.specs import SPECS
 from st_cli.model.modules.base import Features, Module
 from st_cli.model.registry import register
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch.nn.functional as F  # noqa: N812
 
-from st_cli.format.spec import SPECS
+from st_cli.format.specs import SPECS
 from st_cli.model.modules.base import Features, Module
 from st_cli.model.registry import register
 

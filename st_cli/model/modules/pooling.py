@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from st_cli.errors import ConfigValueError
-from st_cli.format.spec import POOLING_MODES, SPECS
+from st_cli.format.specs import SPECS
+from st_cli.format.specs.pooling import POOLING_MODES
 from st_cli.model.modules.base import Features, Module
 from st_cli.model.registry import register
 

@@ -21,8 +21,9 @@ import torch
 
 from st_cli.errors import ConfigValueError, ModelFolderError, StError
 from st_cli.format import layout
-from st_cli.format.spec import ASYM_CONFIG, ROUTER_CONFIG, SPECS
-from st_cli.model import registry
+from st_cli.format.specs import SPECS
+from st_cli.format.specs.router import ASYM_CONFIG, ROUTER_CONFIG
+from st_cli.model import registry, resolve
 from st_cli.model.modules.base import Features, Module, local_folder
 
 Routes = dict[str, list[Module]]
@@ -145,7 +146,7 @@ class Router(Module):
             for i, module in enumerate(self.steps[name]):
                 sub = f"{name}_{i}_{type(module).__name__}"
                 module.save(str(folder / sub), format=format)
-                types[sub] = registry.type_string_for(module, format)
+                types[sub] = resolve.type_string_for(module, format)
                 structure[name].append(sub)
         if format == "portable":  # Asym's config: the one every version reads
             parameters: dict[str, Any] = {"allow_empty_key": self.default_route is not None}
@@ -165,7 +166,7 @@ class Router(Module):
         modules: dict[str, Module] = {}
         for sub, type_string in config["types"].items():
             layout.module_folder(folder, sub)  # refuses a sub-folder outside the model
-            sub_cls = registry.class_for_type_string(type_string, folder)
+            sub_cls = resolve.class_for_type_string(type_string, folder)
             modules[sub] = sub_cls.load(str(folder), subfolder=sub)
         try:
             routes = {name: [modules[sub] for sub in subs] for name, subs in config["structure"].items()}

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from st_cli.errors import ConfigValueError, ModelFolderError
 from st_cli.format import hub, layout
-from st_cli.format.spec import SPECS
+from st_cli.format.specs import SPECS
 from st_cli.model import static
 from st_cli.model.modules.base import Features, InputModule, _load_pickle, local_folder
 from st_cli.model.registry import register

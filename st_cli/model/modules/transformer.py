@@ -16,7 +16,8 @@ import torch
 
 from st_cli.errors import ConfigValueError, ModelFolderError, first_line
 from st_cli.format import hub, layout
-from st_cli.format.spec import SPECS, hidden_size
+from st_cli.format.spec import hidden_size
+from st_cli.format.specs import SPECS
 from st_cli.model.modules.base import Features, InputModule, local_folder
 from st_cli.model.registry import register
 

@@ -10,7 +10,8 @@ import torch
 
 from st_cli.errors import ConfigValueError, ModelFolderError
 from st_cli.format import layout
-from st_cli.format.spec import DEFAULT_WORD_MAX_SEQ_LENGTH, SPECS, WORD_TOKENIZERS
+from st_cli.format.specs import SPECS
+from st_cli.format.specs.word_embeddings import DEFAULT_WORD_MAX_SEQ_LENGTH, WORD_TOKENIZERS
 from st_cli.model.modules.base import Features, InputModule, local_folder, read_state
 from st_cli.model.registry import register
 from st_cli.model.word_tokenizers import ENGLISH_STOP_WORDS, WordTokenizer, make_tokenizer

@@ -1,0 +1,72 @@
+"""LSTM over the token embeddings; it packs by `sentence_lengths`, which only WordEmbeddings gives."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from st_cli.format.spec import (
+    LEGACY_PREFIX,
+    ST_PREFIX,
+    Shapes,
+    TypeSpec,
+    WidthContext,
+    Widths,
+    add_builtin,
+    ints,
+    keys_by_generation,
+    pickle_notes,
+    renaming_codec,
+    shape_problems,
+)
+
+LSTM_CONFIG = "lstm_config.json"
+_LSTM_KEYS = ("embedding_dimension", "hidden_dim", "num_layers", "dropout", "bidirectional")
+_LSTM_LEGACY = {"embedding_dimension": "word_embedding_dimension"}
+_decode_lstm, _encode_lstm = renaming_codec(
+    LSTM_CONFIG, _LSTM_KEYS, ("embedding_dimension", "hidden_dim"), _LSTM_LEGACY
+)
+
+
+def _lstm_width(ctx: WidthContext) -> Widths:
+    dims = ints(ctx.config, "embedding_dimension", "hidden_dim")
+    if dims is None:
+        return Widths(ctx.incoming, None)
+    return Widths(dims[0], dims[1] * (2 if ctx.config.get("bidirectional", True) else 1))
+
+
+def _lstm_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
+    dims = ints(config, "embedding_dimension", "hidden_dim")
+    return shape_problems(shapes, {"encoder.weight_ih_l0": (4 * dims[1], dims[0])}) if dims else []
+
+
+SPEC = add_builtin(
+    TypeSpec(
+        name="LSTM",
+        module_file="lstm",
+        legacy_type=LEGACY_PREFIX + "LSTM",
+        st6_type=ST_PREFIX + "lstm.LSTM",
+        config_files=(LSTM_CONFIG,),
+        decode=_decode_lstm,
+        encode=_encode_lstm,
+        accepted_keys=keys_by_generation(_LSTM_KEYS, _LSTM_LEGACY),
+        width=_lstm_width,
+        check_weights=_lstm_weights,
+        loader_notes=pickle_notes,
+        needs_config=True,
+        needs_weights=True,
+        reads="token_embeddings",
+        writes="token_embeddings",
+        example=(
+            # words from both halves of tests/texts.py: ST <= 5.7 fail on a batch without one known word
+            {
+                "type": "WordEmbeddings",
+                "vocab": ["PADDING", "man", "food", "eating", "quick", "fox", "word", "paris"],
+                "dimension": 8,
+            },
+            {"type": "LSTM", "hidden_dim": 4},
+            # not max: over a text without known words, ST <= 4.1 give -1e9 where later ones give -inf
+            {"type": "Pooling", "mode": "mean"},
+        ),
+    )
+)
