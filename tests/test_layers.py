@@ -160,3 +160,11 @@ def test_code_written_for_the_flat_package_still_imports() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_plugins_written_against_st_cli_types_still_build_their_spec() -> None:
+    import st_cli.types as old
+    from st_cli.format import spec, specs
+
+    assert old.TypeSpec is spec.TypeSpec and old.Widths is spec.Widths and old.SPECS is specs.SPECS
+    assert old.SPECS["Dense"].name == "Dense"
