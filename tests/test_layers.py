@@ -168,3 +168,39 @@ def test_plugins_written_against_st_cli_types_still_build_their_spec() -> None:
 
     assert old.TypeSpec is spec.TypeSpec and old.Widths is spec.Widths and old.SPECS is specs.SPECS
     assert old.SPECS["Dense"].name == "Dense"
+
+
+def _private_uses(path: Path, modules: dict[str, Path]) -> list[str]:
+    """`from st_cli.x import _y` and `x._y` on an imported st_cli module: a private name crossing a file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    aliases: set[str] = set()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("st_cli"):
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in modules:
+                    aliases.add(alias.asname or alias.name)
+                elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"{node.module}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            aliases.update(a.asname for a in node.names if a.asname and a.name.startswith("st_cli"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_private_name_crosses_a_file() -> None:
+    modules = _modules()
+    crossing = {name: uses for name, path in modules.items() if (uses := _private_uses(path, modules))}
+    assert crossing == {}
+
+
+def test_the_private_name_finder_finds_both_spellings(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from st_cli.model.modules.base import Module, _hidden\nfrom st_cli.model.modules import base\nbase._other()\n"
+    )
+    found = _private_uses(source, _modules())
+    assert found == ["st_cli.model.modules.base._hidden", "base._other"]

@@ -152,9 +152,9 @@ class SentenceTransformersApi:
         safetensors_path = load_file_path(model_name_or_path, layout.SAFETENSORS_WEIGHTS, *hub)
         pickled_path = load_file_path(model_name_or_path, layout.PICKLED_WEIGHTS, *hub)
         if safetensors_path is not None:
-            state = base._load_safetensors(Path(safetensors_path))
+            state = base.load_safetensors_weights(Path(safetensors_path))
         elif pickled_path is not None:
-            state = base._load_pickle(Path(pickled_path))
+            state = base.load_pickled_weights(Path(pickled_path))
         else:
             where = Path(model_name_or_path) / subfolder
             raise ModelFolderError(f"{where}: no {layout.SAFETENSORS_WEIGHTS} or {layout.PICKLED_WEIGHTS}")

@@ -105,20 +105,20 @@ def read_state(folder: Path) -> dict[str, Tensor]:
     """A module folder's tensors: model.safetensors, else pytorch_model.bin (weights only)."""
     safetensors_path, pickled_path = folder / layout.SAFETENSORS_WEIGHTS, folder / layout.PICKLED_WEIGHTS
     if safetensors_path.is_file():
-        return _load_safetensors(safetensors_path)
+        return load_safetensors_weights(safetensors_path)
     if pickled_path.is_file():
-        return _load_pickle(pickled_path)
+        return load_pickled_weights(pickled_path)
     raise ModelFolderError(f"{folder}: no {layout.SAFETENSORS_WEIGHTS} or {layout.PICKLED_WEIGHTS}")
 
 
-def _load_safetensors(path: Path) -> dict[str, Tensor]:
+def load_safetensors_weights(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, MemoryError) as e:
         raise ModelFolderError(f"{path}: unreadable safetensors file ({first_line(e)})") from None
 
 
-def _load_pickle(path: Path) -> dict[str, Tensor]:
+def load_pickled_weights(path: Path) -> dict[str, Tensor]:
     """Plain tensors only (weights_only=True): anything that would need code to unpickle is refused, in one line."""
     try:
         with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing; one line is enough

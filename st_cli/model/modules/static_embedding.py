@@ -19,7 +19,7 @@ from st_cli.errors import ConfigValueError, ModelFolderError
 from st_cli.format import hub, layout
 from st_cli.format.specs import SPECS
 from st_cli.model import static
-from st_cli.model.modules.base import Features, InputModule, _load_pickle, local_folder
+from st_cli.model.modules.base import Features, InputModule, load_pickled_weights, local_folder
 from st_cli.model.registry import register
 
 _MAX_DIM = 1 << 16  # wider than any static model; a typo like 3840000 should not allocate gigabytes
@@ -106,7 +106,7 @@ class StaticEmbedding(InputModule):
         pickled = folder / layout.PICKLED_WEIGHTS
         if not pickled.is_file():
             raise ModelFolderError(f"{folder}: no {layout.SAFETENSORS_WEIGHTS} or {layout.PICKLED_WEIGHTS}")
-        state = {k: v.numpy() for k, v in _load_pickle(pickled).items()}
+        state = {k: v.numpy() for k, v in load_pickled_weights(pickled).items()}
         table = static.fold_table(state, pickled, tokenizer.get_vocab_size())
         return cls.from_parts(tokenizer, torch.from_numpy(table))
 
