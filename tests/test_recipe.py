@@ -132,3 +132,14 @@ def test_relative_model_path_is_relative_to_the_recipe(tiny_bert_dir: Path, tmp_
     recipe = load_recipe(path)
     assert recipe.modules[0].kwargs["model"] == str((tmp_path / "models" / "bert").resolve())
     assert recipe.modules[1].output_dim == 32
+
+
+def test_a_weight_matrix_larger_than_the_machine_is_refused_before_any_weights(tiny_recipe) -> None:
+    """The spec names the matrix (Dense: in_features × out_features); 10^6 × 10^6 float32 is 4 TB."""
+    from st_cli.errors import RecipeError
+    from st_cli.model.recipe import load_recipe
+
+    recipe = tiny_recipe("  - type: Pooling\n  - type: Dense\n    out_features: 1000000\n"
+                         "  - type: Dense\n    out_features: 1000000\n")  # fmt: skip
+    with pytest.raises(RecipeError, match=r"recipe\.yaml:\d+: modules\[3\]\.out_features: .*more than half"):
+        load_recipe(recipe)

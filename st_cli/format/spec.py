@@ -179,6 +179,9 @@ class TypeSpec:
     tei: bool = False  # text-embeddings-inference runs it
     tei_needs_modules_json: bool = False  # TEI finds it only by parsing modules.json (it skips it otherwise)
     path_keys: tuple[str, ...] = ()  # recipe kwargs naming a folder, resolved against the recipe's folder
+    # (rows, columns) config keys of a weight matrix that grows as their product (Dense): a recipe asking
+    # for one larger than the machine can hold is refused before any weights are made
+    weight_matrix: tuple[str, str] | None = None
     example: tuple[Mapping[str, Any], ...] = ()  # a tiny recipe stack using it ("{tiny_bert}": a folder)
 
     @property

@@ -32,7 +32,6 @@ SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 # Bounds on what a recipe may ask for, so a typo is a located error and not an allocation crash.
 MAX_WIDTH = 1 << 20
 _BYTES_PER_PARAMETER = 4  # float32
-_WEIGHT_MATRICES = {"Dense": ("in_features", "out_features")}  # built-ins whose weights grow as in × out
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SET_PATH = re.compile(r"^[A-Za-z_][\w]*(\[\d+\])?(\.[A-Za-z_]\w*(\[\d+\])?)*$")
 
@@ -329,9 +328,10 @@ def _check_size(spec: ModuleSpec, input_dim: int | None, key_path: KeyPath, fail
     key = next((k for k, v in spec.kwargs.items() if v == out and not isinstance(v, bool)), None)
     if out > MAX_WIDTH:
         raise fail(key_path + ((key,) if key else ()), f"{out} is wider than st allows ({MAX_WIDTH})")
-    if spec.type not in _WEIGHT_MATRICES:
+    matrix = None if spec.module_class is not None else registry.spec(spec.type).weight_matrix
+    if matrix is None:
         return
-    rows, cols = _WEIGHT_MATRICES[spec.type]
+    rows, cols = matrix
     n_in, n_out = spec.kwargs.get(rows), spec.kwargs.get(cols)
     if isinstance(n_in, int) and isinstance(n_out, int):
         needed, memory = n_in * n_out * _BYTES_PER_PARAMETER, _physical_memory()

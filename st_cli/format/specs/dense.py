@@ -114,6 +114,7 @@ SPEC = add_builtin(
         needs_weights=True,
         tei=True,
         tei_needs_modules_json=True,
+        weight_matrix=("in_features", "out_features"),
         example=(
             {"type": "Transformer", "model": "{tiny_bert}"},
             {"type": "Pooling"},
