@@ -436,3 +436,22 @@ def test_a_builtin_missing_its_input_feature_names_itself(tiny_bert_dir: Path) -
     model = Model([Transformer(str(tiny_bert_dir)), Dense(32, 4)])
     with pytest.raises(StError, match=r"^modules\[1\] Dense: needs features\['sentence_embedding'\], which no module"):
         model.embed(["hello world"])
+
+
+def test_a_nul_character_in_a_module_path_is_a_finding_and_one_line_refusals(tiny_recipe, tmp_path: Path) -> None:
+    """No file system path holds NUL (os calls raise ValueError): it must never become an internal error."""
+    _, folder = build_folder(tiny_recipe("  - type: Pooling\n"), tmp_path / "m")
+    entries = json.loads((folder / "modules.json").read_text())
+    entries[1]["path"] = "\x00"
+    (folder / "modules.json").write_text(json.dumps(entries))
+    texts = tmp_path / "t.txt"
+    texts.write_text("a\n", encoding="utf-8")
+
+    found = runner.invoke(app, ["inspect", str(folder), "--json"])
+    assert found.exit_code == 0 and "contains a NUL character" in found.stdout
+    for args, code in ((["verify", str(folder)], EXIT_MISMATCH), (["encode", str(texts), "-m", str(folder),
+                       "--out", str(tmp_path / "e.npy")], EXIT_BAD_INPUT)):  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == code, result.output
+        assert "internal error" not in result.output and "NUL character" in result.output
+    assert not (tmp_path / "e.npy").exists()

@@ -116,6 +116,8 @@ def task_prompt(task: str | None, prompts: Mapping[str, str]) -> str | None:
 
 def module_folder(root: Path, entry_path: str) -> Path:
     """The folder of a module, refusing a path that leaves the model folder (`..`, absolute, symlink)."""
+    if "\x00" in entry_path:  # no file system path holds one: every os call would raise ValueError
+        raise ModelFolderError(f"{root / MODULES_JSON}: module path {entry_path!r} contains a NUL character")
     root = root.resolve()
     target = (root / entry_path).resolve()
     if target != root and root not in target.parents:
