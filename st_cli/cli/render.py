@@ -38,8 +38,9 @@ def info(message: str) -> None:
     err.print(Text(message))
 
 
-def print_json(document: Any) -> None:
-    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+def print_json(document: Any, *, to_stderr: bool = False) -> None:
+    """The JSON document on stdout (on stderr where stdout carries the data: `st encode --out -`)."""
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False), err=to_stderr)
 
 
 # ---------------------------------------------------------------- st inspect
@@ -215,10 +216,10 @@ def encode_progress(enabled: bool) -> Iterator[Callable[[int, int, int], None] |
         yield update
 
 
-def encode_summary(summary: EncodeSummary, *, as_json: bool) -> None:
-    """One line on stderr (or the JSON document on stdout)."""
+def encode_summary(summary: EncodeSummary, *, as_json: bool, to_stderr: bool = False) -> None:
+    """One line on stderr (or the JSON document on stdout; on stderr with `to_stderr`)."""
     if as_json:
-        print_json(summary.to_json())
+        print_json(summary.to_json(), to_stderr=to_stderr)
         return
     parts = [
         f"encoded {summary.rows:,} rows × {summary.dimension} ({summary.precision}) → {summary.output}",

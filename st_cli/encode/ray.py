@@ -729,7 +729,7 @@ def encode_files_ray(
     opts.check(target)
     fsio.claim(target, force=opts.force)  # refuse an existing output before Ray starts
     check_ray_installed()
-    with resolved_inputs(items, None, spool_beside=target) as sources:
+    with resolved_inputs(items, None, spool_beside=target, input_format=opts.input_format) as sources:
         tally = count_records(sources, opts.read)  # bad input is reported here, before Ray starts
     counted = time.perf_counter() - started
     rows = tally.records - tally.empty if opts.skip_empty else tally.records
