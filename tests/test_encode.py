@@ -161,10 +161,10 @@ def test_truncated_inputs_are_counted(tiny: Model, tmp_path: Path) -> None:
 def test_existing_output_needs_force(tiny: Model, tmp_path: Path) -> None:
     src = write_lines(tmp_path / "in.txt", ["a", "b"])
     out = tmp_path / "o.npy"
-    out.write_bytes(b"precious")
+    out.write_bytes(b"\x93NUMPY precious")  # a .npy file (by its magic): --force replaces only one
     with pytest.raises(OutputExistsError, match="o.npy: already exists; pass --force"):
         encode_file(src, out, model=tiny)
-    assert out.read_bytes() == b"precious"
+    assert out.read_bytes() == b"\x93NUMPY precious"
     encode_file(src, out, model=tiny, force=True)
     assert np.load(out).shape == (2, 32)
 

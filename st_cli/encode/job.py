@@ -8,7 +8,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from st_cli.encode.batching import BatchPlan
 from st_cli.encode.device import resolve_device
@@ -34,7 +34,7 @@ from st_cli.model import static
 if TYPE_CHECKING:
     from st_cli.model.model import Model
 
-    Encoder = Model | static.StaticEncoder
+    Encoder: TypeAlias = Model | static.StaticEncoder
 
 
 def finished_shard_of_job(target: Path, fp: dict[str, Any], force: bool) -> ShardInfo | None:

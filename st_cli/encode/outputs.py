@@ -357,19 +357,33 @@ class WriterSpec:
     calibration: Literal["side-file", "metadata"]  # where int8/uint8 ranges go
     ids: Callable[[Path], Iterator[Any]] | None = None  # its rows' ids (--id-field); None: in OUT.ids.jsonl
     resumable: bool = True  # a killed run's partial file can be continued (--resume)
+    magic: tuple[bytes, ...] = ()  # what such a file starts with: --force replaces nothing else
+
+    def kind(self) -> fsio.Kind:
+        return fsio.Kind(f"a {self.suffix} file", folder=False, looks_right=self._looks_right)
+
+    def _looks_right(self, path: Path) -> bool:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError:
+            return False
+        return not head or not self.magic or any(m in head[:16] for m in self.magic)
 
 
 WRITERS: dict[str, WriterSpec] = {
-    ".npy": WriterSpec(".npy", _open_npy, _read_npy, PRECISIONS, calibration="side-file"),
+    ".npy": WriterSpec(".npy", _open_npy, _read_npy, PRECISIONS, calibration="side-file", magic=(b"\x93NUMPY",)),
     ".safetensors": WriterSpec(
-        ".safetensors", _open_safetensors, _read_safetensors, PRECISIONS, calibration="metadata"
+        ".safetensors", _open_safetensors, _read_safetensors, PRECISIONS, calibration="metadata", magic=(b'{"',)
     ),
     # jsonl rows are JSON numbers of the quantized values; ranges go beside it like .npy's.
-    ".jsonl": WriterSpec(".jsonl", _open_jsonl, _read_jsonl, PRECISIONS, calibration="side-file", ids=_jsonl_ids),
+    ".jsonl": WriterSpec(
+        ".jsonl", _open_jsonl, _read_jsonl, PRECISIONS, calibration="side-file", ids=_jsonl_ids, magic=(b'{"',)
+    ),
     # An `id` column and a fixed-size list column; ranges go into the schema's metadata.
     ".parquet": WriterSpec(
         ".parquet", _open_parquet, _read_parquet, PRECISIONS, calibration="metadata", ids=_parquet_ids,
-        resumable=False,
+        resumable=False, magic=(b"PAR1",),
     ),
 }
 OUTPUT_SUFFIXES = tuple(WRITERS)
