@@ -2,14 +2,13 @@
 
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from st_cli.cli import render
-from st_cli.cli.typer_app import ForceOpt, JsonOpt, TrustOpt, app, user_errors
+from st_cli.cli.typer_app import ForceOpt, JsonOpt, QuietOpt, TrustOpt, app, user_errors
 from st_cli.encode.inputs import COMPRESSIONS, INPUT_FORMATS, READERS
 from st_cli.errors import EXIT_BAD_INPUT
 
@@ -19,7 +18,7 @@ _INPUTS_HELP = f"Input files ({', '.join(READERS)}; also {', '.join(COMPRESSIONS
 @app.command()
 def encode(
     inputs: Annotated[
-        list[str] | None, typer.Argument(help=_INPUTS_HELP, show_default=False, metavar="INPUT...")
+        list[str] | None, typer.Argument(help=_INPUTS_HELP, show_default=False, metavar="INPUT")
     ] = None,
     *,
     out: Annotated[
@@ -83,7 +82,9 @@ def encode(
     ] = None,
     kw: Annotated[
         list[str] | None,
-        typer.Option("--kw", help="key=value for a keyword a module declares in modules.json (repeatable)."),
+        typer.Option(
+            "--kw", metavar="KEY=VALUE", help="key=value for a keyword a module declares in modules.json (repeatable)."
+        ),
     ] = None,
     task: Annotated[
         str | None,
@@ -105,13 +106,14 @@ def encode(
         typer.Option(
             "--max-batch-tokens",
             min=1,
+            envvar="ST_BATCH_TOKENS",
             help="Padded tokens per batch (default: 512 on CPU, 2048 for bfloat16 on CPU, 16384 on CUDA).",
         ),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="At most this many texts per batch.", show_default=False)
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", envvar="ST_DEVICE", help="cpu, cuda, mps or auto.")] = "cpu",
     dtype: Annotated[
         str,
         typer.Option(
@@ -124,6 +126,7 @@ def encode(
         typer.Option(
             "--threads",
             min=1,
+            envvar="ST_THREADS",
             help="torch threads (default: the CPUs other processes leave free); a static model's numpy "
             "threads (default: every CPU st may use).",
         ),
@@ -138,6 +141,7 @@ def encode(
         str | None,
         typer.Option(
             "--shard",
+            metavar="I/N",
             help="I/N: encode the I-th (from 0) of N runs of whole windows, plus OUT.shard.json; join with st merge.",
             show_default=False,
         ),
@@ -146,13 +150,14 @@ def encode(
         bool, typer.Option("--resume", help="Continue a killed run of this same command from its last finished window.")
     ] = False,
     force: ForceOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
+    quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     trust_remote_code: TrustOpt = False,
     ray: Annotated[
         str | None,
         typer.Option(
             "--ray",
+            metavar="ADDRESS",
             help="Run shards on Ray Data actors: --ray alone starts a local cluster for this run; "
             "--ray auto joins the running one; --ray HOST:PORT or ray://HOST:PORT another.",
             show_default=False,
@@ -279,7 +284,7 @@ def encode(
     if ray is not None:  # --resume needs no saying: --ray always resumes its shards
         from st_cli.encode.ray import encode_files_ray
 
-        with user_errors(), render.ray_progress(sys.stderr.isatty() and not quiet) as ray_progress:
+        with user_errors(), render.ray_progress(render.talks(quiet)) as ray_progress:
             ray_summary = encode_files_ray(
                 inputs,
                 model,
@@ -296,7 +301,7 @@ def encode(
             render.ray_summary(ray_summary, as_json=json_out)
         return
     with user_errors():
-        with render.encode_progress(sys.stderr.isatty() and not quiet) as progress:
+        with render.encode_progress(render.talks(quiet)) as progress:
             summary = encode_file(
                 inputs,
                 out if to_stdout else Path(out),
@@ -327,7 +332,7 @@ def merge(
         typer.Option("--precision", help="Default: the job's. Shards of float32 or int8/uint8 jobs allow any."),
     ] = None,
     force: ForceOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
+    quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Join the shards of one st encode --shard I/N job into what a single run writes.
@@ -344,7 +349,7 @@ def merge(
     """
     from st_cli.encode.shards import merge_shards
 
-    with user_errors(), render.merge_progress(sys.stderr.isatty() and not quiet) as progress:
+    with user_errors(), render.merge_progress(render.talks(quiet)) as progress:
         summary = merge_shards(parts, out, precision=precision, force=force, progress=progress)
     if json_out or not quiet:
         render.merge_summary(summary, as_json=json_out)
