@@ -258,6 +258,9 @@ def encode(
         render.error(f"st encode: missing {missing} (see st encode --help)")
         raise typer.Exit(EXIT_BAD_INPUT)
     to_stdout = out == STDOUT
+    if ray is not None and to_stdout:
+        render.error("st encode: --out - (or --text) cannot go with --ray, whose parts are files; give --out FILE")
+        raise typer.Exit(EXIT_BAD_INPUT)
     with user_errors():  # the job's options, the same whether Ray or this process runs it
         options = EncodeOptions(
             field=field,

@@ -284,7 +284,7 @@ def _read_parquet(path: Path, dtype: np.dtype, width: int, chunk: int) -> Iterat
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=chunk, columns=["embedding"]):
+    for batch in parquet.iter_batches(batch_size=chunk, columns=["embedding"], use_threads=False):
         values = batch.column(0).flatten().to_numpy(zero_copy_only=False)
         if values.dtype != dtype:
             raise ValueError(f"{path}: holds {values.dtype} rows, expected {dtype}")
@@ -295,7 +295,7 @@ def _parquet_ids(path: Path) -> Iterator[Any]:
     _pyarrow()
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=["id"]):
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=["id"], use_threads=False):
         yield from batch.column(0).to_pylist()
 
 
