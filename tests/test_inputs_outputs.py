@@ -339,3 +339,17 @@ def test_cli_unknown_suffix_exits_2_and_input_format_reads_it(tiny_folder: Path,
                            input=src.read_bytes())
     assert result.exit_code == 0, result.output
     assert np.load(out).shape == (len(RECORDS), 32)
+
+
+def test_a_parquet_output_without_pyarrow_is_one_line_before_anything_runs(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else find_spec(name, *a))
+    src = tmp_path / "in.txt"
+    src.write_text("a\n")
+    with pytest.raises(StError, match=r"writing \.parquet needs pyarrow: pip install 'st-cli\[parquet\]'$"):
+        encode_file(src, tmp_path / "o.parquet", model=tiny_folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]

@@ -22,7 +22,7 @@ from st_cli.encode.device import (
     DTYPES,
 )
 from st_cli.encode.inputs import ReadOptions
-from st_cli.encode.outputs import OUTPUT_SUFFIXES, PRECISIONS
+from st_cli.encode.outputs import OUTPUT_SUFFIXES, PRECISIONS, writer_for
 from st_cli.errors import StError
 
 if TYPE_CHECKING:
@@ -102,6 +102,9 @@ class EncodeOptions:
         """Refuse bad values with one line naming the option, before anything is read."""
         if output.suffix.lower() not in OUTPUT_SUFFIXES:
             raise StError(f"{output}: unknown output type {output.suffix!r}; use {', '.join(OUTPUT_SUFFIXES)}")
+        spec = writer_for(output)
+        if spec is not None:
+            spec.check_installed()
         for name, allowed in (("precision", PRECISIONS), ("dtype", DTYPES), ("errors", ERRORS), ("device", DEVICES)):
             value = getattr(self, name)
             if value not in allowed:

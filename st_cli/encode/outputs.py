@@ -358,6 +358,13 @@ class WriterSpec:
     ids: Callable[[Path], Iterator[Any]] | None = None  # its rows' ids (--id-field); None: in OUT.ids.jsonl
     resumable: bool = True  # a killed run's partial file can be continued (--resume)
     magic: tuple[bytes, ...] = ()  # what such a file starts with: --force replaces nothing else
+    requires: str = ""  # an optional package it needs (checked before anything is read)
+
+    def check_installed(self) -> None:
+        import importlib.util
+
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            raise StError(f"writing {self.suffix} needs {self.requires}: {PARQUET_EXTRA}")
 
     def kind(self) -> fsio.Kind:
         return fsio.Kind(f"a {self.suffix} file", folder=False, looks_right=self._looks_right)
@@ -383,7 +390,7 @@ WRITERS: dict[str, WriterSpec] = {
     # An `id` column and a fixed-size list column; ranges go into the schema's metadata.
     ".parquet": WriterSpec(
         ".parquet", _open_parquet, _read_parquet, PRECISIONS, calibration="metadata", ids=_parquet_ids,
-        resumable=False, magic=(b"PAR1",),
+        resumable=False, magic=(b"PAR1",), requires="pyarrow",
     ),
 }
 OUTPUT_SUFFIXES = tuple(WRITERS)
