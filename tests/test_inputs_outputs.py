@@ -199,6 +199,20 @@ def test_bad_json_is_one_line_naming_file_and_line(tmp_path: Path, content: str,
         read(path)
 
 
+def test_json_strings_have_no_ids_and_bad_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    path.write_text('[\n"x",\n"y"]', encoding="utf-8")
+    with pytest.raises(StError, match=r"a\.json:2: a bare string has no field 'id' \(the --id-field\)"):
+        read(path, id_field="id")
+    path.write_bytes(b'[\n"x",\n"\xff"]')
+    with pytest.raises(StError, match=r"a\.json:3: invalid UTF-8"):
+        read(path)
+    assert read(path, errors="replace") == [("x", None), ("\ufffd", None)]
+    path.write_bytes(b'["x"] \xc3')  # a character cut at the end of the file
+    with pytest.raises(StError, match=r"a\.json:1: invalid UTF-8"):
+        read(path)
+
+
 def test_parquet_errors_name_the_file_the_column_and_the_row(tmp_path: Path) -> None:
     path = tmp_path / "a.parquet"
     pq.write_table(pa.table({"body": ["x", None], "n": [1, 2]}), path)

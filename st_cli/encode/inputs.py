@@ -10,6 +10,7 @@ input before the model loads, then the encoding pass), so stdin is spooled to a 
 from __future__ import annotations
 
 import bz2
+import codecs
 import contextlib
 import gzip
 import hashlib
@@ -226,7 +227,9 @@ def _record_id(obj: dict[str, Any], id_field: str | None, name: str, line: int) 
 def _object_text(obj: Any, source: Source, number: int, options: ReadOptions) -> tuple[int, str, Any]:
     """A JSON record's (line, text, id): an object's --field, or (in a .json array) a bare string."""
     field_name = options.field
-    if isinstance(obj, str) and source.reader.kind == "json" and options.id_field is None:
+    if isinstance(obj, str) and source.reader.kind == "json":
+        if options.id_field is not None:
+            raise StError(f"{source.name}:{number}: a bare string has no field {options.id_field!r} (the --id-field)")
         value = obj
     elif not isinstance(obj, dict) or field_name not in obj:
         raise StError(f"{source.name}:{number}: no field {field_name!r} (set it with --field)")
@@ -272,27 +275,31 @@ class _JsonArray:
     def __init__(self, source: Source, errors: str) -> None:
         self.source, self.errors = source, errors
         self.decoder = json.JSONDecoder()
+        # Bytes are decoded here, not by a TextIOWrapper, so invalid UTF-8 can be placed on its line.
+        self.utf8 = codecs.getincrementaldecoder("utf-8-sig")(errors)
         self.buf, self.pos, self.line, self.eof = "", 0, 1, False
 
-    def _more(self, stream: IO[str]) -> bool:
+    def _more(self, stream: IO[bytes]) -> bool:
         """Append the next chunk; False at the end of the file."""
         if self.eof:
             return False
+        data = stream.read(_JSON_CHUNK)
         try:
-            chunk = stream.read(_JSON_CHUNK)
+            chunk = self.utf8.decode(data, final=not data)
         except UnicodeDecodeError as e:
+            line = self.line + self.buf.count("\n", self.pos) + data.count(b"\n", 0, e.start)
             raise StError(
-                f"{self.source.name}:{self.line}: invalid UTF-8 near byte {e.start} of a block; "
-                "pass --errors replace to substitute U+FFFD"
+                f"{self.source.name}:{line}: invalid UTF-8; pass --errors replace to substitute U+FFFD"
             ) from None
-        if not chunk:
-            self.eof = True
-            return False
+        if not data:
+            self.eof = True  # the decoder's last word (a U+FFFD for a cut character) still counts
+            if not chunk:
+                return False
         self.buf = self.buf[self.pos :] + chunk
         self.pos = 0
         return True
 
-    def _skip_blank(self, stream: IO[str]) -> str:
+    def _skip_blank(self, stream: IO[bytes]) -> str:
         """Pass over whitespace (counting lines); the next character, "" at the end of the file."""
         while True:
             start = self.pos
@@ -307,7 +314,7 @@ class _JsonArray:
     def _fail(self, problem: str) -> StError:
         return StError(f"{self.source.name}:{self.line}: invalid JSON: {problem}")
 
-    def _element(self, stream: IO[str]) -> Any:
+    def _element(self, stream: IO[bytes]) -> Any:
         while True:
             try:
                 value, end = self.decoder.raw_decode(self.buf, self.pos)
@@ -324,8 +331,7 @@ class _JsonArray:
             return value
 
     def elements(self) -> Iterator[tuple[int, Any]]:
-        errors = self.errors
-        with open_stream(self.source) as raw, io.TextIOWrapper(raw, "utf-8-sig", errors, newline="") as stream:
+        with open_stream(self.source) as stream:
             if self._skip_blank(stream) != "[":
                 raise self._fail("a .json input must be one array of objects or strings ([...]); for one "
                                  "object per line use .jsonl")
