@@ -128,7 +128,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document on 
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No status line, progress bar or summary line (errors still print).")
 ]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace an existing output of the same kind (never an input).")
+]
 TrustOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow custom module code stored in the model folder to run.")
 ]
