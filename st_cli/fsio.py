@@ -2,8 +2,9 @@
 name that carries the owner's pid, and renamed into place by a rename that never replaces what
 appeared after the run started.
 
-- `claim(target, force=)` at the start of a run: refuses an existing target unless --force, notes
-  what exists (so --force replaces only that), and removes temps left by runs that are gone.
+- `claim(target, force=, kind=)` at the start of a run: refuses an existing target unless --force,
+  and under --force anything not of the output's `kind` (a model folder, a file of one format: a
+  `Kind`); notes what exists (so --force replaces only that), and removes temps left by runs that are gone.
 - `temp_file` / `temp_folder`: `.NAME.st-tmp-PID-RANDOM[.TAG]` beside the target (same filesystem).
 - `publish(tmp, claim)`: `renameat2(RENAME_NOREPLACE)`, or `RENAME_EXCHANGE` under --force (the
   thing swapped out must be the one noted at the start, else it is swapped back and refused);
@@ -87,12 +88,39 @@ class Claim:
     existed: FileId | None
 
 
-def claim(target: str | os.PathLike[str], *, force: bool = False) -> Claim:
-    """Start a run on `target`: refuse what exists unless `force`; clear temps of runs that are gone."""
+@dataclass(frozen=True)
+class Kind:
+    """What --force may replace at a target: a folder or a file (`folder`), that `looks_right` accepts.
+
+    `what` names it in the refusal: "--force replaces only a model folder".
+    """
+
+    what: str
+    folder: bool
+    looks_right: Callable[[Path], bool] = lambda _: True
+
+    def refusal(self, path: Path) -> str | None:
+        """Why `path` (which exists) must not be replaced by this kind of output; None: it may be."""
+        is_folder = path.is_dir()
+        if is_folder != self.folder or not self.looks_right(path):
+            found = "a folder" if is_folder else "a file" if path.is_file() else "not a regular file"
+            return f"{path}: is {found}, not {self.what}; --force replaces only {self.what}"
+        return None
+
+
+ANY_FILE = Kind("a file", folder=False)
+ANY_FOLDER = Kind("a folder", folder=True)
+
+
+def claim(target: str | os.PathLike[str], *, force: bool = False, kind: Kind = ANY_FILE) -> Claim:
+    """Start a run on `target`: refuse what exists unless `force`, and under `force` anything not of
+    `kind` (never a folder by a file or the reverse); clear temps of runs that are gone."""
     path = Path(target)
     existed = FileId.of(path)
     if existed is not None and not force:
         raise OutputExistsError(f"{path}: already exists; pass --force to replace it")
+    if existed is not None and (refusal := kind.refusal(path)) is not None:
+        raise OutputExistsError(refusal)
     remove_stale_temps(path)
     return Claim(path, force, existed)
 
@@ -314,12 +342,15 @@ def write_text_atomic(path: str | os.PathLike[str] | Claim, text: str, *, force:
 
 
 @contextlib.contextmanager
-def atomic_folder(target: str | os.PathLike[str] | Claim, *, force: bool = False) -> Iterator[Path]:
+def atomic_folder(
+    target: str | os.PathLike[str] | Claim, *, force: bool = False, kind: Kind | None = None
+) -> Iterator[Path]:
     """Yield a fresh temp folder beside `target`; on success it is published as `target`.
 
     On any exception (a signal included) the temp folder is removed and `target` is left as it was.
+    `kind`: what --force may replace (default: any folder, never a file).
     """
-    claimed = target if isinstance(target, Claim) else claim(target, force=force)
+    claimed = target if isinstance(target, Claim) else claim(target, force=force, kind=kind or ANY_FOLDER)
     try:
         claimed.path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -354,7 +354,7 @@ COMMANDS: list[tuple[str, dict[str, bytes], list[str], str]] = [
     ("encode-unknown-option", {"in.txt": b"a\n"}, ["encode", "TMP/in.txt", "--out", "OUT/e.npy", "--bogus"], "--bogus"),
     ("verify-atol-negative", {}, ["verify", "MODEL", "--atol", "-1"], "'--atol'"),
     ("verify-atol-abc", {}, ["verify", "MODEL", "--atol", "abc"], "'--atol'"),
-    ("verify-no-model", {}, ["verify"], "'model'"),
+    ("verify-no-model", {}, ["verify"], "missing argument 'MOD"),  # 'MODEL' (fill would expand it)
     ("build-format-unknown", {"r.yaml": b"modules: []\n"}, ["build", "TMP/r.yaml", "-o", "OUT/m", "--format", "st5"], "--format"),
     ("build-output-missing", {"r.yaml": b"modules: []\n"}, ["build", "TMP/r.yaml"], "'--output'"),
     ("inspect-revision-on-folder", {}, ["inspect", "MODEL", "--revision", "v1"], "--revision"),
@@ -383,11 +383,11 @@ def test_bad_command(ctx: Ctx, files: dict[str, bytes], argv: list[str], expecte
 
 def test_junit_is_not_replaced_without_force(ctx: Ctx) -> None:
     junit = ctx.out / "verify.xml"
-    junit.write_text("mine")
+    junit.write_text("<mine/>")  # an XML file: --force replaces only a JUnit report
     result = runner.invoke(app, ["verify", str(ctx.model), "--junit", str(junit)])
     assert result.exit_code == EXIT_BAD_INPUT, result.output
     assert f"{junit}: already exists; pass --force" in one_error_line(result)
-    assert junit.read_text() == "mine" and [p.name for p in ctx.out.iterdir()] == ["verify.xml"]
+    assert junit.read_text() == "<mine/>" and [p.name for p in ctx.out.iterdir()] == ["verify.xml"]
     result = runner.invoke(app, ["verify", str(ctx.model), "--junit", str(junit), "--force"])
     assert result.exit_code == 0, result.output
     assert junit.read_text().startswith("<?xml")

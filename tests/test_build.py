@@ -86,6 +86,7 @@ def test_existing_target_needs_force(tiny_recipe, tmp_path: Path) -> None:
     target = tmp_path / "m"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
+    (target / "modules.json").write_text("[]")  # a model folder: --force replaces only one
     recipe = str(tiny_recipe(DENSE_STACK))
     result = runner.invoke(app, ["build", recipe, "-o", str(target)])
     assert result.exit_code == 2
@@ -101,6 +102,7 @@ def test_failure_during_save_leaves_target_untouched(tiny_recipe, tmp_path: Path
     target = tmp_path / "m"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
+    (target / "modules.json").write_text("[]")  # a model folder: --force replaces only one
 
     def explode(*args, **kwargs) -> None:
         raise RuntimeError("disk full")
@@ -109,7 +111,7 @@ def test_failure_during_save_leaves_target_untouched(tiny_recipe, tmp_path: Path
     with pytest.raises(RuntimeError, match="disk full"):
         st_cli.build(tiny_recipe(DENSE_STACK), target, force=True)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "recipe.yaml") == ["m"]
-    assert [p.name for p in target.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt", "modules.json"]
 
 
 def test_output_under_a_file_is_one_line_exit_2(tiny_recipe, tmp_path: Path) -> None:

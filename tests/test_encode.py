@@ -161,10 +161,10 @@ def test_truncated_inputs_are_counted(tiny: Model, tmp_path: Path) -> None:
 def test_existing_output_needs_force(tiny: Model, tmp_path: Path) -> None:
     src = write_lines(tmp_path / "in.txt", ["a", "b"])
     out = tmp_path / "o.npy"
-    out.write_bytes(b"precious")
+    out.write_bytes(b"\x93NUMPY precious")  # a .npy file (by its magic): --force replaces only one
     with pytest.raises(OutputExistsError, match="o.npy: already exists; pass --force"):
         encode_file(src, out, model=tiny)
-    assert out.read_bytes() == b"precious"
+    assert out.read_bytes() == b"\x93NUMPY precious"
     encode_file(src, out, model=tiny, force=True)
     assert np.load(out).shape == (2, 32)
 
@@ -594,7 +594,10 @@ CLI_BAD = [
     ({"a.jsonl": '{"text": "x"}\n'}, ["--out", "{in}", "--force"], r"error: .*a\.jsonl: is also an input"),
     ({"a.txt": "x\n"}, ["--out", "{dir}/nowhere/o.npy"], r"error: .*nowhere: no such folder for the output"),
     ({"a.txt": "x\n"}, ["--out", "{dir}"], r"error: .*: is a folder; give a file name ending in \.npy"),
-    ({"a.txt": "x\n"}, ["--out", "{dir}/o.parquet"], r"error: .*o\.parquet: unknown output type '\.parquet'"),
+    ({"a.txt": "x\n"}, ["--out", "{dir}/o.avro"], r"error: .*o\.avro: unknown output type '\.avro'"),
+    ({"a.log": "x\n"}, [], r"error: .*a\.log: unknown input type '\.log'; known: \.txt, .*--input-format"),
+    ({"a.jsonl.gz": b"not gzip"}, [], r"error: .*a\.jsonl\.gz: not readable as \.gz data"),
+    ({"a.json": '[{"text": "x"},]'}, [], r"error: .*a\.json:1: invalid JSON: a comma before \]"),
     ({"a.txt": "x\n"}, ["--truncate-dim", "999"], r"error: --truncate-dim 999: wider than the model's 32 dimensions"),
     ({"a.txt": "x\n"}, ["--precision", "int4"], r"error: --precision: expected one of float32, .*, got 'int4'"),
     ({"a.txt": "x\n"}, ["--kw", "colour=red"], r"error: .*colour"),

@@ -148,7 +148,7 @@ def test_sigkill_of_encode_leaves_the_target_and_the_next_run_cleans_up(
     model_folder: Path, tmp_path: Path, point: str
 ) -> None:
     out = tmp_path / "o.npy"
-    out.write_bytes(b"precious")
+    out.write_bytes(b"\x93NUMPY precious")  # a .npy file (by its magic): --force replaces only one
     stdin = b"a cat\n\nthe dog\n" * 20
     run = Run(
         encode_args("-", out, model_folder, "--force", "--precision", "int8", "--skip-empty"), pause=point, stdin=stdin
@@ -156,7 +156,7 @@ def test_sigkill_of_encode_leaves_the_target_and_the_next_run_cleans_up(
     run.reach(point)
     run.proc.kill()
     run.proc.wait()
-    assert out.read_bytes() == b"precious"
+    assert out.read_bytes() == b"\x93NUMPY precious"
     litter = [name for name in names(tmp_path) if name != "o.npy"]
     # the reserved output, the int8 staging file, the stdin spool, the kept line numbers: all marked with the pid
     assert any(name.endswith(".stdin") for name in litter), litter
@@ -177,11 +177,12 @@ def test_sigkill_of_build_leaves_the_target_and_the_next_run_cleans_up(
     target = tmp_path / "m"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
+    (target / "modules.json").write_text("[]")  # a model folder: --force replaces only one
     run = Run(["build", str(recipe), "-o", str(target), "--force"], pause=point)
     run.reach(point)
     run.proc.kill()
     run.proc.wait()
-    assert names(target) == ["keep.txt"]
+    assert names(target) == ["keep.txt", "modules.json"]
     litter = [name for name in names(tmp_path) if name not in ("m", "recipe.yaml")]
     assert litter == [name for name in litter if name.startswith(f".m.st-tmp-{run.pid}-")] != [], litter
 
@@ -322,7 +323,7 @@ def test_two_encodes_on_one_output_exactly_one_wins(model_folder: Path, tmp_path
 
 def test_force_replaces_only_what_existed_when_the_run_started(model_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.npy"
-    out.write_bytes(b"old")
+    out.write_bytes(b"\x93NUMPY old")
     late = Run(
         encode_args(str(lines_file(tmp_path / "five.txt", 5)), out, model_folder, "--force"), pause="encode:publish"
     )

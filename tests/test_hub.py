@@ -77,3 +77,17 @@ def test_bundled_default_model_resolves_offline(hub_cache: Path, minilm_dir: Pat
 def test_unresolvable_names(name: str, message: str) -> None:
     with pytest.raises(ModelFolderError, match=message):
         resolve_model(name)
+
+
+def test_a_bare_name_is_looked_up_under_sentence_transformers_first(
+    hub_cache: Path, tiny_bert_dir: Path, minilm_dir: Path, tmp_path: Path
+) -> None:
+    # As SentenceTransformer("all-MiniLM-L6-v2") does: the bundled copy of the sentence-transformers/ id.
+    assert resolve_model("all-MiniLM-L6-v2").resolve() == minilm_dir.resolve()
+    add_snapshot(hub_cache, "sentence-transformers/tiny", SHA_MAIN, tiny_bert_dir)
+    add_snapshot(hub_cache, "tiny", SHA_V2, tiny_bert_dir)  # an unprefixed repo (bert-base-uncased style)
+    assert resolve_model("tiny") == hub_cache / "models--sentence-transformers--tiny" / "snapshots" / SHA_MAIN
+    add_snapshot(hub_cache, "plain-bert", SHA_V2, tiny_bert_dir)
+    assert resolve_model("plain-bert") == hub_cache / "models--plain-bert" / "snapshots" / SHA_V2
+    with pytest.raises(ModelFolderError, match=r"absent-model: not a local folder and not in the Hugging Face cache"):
+        resolve_model("absent-model")

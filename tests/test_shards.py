@@ -370,3 +370,68 @@ def test_workers_progress_sums_the_rows_the_parts_journaled(tmp_path: Path) -> N
     report()
     journal.close()
     assert seen == [(2, 3, 0)]
+
+
+# ---------------------------------------------------------------- ids (--id-field) through shards, merge, resume
+
+
+def id_corpus(path: Path, n: int = 45) -> Path:
+    """corpus() as JSON lines with string ids that are not row numbers."""
+    texts = corpus(path.with_suffix(".txt"), n).read_text().splitlines()
+    path.write_text("".join(json.dumps({"id": f"doc-{97 * i % 1000}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    return path
+
+
+def expected_ids(src: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in src.read_text().splitlines()]
+
+
+@pytest.mark.parametrize(("part_suffix", "out_suffix"), [(".npy", ".parquet"), (".jsonl", ".npy"), (".parquet", ".jsonl")])
+def test_ids_go_through_shards_and_merge_in_order(
+    tiny_folder: Path, tmp_path: Path, part_suffix: str, out_suffix: str
+) -> None:
+    from st_cli.encode.outputs import read_ids
+
+    src = id_corpus(tmp_path / "in.jsonl")
+    single = tmp_path / f"single{out_suffix}"
+    encode_file(src, single, model=tiny_folder, window=WINDOW, id_field="id")
+    parts = [tmp_path / f"p{i}{part_suffix}" for i in range(3)]
+    for i, part in enumerate(parts):
+        encode_file(src, part, model=tiny_folder, window=WINDOW, id_field="id", shard=(i, 3))
+    assert [v for p in parts for v in read_ids(p)] == expected_ids(src)
+    merged = tmp_path / f"m{out_suffix}"
+    summary = merge_shards(list(reversed(parts)), merged)
+    assert list(read_ids(merged)) == expected_ids(src)
+    assert outputs_of(merged) == outputs_of(single)
+    if out_suffix == ".npy":
+        assert merged.with_name("m.npy.ids.jsonl") in summary.side_files
+
+
+def test_a_killed_run_with_ids_resumes_to_the_same_bytes(tiny_folder: Path, tmp_path: Path) -> None:
+    src = id_corpus(tmp_path / "in.jsonl")
+    single = tmp_path / "single" / "o.jsonl"
+    single.parent.mkdir()
+    encode_file(src, single, model=tiny_folder, window=WINDOW, id_field="id", skip_empty=True)
+    out = tmp_path / "o.jsonl"
+    killed_run(src, out, tiny_folder, 3, "--id-field", "id", "--skip-empty")
+    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, id_field="id", skip_empty=True)
+    assert summary.resumed_rows == 2 * WINDOW
+    assert outputs_of(out) == outputs_of(single)
+    kept = [json.loads(line) for line in src.read_text().splitlines() if json.loads(line)["text"]]
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [r["id"] for r in kept]
+
+
+def assert_no_journal(out: Path) -> None:
+    assert not journal_path(out).exists()  # a Parquet file is finished by its footer: nothing to continue
+
+
+def test_a_parquet_run_keeps_no_journal_and_resume_runs_it_whole(tiny_folder: Path, tmp_path: Path) -> None:
+    src = id_corpus(tmp_path / "in.jsonl")
+    single = tmp_path / "single" / "o.parquet"
+    single.parent.mkdir()
+    progress = lambda *_: assert_no_journal(single)  # noqa: E731
+    encode_file(src, single, model=tiny_folder, window=WINDOW, id_field="id", progress=progress)
+    out = tmp_path / "o.parquet"
+    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, id_field="id")
+    assert summary.resumed_rows == 0
+    assert outputs_of(out) == outputs_of(single)

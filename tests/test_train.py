@@ -280,7 +280,7 @@ def test_pairs_are_read_by_the_encode_readers(tmp_path: Path) -> None:
 
     text = tmp_path / "p.txt"
     text.write_text("a\n", encoding="utf-8")
-    with pytest.raises(StError, match=r"p\.txt: contrastive data .* must be \.jsonl, \.csv, \.tsv"):
+    with pytest.raises(StError, match=r"p\.txt: contrastive data .* must be \.jsonl, \.ndjson, \.json, \.csv, \.tsv, \.parquet"):
         read_pairs([text])
     csv_file.write_text('anchor,positive\n"open quote,b\n', encoding="utf-8")
     with pytest.raises(StError, match=r"p\.csv:2: unterminated quote"):

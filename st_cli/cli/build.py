@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from st_cli.cli import render
-from st_cli.cli.typer_app import ForceOpt, JsonOpt, app, user_errors
+from st_cli.cli.typer_app import ForceOpt, JsonOpt, QuietOpt, app, user_errors
 from st_cli.errors import EXIT_BAD_INPUT
 
 
@@ -24,9 +24,14 @@ def build(
     ] = "portable",
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a recipe value, e.g. --set modules[2].out_features=128 (repeatable)."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a recipe value, e.g. --set modules[2].out_features=128 (repeatable).",
+        ),
     ] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Build a model folder from a recipe.
 
@@ -35,7 +40,8 @@ def build(
 
     Examples:
       st build recipes/minilm.yaml -o out/minilm
-      st build recipes/minilm-dense-prompts.yaml -o out/m256 --set modules[2].out_features=128 --force
+      st build recipes/minilm-dense-prompts.yaml -o out/m256 \\
+          --set modules[2].out_features=128 --force
     """
     from st_cli.model.model import build as build_folder
     from st_cli.threads import thread_count
@@ -43,8 +49,10 @@ def build(
     if format not in ("portable", "st6"):
         render.error(f"--format: expected portable or st6, got {format!r}")
         raise typer.Exit(EXIT_BAD_INPUT)
-    with user_errors(), thread_count():
-        model, folder = build_folder(recipe, output, format=format, force=force, overrides=set_ or [])  # type: ignore[arg-type]
+    with user_errors(), thread_count(), render.status(render.talks(quiet)) as status:
+        model, folder = build_folder(
+            recipe, output, format=format, force=force, overrides=set_ or [], status=status  # type: ignore[arg-type]
+        )
     untrained = [f"{i}:{type(m).__name__}" for i, m in enumerate(model.stack) if m.untrained]
     if untrained:
         names = ", ".join(untrained)
@@ -61,6 +69,6 @@ def build(
     }
     if json_out:
         render.print_json(summary)
-    else:
+    elif not quiet:
         stack = " → ".join(summary["modules"])  # type: ignore[arg-type]
         render.info(f"built {folder} ({format}): {stack}, dimension {summary['dimension']}")

@@ -1,32 +1,72 @@
 """`st encode` (files of text → embeddings, here, on workers or on Ray) and `st merge` (shards → one output)."""
 
-import sys
+import io
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from st_cli.cli import render
-from st_cli.cli.typer_app import ForceOpt, JsonOpt, TrustOpt, app, user_errors
-from st_cli.encode.inputs import READERS
+from st_cli.cli.typer_app import ForceOpt, JsonOpt, QuietOpt, TrustOpt, app, user_errors
+from st_cli.encode.inputs import COMPRESSIONS, INPUT_FORMATS, READERS
 from st_cli.errors import EXIT_BAD_INPUT
+
+_INPUTS_HELP = f"Input files ({', '.join(READERS)}; also {', '.join(COMPRESSIONS)} compressed) or - for stdin."
 
 
 @app.command()
 def encode(
     inputs: Annotated[
-        list[str], typer.Argument(help=f"Text files ({', '.join(READERS)}) or - for stdin.", show_default=False)
-    ],
+        list[str] | None, typer.Argument(help=_INPUTS_HELP, show_default=False, metavar="INPUT")
+    ] = None,
     *,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output file: .npy, .safetensors or .jsonl.", show_default=False)
-    ],
+        str | None,
+        typer.Option(
+            "--out", "-o", metavar="OUT",
+            help="Output file: .npy, .safetensors, .jsonl or .parquet; - for JSON lines on stdout.",
+            show_default=False,
+        ),
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text", "-t", metavar="TEXT",
+            help="Embed this text (repeatable) instead of files; prints JSON lines unless --out.", show_default=False,
+        ),
+    ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model folder or Hub id (default: $ST_MODEL, else all-MiniLM-L6-v2)."),
+        typer.Option(
+            "--model", "-m", metavar="MODEL",
+            help="Model folder or Hub id (default: $ST_MODEL, else all-MiniLM-L6-v2).",
+        ),
     ] = None,
-    field: Annotated[str, typer.Option("--field", help="The JSON field holding the text in .jsonl inputs.")] = "text",
-    column: Annotated[str, typer.Option("--column", help="The column holding the text in .csv/.tsv inputs.")] = "text",
+    field: Annotated[
+        str, typer.Option("--field", metavar="NAME", help="The field holding the text in .jsonl/.json/.parquet inputs.")
+    ] = "text",
+    column: Annotated[
+        str, typer.Option("--column", metavar="NAME", help="The column holding the text in .csv/.tsv inputs.")
+    ] = "text",
+    id_field: Annotated[
+        str | None,
+        typer.Option(
+            "--id-field", metavar="NAME",
+            help="Carry each record's id (this field or column) into the output, in input order: inside "
+            ".jsonl and .parquet, in OUT.ids.jsonl beside .npy and .safetensors.",
+            show_default=False,
+        ),
+    ] = None,
+    input_format: Annotated[
+        str | None,
+        typer.Option(
+            "--input-format", metavar="FORMAT",
+            help=f"Read every input (stdin too) as {', '.join(INPUT_FORMATS)}, optionally compressed "
+            "(jsonl.gz), whatever its suffix.",
+            show_default=False,
+        ),
+    ] = None,
     precision: Annotated[
         str, typer.Option("--precision", help="float32, float16, int8, uint8 (calibrated), binary or ubinary (bits).")
     ] = "float32",
@@ -42,7 +82,9 @@ def encode(
     ] = None,
     kw: Annotated[
         list[str] | None,
-        typer.Option("--kw", help="key=value for a keyword a module declares in modules.json (repeatable)."),
+        typer.Option(
+            "--kw", metavar="KEY=VALUE", help="key=value for a keyword a module declares in modules.json (repeatable)."
+        ),
     ] = None,
     task: Annotated[
         str | None,
@@ -64,13 +106,14 @@ def encode(
         typer.Option(
             "--max-batch-tokens",
             min=1,
+            envvar="ST_BATCH_TOKENS",
             help="Padded tokens per batch (default: 512 on CPU, 2048 for bfloat16 on CPU, 16384 on CUDA).",
         ),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="At most this many texts per batch.", show_default=False)
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", envvar="ST_DEVICE", help="cpu, cuda, mps or auto.")] = "cpu",
     dtype: Annotated[
         str,
         typer.Option(
@@ -83,6 +126,7 @@ def encode(
         typer.Option(
             "--threads",
             min=1,
+            envvar="ST_THREADS",
             help="torch threads (default: the CPUs other processes leave free); a static model's numpy "
             "threads (default: every CPU st may use).",
         ),
@@ -97,6 +141,7 @@ def encode(
         str | None,
         typer.Option(
             "--shard",
+            metavar="I/N",
             help="I/N: encode the I-th (from 0) of N runs of whole windows, plus OUT.shard.json; join with st merge.",
             show_default=False,
         ),
@@ -105,13 +150,14 @@ def encode(
         bool, typer.Option("--resume", help="Continue a killed run of this same command from its last finished window.")
     ] = False,
     force: ForceOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
+    quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     trust_remote_code: TrustOpt = False,
     ray: Annotated[
         str | None,
         typer.Option(
             "--ray",
+            metavar="ADDRESS",
             help="Run shards on Ray Data actors: --ray alone starts a local cluster for this run; "
             "--ray auto joins the running one; --ray HOST:PORT or ray://HOST:PORT another.",
             show_default=False,
@@ -163,14 +209,19 @@ def encode(
 
     Examples:
       st encode corpus.txt --out emb.npy
+      st encode -t "a quick check" -t "another sentence"
+      st encode docs.jsonl.gz --id-field id --out emb.parquet
+      st encode data.parquet --field body --out - | head -1
+      st encode dump.log --input-format jsonl --out emb.npy
       st encode corpus.txt --out part1.npy --shard 1/4 --resume
       st encode corpus.txt --out emb.npy --device cuda --workers 8
-      st encode docs.jsonl --field body -m out/minilm --out emb.safetensors --precision int8
-      cat queries.txt | st encode - --out q.jsonl --prompt-name query --normalize
+      st encode docs.jsonl --field body --out emb.safetensors --precision int8
+      cat queries.txt | st encode - -o q.jsonl --prompt-name query --normalize
       st encode queries.txt -m asym-model --task query --out q.npy
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
       st encode corpus.txt --out emb.npy --ray --workers 2
-      st encode /shared/corpus.jsonl -m /shared/minilm --out /shared/emb.npy --ray auto --gpus-per-worker 1
+      st encode /shared/corpus.jsonl -m /shared/minilm -o /shared/emb.npy \\
+          --ray auto --gpus-per-worker 1
 
     With --ray, shards of whole windows run on Ray Data actors and are
     merged into OUT (bit for bit one run with the workers' --threads);
@@ -178,7 +229,7 @@ def encode(
     Parts wait in OUT.parts/: rerunning the same command after a failure
     runs only the shards still missing.
     """
-    from st_cli.encode.api import encode_file
+    from st_cli.encode.api import STDOUT, encode_file
     from st_cli.encode.options import EncodeOptions, parse_kwargs
     from st_cli.encode.shards import parse_shard
     from st_cli.threads import cpu_runs_natively
@@ -194,10 +245,28 @@ def encode(
     if ray is not None and shard is not None:
         render.error("st encode: --shard cannot go with --ray, which plans the shards itself (--shards K)")
         raise typer.Exit(EXIT_BAD_INPUT)
+    stdin = None
+    if text:  # texts on the command line: read as JSON lines from a stdin of our own (a text may hold a newline)
+        if inputs:
+            render.error("st encode: give input files or --text, not both (see st encode --help)")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        inputs, input_format, out = ["-"], "jsonl", out or STDOUT
+        stdin = io.BytesIO("".join(json.dumps({"text": t}) + "\n" for t in text).encode())
+        field = "text"
+    if not inputs or out is None:
+        missing = "option '--out'" if inputs else "argument 'INPUT...' (or --text)"
+        render.error(f"st encode: missing {missing} (see st encode --help)")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    to_stdout = out == STDOUT
+    if ray is not None and to_stdout:
+        render.error("st encode: --out - (or --text) cannot go with --ray, whose parts are files; give --out FILE")
+        raise typer.Exit(EXIT_BAD_INPUT)
     with user_errors():  # the job's options, the same whether Ray or this process runs it
         options = EncodeOptions(
             field=field,
             column=column,
+            id_field=id_field,
+            input_format=input_format,
             precision=precision,
             truncate_dim=truncate_dim,
             normalize=normalize,
@@ -218,11 +287,11 @@ def encode(
     if ray is not None:  # --resume needs no saying: --ray always resumes its shards
         from st_cli.encode.ray import encode_files_ray
 
-        with user_errors(), render.ray_progress(sys.stderr.isatty() and not quiet) as ray_progress:
+        with user_errors(), render.ray_progress(render.talks(quiet)) as ray_progress:
             ray_summary = encode_files_ray(
                 inputs,
                 model,
-                out,
+                Path(out),
                 address=None if ray == "local" else ray,
                 workers=workers,
                 gpus_per_worker=gpus_per_worker,
@@ -235,19 +304,20 @@ def encode(
             render.ray_summary(ray_summary, as_json=json_out)
         return
     with user_errors():
-        with render.encode_progress(sys.stderr.isatty() and not quiet) as progress:
+        with render.encode_progress(render.talks(quiet)) as progress:
             summary = encode_file(
                 inputs,
-                out,
+                out if to_stdout else Path(out),
                 options,
                 model=model,
                 shard=parse_shard(shard) if shard is not None else None,
                 resume=resume,
                 workers=workers or 1,
                 progress=progress,
+                stdin=stdin,
             )
-    if json_out or not quiet:
-        render.encode_summary(summary, as_json=json_out)
+    if json_out or (not quiet and not to_stdout):  # stdout carries the rows: no summary line unless asked
+        render.encode_summary(summary, as_json=json_out, to_stderr=to_stdout)
 
 
 @app.command()
@@ -257,14 +327,15 @@ def merge(
     ],
     *,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output file: .npy, .safetensors or .jsonl.", show_default=False)
+        Path,
+        typer.Option("--out", "-o", help="Output file: .npy, .safetensors, .jsonl or .parquet.", show_default=False),
     ],
     precision: Annotated[
         str | None,
         typer.Option("--precision", help="Default: the job's. Shards of float32 or int8/uint8 jobs allow any."),
     ] = None,
     force: ForceOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
+    quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Join the shards of one st encode --shard I/N job into what a single run writes.
@@ -281,7 +352,7 @@ def merge(
     """
     from st_cli.encode.shards import merge_shards
 
-    with user_errors(), render.merge_progress(sys.stderr.isatty() and not quiet) as progress:
+    with user_errors(), render.merge_progress(render.talks(quiet)) as progress:
         summary = merge_shards(parts, out, precision=precision, force=force, progress=progress)
     if json_out or not quiet:
         render.merge_summary(summary, as_json=json_out)

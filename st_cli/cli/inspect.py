@@ -13,6 +13,9 @@ def inspect(
     model: ModelArg,
     *,
     json_out: JsonOpt = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing: the exit code says whether the folder is readable.")
+    ] = False,
     weights: Annotated[bool, typer.Option("--weights", help="List every tensor with its shape and dtype.")] = False,
     revision: Annotated[
         str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of a Hub id.")
@@ -23,7 +26,8 @@ def inspect(
     Never imports torch and never runs code from the folder. Shows the modules.json stack with
     configs, dimensions and weights, then findings (error, warning, info) and which loaders
     (sentence-transformers <=5.3, 5.4-5.x, >=6, TEI) can read the folder. Exits 0 whenever a
-    summary is printed, even with error findings; an unreadable folder exits 2.
+    summary is printed, even with error findings; an unreadable folder exits 2
+    (with -q, the exit code alone says it).
 
     Examples:
       st inspect out/minilm
@@ -34,4 +38,5 @@ def inspect(
 
     with user_errors():
         summary = summarize(model, revision=revision)
-    render.model_summary(summary, as_json=json_out, tensors=weights)
+    if json_out or not quiet:
+        render.model_summary(summary, as_json=json_out, tensors=weights)

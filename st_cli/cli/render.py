@@ -38,8 +38,25 @@ def info(message: str) -> None:
     err.print(Text(message))
 
 
-def print_json(document: Any) -> None:
-    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+def talks(quiet: bool) -> bool:
+    """Whether status lines and progress bars go to stderr: a terminal, and no -q (never when piped)."""
+    return not quiet and err.is_terminal
+
+
+@contextlib.contextmanager
+def status(enabled: bool) -> Iterator[Callable[[str], None] | None]:
+    """A status line on stderr (a spinner and what is being done, gone at the end), or None when disabled:
+    the callback takes the current step ("loading modules[0]: Transformer")."""
+    if not enabled:
+        yield None
+        return
+    with err.status("starting", spinner="dots") as line:
+        yield lambda message: line.update(message)
+
+
+def print_json(document: Any, *, to_stderr: bool = False) -> None:
+    """The JSON document on stdout (on stderr where stdout carries the data: `st encode --out -`)."""
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False), err=to_stderr)
 
 
 # ---------------------------------------------------------------- st inspect
@@ -194,19 +211,21 @@ def encode_progress(enabled: bool) -> Iterator[Callable[[int, int, int], None] |
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
-        TextColumn("encoding"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rates]}"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("encode", total=None, rates="")
+        # Until the first batch: reading the inputs and loading the model (not a stalled "0/?").
+        task = bar.add_task("reading the inputs, loading the model", total=None, rates="")
         started: list[float] = []  # the first batch's end: rates leave out loading the model
 
         def update(done: int, total: int, tokens: int) -> None:
             if not started:
                 started.extend([time.perf_counter(), done, tokens])
+                bar.update(task, description="encoding")
             seconds = max(time.perf_counter() - started[0], 1e-9)
             texts_rate, tokens_rate = (done - started[1]) / seconds, (tokens - started[2]) / seconds
             rates = f"{texts_rate:,.0f} texts/s, {tokens_rate:,.0f} tokens/s"
@@ -215,10 +234,10 @@ def encode_progress(enabled: bool) -> Iterator[Callable[[int, int, int], None] |
         yield update
 
 
-def encode_summary(summary: EncodeSummary, *, as_json: bool) -> None:
-    """One line on stderr (or the JSON document on stdout)."""
+def encode_summary(summary: EncodeSummary, *, as_json: bool, to_stderr: bool = False) -> None:
+    """One line on stderr (or the JSON document on stdout; on stderr with `to_stderr`)."""
     if as_json:
-        print_json(summary.to_json())
+        print_json(summary.to_json(), to_stderr=to_stderr)
         return
     parts = [
         f"encoded {summary.rows:,} rows × {summary.dimension} ({summary.precision}) → {summary.output}",
@@ -319,16 +338,23 @@ def train_progress(enabled: bool) -> Iterator[Callable[[str, int, int, float | N
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=True) as bar:
+        # Until the first phase reports: loading the models and reading the data (seconds on a large model).
+        starting = bar.add_task("starting", total=None, rates="loading the models, reading the data")
         tasks: dict[str, Any] = {}
-        started: dict[str, float] = {}
+        started: dict[str, tuple[float, int]] = {}  # each phase's first report: rates are measured from it
 
         def update(phase: str, done: int, total: int, loss: float | None) -> None:
+            if bar.tasks and not tasks:
+                bar.remove_task(starting)
             if phase not in tasks:
-                tasks[phase], started[phase] = bar.add_task(phase, total=total, rates=""), time.perf_counter()
-            rate = done / max(time.perf_counter() - started[phase], 1e-9)
+                tasks[phase], started[phase] = bar.add_task(phase, total=total, rates=""), (time.perf_counter(), done)
+            since, first = started[phase]
+            elapsed = time.perf_counter() - since
+            # The first report may come after work done at once (a cache read): no rate until time has passed.
+            rate = f"{(done - first) / elapsed:,.1f} " if elapsed > 0.2 and done > first else ""
             unit = "texts/s" if phase == "embedding" else "steps/s"
-            rates = f"{rate:,.1f} {unit}" + (f", loss {loss:.4g}" if loss is not None else "")
-            bar.update(tasks[phase], completed=done, total=total, rates=rates)
+            rates = (f"{rate}{unit}" if rate else "") + (f", loss {loss:.4g}" if loss is not None else "")
+            bar.update(tasks[phase], completed=done, total=total, rates=rates.lstrip(", "))
 
         yield update
 

@@ -1,13 +1,12 @@
 """`st train`: fine-tune the modules a recipe added."""
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from st_cli.cli import render
-from st_cli.cli.typer_app import ForceOpt, JsonOpt, ModelArg, TrustOpt, app, user_errors
+from st_cli.cli.typer_app import ForceOpt, JsonOpt, ModelArg, QuietOpt, TrustOpt, app, user_errors
 
 
 @app.command()
@@ -82,12 +81,12 @@ def train(
     symmetric: Annotated[
         bool, typer.Option("--symmetric", help="Contrastive: also rank each positive's anchor first.")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", envvar="ST_DEVICE", help="cpu, cuda, mps or auto.")] = "cpu",
     force: ForceOpt = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last epoch checkpoint of an interrupted run on OUTPUT.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary lines.")] = False,
+    quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
@@ -103,16 +102,19 @@ def train(
     the held-out metric per epoch.
 
     Examples:
-      st train out/minilm-128 --data corpus.txt -o out/minilm-128-trained --init pca --epochs 3
-      st train out/minilm-linear --data corpus.txt -o out/trained --trust-remote-code
-      st train out/minilm --loss contrastive --data pairs.jsonl --train all -o out/tuned --symmetric
+      st train out/minilm-128 --data corpus.txt -o out/m128-trained \\
+          --init pca --epochs 3
+      st train out/minilm-linear --data corpus.txt -o out/trained \\
+          --trust-remote-code
+      st train out/minilm --loss contrastive --data pairs.jsonl.gz \\
+          --train all -o out/tuned --symmetric
     """
     from st_cli.threads import thread_count
     from st_cli.training.options import PairColumns
     from st_cli.training.train import train as train_model
 
     with user_errors(), thread_count():
-        with render.train_progress(sys.stderr.isatty() and not quiet and not json_out) as progress:
+        with render.train_progress(render.talks(quiet) and not json_out) as progress:
             report = train_model(
                 model,
                 data,

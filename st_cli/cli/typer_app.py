@@ -32,6 +32,7 @@ class _OneLineErrors(TyperGroup):
         standalone_mode: bool = True, **extra: Any,
     ) -> Any:
         args = _with_optional_values(sys.argv[1:] if args is None else list(args))
+        _readable_metavars(self)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -46,6 +47,34 @@ class _OneLineErrors(TyperGroup):
                 render.error(_usage_message(e))
             sys.exit(getattr(e, "exit_code", EXIT_BAD_INPUT))
         sys.exit(code if isinstance(code, int) else 0)
+
+
+# Typer writes an option's type as <int>, <list[str]>, <bool>: what a value looks like, in the
+# conventional capitals, and nothing for a flag (it takes no value).
+_METAVARS = {"str": "TEXT", "int": "N", "float": "NUMBER", "path": "PATH"}
+
+
+class _HelpNames:
+    help_option_names = ("-h", "--help")  # app's context_settings: what get_help_option needs of a context
+
+
+def _readable_metavars(group: Any) -> None:
+    """Give every option without a metavar a readable one (N, TEXT, PATH; none for a flag), help included."""
+    for command in [group, *getattr(group, "commands", {}).values()]:
+        params = list(command.params)
+        help_option = command.get_help_option(_HelpNames())
+        for param in [*params, *([help_option] if help_option is not None else [])]:
+            if param.metavar is not None:
+                continue
+            if param.param_type_name == "argument":  # RECIPE, MODEL: what it is, in usage and the table
+                param.metavar = param.name.upper()  # typer adds "..." to one that takes several
+                continue
+            if param.is_flag:
+                param.metavar = ""
+                continue
+            label = param.bare_type().lower()
+            label = label[label.find("[") + 1 : label.rfind("]")] if "[" in label else label
+            param.metavar = _METAVARS.get(label, label.upper())
 
 
 # Options whose value may be left out, with the value a bare one means (typer has no optional values).
@@ -86,7 +115,7 @@ def _usage_message(error: Exception) -> str:
 app = typer.Typer(
     cls=_OneLineErrors,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -96,7 +125,12 @@ app = typer.Typer(
 # Option spellings shared by every command.
 ModelArg = Annotated[str, typer.Argument(help="Model folder, Hub id, or package:pkg/dir.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No status line, progress bar or summary line (errors still print).")
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace an existing output of the same kind (never an input).")
+]
 TrustOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow custom module code stored in the model folder to run.")
 ]
@@ -139,7 +173,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Assemble, inspect, run and validate sentence-embedding models (sentence-transformers folder layout)."""

@@ -34,9 +34,13 @@ def verify(
         typer.Option("--record", help="Write st_manifest.json for a folder that has none, if every check passes."),
     ] = False,
     junit: Annotated[
-        Path | None, typer.Option("--junit", help="Also write the report as JUnit XML to FILE.", show_default=False)
+        Path | None,
+        typer.Option("--junit", metavar="FILE", help="Also write the report as JUnit XML to FILE.", show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --junit FILE.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No status line and no report: the exit code alone says it.")
+    ] = False,
 ) -> None:
     """Reload a saved model and check its files and embeddings (for CI).
 
@@ -61,12 +65,13 @@ def verify(
     from st_cli.format.layout import looks_like_model
     from st_cli.fsio import claim, refuse_output_in_folders
     from st_cli.threads import thread_count
-    from st_cli.verify.verify import verify_model
+    from st_cli.verify.verify import JUNIT_REPORT, verify_model
 
-    with user_errors(), thread_count():
+    with user_errors(), thread_count(), render.status(render.talks(quiet)) as status:
         if junit is not None:
             refuse_output_in_folders(junit, [f for f in (model, against) if looks_like_model(f)], "--junit")
-        junit_claim = claim(junit, force=force) if junit is not None else None  # refused before the checks run
+        # Refused before the checks run; --force replaces only a JUnit report (an XML file).
+        junit_claim = claim(junit, force=force, kind=JUNIT_REPORT) if junit is not None else None
         report = verify_model(
             model,
             atol=atol,
@@ -74,8 +79,10 @@ def verify(
             trust_remote_code=trust_remote_code,
             require_portable=require_portable,
             record=record,
+            status=status,
         )
         if junit_claim is not None:
             report.write_junit(junit_claim)
-    render.verify_report(report, as_json=json_out)
+    if json_out or not quiet:
+        render.verify_report(report, as_json=json_out)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_MISMATCH)

@@ -6,7 +6,11 @@ The run loop is `run.py`, its options `options.py`; this file only picks who run
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from st_cli.encode.options import EncodeOptions, EncodeSummary, ProgressFn
@@ -17,7 +21,9 @@ from st_cli.errors import StError
 if TYPE_CHECKING:
     from st_cli.encode.run import Encoder
 
-__all__ = ["EncodeOptions", "EncodeSummary", "encode_file"]
+__all__ = ["STDOUT", "EncodeOptions", "EncodeSummary", "encode_file"]
+
+STDOUT = "-"  # as the output: JSON lines on stdout
 
 
 def encode_file(
@@ -32,9 +38,11 @@ def encode_file(
     resume: bool = False,
     model_name: str | None = None,
     workers: int = 1,
+    stdout: IO[bytes] | None = None,
     **fields: Any,
 ) -> EncodeSummary:
-    """Embed every record of `inputs` into `output` (.npy, .safetensors or .jsonl), one row each, in order.
+    """Embed every record of `inputs` into `output` (.npy, .safetensors, .jsonl or .parquet), one row each,
+    in order; output "-" writes JSON lines (as .jsonl) to `stdout` (default: sys.stdout).
 
     Args:
         inputs: .txt (a line each), .jsonl (`field`), .csv/.tsv (`column`) files, or "-" for stdin.
@@ -52,6 +60,26 @@ def encode_file(
     """
     options = EncodeOptions.of(options, **fields)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if str(output) == STDOUT:
+        if shard is not None or resume:
+            raise StError("--out -: stdout cannot be sharded or resumed; give a file")
+        if options.skip_empty or options.precision in ("int8", "uint8"):
+            side = "--skip-empty" if options.skip_empty else f"--precision {options.precision}"
+            raise StError(f"--out -: {side} writes a file beside the output; give a file")
+        with tempfile.TemporaryDirectory(prefix="st-stdout-") as tmp:
+            # Written whole under a temp name like any output (a failed run prints nothing), then copied.
+            spooled = Path(tmp) / "stdout.jsonl"
+            summary = encode_file(
+                items, spooled, options, model=model, progress=progress, stdin=stdin, model_name=model_name,
+                workers=workers,
+            )
+            with open(spooled, "rb") as f:
+                target = stdout or sys.stdout.buffer
+                shutil.copyfileobj(f, target)
+                target.flush()
+        summary.output = Path(STDOUT)
+        summary.side_files = []
+        return summary
     if workers < 1:
         raise StError(f"--workers must be at least 1, got {workers}")
     if workers > 1:

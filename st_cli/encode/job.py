@@ -8,7 +8,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from st_cli.encode.batching import BatchPlan
 from st_cli.encode.device import resolve_device
@@ -34,7 +34,7 @@ from st_cli.model import static
 if TYPE_CHECKING:
     from st_cli.model.model import Model
 
-    Encoder = Model | static.StaticEncoder
+    Encoder: TypeAlias = Model | static.StaticEncoder
 
 
 def finished_shard_of_job(target: Path, fp: dict[str, Any], force: bool) -> ShardInfo | None:
@@ -99,6 +99,8 @@ def job_fingerprint(
         "device": options.device,
         "dtype": options.dtype,
     }
+    # Only when given: a job's id stays what it was before these options existed.
+    chosen |= {key: getattr(options, key) for key in ("id_field", "input_format") if getattr(options, key) is not None}
     versioned = static.VERSIONED if isinstance(model, static.StaticEncoder) else VERSIONED
     names = [s.name for s in sources]
     if digests is None:
@@ -183,5 +185,5 @@ def job_of(
     """The job id `encode_file(inputs, ..., options, model=model, model_name=model_name, **fields)` records
     in its journal and `.shard.json`, without running it: whether a finished shard belongs to this job."""
     opts, plan = prepare_job(model, EncodeOptions.of(options, **fields))
-    with resolved_inputs(inputs, None, spool_beside=Path(".")) as sources:
+    with resolved_inputs(inputs, None, spool_beside=Path("."), input_format=opts.input_format) as sources:
         return job_id(job_fingerprint(sources, model, model_name, opts, plan))

@@ -22,7 +22,7 @@ from st_cli.encode.device import (
     DTYPES,
 )
 from st_cli.encode.inputs import ReadOptions
-from st_cli.encode.outputs import OUTPUT_SUFFIXES, PRECISIONS
+from st_cli.encode.outputs import OUTPUT_SUFFIXES, PRECISIONS, writer_for
 from st_cli.errors import StError
 
 if TYPE_CHECKING:
@@ -38,8 +38,10 @@ class EncodeOptions:
     """Everything that shapes an encode job except its inputs, output and model.
 
     Attributes:
-        field: the JSON field holding the text in .jsonl inputs.
+        field: the field holding the text in .jsonl/.json/.parquet inputs.
         column: the column holding the text in .csv/.tsv inputs.
+        id_field: the field (or column) holding each record's id, carried into the output in input order.
+        input_format: read every input as this (`jsonl`, `csv.gz`; see inputs.INPUT_FORMATS), not by suffix.
         kwargs: encode-time keyword arguments for the modules that declare them in modules.json.
         skip_empty: drop empty records and write the kept line numbers to OUTPUT.lines.txt.
         errors: "strict" (invalid UTF-8 is an error naming file and line) or "replace".
@@ -50,6 +52,8 @@ class EncodeOptions:
 
     field: str = "text"
     column: str = "text"
+    id_field: str | None = None
+    input_format: str | None = None
     precision: str = "float32"
     truncate_dim: int | None = None
     normalize: bool = False
@@ -79,7 +83,7 @@ class EncodeOptions:
 
     @property
     def read(self) -> ReadOptions:
-        return ReadOptions(field=self.field, column=self.column, errors=self.errors)
+        return ReadOptions(field=self.field, column=self.column, errors=self.errors, id_field=self.id_field)
 
     def for_device(self, device: str) -> EncodeOptions:
         """These options with the device-dependent defaults (dtype, batch budget, prefetch) filled in."""
@@ -98,6 +102,9 @@ class EncodeOptions:
         """Refuse bad values with one line naming the option, before anything is read."""
         if output.suffix.lower() not in OUTPUT_SUFFIXES:
             raise StError(f"{output}: unknown output type {output.suffix!r}; use {', '.join(OUTPUT_SUFFIXES)}")
+        spec = writer_for(output)
+        if spec is not None:
+            spec.check_installed()
         for name, allowed in (("precision", PRECISIONS), ("dtype", DTYPES), ("errors", ERRORS), ("device", DEVICES)):
             value = getattr(self, name)
             if value not in allowed:

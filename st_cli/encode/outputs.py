@@ -1,7 +1,9 @@
 """Writing `st encode`'s outputs: a table of writers by suffix, precisions, int8/uint8 calibration.
 
 Rows arrive as float32 blocks in input order and land in a file of final size under a temporary
-name beside the output (.npy and .safetensors written in place, .jsonl appended).
+name beside the output (.npy and .safetensors written in place, .jsonl appended, .parquet in row groups).
+With --id-field each row's id goes with it: inside .jsonl and .parquet, into OUT.ids.jsonl beside
+.npy and .safetensors.
 int8/uint8 are calibrated on all the data, so their rows are staged as float32 first and quantized
 at the end; the ranges go where the writer's `calibration` says.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -66,8 +69,12 @@ def output_dtype(precision: str) -> np.dtype:
 # ---------------------------------------------------------------- writers
 
 
+# Row ids from a given row on (`--id-field`), read from the inputs again as the rows are written.
+IdsFn = Callable[[int], Iterator[Any]]
+
+
 class RowWriter(Protocol):
-    def write(self, start: int, block: np.ndarray) -> None: ...
+    def write(self, start: int, block: np.ndarray, ids: list[Any] | None = None) -> None: ...
 
     def sync(self) -> dict[str, Any]:
         """Make the rows so far durable; returns what a resumed run needs to continue the file."""
@@ -100,7 +107,7 @@ class InPlaceWriter:
         # never one halfway (and a reader's memory map of the finished file never meets a SIGBUS).
         fsio.allocate(path, size)
 
-    def write(self, start: int, block: np.ndarray) -> None:
+    def write(self, start: int, block: np.ndarray, ids: list[Any] | None = None) -> None:
         if len(block) == 0:
             return
         data = np.ascontiguousarray(block, self.dtype).data.cast("B")
@@ -145,7 +152,8 @@ def safetensors_header(rows: int, width: int, dtype: np.dtype, metadata: dict[st
 
 
 class JsonlWriter:
-    """One `{"index": i, "embedding": [...]}` per line; windows arrive in order, so it appends."""
+    """One `{"index": i, "embedding": [...]}` per line (`{"id": …, "embedding": [...]}` with ids);
+    windows arrive in order, so it appends."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -165,9 +173,12 @@ class JsonlWriter:
         os.fsync(self.file.fileno())
         return {"bytes": os.fstat(self.file.fileno()).st_size}
 
-    def write(self, start: int, block: np.ndarray) -> None:
+    def write(self, start: int, block: np.ndarray, ids: list[Any] | None = None) -> None:
         assert start == self.next, "jsonl rows must arrive in order"
-        lines = (json.dumps({"index": start + i, "embedding": row}) for i, row in enumerate(block.tolist()))
+        if ids is not None:
+            lines = (json.dumps({"id": i, "embedding": row}) for i, row in zip(ids, block.tolist(), strict=True))
+        else:
+            lines = (json.dumps({"index": start + i, "embedding": row}) for i, row in enumerate(block.tolist()))
         self.file.writelines(line + "\n" for line in lines)
         self.next += len(block)
 
@@ -187,6 +198,111 @@ def _open_safetensors(path: Path, rows: int, width: int, dtype: np.dtype, metada
 
 def _open_jsonl(path: Path, rows: int, width: int, dtype: np.dtype, metadata: dict[str, str]) -> RowWriter:
     return JsonlWriter(path)
+
+
+PARQUET_EXTRA = "pip install 'st-cli[parquet]'"
+_PARQUET_ROW_GROUP = 16384  # rows per row group: ~25 MB of 384-dim float32, read back a group at a time
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401 - pyarrow.parquet is a submodule to load
+    except ImportError:
+        raise StError(f"writing .parquet needs pyarrow: {PARQUET_EXTRA}") from None
+    return pyarrow
+
+
+class ParquetWriter:
+    """An `id` column (with ids) and an `embedding` column of fixed-size lists (float32, float16, int8 or
+    uint8, the precision's dtype), written in row groups as rows arrive; `metadata` goes into the schema."""
+
+    def __init__(self, path: Path, width: int, dtype: np.dtype, metadata: dict[str, str]) -> None:
+        self.pa = _pyarrow()
+        self.path, self.width, self.dtype, self.metadata = path, width, dtype, metadata
+        self.blocks: list[np.ndarray] = []
+        self.ids: list[Any] | None = None
+        self.buffered = 0
+        self.writer: Any = None
+        self.id_type: Any = None
+
+    def write(self, start: int, block: np.ndarray, ids: list[Any] | None = None) -> None:
+        if len(block) == 0:
+            return
+        self.blocks.append(np.ascontiguousarray(block, self.dtype))
+        if ids is not None:
+            self.ids = (self.ids or []) + list(ids)
+        self.buffered += len(block)
+        if self.buffered >= _PARQUET_ROW_GROUP:
+            self._flush()
+
+    def _schema(self, with_ids: bool) -> Any:
+        pa = self.pa
+        fields = [pa.field("id", self.id_type or pa.string())] if with_ids else []
+        fields.append(pa.field("embedding", pa.list_(pa.from_numpy_dtype(self.dtype), self.width)))
+        return pa.schema(fields, metadata=self.metadata)
+
+    def _flush(self) -> None:
+        pa = self.pa
+        rows = np.concatenate(self.blocks) if self.blocks else np.empty((0, self.width), self.dtype)
+        columns = [pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), self.width)]
+        names = ["embedding"]
+        if self.ids is not None:
+            try:
+                ids = pa.array(self.ids, type=self.id_type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+                raise StError(f"--id-field: the ids mix strings and integers (or overflow int64): {e}") from None
+            self.id_type = ids.type
+            columns.insert(0, ids)
+            names.insert(0, "id")
+        if self.writer is None:
+            self.writer = self.pa.parquet.ParquetWriter(self.path, self._schema(self.ids is not None))
+        self.writer.write_table(pa.Table.from_arrays(columns, schema=self._schema(self.ids is not None)))
+        self.blocks, self.ids, self.buffered = [], ([] if self.ids is not None else None), 0
+
+    def sync(self) -> dict[str, Any]:
+        return {}  # a Parquet file is finished by its footer: a killed run's cannot be continued
+
+    def close(self, durable: bool = True) -> None:
+        if self.buffered or self.writer is None:
+            self._flush()
+        self.writer.close()
+        if durable:
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+
+def _open_parquet(path: Path, rows: int, width: int, dtype: np.dtype, metadata: dict[str, str]) -> RowWriter:
+    return ParquetWriter(path, width, dtype, metadata)
+
+
+def _read_parquet(path: Path, dtype: np.dtype, width: int, chunk: int) -> Iterator[np.ndarray]:
+    _pyarrow()
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=chunk, columns=["embedding"], use_threads=False):
+        values = batch.column(0).flatten().to_numpy(zero_copy_only=False)
+        if values.dtype != dtype:
+            raise ValueError(f"{path}: holds {values.dtype} rows, expected {dtype}")
+        yield values.reshape(-1, width)
+
+
+def _parquet_ids(path: Path) -> Iterator[Any]:
+    _pyarrow()
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=["id"], use_threads=False):
+        yield from batch.column(0).to_pylist()
+
+
+def _jsonl_ids(path: Path) -> Iterator[Any]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)["id"]
 
 
 def _mapped_rows(path: Path, offset: int, dtype: np.dtype, width: int, chunk: int) -> Iterator[np.ndarray]:
@@ -239,15 +355,43 @@ class WriterSpec:
     read: ReadFn  # (path, dtype, width, rows per block) → blocks of rows, as written (st merge)
     precisions: tuple[str, ...]  # which --precision values it stores
     calibration: Literal["side-file", "metadata"]  # where int8/uint8 ranges go
+    ids: Callable[[Path], Iterator[Any]] | None = None  # its rows' ids (--id-field); None: in OUT.ids.jsonl
+    resumable: bool = True  # a killed run's partial file can be continued (--resume)
+    magic: tuple[bytes, ...] = ()  # what such a file starts with: --force replaces nothing else
+    requires: str = ""  # an optional package it needs (checked before anything is read)
+
+    def check_installed(self) -> None:
+        import importlib.util
+
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            raise StError(f"writing {self.suffix} needs {self.requires}: {PARQUET_EXTRA}")
+
+    def kind(self) -> fsio.Kind:
+        return fsio.Kind(f"a {self.suffix} file", folder=False, looks_right=self._looks_right)
+
+    def _looks_right(self, path: Path) -> bool:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError:
+            return False
+        return not head or not self.magic or any(m in head[:16] for m in self.magic)
 
 
 WRITERS: dict[str, WriterSpec] = {
-    ".npy": WriterSpec(".npy", _open_npy, _read_npy, PRECISIONS, calibration="side-file"),
+    ".npy": WriterSpec(".npy", _open_npy, _read_npy, PRECISIONS, calibration="side-file", magic=(b"\x93NUMPY",)),
     ".safetensors": WriterSpec(
-        ".safetensors", _open_safetensors, _read_safetensors, PRECISIONS, calibration="metadata"
+        ".safetensors", _open_safetensors, _read_safetensors, PRECISIONS, calibration="metadata", magic=(b'{"',)
     ),
     # jsonl rows are JSON numbers of the quantized values; ranges go beside it like .npy's.
-    ".jsonl": WriterSpec(".jsonl", _open_jsonl, _read_jsonl, PRECISIONS, calibration="side-file"),
+    ".jsonl": WriterSpec(
+        ".jsonl", _open_jsonl, _read_jsonl, PRECISIONS, calibration="side-file", ids=_jsonl_ids, magic=(b'{"',)
+    ),
+    # An `id` column and a fixed-size list column; ranges go into the schema's metadata.
+    ".parquet": WriterSpec(
+        ".parquet", _open_parquet, _read_parquet, PRECISIONS, calibration="metadata", ids=_parquet_ids,
+        resumable=False, magic=(b"PAR1",), requires="pyarrow",
+    ),
 }
 OUTPUT_SUFFIXES = tuple(WRITERS)
 
@@ -267,12 +411,38 @@ def read_rows(path: Path, precision: str, dim: int, chunk: int = 8192) -> Iterat
         raise StError(f"{path}: unreadable as {precision} rows of {dim}: {e}") from None
 
 
-def side_paths(output: Path, *, skip_empty: bool, precision: str) -> dict[str, Path]:
-    """The files written beside the output: kept line numbers, int8/uint8 calibration."""
+def ids_path(output: Path) -> Path:
+    return output.with_name(output.name + ".ids.jsonl")
+
+
+def read_ids(path: Path) -> Iterator[Any]:
+    """The ids of an output's rows, in order: from inside it, or from its OUT.ids.jsonl."""
+    spec = writer_for(path)
+    try:
+        if spec is not None and spec.ids is not None:
+            yield from spec.ids(path)
+        else:
+            yield from _jsonl_ids(ids_path(path))
+    except FileNotFoundError as e:
+        raise StError(f"{e.filename}: missing; the ids of {path.name}'s rows are there") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StError(f"{path}: its ids are unreadable: {e}") from None
+
+
+def write_ids(target: Path, ids: Iterator[Any]) -> None:
+    """OUT.ids.jsonl: `{"id": …}` per row, in row order (beside .npy and .safetensors)."""
+    with open(target, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"id": value}) + "\n" for value in ids)
+
+
+def side_paths(output: Path, *, skip_empty: bool, precision: str, ids: bool = False) -> dict[str, Path]:
+    """The files written beside the output: kept line numbers, int8/uint8 calibration, row ids."""
     paths = {}
     if skip_empty:
         paths["lines"] = output.with_name(output.name + ".lines.txt")
     spec = writer_for(output)
+    if ids and spec is not None and spec.ids is None:
+        paths["ids"] = ids_path(output)
     if precision in CALIBRATED and spec is not None and spec.calibration == "side-file":
         paths["calibration"] = output.with_name(output.name + ".calibration.json")
     return paths
@@ -296,13 +466,19 @@ class Sink:
         *,
         partial: Path | None = None,
         resume: tuple[int, dict[str, Any]] | None = None,
+        ids: IdsFn | None = None,
     ) -> None:
         """`partial`: an existing empty file (or, with `resume`, a killed run's) to hold the rows as they
-        arrive: the output's temp, or the int8/uint8 staging file. `resume`: (rows done, `state()` then)."""
+        arrive: the output's temp, or the int8/uint8 staging file. `resume`: (rows done, `state()` then).
+        `ids`: the rows' ids from a row on, for a writer that keeps them inside the file (.jsonl, .parquet)."""
         self.output, self.rows, self.dim, self.precision, self.metadata = output, rows, dim, precision, metadata
         spec = writer_for(output)
         assert spec is not None, output
         self.spec = spec
+        self.ids = ids if spec.ids is not None else None
+        self.pending_ids: Iterator[Any] | None = None
+        if resume is not None and resume[0] and not spec.resumable and precision not in CALIBRATED:
+            raise StError(f"{output}: a {spec.suffix} output cannot be continued; run again without --resume")
         self.ranges: np.ndarray | None = None
         self.calibrate = precision in CALIBRATED
         self.staging: Path | None = None
@@ -346,6 +522,17 @@ class Sink:
         dtype = output_dtype(self.precision)
         return self.spec.open(self.tmp, self.rows, output_width(self.dim, self.precision), dtype, self.metadata)
 
+    def _ids_for(self, start: int, count: int) -> list[Any] | None:
+        """The ids of rows start..start+count, read on from where the last block ended."""
+        if self.ids is None:
+            return None
+        if self.pending_ids is None:
+            self.pending_ids = self.ids(start)
+        ids = list(itertools.islice(self.pending_ids, count))
+        if len(ids) != count:
+            raise StError(f"{self.output}: {len(ids)} ids for {count} rows: the inputs changed while being read")
+        return ids
+
     def write(self, start: int, block: np.ndarray) -> None:
         assert self.writer is not None
         if self.calibrate:
@@ -354,12 +541,12 @@ class Sink:
                 np.maximum(self.high, block.max(axis=0), out=self.high)
             self.writer.write(start, block)
         else:
-            self.writer.write(start, quantize(block, self.precision))
+            self.writer.write(start, quantize(block, self.precision), self._ids_for(start, len(block)))
 
     def write_stored(self, start: int, block: np.ndarray) -> None:
         """Rows already at this sink's precision (a shard's, in `st merge`)."""
         assert self.writer is not None and not self.calibrate
-        self.writer.write(start, block)
+        self.writer.write(start, block, self._ids_for(start, len(block)))
 
     def finish(self, chunk: int = 8192) -> Path:
         """Quantize the staged rows if needed; returns the finished temporary file."""
@@ -374,10 +561,11 @@ class Sink:
             self.metadata["calibration"] = json.dumps(self.calibration())
             os.truncate(self.tmp, 0)  # the space reserved up front: the writer sizes (or appends to) the file
             final = self._open_final()
+            self.pending_ids = None  # the staged rows were written without theirs: read them from the start
             for start in range(0, self.rows, chunk):
                 n = min(chunk, self.rows - start)
                 staged = np.memmap(self.staging, np.float32, "r", offset=start * self.dim * 4, shape=(n, self.dim))
-                final.write(start, quantize(np.asarray(staged), self.precision, self.ranges))
+                final.write(start, quantize(np.asarray(staged), self.precision, self.ranges), self._ids_for(start, n))
                 del staged
             final.close()
             fsio.remove(self.staging)

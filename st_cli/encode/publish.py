@@ -13,12 +13,13 @@ from pathlib import Path
 
 from st_cli import fsio
 from st_cli.encode.inputs import STDIN
-from st_cli.encode.outputs import OUTPUT_SUFFIXES
+from st_cli.encode.outputs import OUTPUT_SUFFIXES, writer_for
 from st_cli.errors import StError
 
 
 def claim_outputs(targets: Sequence[Path], inputs: Sequence[str | os.PathLike[str]], force: bool) -> list[fsio.Claim]:
-    """Refuse outputs that are folders, inputs, or (without --force) existing files; note what exists."""
+    """Refuse outputs that are folders, inputs, or (without --force) existing files, and under --force
+    an output file of another format (`targets[0]`: the output, then its side files); note what exists."""
     sources = [Path(item) for item in inputs if str(item) != STDIN]
     for path in targets:
         if path.is_dir():
@@ -27,7 +28,15 @@ def claim_outputs(targets: Sequence[Path], inputs: Sequence[str | os.PathLike[st
             raise StError(f"{path}: is also an input; write the output to another file")
     if not targets[0].parent.is_dir():
         raise StError(f"{targets[0].parent}: no such folder for the output")
-    return [fsio.claim(path, force=force) for path in targets]
+    return [fsio.claim(targets[0], force=force, kind=output_kind(targets[0]))] + [
+        fsio.claim(path, force=force) for path in targets[1:]
+    ]
+
+
+def output_kind(output: Path) -> fsio.Kind:
+    """What --force may replace with `output`: a file of its format."""
+    spec = writer_for(output)
+    return spec.kind() if spec is not None else fsio.ANY_FILE
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -727,9 +727,11 @@ def encode_files_ray(
     opts = EncodeOptions.of(options, **fields)
     target = Path(output)
     opts.check(target)
-    fsio.claim(target, force=opts.force)  # refuse an existing output before Ray starts
+    from st_cli.encode.publish import output_kind
+
+    fsio.claim(target, force=opts.force, kind=output_kind(target))  # refuse an existing output before Ray starts
     check_ray_installed()
-    with resolved_inputs(items, None, spool_beside=target) as sources:
+    with resolved_inputs(items, None, spool_beside=target, input_format=opts.input_format) as sources:
         tally = count_records(sources, opts.read)  # bad input is reported here, before Ray starts
     counted = time.perf_counter() - started
     rows = tally.records - tally.empty if opts.skip_empty else tally.records

@@ -25,7 +25,7 @@ from st_cli.encode.device import MMAP_THRESHOLD, autocast, pin_mmap_threshold, r
 from st_cli.encode.inputs import STDIN, Record, Source, Tally, count_records, iter_records, resolved_inputs, tallied
 from st_cli.encode.job import finished_shard_of_job, job_fingerprint, journaling, open_journal, prepare_job, shard_info
 from st_cli.encode.options import EncodeOptions, EncodeSummary, ProgressFn
-from st_cli.encode.outputs import OUTPUT_SUFFIXES, Sink, side_paths
+from st_cli.encode.outputs import CALIBRATED, OUTPUT_SUFFIXES, Sink, side_paths, write_ids, writer_for
 from st_cli.encode.publish import claim_outputs, os_error, publish_all
 from st_cli.encode.shards import job_id, plan_shard, sidecar_path, stored_precision, valid_shard
 from st_cli.errors import StError
@@ -192,6 +192,20 @@ def _noting_lines(records: Iterator[Record], out: IO[str]) -> Iterator[Record]:
         yield record
 
 
+def _row_ids(
+    sources: Sequence[Source], options: EncodeOptions, first_row: int, rows: int
+) -> Callable[[int], Iterator[object]]:
+    """The ids of this run's rows from its row `start` on, read from the inputs again (--id-field): an
+    extra reading pass, in no more memory than one, that a resumed run or a shard starts anywhere."""
+
+    def ids(start: int) -> Iterator[object]:
+        every = iter_records(sources, options.read, skip_empty=False)
+        kept = (r for r in every if r.text != "") if options.skip_empty else every
+        return (r.id for r in itertools.islice(kept, first_row + start, first_row + rows))
+
+    return ids
+
+
 def _check_same_records(counted: Tally, read_again: Tally, done: int, rows: int) -> None:
     """The counting pass sized the output; the encoding pass must have read exactly the same records."""
     if read_again.records != counted.records or done != rows:
@@ -234,7 +248,7 @@ def encode(
     if shard is not None and not valid_shard(shard):
         raise StError(f"--shard {shard[0]}/{shard[1]}: expected I/N with 0 <= I < N")
     stored = stored_precision(options.precision, shard is not None)
-    side = side_paths(target, skip_empty=options.skip_empty, precision=stored)
+    side = side_paths(target, skip_empty=options.skip_empty, precision=stored, ids=options.id_field is not None)
     last = {"shard": sidecar_path(target)} if shard is not None else {}
     names = ["output", *side, *last]
     # --resume on a finished shard: kept if it is of this same job (checked once the model is loaded)
@@ -242,7 +256,7 @@ def encode(
     claimed = claim_outputs([target, *side.values(), *last.values()], inputs, options.force or finished)
     claims = dict(zip(names, claimed, strict=True))
     read = options.read
-    with resolved_inputs(inputs, stdin, spool_beside=target) as sources:
+    with resolved_inputs(inputs, stdin, spool_beside=target, input_format=options.input_format) as sources:
         # The folder hashed while it loads is the one the fingerprint names: the model as given.
         hash_early = not from_stdin and model_name is None
         encoder, loaded_name, counted, digests = _load_while_counting(model, options, sources, hash_folder=hash_early)
@@ -263,7 +277,10 @@ def encode(
             summary.side_files = [*side.values(), *last.values()]
             return summary
         journal = None
-        if fp is not None:
+        # A .parquet file is finished by its footer: a killed run's rows cannot be continued, so none are
+        # journaled (int8/uint8 stage float32 rows, which can be).
+        spec = writer_for(target)
+        if fp is not None and spec is not None and (spec.resumable or stored in CALIBRATED):
             header = {"job": job_id(fp), "shard": part.shard, "of": part.of, "rows": part.rows}
             header |= {"window": options.window, "suffix": target.suffix.lower(), "fingerprint": fp}
             # The output's own metadata names the model as given: a .safetensors header (and so where its
@@ -276,6 +293,7 @@ def encode(
         metadata = {"format": "st_cli.encode", "model": model_name, "precision": stored, "rows": str(part.rows)}
         temps: dict[str, Path] = {}
         sink: Sink | None = None
+        ids = _row_ids(sources, options, part.first_row, part.rows) if options.id_field is not None else None
         try:
             sink = Sink(
                 target,
@@ -285,6 +303,7 @@ def encode(
                 metadata,
                 partial=journal.data if journal is not None else None,
                 resume=(journal.done, journal.state) if journal is not None and journal.done else None,
+                ids=ids,
             )
             if "lines" in side:
                 temps["lines"] = fsio.temp_file(side["lines"])
@@ -335,6 +354,9 @@ def encode(
             if "calibration" in side:
                 temps["calibration"] = fsio.temp_file(side["calibration"])
                 temps["calibration"].write_text(json.dumps(sink.calibration(), indent=2) + "\n", encoding="utf-8")
+            if "ids" in side and ids is not None:
+                temps["ids"] = fsio.temp_file(side["ids"])
+                write_ids(temps["ids"], ids(0))
             if fp is not None and shard is not None:
                 summary.shard = shard_info(part, total, options, summary, model_name, temps["output"], fp)
                 temps["shard"] = fsio.temp_file(last["shard"])

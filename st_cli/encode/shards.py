@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -24,7 +25,17 @@ from typing import Any
 
 from st_cli import fsio
 from st_cli._version import __version__
-from st_cli.encode.outputs import CALIBRATED, OUTPUT_SUFFIXES, PRECISIONS, Sink, read_rows, side_paths
+from st_cli.encode.outputs import (
+    CALIBRATED,
+    OUTPUT_SUFFIXES,
+    PRECISIONS,
+    Sink,
+    ids_path,
+    read_ids,
+    read_rows,
+    side_paths,
+    write_ids,
+)
 from st_cli.errors import StError
 
 SIDECAR_SUFFIX = ".shard.json"
@@ -307,18 +318,26 @@ def merge_shards(
             raise StError(
                 f"{part}: its contents do not match the sha256 in {sidecar_path(part).name}; re-run that shard"
             )
-    side = side_paths(target, skip_empty=first.lines, precision=chosen)
+    with_ids = first.fingerprint.get("options", {}).get("id_field") is not None
+    side = side_paths(target, skip_empty=first.lines, precision=chosen, ids=with_ids)
     inputs = [str(p) for p in paths] + [str(lines_path(p)) for p in paths if first.lines]
+    inputs += [str(ids_path(p)) for p in paths if with_ids]
     claims = dict(zip(["output", *side], claim_outputs([target, *side.values()], inputs, force), strict=True))
     metadata = {"format": "st_cli.encode", "model": first.model, "precision": chosen, "rows": str(first.total_rows)}
     summary = MergeSummary(target, first.of, first.total_rows, first.dimension, chosen)
     temps: dict[str, Path] = {}
-    sink = Sink(target, first.total_rows, first.dimension, chosen, metadata)
+    def ids(start: int) -> Iterator[Any]:  # the parts' ids, in order (inside them, or in PART.ids.jsonl)
+        return itertools.islice(itertools.chain.from_iterable(read_ids(part) for part, _ in ordered), start, None)
+
+    sink = Sink(target, first.total_rows, first.dimension, chosen, metadata, ids=ids if with_ids else None)
     try:
         for part, info in ordered:
             _copy_rows(part, info, sink, progress, first.total_rows)
         if "lines" in side:
             temps["lines"] = _concatenate([lines_path(part) for part, _ in ordered], side["lines"])
+        if "ids" in side:
+            temps["ids"] = fsio.temp_file(side["ids"])
+            write_ids(temps["ids"], ids(0))
         temps["output"] = sink.finish()
         if "calibration" in side:
             temps["calibration"] = fsio.temp_file(side["calibration"])

@@ -111,7 +111,7 @@ def _reporter(
     """A function reporting the rows the workers have journaled so far (None without `progress`)."""
     if progress is None:
         return None
-    with resolved_inputs(inputs, None, spool_beside=target) as sources:
+    with resolved_inputs(inputs, None, spool_beside=target, input_format=options.input_format) as sources:
         tally = count_records(sources, options.read)
     total = tally.records - tally.empty if options.skip_empty else tally.records
 

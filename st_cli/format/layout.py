@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from st_cli import fsio
 from st_cli.errors import ModelFolderError
 from st_cli.format.files import (
     MANIFEST,
@@ -128,6 +129,10 @@ def module_folder(root: Path, entry_path: str) -> Path:
 def looks_like_model(folder: str | os.PathLike[str] | None) -> bool:
     """A local folder with modules.json or a transformers config.json (a guard's cheap test, nothing parsed)."""
     return folder is not None and any(os.path.isfile(os.path.join(folder, n)) for n in (MODULES_JSON, MODULE_CONFIG))
+
+
+# What --force may replace with a model folder: a model folder (never a file, never another folder).
+MODEL_FOLDER = fsio.Kind("a model folder", folder=True, looks_right=looks_like_model)
 
 
 def is_plain_folder(root: Path) -> bool:

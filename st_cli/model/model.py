@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,7 @@ class Model(torch.nn.Module):
                 "use --format st6, or shrink the last Dense's out_features instead"
             )
         target = Path(path)
-        with fsio.atomic_folder(claim or target, force=force) as tmp:
+        with fsio.atomic_folder(claim or target, force=force, kind=layout.MODEL_FOLDER) as tmp:
             entries = [self._save_module(tmp, i, module, format) for i, module in enumerate(self.steps)]
             fsio.pause_point("build:modules-written")
             layout.write_model_files(tmp, entries, self._model_config(), format)
@@ -316,11 +316,13 @@ def _whole_text(text: str, where: str) -> str:
     return text
 
 
-def build_model(recipe: Recipe) -> Model:
-    """Instantiate a recipe's stack; every random init is seeded with `recipe.seed`."""
+def build_model(recipe: Recipe, status: Callable[[str], None] | None = None) -> Model:
+    """Instantiate a recipe's stack; every random init is seeded with `recipe.seed`; `status` hears each module."""
     torch.manual_seed(recipe.seed)
     modules, module_kwargs = _base_modules(recipe)
     for i, spec in enumerate(recipe.modules):
+        if status is not None:
+            status(f"loading modules[{i}]: {spec.type}")
         cls = spec.module_class or registry.get(spec.type)
         # Custom code may fail in any way; built-ins only in the ways we know.
         expected = Exception if spec.module_class else (OSError, ValueError)
@@ -451,15 +453,26 @@ def build(
     format: layout.Format = "portable",
     force: bool = False,
     overrides: Sequence[str] = (),
+    status: Callable[[str], None] | None = None,
 ) -> tuple[Model, Path]:
-    """`st build`: recipe file → model folder. Checks everything it can before loading weights."""
+    """`st build`: recipe file → model folder. Checks everything it can before loading weights.
+
+    `status` is told each step as it starts ("loading modules[0]: Transformer"), for a status line.
+    """
     from st_cli.model.recipe import load_recipe
 
-    claim = fsio.claim(output, force=force)  # --force replaces only what exists now, not what appears later
+    say = status or (lambda _: None)
+    if os.path.lexists(output) and not force:  # refused before anything is read
+        fsio.claim(output)
+    say(f"reading {recipe_path}")
     recipe = load_recipe(recipe_path, overrides)
-    fsio.refuse_inputs_inside(claim.path, recipe.input_paths(), "build")
+    fsio.refuse_inputs_inside(Path(output), recipe.input_paths(), "build")  # never an input, --force or not
+    # --force replaces only what exists now (not what appears later), and only a model folder
+    claim = fsio.claim(output, force=force, kind=layout.MODEL_FOLDER)
     recipe.check_format(format)
-    model = build_model(recipe)
+    say("loading the modules' weights")
+    model = build_model(recipe, status=say)
+    say(f"writing {output} (weights, probe embeddings, sha256 manifest)")
     try:
         return model, model.save(output, format=format, force=force, recipe=recipe, claim=claim)
     except CustomModuleError as e:

@@ -294,7 +294,8 @@ def train(
     _check_arguments(loss, init, epochs, batch_size, eval_fraction, max_steps, format)
     read = [m for m in (model, teacher) if isinstance(m, (str, os.PathLike))] + list(data)
     fsio.refuse_inputs_inside(out, [Path(p) for p in read if str(p) != "-"], "training")
-    claim = fsio.claim(out, force=force)  # --force replaces only what exists now, not what appears later
+    # --force replaces only what exists now (not what appears later), and only a model folder
+    claim = fsio.claim(out, force=force, kind=layout.MODEL_FOLDER)
     device = resolve_device(device)
     texts = read_texts(data, ReadOptions(field=field, column=column)) if loss == "distill" else None
     pairs = read_pairs(data, columns) if loss == "contrastive" else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ from st_cli.verify.base import Check, Run, label, problem, skip
 from st_cli.verify.checks import CHECKS
 
 SCHEMA_VERSION = 1  # of to_json(); keys are only ever added, any other change bumps it
+
+
+def _looks_like_xml(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(64).lstrip()[:1] in (b"<", b"")
+
+
+# What --force may replace with a JUnit report: an XML file, never a folder or another file.
+JUNIT_REPORT = fsio.Kind("a JUnit XML report", folder=False, looks_right=_looks_like_xml)
 
 
 @dataclass
@@ -106,6 +116,7 @@ def verify_model(
     trust_remote_code: bool = False,
     require_portable: bool = False,
     record: bool = False,
+    status: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Run every check on a model folder (or Hub id) and return the report; raises StError for unusable input.
 
@@ -115,6 +126,7 @@ def verify_model(
             folder with sentence-transformers.
         require_portable: fail the portability check unless every loader can read the folder.
         record: write st_manifest.json (atomically) when the folder has none and every check passes.
+        status: told each check as it starts ("check reload"), for a status line.
     """
     root = hub.resolve_model(model)
     if not (root / layout.MODULES_JSON).is_file() and not layout.is_plain_folder(root):
@@ -135,7 +147,12 @@ def verify_model(
     run = Run(root, entries, recorded, manifest_error, atol, trust_remote_code)
     run.require_portable, run.against = require_portable, against
     run.summarize()
-    checks = [run.run(spec) for spec in CHECKS if spec.name in names]
+    checks = []
+    for spec in CHECKS:
+        if spec.name in names:
+            if status is not None:
+                status(f"check {spec.name}")
+            checks.append(run.run(spec))
     _point_at_changed_modules(checks, entries)
     report = VerifyReport(str(model), str(root), atol, recorded is not None, checks)
     if record:
