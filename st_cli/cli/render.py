@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from st_cli.encode.options import EncodeSummary
     from st_cli.encode.ray import RayEncodeSummary
     from st_cli.encode.shards import MergeSummary
+    from st_cli.eval.evaluate import EvalResult
     from st_cli.format.summary import ModelSummary, ModuleSummary
     from st_cli.training.options import TrainReport
     from st_cli.verify.verify import VerifyReport
@@ -362,3 +363,46 @@ def _short_json(value: object, limit: int = 8) -> str:
         head = json.dumps(dict(items) if isinstance(value, dict) else items, ensure_ascii=False)
         return f"{head[:-1]}, … ({len(value)} in all){head[-1]}"
     return json.dumps(value, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- st eval
+
+
+@contextlib.contextmanager
+def eval_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress callback for `st eval` on stderr: one bar per side encoded (queries, corpus, ...)."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        yield update
+
+
+def eval_results(results: list[EvalResult], *, as_json: bool) -> None:
+    """One JSON object per data path (a list when there are several), or one table each."""
+    if as_json:
+        documents = [r.to_json() for r in results]
+        print_json(documents[0] if len(documents) == 1 else documents)
+        return
+    from rich.table import Table
+
+    for result in results:
+        split = f", split {result.split}" if result.split else ""
+        title = f"{result.data}: {result.task}, n={result.n:,}{split} ({result.seconds:.1f} s)"
+        table = Table(title=title, title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in result.metrics.items():
+            shown = "n/a" if value != value else f"{value:.4f}"  # NaN: a constant side
+            table.add_row(f"[bold]{name}[/bold]" if name == result.primary else name, shown)
+        out.print(table)
