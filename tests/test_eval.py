@@ -320,3 +320,65 @@ def test_record_writes_manifest_and_card_and_verify_still_passes(tiny_model, eva
     assert len(manifest["evaluations"]) == 1
     assert (folder / "README.md").read_text(encoding="utf-8").count("## Evaluation") == 1
     assert verify_model(folder).check("integrity").status == "pass"
+
+
+# ---------------------------------------------------------------- the seed workflow
+
+
+def test_seed_workflow_custom_layer_eval_train_eval_verify(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """A base model + a fresh layer → st eval (low) → st train --eval-data → st eval (recovered) → st verify.
+
+    The data: pairs of texts scored by the base stack's own cosine (what the added layer must keep).
+    """
+    base_recipe = tmp_path / "base.yaml"
+    base_recipe.write_text(
+        f"seed: 7\nmodules:\n  - type: Transformer\n    model: {tiny_bert_dir}\n  - type: Pooling\n    mode: mean\n",
+        encoding="utf-8",
+    )
+    _, base = build_folder(base_recipe, tmp_path / "base")
+    recipe = tmp_path / "narrow.yaml"
+    recipe.write_text(
+        f"seed: 3\nbase: {base}\nmodules:\n  - type: Dense\n    out_features: 12\n    activation: identity\n"
+        "  - type: Normalize\n",
+        encoding="utf-8",
+    )
+    _, narrow = build_folder(recipe, tmp_path / "narrow")
+
+    rng = random.Random(5)
+    texts = list(dict.fromkeys(sentence(rng) for _ in range(700)))
+    corpus, held = texts[:500], texts[500:]
+    (tmp_path / "corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    teacher = load_model(base)
+    vectors = teacher.encode(held, normalize=True)
+    pairs = tmp_path / "pairs.csv"
+    with pairs.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentence1", "sentence2", "score"])
+        for _ in range(300):
+            i, j = rng.sample(range(len(held)), 2)
+            writer.writerow([held[i], held[j], float(vectors[i] @ vectors[j])])
+
+    code, before, _ = st_eval(str(narrow), "--data", str(pairs), "--json")
+    assert code == EXIT_OK
+    low = before["metrics"]["spearman_cosine"]
+    assert runner.invoke(app, ["verify", str(narrow)]).exit_code == EXIT_MISMATCH  # the Dense is untrained
+
+    out = tmp_path / "trained"
+    args = ["train", str(narrow), "--data", str(tmp_path / "corpus.txt"), "--eval-data", str(pairs), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--epochs", "2", "--keep", "best", "--batch-size", "32"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "init: auto: module 2 (Dense 32→12) is a fresh linear layer narrower than its input" in result.stderr
+    assert f"eval {pairs} (pairs) spearman_cosine: untrained {low:.4f} → pca init" in result.stderr
+    assert "kept epoch" in result.stderr
+
+    code, after, _ = st_eval(str(out), "--data", str(pairs), "--json")
+    assert code == EXIT_OK
+    high = after["metrics"]["spearman_cosine"]
+    assert high > low + 0.1 and high > 0.9, (low, high)
+    manifest = json.loads((out / "st_manifest.json").read_text(encoding="utf-8"))
+    (recorded,) = manifest["evaluations"]  # the kept epoch's evaluation, also in the card
+    assert recorded["metrics"]["spearman_cosine"] == pytest.approx(high, abs=1e-6)
+    assert manifest["training"]["init_method"] == "pca" and manifest["training"]["keep"] == "best"
+    assert "spearman_cosine" in (out / "README.md").read_text(encoding="utf-8")
+    verified = runner.invoke(app, ["verify", str(out)])
+    assert verified.exit_code == EXIT_OK, verified.output

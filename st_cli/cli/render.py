@@ -343,17 +343,47 @@ def train_report(report: TrainReport, *, as_json: bool) -> None:
     def figure(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
+    info(f"init: {report.init_reason}" if report.init_reason else f"init: {report.init_method}")
+    if report.duplicates:
+        distinct = report.read - report.duplicates
+        info(f"dropped {report.duplicates:,} duplicate lines ({report.read:,} read, {distinct:,} distinct)")
     steps = [f"untrained {figure(report.untrained)}"]
     if report.init is not None:
         steps.append(f"pca init {figure(report.init)}")
     steps += [f"epoch {i} {figure(m)}" for i, m in enumerate(report.per_epoch, 1)]
-    info(f"held-out {report.metric} ({report.held_out:,} held out): " + " → ".join(steps))
+    if report.metric == "spearman":
+        what = (
+            f"teacher agreement (Spearman of student vs teacher cosines, {report.held_out:,} texts held out of the "
+            "training data; not quality on a task)"
+        )
+    else:
+        what = f"held-out {report.metric} ({report.held_out:,} held out)"
+    info(f"{what}: " + " → ".join(steps))
+    for warn in report.warnings:
+        warning(warn)
+    _eval_progress_lines(report)
     trained = ", ".join(report.trained_modules)
     info(
         f"trained {trained} on {report.examples:,} examples ({report.loss}, {report.objective}), "
         f"{report.steps:,} steps in {report.seconds:.1f} s (+{report.cache_seconds:.1f} s embedding the data once) "
         f"→ {report.output}"
     )
+
+
+def _eval_progress_lines(report: TrainReport) -> None:
+    """--eval-data: each file's main metric at each stage, and which epoch was kept."""
+    if not report.eval_per_epoch:
+        return
+    stages = ["untrained", *(["pca init"] if report.init is not None else [])]
+    stages += [f"epoch {i}" for i in range(1, len(report.eval_per_epoch) - len(stages) + 1)]
+    for index, first in enumerate(report.eval_per_epoch[0]):
+        primary = first["primary"]
+        values = [stage[index]["metrics"].get(primary) for stage in report.eval_per_epoch]
+        pairs = zip(stages, values, strict=True)
+        shown = " → ".join(f"{name} {'n/a' if v is None else f'{v:.4f}'}" for name, v in pairs)
+        info(f"eval {first['data']} ({first['task']}) {primary}: {shown}")
+    if report.kept_epoch is not None:
+        info(f"kept epoch {report.kept_epoch} (--keep {report.keep}); its evaluation is recorded in the model folder")
 
 
 def _short_json(value: object, limit: int = 8) -> str:

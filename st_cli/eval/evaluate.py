@@ -62,6 +62,15 @@ class EvalResult:
             "split": self.split,
         }
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> EvalResult:
+        """Back from `to_json()` (a training checkpoint keeps results as JSON)."""
+        metrics = {k: float("nan") if v is None else float(v) for k, v in doc["metrics"].items()}
+        return cls(
+            model=doc["model"], data=doc["data"], task=doc["task"], n=doc["n"], seconds=doc["seconds"],
+            metrics=metrics, sha256=doc["sha256"], primary=doc["primary"], split=doc.get("split"),
+        )  # fmt: skip
+
 
 def _finite(value: float) -> float | None:
     """JSON has no NaN: a correlation over constant scores is null."""
