@@ -382,3 +382,13 @@ def test_seed_workflow_custom_layer_eval_train_eval_verify(tiny_bert_dir: Path, 
     assert "spearman_cosine" in (out / "README.md").read_text(encoding="utf-8")
     verified = runner.invoke(app, ["verify", str(out)])
     assert verified.exit_code == EXIT_OK, verified.output
+
+
+def test_record_needs_a_local_folder_with_a_manifest(tiny_model, eval_data, tmp_path: Path) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "m"))
+    (folder / "st_manifest.json").unlink()
+    code, _, err = st_eval(str(folder), "--data", str(eval_data["pairs"]), "--record")
+    assert code == EXIT_BAD_INPUT and "--record needs a local folder with st_manifest.json" in err
+    assert not (folder / "st_manifest.json").exists() and "Evaluation" not in (folder / "README.md").read_text()

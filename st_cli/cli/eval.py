@@ -78,6 +78,10 @@ def eval_(
 
     with user_errors(), thread_count():
         minimums = parse_minimums(minimum or [])
+        if record:
+            from st_cli.eval.record import check_recordable
+
+            check_recordable(model)
         options = EvalOptions(
             similarities=tuple(similarity or ()),
             split=split,

@@ -21,12 +21,19 @@ CARD_START = "<!-- st eval: start -->"
 CARD_END = "<!-- st eval: end -->"
 
 
-def record(folder: str | Path, results: Sequence[EvalResult]) -> Path:
-    """Add `results` to the folder's manifest and model card; returns the manifest's path."""
+def check_recordable(folder: str | Path) -> Path:
+    """The manifest --record will change; refused (before any evaluation) without a local folder and manifest."""
     root = Path(folder)
     manifest_path = root / layout.MANIFEST
     if not root.is_dir() or not manifest_path.is_file():
         raise StError(f"{root}: --record needs a local folder with {layout.MANIFEST} (st verify --record writes one)")
+    return manifest_path
+
+
+def record(folder: str | Path, results: Sequence[EvalResult]) -> Path:
+    """Add `results` to the folder's manifest and model card; returns the manifest's path."""
+    root = Path(folder)
+    manifest_path = check_recordable(root)
     raw = layout.read_json(manifest_path)
     if not isinstance(raw, dict):
         raise StError(f"{manifest_path}: expected a JSON object")
