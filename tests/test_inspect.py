@@ -119,8 +119,11 @@ def test_portable_folder_built_by_st(built: dict[str, Path]) -> None:
     }
     assert normalize.exists and normalize.raw_config is None
     # Portable builds rename transformers 5's TokenizersBackend class, so there is no tokenizer-class warning.
-    assert s.manifest and codes(s) == {"manifest", "pickled-weights"} and not codes(s, "error")
-    assert not codes(s, "warning")
+    assert s.manifest and codes(s) == {"manifest", "pickled-weights", "untrained-module"} and not codes(s, "error")
+    # The recipe's Dense is freshly built: the one warning, which fails verify's trained check.
+    (untrained,) = [f for f in s.findings if f.severity == "warning"]
+    assert (untrained.code, untrained.path, untrained.check) == ("untrained-module", "2_Dense", "trained")
+    assert untrained.message.startswith("module 2 (Dense, 2_Dense) is freshly initialised")
     # ST 2.2 and TEI ignore default_prompt_name.
     assert statuses(s) == {"ST<=5.3": "partial", "ST5.4-5.x": "yes", "ST>=6": "yes", "TEI": "partial"}
     assert "default_prompt_name" in s.loaders["TEI"].reasons[0]
@@ -140,7 +143,7 @@ def test_st6_folder_built_by_st(built: dict[str, Path]) -> None:
     assert statuses(s) == {"ST<=5.3": "no", "ST5.4-5.x": "no", "ST>=6": "yes", "TEI": "no"}
     assert any("normalize.Normalize exists only in ST >= 6.0" in r for r in s.loaders["ST5.4-5.x"].reasons)
     assert any("max_seq_length" in r for r in s.loaders["TEI"].reasons)
-    assert not codes(s, "error") and codes(s, "warning") == {"tokenizer-class"}
+    assert not codes(s, "error") and codes(s, "warning") == {"tokenizer-class", "untrained-module"}
 
 
 def test_shipped_all_minilm(minilm_dir: Path) -> None:
@@ -246,7 +249,7 @@ def test_hub_id_from_local_cache(built: dict[str, Path], tmp_path: Path) -> None
         assert doc["hub_id"] == "stcli/tiny" and doc["revision"] == (SHA if extra else None)
         assert doc["path"] == str(snapshot) and doc["embedding_dimension"] == 16
         assert doc["modules"][2]["weights"]["parameters"] == 528  # read through the blob symlinks
-        assert {f["code"] for f in doc["findings"] if f["severity"] != "info"} == set()
+        assert {f["code"] for f in doc["findings"] if f["severity"] != "info"} == {"untrained-module"}
     missing = run_st("inspect", "stcli/absent", "--json", env=env)
     assert missing.returncode == EXIT_BAD_INPUT and missing.stdout == ""
     assert missing.stderr.strip().count("\n") == 0 and "stcli/absent" in missing.stderr

@@ -216,7 +216,7 @@ def test_inspect_and_verify(tiny_recipe, tmp_path: Path) -> None:
     }  # fmt: skip
     assert (cnn.input_dim, cnn.output_dim, summary.embedding_dimension) == (32, 6, 6)
     assert summary.loaders["TEI"].status == "no" and summary.loaders["ST<=5.3"].status == "yes"
-    result = CliRunner().invoke(app, ["verify", str(folder), "--json"])
+    result = CliRunner().invoke(app, ["verify", str(folder), "--json", "--allow-untrained"])
     checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
     assert result.exit_code == 0, result.output
     assert checks["reload"]["status"] == checks["reference"]["status"] == "pass"

@@ -290,7 +290,7 @@ def test_verify_passes_on_word_models(tmp_path: Path) -> None:
         recipe = tmp_path / f"{name}.yaml"
         recipe.write_text(json.dumps({"modules": list(spec.example)}), encoding="utf-8")
         _, folder = st_cli.build(recipe, tmp_path / name)
-        result = runner.invoke(app, ["verify", str(folder)])
+        result = runner.invoke(app, ["verify", str(folder), "--allow-untrained"])
         assert result.exit_code == EXIT_OK, result.output
 
 
@@ -374,7 +374,7 @@ def test_clip_inspect_and_verify(clip_portable: Path) -> None:
     assert [m.short_type for m in s.modules] == ["CLIPModel"] and s.embedding_dimension == 16
     assert s.loaders["ST>=6"].status == "yes" and s.loaders["TEI"].status == "no"
     assert any("77 tokens" in r for r in s.loaders["ST<=5.3"].reasons)
-    result = runner.invoke(app, ["verify", str(clip_portable)])
+    result = runner.invoke(app, ["verify", str(clip_portable), "--allow-untrained"])
     assert result.exit_code == EXIT_OK, result.output
 
 

@@ -288,3 +288,65 @@ def test_pairs_are_read_by_the_encode_readers(tmp_path: Path) -> None:
     jsonl.write_text('["a", "b"]\n', encoding="utf-8")
     with pytest.raises(StError, match=r"p\.jsonl:1: expected a JSON object"):
         read_pairs([jsonl])
+
+
+# ---------------------------------------------------------------- issue 21: defaults, reporting, --eval-data, --keep
+
+
+def test_default_init_is_pca_for_a_narrowing_dense_and_says_so(dense_model: Path, tmp_path: Path) -> None:
+    """400 lines with 100 repeated: duplicates are counted, and 30 held-out texts draw a warning."""
+    data = tmp_path / "dup.txt"
+    lines = _lines(300)
+    data.write_text("\n".join(lines + lines[:100]) + "\n", encoding="utf-8")
+    distinct = len(set(lines))
+    code, _, stderr = _train(str(dense_model), "--data", str(data), "-o", str(tmp_path / "a"), "--batch-size", "16")
+    assert code == EXIT_OK, stderr
+    assert "init: auto: module 2 (Dense 32→16) is a fresh linear layer narrower than its input" in stderr
+    assert f"dropped {400 - distinct:,} duplicate lines (400 read, {distinct:,} distinct)" in stderr
+    assert "teacher agreement (Spearman of student vs teacher cosines" in stderr
+    assert f"warning: only {round(distinct * 0.1)} texts held out: the teacher agreement is noise below ~200" in stderr
+    code, stdout, stderr = _train(
+        str(dense_model), "--data", str(data), "-o", str(tmp_path / "b"), "--init", "none", "--json"
+    )
+    report = json.loads(stdout)
+    assert report["init_method"] == "none" and report["init"] is None and report["duplicates"] == 400 - distinct
+    assert report["init_reason"].startswith("--init none")
+    training = json.loads((tmp_path / "b" / layout.MANIFEST).read_text())["training"]
+    assert training["init_method"] == "none" and training["hyperparameters"]["lr"] == 1e-3  # the random-init rate
+    assert "not quality on a task" in training["metric_meaning"]
+
+
+def test_eval_data_each_epoch_and_keep_best_saves_the_best_epoch(dense_model: Path, texts: Path, tmp_path: Path) -> None:
+    rng = random.Random(4)
+    pairs = tmp_path / "sts.csv"
+    rows = ["sentence1,sentence2,score"] + [
+        f"{' '.join(rng.choices(WORDS, k=4))},{' '.join(rng.choices(WORDS, k=5))},{rng.uniform(0, 5):.2f}"
+        for _ in range(60)
+    ]
+    pairs.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "best"
+    args = [str(dense_model), "--data", str(texts), "--eval-data", str(pairs), "-o", str(out), "--init", "none"]
+    code, stdout, stderr = _train(*args, "--epochs", "3", "--keep", "best", "--lr", "0.05", "--json")
+    assert code == EXIT_OK, stderr
+    report = json.loads(stdout)
+    per_stage = [stage[0]["metrics"]["spearman_cosine"] for stage in report["eval"]]
+    assert len(per_stage) == 4  # untrained, then each epoch (no init)
+    best = max(range(1, 4), key=lambda e: per_stage[e])
+    assert report["kept_epoch"] == best and report["keep"] == "best"
+    # What was saved is the kept epoch: st eval on the folder gives its figure, and the record holds it.
+    result = runner.invoke(app, ["eval", str(out), "--data", str(pairs), "--json"])
+    assert json.loads(result.stdout)["metrics"]["spearman_cosine"] == pytest.approx(per_stage[best], abs=1e-6)
+    manifest = json.loads((out / layout.MANIFEST).read_text())
+    assert manifest["evaluations"][0]["metrics"]["spearman_cosine"] == pytest.approx(per_stage[best], abs=1e-9)
+    assert manifest["training"]["kept_epoch"] == best
+    assert [e["stage"] for e in manifest["training"]["eval"]] == ["untrained", "epoch 1", "epoch 2", "epoch 3"]
+
+
+def test_bad_eval_data_fails_before_training(dense_model: Path, texts: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\nx,y\n", encoding="utf-8")
+    code, _, stderr = _train(str(dense_model), "--data", str(texts), "--eval-data", str(bad), "-o", str(tmp_path / "o"))
+    assert code == EXIT_BAD_INPUT and "not evaluation data I recognise" in stderr and stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+    code, _, stderr = _train(str(dense_model), "--data", str(texts), "--keep", "worst", "-o", str(tmp_path / "o"))
+    assert code == EXIT_BAD_INPUT and "--keep: expected last or best" in stderr

@@ -32,6 +32,7 @@ CHECKS = [
     "batch_invariance",
     "normalization",
     "portability",
+    "trained",
 ]
 
 
@@ -41,7 +42,9 @@ def build(tiny_recipe, tmp_path: Path, name: str = "m", *, stack: str = DENSE_ST
 
 
 def verify(*args: str):
-    return runner.invoke(app, ["verify", *args])
+    """The tiny stacks here end in a freshly built Dense: these tests are about the other checks
+    (test_trained_* below hold the trained check itself)."""
+    return runner.invoke(app, ["verify", *args, "--allow-untrained"])
 
 
 def verify_json(*args: str) -> tuple[int, dict]:
@@ -92,7 +95,7 @@ def test_table_output(tiny_recipe, tmp_path: Path) -> None:
     assert result.exit_code == EXIT_OK, result.output
     for name in CHECKS:
         assert name in result.stdout
-    assert "ok: 8 passed, 0 failed, 0 skipped" in result.stdout
+    assert "ok: 9 passed, 0 failed, 0 skipped" in result.stdout
 
 
 # ---------------------------------------------------------------- what each check catches
@@ -349,11 +352,10 @@ def test_record_on_shipped_model_then_verify_passes(minilm_dir: Path, tmp_path: 
 
     code, report = verify_json(str(folder), "--record")
     assert code == EXIT_OK, report
-    assert statuses(report) | {"integrity": "-", "reference": "-"} == dict.fromkeys(CHECKS, "pass") | {
-        "integrity": "-",
-        "reference": "-",
-    }
+    unrecorded = {"integrity": "-", "reference": "-", "trained": "-"}  # what needs a manifest
+    assert statuses(report) | unrecorded == dict.fromkeys(CHECKS, "pass") | unrecorded
     assert check(report, "integrity")["status"] == check(report, "reference")["status"] == "skipped"
+    assert check(report, "trained")["status"] == "skipped"
     assert report["recorded"] == str(folder / "st_manifest.json")
     manifest = json.loads((folder / "st_manifest.json").read_text())
     assert len(manifest["probes"]["embeddings"][0]) == 384
@@ -386,7 +388,7 @@ def test_json_schema_and_junit(tiny_recipe, tmp_path: Path) -> None:
     assert report["schema"] == 1
     keys = {"schema", "st_cli", "model", "path", "ok", "atol", "manifest", "recorded", "counts", "checks"}
     assert set(report) == keys
-    assert report["counts"] == {"pass": 7, "fail": 1, "skipped": 0}
+    assert report["counts"] == {"pass": 8, "fail": 1, "skipped": 0}
     for item in report["checks"]:
         assert set(item) == {"name", "status", "figure", "detail", "data"}
         assert item["status"] in ("pass", "fail", "skipped")
@@ -394,7 +396,7 @@ def test_json_schema_and_junit(tiny_recipe, tmp_path: Path) -> None:
 
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("8", "1", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("9", "1", "0")
     cases = {case.get("name"): case for case in suite.iter("testcase")}
     assert list(cases) == CHECKS
     failure = cases["integrity"].find("failure")
@@ -417,7 +419,7 @@ def test_unparsable_modules_json_fails_layout(tmp_path: Path) -> None:
     assert code == EXIT_MISMATCH, report
     assert check(report, "layout")["status"] == "fail"
     assert "not valid JSON" in check(report, "layout")["detail"]
-    assert [c["status"] for c in report["checks"][1:]] == ["skipped"] * 7
+    assert [c["status"] for c in report["checks"][1:]] == ["skipped"] * 8
 
 
 def test_internal_error_is_exit_3(tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -428,3 +430,77 @@ def test_internal_error_is_exit_3(tiny_recipe, tmp_path: Path, monkeypatch: pyte
     result = verify(str(tmp_path))
     assert result.exit_code == EXIT_INTERNAL
     assert "internal error: RuntimeError: boom" in result.stderr
+
+
+# ---------------------------------------------------------------- trained
+
+
+def test_trained_fails_a_freshly_built_dense_and_allow_untrained_passes_it(tiny_recipe, tmp_path: Path) -> None:
+    folder = build(tiny_recipe, tmp_path)
+    result = runner.invoke(app, ["verify", str(folder), "--json"])
+    assert result.exit_code == EXIT_MISMATCH, result.output
+    report = json.loads(result.stdout)
+    assert [c["name"] for c in report["checks"] if c["status"] == "fail"] == ["trained"]
+    trained = check(report, "trained")
+    assert trained["data"]["untrained_modules"] == [2]
+    assert trained["detail"].startswith("module 2 (Dense, 2_Dense): st_manifest.json records 2 as freshly initialised")
+    assert "--allow-untrained" in trained["detail"]
+    code, report = verify_json(str(folder))  # the helper passes --allow-untrained
+    assert code == EXIT_OK and check(report, "trained")["figure"] == "1 untrained (allowed)"
+
+
+def test_trained_fails_weights_that_still_equal_the_seeded_init(tiny_recipe, tmp_path: Path) -> None:
+    """A manifest that no longer lists the Dense: its weights are still what the recipe's seed gives."""
+    folder = build(tiny_recipe, tmp_path)
+    manifest = json.loads((folder / "st_manifest.json").read_text())
+    manifest["untrained_modules"] = []
+    (folder / "st_manifest.json").write_text(json.dumps(manifest))
+    report = verify_model(folder)
+    trained = report.check("trained")
+    assert trained.status == "fail" and trained.data["seeded_init"] == [2]
+    assert "still equal the recipe seed's initialisation" in trained.detail
+    # Any change to the weights (as training makes) and the check passes.
+    weights = load_file(folder / "2_Dense" / "model.safetensors")
+    weights["linear.bias"] = weights["linear.bias"] + 1e-3
+    save_file(weights, folder / "2_Dense" / "model.safetensors")
+    assert verify_model(folder).check("trained").status == "pass"
+
+
+def test_a_folder_st_train_wrote_passes_trained(tiny_recipe, tmp_path: Path) -> None:
+    from st_cli.training.train import train
+
+    folder = build(tiny_recipe, tmp_path)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(f"the cat {i} is eating food {i % 7}" for i in range(40)) + "\n")
+    train(folder, [texts], output=tmp_path / "trained", epochs=1, batch_size=8)
+    report = verify_model(tmp_path / "trained")
+    assert report.ok, [c for c in report.checks if c.status == "fail"]
+    assert report.check("trained").status == "pass" and report.check("trained").figure == "no untrained module"
+
+
+WIDE_DENSE_STACK = """  - type: Pooling
+    mode: mean
+  - type: Dense
+    out_features: 64
+  - type: Normalize
+"""
+
+
+def test_trained_without_a_manifest_reads_the_weights(tiny_recipe, tmp_path: Path) -> None:
+    """No manifest (a folder saved by sentence-transformers, say): a Dense whose weights still have
+    torch's default-init signature fails; --record with --allow-untrained records it as untrained."""
+    folder = build(tiny_recipe, tmp_path, stack=WIDE_DENSE_STACK)
+    (folder / "st_manifest.json").unlink()
+    trained = verify_model(folder).check("trained")
+    assert trained.status == "fail" and trained.data["default_init"] == [2]
+    assert "uniform in ±1/√in_features" in trained.detail
+    result = runner.invoke(app, ["verify", str(folder), "--record", "--allow-untrained"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert json.loads((folder / "st_manifest.json").read_text())["untrained_modules"] == [2]
+    assert verify_model(folder).check("trained").data["untrained_modules"] == [2]
+    # Trained weights leave the init's bound: nothing says a module is untrained, so it is skipped.
+    weights = load_file(folder / "2_Dense" / "model.safetensors")
+    weights["linear.weight"] = weights["linear.weight"] * 3
+    save_file(weights, folder / "2_Dense" / "model.safetensors")
+    (folder / "st_manifest.json").unlink()
+    assert verify_model(folder).check("trained").status == "skipped"

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from st_cli.encode.options import EncodeSummary
     from st_cli.encode.ray import RayEncodeSummary
     from st_cli.encode.shards import MergeSummary
+    from st_cli.eval.evaluate import EvalResult
     from st_cli.format.summary import ModelSummary, ModuleSummary
     from st_cli.training.options import TrainReport
     from st_cli.verify.verify import VerifyReport
@@ -368,17 +369,47 @@ def train_report(report: TrainReport, *, as_json: bool) -> None:
     def figure(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
+    info(f"init: {report.init_reason}" if report.init_reason else f"init: {report.init_method}")
+    if report.duplicates:
+        distinct = report.read - report.duplicates
+        info(f"dropped {report.duplicates:,} duplicate lines ({report.read:,} read, {distinct:,} distinct)")
     steps = [f"untrained {figure(report.untrained)}"]
     if report.init is not None:
         steps.append(f"pca init {figure(report.init)}")
     steps += [f"epoch {i} {figure(m)}" for i, m in enumerate(report.per_epoch, 1)]
-    info(f"held-out {report.metric} ({report.held_out:,} held out): " + " → ".join(steps))
+    if report.metric == "spearman":
+        what = (
+            f"teacher agreement (Spearman of student vs teacher cosines, {report.held_out:,} texts held out of the "
+            "training data; not quality on a task)"
+        )
+    else:
+        what = f"held-out {report.metric} ({report.held_out:,} held out)"
+    info(f"{what}: " + " → ".join(steps))
+    for warn in report.warnings:
+        warning(warn)
+    _eval_progress_lines(report)
     trained = ", ".join(report.trained_modules)
     info(
         f"trained {trained} on {report.examples:,} examples ({report.loss}, {report.objective}), "
         f"{report.steps:,} steps in {report.seconds:.1f} s (+{report.cache_seconds:.1f} s embedding the data once) "
         f"→ {report.output}"
     )
+
+
+def _eval_progress_lines(report: TrainReport) -> None:
+    """--eval-data: each file's main metric at each stage, and which epoch was kept."""
+    if not report.eval_per_epoch:
+        return
+    stages = ["untrained", *(["pca init"] if report.init is not None else [])]
+    stages += [f"epoch {i}" for i in range(1, len(report.eval_per_epoch) - len(stages) + 1)]
+    for index, first in enumerate(report.eval_per_epoch[0]):
+        primary = first["primary"]
+        values = [stage[index]["metrics"].get(primary) for stage in report.eval_per_epoch]
+        pairs = zip(stages, values, strict=True)
+        shown = " → ".join(f"{name} {'n/a' if v is None else f'{v:.4f}'}" for name, v in pairs)
+        info(f"eval {first['data']} ({first['task']}) {primary}: {shown}")
+    if report.kept_epoch is not None:
+        info(f"kept epoch {report.kept_epoch} (--keep {report.keep}); its evaluation is recorded in the model folder")
 
 
 def _short_json(value: object, limit: int = 8) -> str:
@@ -388,3 +419,46 @@ def _short_json(value: object, limit: int = 8) -> str:
         head = json.dumps(dict(items) if isinstance(value, dict) else items, ensure_ascii=False)
         return f"{head[:-1]}, … ({len(value)} in all){head[-1]}"
     return json.dumps(value, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- st eval
+
+
+@contextlib.contextmanager
+def eval_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress callback for `st eval` on stderr: one bar per side encoded (queries, corpus, ...)."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        yield update
+
+
+def eval_results(results: list[EvalResult], *, as_json: bool) -> None:
+    """One JSON object per data path (a list when there are several), or one table each."""
+    if as_json:
+        documents = [r.to_json() for r in results]
+        print_json(documents[0] if len(documents) == 1 else documents)
+        return
+    from rich.table import Table
+
+    for result in results:
+        split = f", split {result.split}" if result.split else ""
+        title = f"{result.data}: {result.task}, n={result.n:,}{split} ({result.seconds:.1f} s)"
+        table = Table(title=title, title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in result.metrics.items():
+            shown = "n/a" if value != value else f"{value:.4f}"  # NaN: a constant side
+            table.add_row(f"[bold]{name}[/bold]" if name == result.primary else name, shown)
+        out.print(table)

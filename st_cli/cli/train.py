@@ -56,11 +56,25 @@ def train(
     ] = 0.1,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the split, the shuffling and dropout.")] = 0,
     init: Annotated[
-        str | None,
+        str,
         typer.Option(
-            "--init", help="pca: set a narrowing Dense to the teacher's principal directions first.", show_default=False
+            "--init",
+            help="auto: pca where a fresh linear Dense narrows its input (distill), else none; "
+            "pca: start that Dense at its inputs' principal directions; none: keep the random init.",
+        ),
+    ] = "auto",
+    eval_data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--eval-data",
+            help="Labelled data st eval reads (repeatable): evaluated before training and after each epoch, recorded.",
+            show_default=False,
         ),
     ] = None,
+    keep: Annotated[
+        str,
+        typer.Option("--keep", help="Which epoch is saved: last, or best (by the first --eval-data's main metric)."),
+    ] = "last",
     format: Annotated[
         str,
         typer.Option(
@@ -99,11 +113,14 @@ def train(
     the frozen modules before them run once per text, not once per epoch.
     A checkpoint is kept after each epoch beside OUTPUT; --resume continues
     from it. OUTPUT's manifest records the data (sha256), loss, settings and
-    the held-out metric per epoch.
+    the held-out metric per epoch. That metric is agreement with the teacher
+    on held-out training lines, not quality: --eval-data measures quality on
+    labelled data (as st eval does) before training and after every epoch.
 
     Examples:
-      st train out/minilm-128 --data corpus.txt -o out/m128-trained \\
-          --init pca --epochs 3
+      st train out/minilm-128 --data corpus.txt -o out/m128-trained
+      st train out/minilm-128 --data corpus.txt -o out/m --eval-data sts.csv \\
+          --epochs 3 --keep best
       st train out/minilm-linear --data corpus.txt -o out/trained \\
           --trust-remote-code
       st train out/minilm --loss contrastive --data pairs.jsonl.gz \\
@@ -139,6 +156,8 @@ def train(
                 symmetric=symmetric,
                 trust_remote_code=trust_remote_code,
                 progress=progress,
+                eval_data=eval_data or (),
+                keep=keep,
             )
     if json_out or not quiet:
         render.train_report(report, as_json=json_out)

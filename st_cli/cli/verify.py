@@ -29,6 +29,10 @@ def verify(
         bool,
         typer.Option("--require-portable", help="Fail unless every loader (ST<=5.3, ST5.4-5.x, ST>=6, TEI) reads it."),
     ] = False,
+    allow_untrained: Annotated[
+        bool,
+        typer.Option("--allow-untrained", help="Pass the trained check for modules left untrained on purpose."),
+    ] = False,
     record: Annotated[
         bool,
         typer.Option("--record", help="Write st_manifest.json for a folder that has none, if every check passes."),
@@ -46,10 +50,11 @@ def verify(
 
     Checks: layout, integrity (sha256 against st_manifest.json),
     dimensions, reload, reference (the manifest's probe embeddings
-    within --atol), batch_invariance, normalization, portability, and
-    with --against, against (names the first module that diverges).
-    Without st_manifest.json, integrity and reference are skipped;
-    --record writes one.
+    within --atol), batch_invariance, normalization, portability,
+    trained (no module still freshly initialised; --allow-untrained
+    passes it), and with --against, against (names the first module
+    that diverges). Without st_manifest.json, integrity, reference and
+    trained are skipped; --record writes one.
 
     Exit codes: 0 all checks passed or were skipped, 1 a check failed,
     2 bad usage, an unreadable folder or untrusted custom code,
@@ -60,6 +65,7 @@ def verify(
       st verify out/minilm --json --junit verify.xml
       st verify out/minilm --against sentence-transformers
       st verify ./downloaded-model --record
+      st verify out/minilm-128 --allow-untrained
     """
     from st_cli.errors import EXIT_MISMATCH, EXIT_OK
     from st_cli.format.layout import looks_like_model
@@ -79,6 +85,7 @@ def verify(
             trust_remote_code=trust_remote_code,
             require_portable=require_portable,
             record=record,
+            allow_untrained=allow_untrained,
             status=status,
         )
         if junit_claim is not None:

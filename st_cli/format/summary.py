@@ -67,6 +67,7 @@ FINDING_CHECKS: dict[str, str | None] = {
     "pickled-weights": "portability",
     "requirements": "portability",
     "model-type": "portability",
+    "untrained-module": "trained",  # a warning: verify's trained check reads the manifest itself
     "python-file": None,
     "no-model-config": None,
     "manifest": None,
@@ -726,6 +727,19 @@ class _Reader:
             made_by = f"st {raw.get('st_cli')}, format {raw.get('format')}"
             message = f"{layout.MANIFEST} present ({made_by}): st verify can check hashes and reference embeddings"
             self.add("info", "manifest", message, layout.MANIFEST)
+            self.check_untrained(raw.get("untrained_modules"), summary)
+
+    def check_untrained(self, listed: Any, summary: ModelSummary) -> None:
+        """Modules the manifest records as freshly initialised: their vectors mean nothing yet."""
+        if not isinstance(listed, list):
+            return
+        for index in listed:
+            module = next((m for m in summary.modules if m.idx == index), None) if isinstance(index, int) else None
+            if module is None:
+                continue
+            named = f"module {index} ({module.short_type or module.type}, {module.path or '.'})"
+            message = f"{named} is freshly initialised and was never trained: train it (st train) before use"
+            self.add("warning", "untrained-module", message, module.path or None)
 
 
 def _plain_detail(entry: layout.ModuleEntry) -> str:

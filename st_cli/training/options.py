@@ -10,7 +10,15 @@ from typing import Any
 LOSSES = ("distill", "contrastive")
 
 
-INITS = ("pca",)
+# auto: pca where it applies (a fresh linear Dense narrower than its input, distilled), else none.
+INITS = ("auto", "pca", "none")
+
+
+# Below this many held-out texts the teacher agreement is too noisy to judge a run by.
+MIN_HELD_OUT = 200
+
+
+KEEPS = ("last", "best")
 
 
 WARMUP_FRACTION = 0.1
@@ -55,6 +63,14 @@ class TrainReport:
     untrained: float | None  # the metric before any training
     init: float | None  # after --init pca
     per_epoch: list[float | None] = field(default_factory=list)
+    init_method: str = "none"  # what --init resolved to: pca | none
+    init_reason: str = ""  # why (auto's choice, in words)
+    read: int = 0  # distill: lines read
+    duplicates: int = 0  # distill: repeated lines dropped before the split
+    warnings: list[str] = field(default_factory=list)
+    eval_per_epoch: list[list[dict[str, Any]]] = field(default_factory=list)  # --eval-data: epoch 0 = before
+    keep: str = "last"
+    kept_epoch: int | None = None
     epochs: int = 0
     steps: int = 0
     resumed_from_epoch: int = 0
@@ -64,7 +80,8 @@ class TrainReport:
     @property
     def final(self) -> float | None:
         if self.per_epoch:
-            return self.per_epoch[-1]
+            kept = self.kept_epoch if self.kept_epoch else len(self.per_epoch)
+            return self.per_epoch[kept - 1]
         return self.init if self.init is not None else self.untrained
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +98,14 @@ class TrainReport:
             "init": rounded(self.init),
             "per_epoch": [rounded(m) for m in self.per_epoch],
             "final": rounded(self.final),
+            "init_method": self.init_method,
+            "init_reason": self.init_reason,
+            "read": self.read,
+            "duplicates": self.duplicates,
+            "warnings": self.warnings,
+            "eval": self.eval_per_epoch,
+            "keep": self.keep,
+            "kept_epoch": self.kept_epoch,
             "epochs": self.epochs,
             "steps": self.steps,
             "resumed_from_epoch": self.resumed_from_epoch,
@@ -108,3 +133,5 @@ class Options:
     init: str | None
     symmetric: bool
     teacher: str | None
+    keep: str = "last"
+    eval_data: tuple[str, ...] = ()

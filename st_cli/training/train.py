@@ -48,7 +48,9 @@ from st_cli.training.options import (
     DEFAULT_LR,
     GRAD_CLIP,
     INITS,
+    KEEPS,
     LOSSES,
+    MIN_HELD_OUT,
     WARMUP_FRACTION,
     WEIGHT_DECAY,
     Options,
@@ -57,7 +59,7 @@ from st_cli.training.options import (
     TrainReport,
     rounded,
 )
-from st_cli.training.pca import pca_init
+from st_cli.training.pca import describe, pca_init, pca_unsuitable
 
 if TYPE_CHECKING:
     import torch
@@ -144,6 +146,9 @@ class TrainingJob:
         self.train_texts, self.eval_texts, self.eval_pairs = split_texts(texts or [], options)
         self.train_pairs, self.eval_held = split_pairs(pairs or [], options)
         self.objective = "in-batch-negatives"
+        self.eval_history: list[dict[str, Any]] = []  # --eval-data: {stage, epoch, results} per evaluation
+        self.best: dict[str, Any] | None = None  # --keep best: {epoch, score, modules, results}
+        self.kept_results: list[Any] = []  # EvalResults of the epoch that is saved
 
     # ------------------------------------------------------------ embedding
 
@@ -214,6 +219,29 @@ class TrainingJob:
         best = scores.argmax(dim=1).cpu().numpy()
         return float((best == np.arange(len(self.eval_held))).mean())
 
+    def evaluate_data(self, stage: str, epoch: int) -> float | None:
+        """--eval-data: `st eval`'s evaluation of the student now; returns the first file's primary metric."""
+        if not self.options.eval_data:
+            return None
+        from st_cli.eval.evaluate import EvalOptions, evaluate
+
+        results = evaluate(self.model, self.options.eval_data, EvalOptions(device=self.device))
+        docs = [r.to_json() for r in results]
+        self.eval_history.append({"stage": stage, "epoch": epoch, "results": docs})
+        if self.progress:
+            self.progress("eval", len(self.eval_history), len(self.eval_history), None)
+        value = results[0].metrics[results[0].primary]
+        return None if value != value else value  # NaN: a constant side
+
+    def consider(self, epoch: int, score: float | None) -> None:
+        """--keep best: remember the trained modules of the best epoch so far."""
+        if self.options.keep != "best" or score is None:
+            return
+        if self.best is None or score > self.best["score"]:
+            results = self.eval_history[-1]["results"] if self.options.eval_data else []
+            modules = trained_state(self.model, self.options.trained)
+            self.best = {"epoch": epoch, "score": score, "modules": modules, "results": results}
+
     # ------------------------------------------------------------ training
 
     def batches(self, epoch: int) -> list[list[int]]:
@@ -263,7 +291,7 @@ def train(
     max_steps: int | None = None,
     eval_fraction: float = 0.1,
     seed: int = 0,
-    init: str | None = None,
+    init: str | None = "auto",
     format: layout.Format = "portable",
     force: bool = False,
     resume: bool = False,
@@ -274,6 +302,8 @@ def train(
     symmetric: bool = False,
     trust_remote_code: bool = False,
     progress: ProgressFn | None = None,
+    eval_data: Sequence[str | os.PathLike[str]] = (),
+    keep: str = "last",
 ) -> TrainReport:
     """Fine-tune a model's untrained (or chosen) modules and save the result as a new folder.
 
@@ -283,6 +313,12 @@ def train(
         teacher: distillation's target model; default: the model's own stack without its untrained modules.
         train: `untrained`, `all`, or comma-separated module indices.
         eval_fraction: the share of the data held out for the per-epoch evaluation (0: none).
+        init: auto (PCA where it applies: a fresh linear Dense narrower than its input, distilled),
+            pca, or none (None: none).
+        eval_data: labelled data `st eval` reads, evaluated before training and after every epoch;
+            the last (kept) epoch's results are recorded in the manifest and the model card.
+        keep: last, or best (the epoch whose first --eval-data primary metric, else the held-out
+            teacher agreement, is highest).
     """
 
     from st_cli import fsio
@@ -291,8 +327,9 @@ def train(
     from st_cli.model.model import Model, load_model
 
     out = Path(output)
-    _check_arguments(loss, init, epochs, batch_size, eval_fraction, max_steps, format)
-    read = [m for m in (model, teacher) if isinstance(m, (str, os.PathLike))] + list(data)
+    init = "none" if init is None else init
+    _check_arguments(loss, init, epochs, batch_size, eval_fraction, max_steps, format, keep)
+    read = [m for m in (model, teacher) if isinstance(m, (str, os.PathLike))] + list(data) + list(eval_data)
     fsio.refuse_inputs_inside(out, [Path(p) for p in read if str(p) != "-"], "training")
     # --force replaces only what exists now (not what appears later), and only a model folder
     claim = fsio.claim(out, force=force, kind=layout.MODEL_FOLDER)
@@ -301,6 +338,12 @@ def train(
     pairs = read_pairs(data, columns) if loss == "contrastive" else None
     if texts is not None and len(set(texts)) < 2:
         raise StError(f"{', '.join(map(str, data))}: distillation needs at least 2 distinct texts")
+    if eval_data:  # read and recognised now: a bad file fails before any training
+        from st_cli.eval.data import parse_columns
+        from st_cli.eval.tasks import task_for
+
+        for item in eval_data:
+            task_for(Path(item), parse_columns(()))
 
     root = None if isinstance(model, Model) else _local_root(model)
     student = model if isinstance(model, Model) else load_model(model, trust_remote_code=trust_remote_code)
@@ -315,17 +358,14 @@ def train(
             teacher_model = teacher
         else:
             teacher_model = load_model(teacher, trust_remote_code=trust_remote_code)
-    chosen_lr = lr if lr is not None else DEFAULT_LR["input" if 0 in trained else "init" if init else "added"]
     options = Options(
-        loss=loss, trained=trained, epochs=epochs, lr=chosen_lr, batch_size=batch_size, max_steps=max_steps,
+        loss=loss, trained=trained, epochs=epochs, lr=lr or 0.0, batch_size=batch_size, max_steps=max_steps,
         eval_fraction=eval_fraction, seed=seed, init=init, symmetric=symmetric,
-        teacher=teacher_name if teacher is not None else None,
+        teacher=teacher_name if teacher is not None else None, keep=keep,
+        eval_data=tuple(str(p) for p in eval_data),
     )  # fmt: skip
     if teacher is not None and teacher_name is None:
         options = Options(**{**vars(options), "teacher": "<Model>"})
-    data_files = data_record(data)
-    fingerprint = job_fingerprint(options, data_files, str(model) if root is not None else "<Model>")
-    checkpoints = checkpoint_dir(out)
 
     student.to(device)
     if teacher_model is not None:
@@ -336,6 +376,15 @@ def train(
     )
     if options.loss == "distill" and not job.train_texts or options.loss == "contrastive" and len(job.train_pairs) < 2:
         raise StError(f"{', '.join(map(str, data))}: too little data left to train on after holding out --eval")
+    chosen_init, init_reason = choose_init(job, init)
+    if epochs == 0 and chosen_init is None:
+        raise StError("--epochs 0 without an init (--init pca) would leave the weights as they are")
+    chosen_lr = lr if lr is not None else DEFAULT_LR["input" if 0 in trained else "init" if chosen_init else "added"]
+    options = Options(**{**vars(options), "init": chosen_init, "lr": chosen_lr})
+    job.options = options
+    data_files = data_record(data)
+    fingerprint = job_fingerprint(options, data_files, str(model) if root is not None else "<Model>")
+    checkpoints = checkpoint_dir(out)
 
     started = time.perf_counter()
     job.prepare()
@@ -351,7 +400,13 @@ def train(
         untrained=None,
         init=None,
         cache_seconds=time.perf_counter() - started,
+        init_method=chosen_init or "none",
+        init_reason=init_reason,
+        read=len(texts) if texts is not None else 0,
+        duplicates=len(texts) - len(set(texts)) if texts is not None else 0,
+        keep=keep,
     )
+    report.warnings += held_out_warnings(job)
     started = time.perf_counter()
     state = load_checkpoint(checkpoints, fingerprint) if resume else None
     if not resume and checkpoints.exists():
@@ -362,25 +417,64 @@ def train(
     student.to("cpu").eval()
     for i, module in enumerate(student.steps):
         module.untrained = i in untrained and i not in trained
-    record = _training_record(report, options, data_files, student)
+    record = _training_record(report, options, data_files, student, job.eval_history)
     student.save(out, format=format, force=force, claim=claim, training=record)
     remove_checkpoints(checkpoints)
+    if job.kept_results:
+        from st_cli.eval.record import record as record_results
+
+        record_results(out, job.kept_results)  # the manifest's evaluations and the card's table
     return report
 
 
-def _check_arguments(
-    loss: str, init: str | None, epochs: int, batch_size: int, eval_fraction: float, max_steps: int | None, fmt: str
+def choose_init(job: TrainingJob, init: str) -> tuple[str | None, str]:
+    """--init auto|pca|none → the init to run (pca or None), and why, in words, for the report."""
+    if init == "none":
+        return None, "--init none: training starts from the random init"
+    if init == "pca":
+        return "pca", f"--init pca: {describe(job)} starts at the top principal directions of its inputs"
+    problem = pca_unsuitable(job) if job.options.loss == "distill" else "contrastive training has no teacher to project"
+    if problem is None:
+        return "pca", (
+            f"auto: {describe(job)} is a fresh linear layer narrower than its input, so it starts at the top "
+            "principal directions of its inputs (--init none keeps the random init)"
+        )
+    return None, f"auto: no PCA init ({problem}); training starts from the random init"
+
+
+def held_out_warnings(job: TrainingJob) -> list[str]:
+    if job.options.loss != "distill" or job.options.eval_fraction == 0:
+        return []
+    held = len(job.eval_texts)
+    if held < MIN_HELD_OUT:
+        return [
+            f"only {held} texts held out: the teacher agreement is noise below ~{MIN_HELD_OUT} "
+            "(add data or raise --eval; --eval-data measures on data of your own)"
+        ]
+    return []
+
+
+def _check_arguments(  # noqa: PLR0913
+    loss: str,
+    init: str,
+    epochs: int,
+    batch_size: int,
+    eval_fraction: float,
+    max_steps: int | None,
+    fmt: str,
+    keep: str,
 ) -> None:
     checks = [
         (loss in LOSSES, f"--loss: expected {' or '.join(LOSSES)}, got {loss!r}"),
-        (init is None or init in INITS, f"--init: expected {', '.join(INITS)}, got {init!r}"),
+        (init in INITS, f"--init: expected {', '.join(INITS)}, got {init!r}"),
+        (keep in KEEPS, f"--keep: expected {' or '.join(KEEPS)}, got {keep!r}"),
         (epochs >= 0, f"--epochs: expected 0 or more, got {epochs}"),
-        (epochs > 0 or init is not None, "--epochs 0 without --init pca would leave the weights as they are"),
+        (epochs > 0 or init == "pca", "--epochs 0 without --init pca would leave the weights as they are"),
         (batch_size >= 2, f"--batch-size: expected 2 or more (in-batch similarities), got {batch_size}"),
         (0 <= eval_fraction < 1, f"--eval: expected a fraction in [0, 1), got {eval_fraction}"),
         (max_steps is None or max_steps >= 1, f"--max-steps: expected 1 or more, got {max_steps}"),
         (fmt in layout.FORMATS, f"--format: expected {' or '.join(layout.FORMATS)}, got {fmt!r}"),
-        (init is None or loss == "distill", "--init pca needs --loss distill (it projects the teacher's embeddings)"),
+        (init != "pca" or loss == "distill", "--init pca needs --loss distill (it projects the teacher's embeddings)"),
     ]
     for ok, message in checks:
         if not ok:
@@ -424,11 +518,14 @@ def _run(
         report.untrained, report.init = state["untrained"], state["init"]
         report.per_epoch = list(state["per_epoch"])
         report.resumed_from_epoch = start_epoch
+        job.eval_history, job.best = list(state.get("eval_history") or []), state.get("best")
     else:
         report.untrained = job.evaluate()
+        job.evaluate_data("untrained", 0)
         if options.init == "pca":
             pca_init(job)
             report.init = job.evaluate()
+            job.evaluate_data("init", 0)
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "0") or 0)
     for epoch in range(start_epoch, options.epochs):
         if step >= total:
@@ -452,6 +549,8 @@ def _run(
         metric = job.evaluate()
         report.per_epoch.append(metric)
         report.epochs = epoch + 1
+        score = job.evaluate_data(f"epoch {epoch + 1}", epoch + 1)
+        job.consider(epoch + 1, score if options.eval_data else metric)
         save_checkpoint(
             checkpoints,
             {
@@ -463,14 +562,36 @@ def _run(
                 "untrained": report.untrained,
                 "init": report.init,
                 "per_epoch": report.per_epoch,
+                "eval_history": job.eval_history,
+                "best": job.best,
             },
         )
     report.steps = step
     report.epochs = max(report.epochs, report.resumed_from_epoch)
+    _keep(job, report)
 
 
-def _training_record(report: TrainReport, options: Options, data: list[dict[str, str]], model: Model) -> dict[str, Any]:
+def _keep(job: TrainingJob, report: TrainReport) -> None:
+    """Put the kept epoch's weights in place (--keep best), and note its evaluation for the record."""
+    from st_cli.eval.evaluate import EvalResult
+
+    report.eval_per_epoch = [entry["results"] for entry in job.eval_history]
+    last = job.eval_history[-1]["results"] if job.eval_history else []
+    if job.best is not None:
+        for key, weights in job.best["modules"].items():
+            job.model.steps[int(key)].load_state_dict(weights)
+        report.kept_epoch, kept = int(job.best["epoch"]), job.best["results"]
+    else:
+        report.kept_epoch, kept = (report.epochs or None), last
+    job.kept_results = [EvalResult.from_json(doc) for doc in kept]
+
+
+def _training_record(
+    report: TrainReport, options: Options, data: list[dict[str, str]], model: Model, job_history: list[dict[str, Any]]
+) -> dict[str, Any]:
     """What the manifest keeps: enough to tell how the weights were fitted, and on what."""
+    from st_cli.eval.data import data_sha256
+
     return {
         "data": data,
         "loss": options.loss,
@@ -498,4 +619,21 @@ def _training_record(report: TrainReport, options: Options, data: list[dict[str,
         "metric_untrained": rounded(report.untrained),
         "metric_init": rounded(report.init),
         "metric_per_epoch": [rounded(m) for m in report.per_epoch],
+        "metric_meaning": TEACHER_AGREEMENT if options.loss == "distill" else PAIR_ACCURACY,
+        "init_method": report.init_method,
+        "duplicates_dropped": report.duplicates,
+        "keep": options.keep,
+        "kept_epoch": report.kept_epoch,
+        "eval_data": [{"file": str(p), "sha256": data_sha256(Path(p))} for p in options.eval_data],
+        "eval": [
+            {"stage": e["stage"], "epoch": e["epoch"], "metrics": {r["data"]: r["metrics"] for r in e["results"]}}
+            for e in job_history
+        ],
     }
+
+
+TEACHER_AGREEMENT = (
+    "Spearman correlation between the student's and the teacher's cosine similarities on random pairs of texts "
+    "held out of the training data (agreement with the teacher, not quality on a task)"
+)
+PAIR_ACCURACY = "share of held-out anchors whose own positive ranks first among the held-out candidates"

@@ -62,6 +62,7 @@ class Run:
         self.manifest, self.manifest_error = manifest, manifest_error
         self.texts: list[str] = list(manifest.probes.texts) if manifest and manifest.probes else list(PROBE_TEXTS)
         self.require_portable = False
+        self.allow_untrained = False
         self.against: str | None = None
         self.results: dict[str, Check] = {}  # the checks run so far, by name
         self.model: Model | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,107 @@ def check_portability(run: Run) -> Check:
     return Check("portability", status, figure, detail, data)
 
 
+def check_trained(run: Run) -> Check:
+    """No module is still as it was initialised (--allow-untrained: pass anyway).
+
+    With st_manifest.json: it lists no module as untrained, and no module the recipe added still
+    equals what the recipe's seed initialises it to. Without one: no linear layer still has the
+    signature of torch's default init (skipped when nothing says a module is untrained).
+    """
+    if run.manifest_error:
+        return Check("trained", "fail", "manifest unreadable", run.manifest_error)
+    if run.manifest is None:
+        run.loaded()
+        fresh = _default_init_linears(run)
+        if not fresh:
+            why = f"no {layout.MANIFEST}, and no linear layer looks freshly initialised"
+            return skip("trained", why if run.model is not None else f"no {layout.MANIFEST} (st verify --record)")
+        listed, seeded = [], []
+    else:  # the manifest speaks for the weights: no statistical guess
+        listed = [i for i in run.manifest.untrained_modules if 0 <= i < len(run.entries)]
+        seeded = [i for i in _still_seeded(run) if i not in listed]
+        fresh = []
+    untrained = sorted(listed + seeded + fresh)
+    data = {"untrained_modules": listed, "seeded_init": seeded, "default_init": fresh, "allowed": run.allow_untrained}
+    if not untrained:
+        return Check("trained", "pass", "no untrained module", "", data)
+    names = ", ".join(label(run.entries[i]) for i in untrained)
+    reasons: list[str] = []
+    if listed:
+        indexes = ", ".join(str(i) for i in listed)
+        reasons.append(f"{layout.MANIFEST} records {indexes} as freshly initialised, never trained")
+    if seeded:
+        reasons.append(f"weights of {', '.join(str(i) for i in seeded)} still equal the recipe seed's initialisation")
+    if fresh:
+        figures = ", ".join(str(i) for i in fresh)
+        reasons.append(f"weights of {figures} are uniform in ±1/√in_features, as torch initialises a new nn.Linear")
+    figure = f"{len(untrained)} untrained"
+    if run.allow_untrained:
+        return Check("trained", "pass", f"{figure} (allowed)", f"{names}: allowed by --allow-untrained", data)
+    detail = f"{names}: {'; '.join(reasons)}; train it (st train) or pass --allow-untrained"
+    return Check("trained", "fail", figure, detail, data)
+
+
+def _default_init_linears(run: Run) -> list[int]:
+    """Modules holding an nn.Linear whose weights still look like torch's default init: every weight
+    within ±1/√in_features (kaiming_uniform with a=√5), spread over the whole range with the uniform
+    law's spread. Training moves weights past that bound; only layers with 1,024+ weights are judged."""
+    if run.model is None:
+        return []
+    import torch
+
+    found: list[int] = []
+    for index, module in enumerate(run.model.steps):
+        linear = getattr(module, "linear", None)
+        if not isinstance(linear, torch.nn.Linear) or linear.weight.numel() < 1024:
+            continue
+        weight = linear.weight.detach().double().flatten()
+        bound = 1.0 / math.sqrt(linear.in_features)
+        spread = float(weight.std()) / (bound / math.sqrt(3.0))
+        inside = float(weight.abs().max()) <= bound and (
+            linear.bias is None or float(linear.bias.detach().abs().max()) <= bound
+        )
+        if inside and float(weight.abs().max()) >= 0.95 * bound and abs(spread - 1.0) < 0.05:
+            found.append(index)
+    return found
+
+
+def _still_seeded(run: Run) -> list[int]:
+    """Modules whose weights equal a fresh build of the manifest's recipe with its seed.
+
+    One-sided: the recipe's own built-in modules are rebuilt in order after seeding, as `st build` does,
+    except a Transformer (it loads pretrained weights: not rebuilt, assumed to draw no random numbers)
+    and the base model's modules. Where something did draw, nothing matches and nothing is reported.
+    Only the model already loaded by the reload check is read.
+    """
+    recipe = run.manifest.recipe if run.manifest else None
+    if run.model is None or not isinstance(recipe, dict) or not isinstance(recipe.get("seed"), int):
+        return []
+    specs = recipe.get("modules")
+    if not isinstance(specs, list) or len(specs) > len(run.model.steps):
+        return []
+    import torch
+
+    offset = len(run.model.steps) - len(specs)
+    found: list[int] = []
+    try:
+        torch.manual_seed(recipe["seed"])
+        for i, spec in enumerate(specs):
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            if kind == "Transformer":
+                continue
+            if kind not in registry.names():
+                return found  # custom code: what it draws is unknown
+            fresh = registry.get(kind)(**{k: v for k, v in spec.items() if k != "type"})
+            loaded = run.model.steps[offset + i]
+            ours, theirs = fresh.state_dict(), loaded.state_dict()
+            if ours and ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours):
+                found.append(offset + i)
+    except (StError, TypeError, ValueError, OSError, RuntimeError):
+        return found  # a recipe this st cannot rebuild: the manifest's list stands alone
+    return found
+
+
 def check_against(run: Run) -> Check:
     """--against: another folder, a Hub id, or sentence-transformers loading this folder (compare.py)."""
     assert run.against is not None
@@ -233,5 +335,6 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("batch_invariance", check_batch_invariance, needs=("model",)),
     CheckSpec("normalization", check_normalization),  # skipped without a final Normalize, before any load
     CheckSpec("portability", check_portability, needs=("summary",)),
+    CheckSpec("trained", check_trained),  # reads the manifest, or without one the weights (docs/reference/checks.md)
     CheckSpec("against", check_against, needs=("model",)),  # only with --against
 )

@@ -116,6 +116,7 @@ def verify_model(
     trust_remote_code: bool = False,
     require_portable: bool = False,
     record: bool = False,
+    allow_untrained: bool = False,
     status: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Run every check on a model folder (or Hub id) and return the report; raises StError for unusable input.
@@ -126,6 +127,7 @@ def verify_model(
             folder with sentence-transformers.
         require_portable: fail the portability check unless every loader can read the folder.
         record: write st_manifest.json (atomically) when the folder has none and every check passes.
+        allow_untrained: pass the trained check even when a module is still freshly initialised.
         status: told each check as it starts ("check reload"), for a status line.
     """
     root = hub.resolve_model(model)
@@ -145,7 +147,7 @@ def verify_model(
     _require_trust(root, entries, trust_remote_code)
 
     run = Run(root, entries, recorded, manifest_error, atol, trust_remote_code)
-    run.require_portable, run.against = require_portable, against
+    run.require_portable, run.against, run.allow_untrained = require_portable, against, allow_untrained
     run.summarize()
     checks = []
     for spec in CHECKS:
@@ -200,6 +202,8 @@ def _record(run: Run, report: VerifyReport) -> str | None:
     """Write st_manifest.json atomically, only for a folder whose checks all passed."""
     if not report.ok or run.model is None:
         return None
+    for index in report.check("trained").data.get("default_init", []):  # passed by --allow-untrained: say so
+        run.model.steps[index].untrained = True
     # format None: not written by `st build`, so no --format profile applies
     recorded = run.model.build_manifest(
         run.root, None, None, dialect=layout.dialect(run.entries), recorded_by="st verify --record"

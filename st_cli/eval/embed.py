@@ -1,0 +1,88 @@
+"""Texts → embeddings through st encode's fast path: windows sorted by token length, batches cut to a
+padded-token budget, run under inference mode. Windows come one at a time, so a caller that scores
+them as they come (retrieval) never holds more than one window of embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from st_cli.encode.batching import BatchPlan, windows
+from st_cli.encode.inputs import Record
+from st_cli.encode.options import EncodeOptions
+from st_cli.encode.run import embed_batch
+
+if TYPE_CHECKING:
+    from st_cli.model.model import Model
+
+# (texts done, texts total) of the current side ("queries", "corpus", ...).
+EmbedProgress = Callable[[str, int, int], None]
+
+
+def encode_options(device: str) -> EncodeOptions:
+    """float32 whatever the device: the metrics must be the ones sentence-transformers computes."""
+    return EncodeOptions(device=device, dtype="float32").for_device(device)
+
+
+def prompt_for(model: Model, task: str | None) -> tuple[str, dict[str, Any]]:
+    """The prompt sentence-transformers' encode_query / encode_document / encode would use, and the
+    `task` kwarg for a module that takes one (a Router)."""
+    declared = set().union(*(model.declared_kwargs(i) for i in range(len(model.steps))))
+    kwargs = {"task": task} if task is not None and "task" in declared else {}
+    return model.resolve_prompt(task=task), kwargs
+
+
+def embed_windows(
+    model: Model,
+    texts: Sequence[str],
+    *,
+    task: str | None,
+    options: EncodeOptions,
+    progress: EmbedProgress | None = None,
+    what: str = "texts",
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, float32 block) per window of `texts`, in input order."""
+    import torch
+
+    prompt, kwargs = prompt_for(model, task)
+    run_options = EncodeOptions.of(options, kwargs=kwargs)
+    plan = BatchPlan(prompt, int(options.max_batch_tokens or 512), None, 1, kwargs, like_st=model.batch_dependent)
+    records = (Record(what, i + 1, text) for i, text in enumerate(texts))
+    done = 0
+    modes = [m.training for m in model.steps]  # training puts only its trained modules in train mode
+    model.eval()
+    try:
+        for win in windows(model, records, options.window, plan):
+            outputs, order = [], []
+            for batch in win.batches:
+                outputs.append(embed_batch(model, batch, run_options))
+                order.append(batch.indices)
+            rows = model.finish(torch.cat(outputs))  # truncate_dim, as ST's encode does
+            block = np.empty_like(rows)
+            block[np.concatenate(order)] = rows
+            done += win.size
+            if progress is not None:
+                progress(what, done, len(texts))
+            yield win.start, block
+    finally:
+        for module, mode in zip(model.steps, modes, strict=True):
+            module.train(mode)
+
+
+def embed_all(
+    model: Model,
+    texts: Sequence[str],
+    *,
+    task: str | None,
+    options: EncodeOptions,
+    progress: EmbedProgress | None = None,
+    what: str = "texts",
+) -> np.ndarray:
+    parts = embed_windows(model, texts, task=task, options=options, progress=progress, what=what)
+    blocks = [block for _, block in parts]
+    if not blocks:
+        return np.zeros((0, model.get_sentence_embedding_dimension() or 0), np.float32)
+    return np.concatenate(blocks)

