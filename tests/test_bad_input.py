@@ -456,3 +456,13 @@ def test_a_nul_character_in_a_module_path_is_a_finding_and_one_line_refusals(tin
         assert result.exit_code == code, result.output
         assert "internal error" not in result.output and "NUL character" in result.output
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_a_control_character_in_the_input_stays_on_one_escaped_line(tmp_path: Path) -> None:
+    """str.splitlines() breaks at \\x1e too: an error quoting the user's value must show it escaped."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text('base: "\\x1e\\n"\nmodules:\n  - type: Pooling\n', encoding="utf-8")
+    result = runner.invoke(app, ["build", str(recipe), "-o", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "\\x1e" in result.stderr and not (tmp_path / "out").exists()

@@ -27,12 +27,20 @@ out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
+def one_line(message: str) -> str:
+    """A message as one printable line: a control character from the user's input (a newline, or \\x1e,
+    which splitlines() also breaks at) is shown escaped, as repr() shows it."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def error(message: str) -> None:
-    err.print(Text.assemble(("error: ", "bold red"), message))
+    err.print(Text.assemble(("error: ", "bold red"), one_line(message)))
 
 
 def warning(message: str) -> None:
-    err.print(Text.assemble(("warning: ", "yellow"), message))
+    err.print(Text.assemble(("warning: ", "yellow"), one_line(message)))
 
 
 def info(message: str) -> None:
