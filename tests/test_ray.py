@@ -152,7 +152,7 @@ def test_job_of_is_the_job_a_shard_records(tiny_bert_dir: Path, tmp_path: Path) 
     corpus.write_text("\n".join(varied_lines(20)) + "\n", encoding="utf-8")
     model = load_model(tiny_bert_dir)
     name = str(tiny_bert_dir)
-    encode_file(corpus, tmp_path / "p.npy", model=model, model_name=name, shard=(0, 2), window=8)
+    encode_file(corpus, tmp_path / "p.npy", model=model, model_name=name, shard=(0, 2), window=8, threads=1)
     recorded = read_sidecar(tmp_path / "p.npy").job
     assert job_of([corpus], model, name, window=8) == recorded
     assert job_of([corpus], model, name, window=8, normalize=True) != recorded
@@ -165,9 +165,9 @@ def test_a_loaded_model_with_its_name_writes_what_the_name_writes(tiny_bert_dir:
 
     corpus = tmp_path / "in.txt"
     corpus.write_text("\n".join(varied_lines(20)) + "\n", encoding="utf-8")
-    encode_file(corpus, tmp_path / "by-name.safetensors", model=tiny_bert_dir)
+    encode_file(corpus, tmp_path / "by-name.safetensors", model=tiny_bert_dir, threads=1)
     loaded = load_model(tiny_bert_dir)
-    encode_file(corpus, tmp_path / "loaded.safetensors", model=loaded, model_name=str(tiny_bert_dir))
+    encode_file(corpus, tmp_path / "loaded.safetensors", model=loaded, model_name=str(tiny_bert_dir), threads=1)
     assert (tmp_path / "loaded.safetensors").read_bytes() == (tmp_path / "by-name.safetensors").read_bytes()
 
 
@@ -238,7 +238,7 @@ def test_embedder_in_a_user_pipeline_matches_st_encode(ray_cluster: str, tiny_be
 
     texts = [" ".join(["word"] * (i % 13)) + f" text {i}" for i in range(50)] + [""]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
-    encode_file(tmp_path / "in.txt", tmp_path / "ref.npy", model=tiny_bert_dir, normalize=True)
+    encode_file(tmp_path / "in.txt", tmp_path / "ref.npy", model=tiny_bert_dir, normalize=True, threads=1)
     expected = np.load(tmp_path / "ref.npy")
 
     ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)])
@@ -293,7 +293,9 @@ def test_cli_ray_safetensors_equals_st_encode(ray_cluster: str, tiny_bert_dir: P
     single, out = corpus.with_name("single.safetensors"), corpus.with_name("ray.safetensors")
     model = str(tiny_bert_dir)
     base = ["encode", str(corpus), "-m", model, "--precision", "int8", "--skip-empty", "--window", "16"]
-    assert runner.invoke(app, [*base, "--out", str(single)]).exit_code == 0
+    # One torch thread, as the Ray actor runs (--cpus-per-worker defaults to 1 on a cluster): bit-identity
+    # holds at the same thread count only.
+    assert runner.invoke(app, [*base, "--out", str(single), "--threads", "1"]).exit_code == 0
     result = runner.invoke(app, [*base, "--out", str(out), "--ray", ray_cluster, "--workers", "1", "--shards", "4", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -318,7 +320,7 @@ def test_an_actor_killed_mid_shard_is_restarted_and_its_shard_resumes(
     from st_cli.encode.ray import KILL_ENV
 
     single = corpus.with_name("single.npy")
-    encode_file(corpus, single, model=tiny_bert_dir, window=8)
+    encode_file(corpus, single, model=tiny_bert_dir, window=8, threads=1)
     marker = corpus.with_name("killed")
     monkeypatch.setenv(KILL_ENV, str(marker))
     out = corpus.with_name("ray.npy")
@@ -336,7 +338,7 @@ def test_a_rerun_skips_the_shards_that_finished(
     from st_cli.errors import StError
 
     single = corpus.with_name("single.npy")
-    encode_file(corpus, single, model=tiny_bert_dir, window=8)
+    encode_file(corpus, single, model=tiny_bert_dir, window=8, threads=1)
     out = corpus.with_name("ray.npy")
     job = {"address": ray_cluster, "workers": 1, "shards": 3, "window": 8}
     monkeypatch.setenv(KILL_ENV, f"{corpus.with_name('killed')}@1")  # shard 1's actor dies

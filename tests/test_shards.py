@@ -112,12 +112,12 @@ def test_merged_shards_equal_a_single_run_byte_for_byte(tiny: Model, tmp_path: P
     suffix, options = JOBS[job]
     src = corpus(tmp_path / "in.txt")
     single = tmp_path / f"single{suffix}"
-    encode_file(src, single, model=tiny, window=WINDOW, **options)
+    encode_file(src, single, model=tiny, window=WINDOW, **options, threads=1)
     parts = []
     for i in range(count):
         part = tmp_path / "parts" / f"part{i}{suffix}"
         part.parent.mkdir(exist_ok=True)
-        summary = encode_file(src, part, model=tiny, window=WINDOW, shard=(i, count), **options)
+        summary = encode_file(src, part, model=tiny, window=WINDOW, shard=(i, count), **options, threads=1)
         assert summary.shard is not None and summary.shard.rows == summary.rows
         assert sidecar_path(part) in summary.side_files
         parts.append(part)
@@ -131,12 +131,12 @@ def test_int8_shards_store_float32_and_merge_can_pick_another_precision(tiny: Mo
     src = corpus(tmp_path / "in.txt")
     parts = [tmp_path / f"p{i}.npy" for i in range(3)]
     for i, part in enumerate(parts):
-        encode_file(src, part, model=tiny, window=WINDOW, shard=(i, 3), precision="int8")
+        encode_file(src, part, model=tiny, window=WINDOW, shard=(i, 3), precision="int8", threads=1)
         assert np.load(part).dtype == np.float32
         assert not part.with_name(part.name + ".calibration.json").exists()
     for precision in ("int8", "float16"):
         single = tmp_path / f"single-{precision}.npy"
-        encode_file(src, single, model=tiny, window=WINDOW, precision=precision)
+        encode_file(src, single, model=tiny, window=WINDOW, precision=precision, threads=1)
         merged = tmp_path / f"merged-{precision}.npy"
         merge_shards(parts, merged, precision=None if precision == "int8" else precision)
         assert outputs_of(merged) == outputs_of(single)
@@ -146,7 +146,7 @@ def test_skip_empty_shards_note_global_line_numbers(tiny: Model, tmp_path: Path)
     src = tmp_path / "in.txt"
     src.write_text("a\n\nb\nc\n\n\nd\ne\nf\n")
     part = tmp_path / "p1.npy"
-    encode_file(src, part, model=tiny, window=2, shard=(1, 3), skip_empty=True)
+    encode_file(src, part, model=tiny, window=2, shard=(1, 3), skip_empty=True, threads=1)
     assert part.with_name("p1.npy.lines.txt").read_text() == "4\n7\n"  # rows 2-3: c and d
 
 
@@ -158,7 +158,7 @@ def three_parts(tiny_folder: Path, tmp_path: Path) -> list[Path]:
     src = corpus(tmp_path / "in.txt")
     parts = [tmp_path / f"p{i}.npy" for i in range(3)]
     for i, part in enumerate(parts):
-        encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(i, 3))
+        encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(i, 3), threads=1)
     return parts
 
 
@@ -169,7 +169,7 @@ def merge_cli(*args: str | Path) -> tuple[int, str]:
 
 def test_cli_merge_writes_a_single_runs_output(tiny_folder: Path, three_parts: list[Path], tmp_path: Path) -> None:
     single = tmp_path / "single.safetensors"
-    encode_file(tmp_path / "in.txt", single, model=tiny_folder, window=WINDOW)
+    encode_file(tmp_path / "in.txt", single, model=tiny_folder, window=WINDOW, threads=1)
     code, output = merge_cli(*three_parts, "--out", tmp_path / "m.safetensors", "--json")
     assert code == 0, output
     assert json.loads(output)["rows"] == 45
@@ -195,7 +195,7 @@ def test_merge_refuses_a_shard_of_another_job_or_a_changed_part(
 ) -> None:
     p0, p1, p2 = three_parts
     other = tmp_path / "other.npy"
-    encode_file(tmp_path / "in.txt", other, model=tiny_folder, window=WINDOW, shard=(1, 3), normalize=True)
+    encode_file(tmp_path / "in.txt", other, model=tiny_folder, window=WINDOW, shard=(1, 3), normalize=True, threads=1)
     code, output = merge_cli(p0, other, p2, "--out", tmp_path / "m.npy")
     assert code == 2 and f"{other}: a shard of another job than {p0} (differs in: option normalize)" in output, output
 
@@ -221,7 +221,10 @@ def test_stdin_cannot_be_sharded_or_resumed(tiny_folder: Path, tmp_path: Path) -
 
 
 def killed_run(src: Path, out: Path, model: Path, after: int, *extra: str) -> None:
-    """`st encode` in a subprocess that SIGKILLs itself after `after` windows (before journaling the last)."""
+    """`st encode` in a subprocess that SIGKILLs itself after `after` windows (before journaling the last).
+
+    One torch thread here, and `threads=1` in every run these tests compare bytes with: rows are
+    bit-identical across runs only at the same thread count (small matmuls split differently)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", KILL_ENV: str(after)}
     args = ["encode", str(src), "--out", str(out), "-m", str(model), "-q", "--window", str(WINDOW), *extra]
     proc = subprocess.run([sys.executable, "-m", "st_cli", *args], env=env, capture_output=True, timeout=120)
@@ -241,7 +244,7 @@ def test_a_killed_run_resumes_to_the_same_bytes_recomputing_one_window(
         options |= {"precision": "int8", "shard": (1, 2)}
     single = tmp_path / "single" / f"o{suffix}"
     single.parent.mkdir()
-    encode_file(src, single, model=tiny_folder, window=WINDOW, **options)
+    encode_file(src, single, model=tiny_folder, window=WINDOW, **options, threads=1)
 
     out = tmp_path / f"o{suffix}"
     killed_run(src, out, tiny_folder, 3, *extra)
@@ -249,12 +252,12 @@ def test_a_killed_run_resumes_to_the_same_bytes_recomputing_one_window(
     assert not [p for p in fsio.stale_temps(out) if "st-partial" in p.name]  # the partial run is not litter
 
     with pytest.raises(StError, match="a killed run of this same job left 8 of .* rows; continue it with --resume"):
-        encode_file(src, out, model=tiny_folder, window=WINDOW, **options)
+        encode_file(src, out, model=tiny_folder, window=WINDOW, **options, threads=1)
     windows_done = 2  # the third window's rows were written, not journaled: redone
     if suffix == ".npy":  # a resumed run killed again
         killed_run(src, out, tiny_folder, 5, "--resume", *extra)
         windows_done = 4
-    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, **options)
+    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, **options, threads=1)
     assert summary.resumed_rows == windows_done * WINDOW
     assert outputs_of(out) == outputs_of(single)
     assert not partial_path(out).exists() and not journal_path(out).exists()
@@ -268,7 +271,7 @@ def test_resume_refuses_a_changed_model_or_option_and_force_starts_over(
     # One torch thread in every run: the rows compared at the end are bit-identical only at the same count.
     killed_run(src, out, tiny_folder, 2, "--threads", "1")
     with pytest.raises(StError, match=r"cannot resume: .*another job \(changed: option normalize\)"):
-        encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, normalize=True)
+        encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, normalize=True, threads=1)
     other = tmp_path / "other"
     build_other = tmp_path / "r.yaml"
     build_other.write_text(
@@ -276,7 +279,7 @@ def test_resume_refuses_a_changed_model_or_option_and_force_starts_over(
     )
     build(build_other, other)
     with pytest.raises(StError, match=r"cannot resume: .*changed: model"):
-        encode_file(src, out, model=other, window=WINDOW, resume=True)
+        encode_file(src, out, model=other, window=WINDOW, resume=True, threads=1)
     code = runner.invoke(
         app, ["encode", str(src), "--out", str(out), "-m", str(tiny_folder), "--window", "4", "--resume", "--json", "--threads", "1"]
     )
@@ -296,8 +299,8 @@ def test_resume_under_another_spelling_of_the_model_is_another_job(tiny_folder: 
     (tmp_path / "link").symlink_to(tiny_folder)
     killed_run(src, out, tmp_path / "link", 2)
     with pytest.raises(StError, match=r"cannot resume: .*changed: model"):
-        encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True)
-    summary = encode_file(src, out, model=tmp_path / "link", window=WINDOW, resume=True)
+        encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, threads=1)
+    summary = encode_file(src, out, model=tmp_path / "link", window=WINDOW, resume=True, threads=1)
     assert summary.resumed_rows == 2 * WINDOW - WINDOW  # the second window was written, not journaled
 
 
@@ -308,7 +311,7 @@ def test_workers_on_cpu_equal_a_single_run_and_leave_nothing_behind(tiny_folder:
     src = corpus(tmp_path / "in.txt")
     single = tmp_path / "single" / "o.npy"
     single.parent.mkdir()
-    encode_file(src, single, model=tiny_folder, window=WINDOW, precision="int8", skip_empty=True)
+    encode_file(src, single, model=tiny_folder, window=WINDOW, precision="int8", skip_empty=True, threads=1)
     out = tmp_path / "o.npy"
     result = runner.invoke(
         app,
@@ -330,14 +333,14 @@ def test_workers_on_cpu_equal_a_single_run_and_leave_nothing_behind(tiny_folder:
 def test_resume_keeps_a_finished_shard_of_the_same_job_only(tiny_folder: Path, tmp_path: Path) -> None:
     src = corpus(tmp_path / "in.txt")
     part = tmp_path / "p1.npy"
-    first = encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3))
+    first = encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), threads=1)
     before = part.stat().st_mtime_ns
-    again = encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True)
+    again = encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, threads=1)
     assert (again.resumed_rows, again.shard) == (first.rows, first.shard)
     assert part.stat().st_mtime_ns == before  # not written again
     with pytest.raises(StError, match=r"p1.npy: a finished shard of another job \(changed: option normalize\)"):
-        encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True)
-    encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True, force=True)
+        encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True, threads=1)
+    encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, normalize=True, force=True, threads=1)
     assert part.stat().st_mtime_ns != before
 
 
@@ -394,10 +397,10 @@ def test_ids_go_through_shards_and_merge_in_order(
 
     src = id_corpus(tmp_path / "in.jsonl")
     single = tmp_path / f"single{out_suffix}"
-    encode_file(src, single, model=tiny_folder, window=WINDOW, id_field="id")
+    encode_file(src, single, model=tiny_folder, window=WINDOW, id_field="id", threads=1)
     parts = [tmp_path / f"p{i}{part_suffix}" for i in range(3)]
     for i, part in enumerate(parts):
-        encode_file(src, part, model=tiny_folder, window=WINDOW, id_field="id", shard=(i, 3))
+        encode_file(src, part, model=tiny_folder, window=WINDOW, id_field="id", shard=(i, 3), threads=1)
     assert [v for p in parts for v in read_ids(p)] == expected_ids(src)
     merged = tmp_path / f"m{out_suffix}"
     summary = merge_shards(list(reversed(parts)), merged)
@@ -411,10 +414,10 @@ def test_a_killed_run_with_ids_resumes_to_the_same_bytes(tiny_folder: Path, tmp_
     src = id_corpus(tmp_path / "in.jsonl")
     single = tmp_path / "single" / "o.jsonl"
     single.parent.mkdir()
-    encode_file(src, single, model=tiny_folder, window=WINDOW, id_field="id", skip_empty=True)
+    encode_file(src, single, model=tiny_folder, window=WINDOW, id_field="id", skip_empty=True, threads=1)
     out = tmp_path / "o.jsonl"
     killed_run(src, out, tiny_folder, 3, "--id-field", "id", "--skip-empty")
-    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, id_field="id", skip_empty=True)
+    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, id_field="id", skip_empty=True, threads=1)
     assert summary.resumed_rows == 2 * WINDOW
     assert outputs_of(out) == outputs_of(single)
     kept = [json.loads(line) for line in src.read_text().splitlines() if json.loads(line)["text"]]
@@ -430,8 +433,8 @@ def test_a_parquet_run_keeps_no_journal_and_resume_runs_it_whole(tiny_folder: Pa
     single = tmp_path / "single" / "o.parquet"
     single.parent.mkdir()
     progress = lambda *_: assert_no_journal(single)  # noqa: E731
-    encode_file(src, single, model=tiny_folder, window=WINDOW, id_field="id", progress=progress)
+    encode_file(src, single, model=tiny_folder, window=WINDOW, id_field="id", progress=progress, threads=1)
     out = tmp_path / "o.parquet"
-    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, id_field="id")
+    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, id_field="id", threads=1)
     assert summary.resumed_rows == 0
     assert outputs_of(out) == outputs_of(single)
