@@ -4,6 +4,7 @@ readable metavars, examples that fit 80 columns, status lines on stderr only whe
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +42,17 @@ def _st(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _st_from_bash(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs st as a child of bash: --show-completion detects the shell from its parent process, and CI's is sh."""
+    command = " ".join(shlex.quote(part) for part in [sys.executable, "-c", SCRIPT, *args])
+    return subprocess.run(
+        ["bash", "-c", f"{command}; exit $?"],  # `; exit` keeps bash from exec'ing python in its own place
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60,
+    )
+
+
 def test_show_completion_prints_a_script_that_completes_commands_and_options() -> None:
-    shown = _st("--show-completion")
+    shown = _st_from_bash("--show-completion")
     assert shown.returncode == 0 and "_ST_COMPLETE=complete_bash" in shown.stdout, shown.stderr
     # What the script asks st when TAB is pressed after `st enc` and after `st encode --inp`:
     commands = _st(_ST_COMPLETE="complete_bash", COMP_WORDS="st enc", COMP_CWORD="1")
