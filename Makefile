@@ -46,7 +46,9 @@ COMPAT_PKGS_st27 = sentence-transformers==2.7.0 transformers==4.40.2 "huggingfac
 COMPAT_PKGS_st34 = sentence-transformers==3.4.1 transformers==4.48.3 "huggingface_hub<1"
 COMPAT_PKGS_st41 = sentence-transformers==4.1.0 transformers==4.51.3 tokenizers==0.21.4 "huggingface_hub<1"
 COMPAT_PKGS_st57 = sentence-transformers==5.7.0 transformers==4.57.6 "huggingface_hub<1" pillow
-compat-venvs: $(foreach v,st22 st27 st34 st41 st57,$(COMPAT)/$(v)/.ready)
+# sentence-transformers' own ONNX backend, for the export round trip: optimum-onnx needs transformers < 4.58.
+COMPAT_PKGS_st57onnx = sentence-transformers==5.7.0 transformers==4.57.6 "huggingface_hub<1" "optimum-onnx[onnxruntime]==0.1.0"
+compat-venvs: $(foreach v,st22 st27 st34 st41 st57 st57onnx,$(COMPAT)/$(v)/.ready)
 
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
