@@ -112,3 +112,16 @@ def test_a_folder_without_modules_json_or_transformers_config_is_refused(tmp_pat
         f"error: {tmp_path}: no modules.json, and no transformers config.json (one naming model_type or "
         "architectures); not a model folder\n",
     )
+
+
+def test_a_plain_folder_with_only_pickled_weights_loads_the_same(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """pytorch_model.bin of plain tensors (torch's zip format, memory-mapped by st's pickle check) is read
+    first by st, accepted, then loaded by transformers: the same vectors as the safetensors copy."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = Path(shutil.copytree(tiny_bert_dir, tmp_path / "pickled"))
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    expected = st_cli.load_model(tiny_bert_dir).encode(COMPARE_TEXTS)
+    np.testing.assert_array_equal(st_cli.load_model(folder).encode(COMPARE_TEXTS), expected)
