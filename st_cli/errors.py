@@ -6,7 +6,7 @@ from pathlib import Path
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1  # verify found a check that failed
-EXIT_BAD_INPUT = 2  # bad usage, bad input, unreadable folder
+EXIT_BAD_INPUT = 2  # bad usage, bad input, unreadable folder, an output the machine cannot hold
 EXIT_INTERNAL = 3  # a bug in st
 
 
@@ -35,6 +35,14 @@ class TrustError(StError):
 
 class OutputExistsError(StError):
     """An output already exists and --force was not given."""
+
+
+class WriteError(StError):
+    """An output that could not be written: a full disk, a quota, a file-size limit, a read-only folder.
+
+    Exit 2 like bad input: the machine, not st, is at fault, and the user can fix it. Whatever was
+    half-written has been removed by the time it is shown.
+    """
 
 
 class ConfigValueError(ValueError):

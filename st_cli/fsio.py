@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from st_cli.errors import OutputExistsError, StError
+from st_cli.errors import OutputExistsError, StError, WriteError
 
 TEMP_MARK = "st-tmp"
 _TEMP_RE = re.compile(rf"\.{TEMP_MARK}-(\d+)-[0-9a-f]+(\.[\w.-]+)?$")
@@ -135,13 +135,17 @@ def within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool
 
 
 def refuse_inputs_inside(target: Path, inputs: Iterator[Path] | list[Path], what: str) -> None:
-    """Refuse an output whose replacement would delete one of its own inputs (--force or not)."""
+    """Refuse an output that is one of its own inputs, holds one (replacing it would delete the input),
+    or lies inside an input folder (writing it would change a model the run reads): --force or not."""
     for source in inputs:
-        if not (os.path.lexists(source) and within(source, target)):
+        if not os.path.lexists(source):
             continue
-        if within(target, source):
-            raise StError(f"{target}: is also an input of this {what}; write the output elsewhere")
-        raise StError(f"{target}: holds {source}, an input of this {what}; write the output elsewhere")
+        if within(source, target):
+            if within(target, source):
+                raise StError(f"{target}: is also an input of this {what}; write the output elsewhere")
+            raise StError(f"{target}: holds {source}, an input of this {what}; write the output elsewhere")
+        if os.path.isdir(source) and within(target, source):
+            raise StError(f"{target}: is inside {source}, an input of this {what}; write the output elsewhere")
 
 
 def refuse_output_in_folders(target: Path, folders: list[str | None], option: str) -> None:
@@ -357,14 +361,10 @@ def atomic_folder(
         raise StError(f"{claimed.path}: cannot create the output folder ({e.strerror or e}: {e.filename})") from None
     tmp = temp_folder(claimed.path)
     try:
-        yield tmp
-        pause_point("folder:publish")
-        publish(tmp, claimed)
-    except OSError as e:
-        remove(tmp)
-        if e.errno in _WRITE_PROBLEMS:
-            raise write_error(e, claimed.path) from None
-        raise
+        with writing(claimed.path):
+            yield tmp
+            pause_point("folder:publish")
+            publish(tmp, claimed)
     except BaseException:
         remove(tmp)
         raise
@@ -404,10 +404,48 @@ _WRITE_PROBLEMS = {
 }
 
 
-def write_error(error: OSError, target: Path) -> StError:
-    """An OSError while writing `target` (or a temp of it) as a one-line StError naming the output."""
+def write_error(error: OSError, target: Path) -> WriteError:
+    """An OSError while writing `target` (or a temp of it) as a one-line error naming the output."""
     problem = _WRITE_PROBLEMS.get(error.errno or 0) or error.strerror or str(error)
-    return StError(f"{target_of(target)}: cannot write the output here: {problem}")
+    return WriteError(f"{target_of(target)}: cannot write the output here: {problem}")
+
+
+# Rust libraries (safetensors, tokenizers) report an I/O error in their message only: "... (os error 28)".
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def write_problem(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write, if it is one of _WRITE_PROBLEMS (a full disk, a quota, ...).
+
+    Writers hide it in different places: an OSError itself (Python's own writes); the context of a
+    RuntimeError (torch.save into a file object); the message of a SafetensorError or a tokenizers
+    Exception ("I/O error: No space left on device (os error 28)"). An StError is already one line.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen and not isinstance(current, StError):
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _WRITE_PROBLEMS:
+            return current
+        match = _RUST_OS_ERROR.search(str(current))
+        if match and int(match.group(1)) in _WRITE_PROBLEMS:
+            code = int(match.group(1))
+            return OSError(code, os.strerror(code))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
+
+
+@contextlib.contextmanager
+def writing(target: Path) -> Iterator[None]:
+    """Inside: a write that fails for want of space, quota or permission, whichever library wrote,
+    is a one-line WriteError naming `target`, not an internal error with the library's message."""
+    try:
+        yield
+    except Exception as e:
+        found = write_problem(e)
+        if found is None:
+            raise
+        raise write_error(found, target) from None
 
 
 def target_of(path: Path) -> Path:

@@ -165,7 +165,8 @@ def test_bad_recipe_file(ctx: Ctx, text: str | None, args: list[str], expected: 
 @pytest.mark.parametrize(
     ("output", "expected"),
     [("bert", "is also an input of this build"), ("recipe.yaml", "is also an input of this build"),
-     (".", "holds TMP/recipe.yaml, an input of this build")],
+     (".", "holds TMP/recipe.yaml, an input of this build"),
+     ("bert/sub", "is inside TMP/bert, an input of this build")],
 )  # fmt: skip
 def test_build_refuses_an_output_that_holds_its_inputs_even_with_force(ctx: Ctx, output: str, expected: str) -> None:
     bert = Path(shutil.copytree(ctx.bert, ctx.tmp / "bert"))
@@ -230,6 +231,18 @@ def _pickle_only(folder: Path, payload: bytes) -> None:
     (folder / "2_Dense/pytorch_model.bin").write_bytes(payload)
 
 
+def _root_pickle_only(folder: Path, payload: bytes, *, sharded: bool = False) -> None:
+    """The Transformer's weights (read by transformers' from_pretrained) as a pickle only, or its shards."""
+    (folder / "model.safetensors").unlink()
+    if not sharded:
+        (folder / "pytorch_model.bin").write_bytes(payload)
+        return
+    shard = "pytorch_model-00001-of-00001.bin"
+    (folder / shard).write_bytes(payload)
+    index = {"metadata": {}, "weight_map": {"embeddings.word_embeddings.weight": shard}}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+
+
 ABSURD = {"dtype": "F32", "shape": [10**12, 10**12], "data_offsets": [0, 64]}
 EVIL_PICKLE = b"\x80\x04cos\nsystem\n(S'echo planted'\ntR."
 NESTED = "[" * 100_000 + "]" * 100_000
@@ -245,6 +258,8 @@ DAMAGES: list[tuple[str, Callable[[Path], object], str, str]] = [
     ("header-empty-file", lambda m: (m / "2_Dense/model.safetensors").write_bytes(b""), "2_Dense/model.safetensors", "layout"),
     ("pickle-refused", lambda m: _pickle_only(m, EVIL_PICKLE), "2_Dense/pytorch_model.bin", "reload"),
     ("pickle-garbage", lambda m: _pickle_only(m, b"not a pickle at all"), "2_Dense/pytorch_model.bin", "reload"),
+    ("root-pickle-refused", lambda m: _root_pickle_only(m, EVIL_PICKLE), "/pytorch_model.bin: refused", "reload"),
+    ("root-pickle-shard-refused", lambda m: _root_pickle_only(m, EVIL_PICKLE, sharded=True), "/pytorch_model-00001-of-00001.bin: refused", "reload"),
     ("hidden-size-mismatch", lambda m: _json(m / "config.json", hidden_size=48), "config.json: hidden_size", "dimensions"),
     ("intermediate-size-10^9", lambda m: _json(m / "config.json", intermediate_size=10**9), "model.safetensors: encoder.layer.0.intermediate.dense.bias has shape [37], config.json makes it [1000000000]", "reload"),
     ("vocab-size-mismatch", lambda m: _json(m / "config.json", vocab_size=5), "config.json: vocab_size", "dimensions"),
@@ -466,3 +481,25 @@ def test_a_control_character_in_the_input_stays_on_one_escaped_line(tmp_path: Pa
     assert result.exit_code == EXIT_BAD_INPUT, result.output
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "\\x1e" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_plain_transformers_folder_with_a_refused_pickle_is_one_line(ctx: Ctx) -> None:
+    """No modules.json, weights only in a pickle that needs code: the same one line as an ST folder's,
+    from encode and train (exit 2), and a failed reload check from verify (exit 1), never exit 3."""
+    plain = Path(shutil.copytree(ctx.bert, ctx.tmp / "plain"))
+    _root_pickle_only(plain, EVIL_PICKLE)
+    expected = (
+        f"error: {plain / 'pytorch_model.bin'}: refused: it needs more than plain tensors to unpickle "
+        "(loaded with weights_only=True); convert it to safetensors"
+    )
+    texts = ctx.write("in.txt", "hello world\nthe cat\n")
+    encoded = runner.invoke(app, ["encode", str(texts), "--out", str(ctx.out / "emb.npy"), "-m", str(plain), "-q"])
+    trained = runner.invoke(app, ["train", str(plain), "--data", str(texts), "--train", "all", "-o", str(ctx.out / "t")])
+    for result in (encoded, trained):
+        assert result.exit_code == EXIT_BAD_INPUT, result.output
+        assert one_error_line(result) == expected
+    verified = runner.invoke(app, ["verify", str(plain), "--json"])
+    assert verified.exit_code == EXIT_MISMATCH, verified.output
+    reload = next(c for c in json.loads(verified.stdout)["checks"] if c["name"] == "reload")
+    assert reload["status"] == "fail" and "pytorch_model.bin: refused" in reload["detail"], reload
+    assert list(ctx.out.iterdir()) == []

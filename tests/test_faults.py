@@ -7,6 +7,7 @@ it, or lets another run finish first and sends SIGCONT.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import select
@@ -349,3 +350,98 @@ def test_a_full_stdout_is_one_line_exit_2(model_folder: Path) -> None:
         2,
         "error: cannot write the report to stdout: No space left on device\n",
     )
+
+
+# ---------------------------------------------------------------- a disk that fills while a folder is written
+
+NO_SPACE = "cannot write the output here: no space left on the device"
+
+
+def _safetensors_disk_full(tensors: object, filename: str, metadata: object = None) -> None:
+    """safetensors' save_file on a full disk: part of the file written, then its Rust I/O error."""
+    from safetensors import SafetensorError
+
+    Path(filename).write_bytes(b"\0" * 100)
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def _torch_save_disk_full(obj: object, f: object, *args: object, **kwargs: object) -> None:
+    """torch.save into a file object on a full disk: its writer's OSError, wrapped in a RuntimeError."""
+    f.write(b"PK\3\4 partial")  # type: ignore[attr-defined]
+    try:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError:
+        # the OSError stays its __context__, as in torch (no `from`)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")  # noqa: B904
+
+
+@pytest.fixture
+def trainable(tiny_recipe: Callable[..., Path], tmp_path: Path) -> tuple[Path, Path]:
+    """An untrained Dense over the tiny BERT, and 64 lines to train it on."""
+    _, folder = st_cli.build(tiny_recipe(DENSE_STACK), tmp_path / "model")
+    texts = tmp_path / "texts.txt"
+    words = "the cat sat on a mat with a dog and a man eating food".split()
+    texts.write_text("".join(" ".join(words[i % 7 : i % 7 + 3 + i % 5]) + f" {i}\n" for i in range(64)))
+    return folder, texts
+
+
+def test_build_on_a_full_disk_is_one_line_exit_2_and_leaves_nothing(
+    tiny_recipe: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("st_cli.model.modules.base.save_file", _safetensors_disk_full)  # the Dense's weights
+    out = tmp_path / "out" / "m"
+    result = runner.invoke(app, ["build", str(tiny_recipe(DENSE_STACK)), "-o", str(out), "-q"])
+    assert (result.exit_code, result.stderr) == (2, f"error: {out}: {NO_SPACE}\n")
+    assert names(out.parent) == []
+
+
+@pytest.mark.parametrize("fills", ["checkpoint", "output"])
+def test_train_on_a_full_disk_is_one_line_exit_2_and_leaves_nothing(
+    fills: str, trainable: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while an epoch's checkpoint is written, or the trained folder: one line naming what
+    could not be written, and neither OUT, its checkpoint folder nor a temp is left on the disk."""
+    import torch
+
+    if fills == "checkpoint":
+        monkeypatch.setattr(torch, "save", _torch_save_disk_full)
+    else:
+        monkeypatch.setattr("st_cli.model.modules.base.save_file", _safetensors_disk_full)
+    model, texts = trainable
+    out = tmp_path / "out" / "t"
+    out.parent.mkdir()
+    result = runner.invoke(app, ["train", str(model), "--data", str(texts), "-o", str(out), "--epochs", "2", "-q"])
+    failed = out.parent / ".t.st-train-checkpoint" / "checkpoint.pt" if fills == "checkpoint" else out
+    assert (result.exit_code, result.stderr) == (2, f"error: {failed}: {NO_SPACE}\n")
+    assert names(out.parent) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A tmpfs of request.param KiB, where this machine lets the tests mount one (the monkeypatched
+    tests above cover the same paths everywhere)."""
+    folder = tmp_path / "tiny-disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={request.param}k", "tmpfs", str(folder)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+# 64 KiB: the first checkpoint (~10 KB) fits and the model (~150 KB) does not; 8 KiB: not even the checkpoint.
+@pytest.mark.parametrize(("tiny_disk", "fails"), [(64, "t"), (8, ".t.st-train-checkpoint/checkpoint.pt")],
+                         indirect=["tiny_disk"])  # fmt: skip
+def test_build_and_train_on_a_real_full_disk(
+    tiny_disk: Path, fails: str, tiny_recipe: Callable[..., Path], trainable: tuple[Path, Path]
+) -> None:
+    result = runner.invoke(app, ["build", str(tiny_recipe(DENSE_STACK)), "-o", str(tiny_disk / "m"), "-q"])
+    assert (result.exit_code, result.stderr) == (2, f"error: {tiny_disk / 'm'}: {NO_SPACE}\n")
+    model, texts = trainable
+    result = runner.invoke(app, ["train", str(model), "--data", str(texts), "-o", str(tiny_disk / "t"), "-q"])
+    assert (result.exit_code, result.stderr) == (2, f"error: {tiny_disk / fails}: {NO_SPACE}\n")
+    assert names(tiny_disk) == []

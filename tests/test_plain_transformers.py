@@ -101,7 +101,27 @@ def test_recipe_base_accepts_a_plain_folder(tiny_bert_dir: Path, tmp_path: Path)
     np.testing.assert_allclose(st_cli.load_model(folder).encode(COMPARE_TEXTS), model.encode(COMPARE_TEXTS), atol=1e-6)
 
 
-def test_a_folder_without_modules_json_or_transformers_config_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_a_folder_without_modules_json_or_transformers_config_is_refused(tmp_path: Path, command: str) -> None:
+    """Exit 2 needs both missing (the docs' promise): a config.json that names no model_type or
+    architectures is no transformers folder, and the line says what was looked for."""
     (tmp_path / "config.json").write_text('{"foo": 1}', encoding="utf-8")
-    result = runner.invoke(app, ["inspect", str(tmp_path)])
-    assert result.exit_code == 2 and "no modules.json" in result.output
+    result = runner.invoke(app, [command, str(tmp_path)])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"error: {tmp_path}: no modules.json, and no transformers config.json (one naming model_type or "
+        "architectures); not a model folder\n",
+    )
+
+
+def test_a_plain_folder_with_only_pickled_weights_loads_the_same(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """pytorch_model.bin of plain tensors (torch's zip format, memory-mapped by st's pickle check) is read
+    first by st, accepted, then loaded by transformers: the same vectors as the safetensors copy."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = Path(shutil.copytree(tiny_bert_dir, tmp_path / "pickled"))
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    expected = st_cli.load_model(tiny_bert_dir).encode(COMPARE_TEXTS)
+    np.testing.assert_array_equal(st_cli.load_model(folder).encode(COMPARE_TEXTS), expected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -238,6 +239,55 @@ def test_training_into_its_own_model_folder_is_refused_even_with_force(dense_mod
     assert code == EXIT_BAD_INPUT, stderr
     assert stderr == f"error: {dense_model}: is also an input of this training; write the output elsewhere\n"
     assert {p: p.read_bytes() for p in dense_model.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("inside", ["model", "teacher"])
+def test_an_output_inside_the_model_or_teacher_folder_is_refused(
+    inside: str, dense_model: Path, narrow_teacher: Path, texts: Path
+) -> None:
+    """OUT (and so its checkpoint folder, beside it) may not lie in a folder the run reads, --force or not."""
+    folder = narrow_teacher if inside == "teacher" else dense_model
+    out = folder / "trained"
+    before = {f: layout.file_digests(f) for f in (dense_model, narrow_teacher)}
+    code, _, stderr = _train(str(dense_model), "--data", str(texts), "--teacher", str(narrow_teacher),
+                             "--train", "2", "-o", str(out), "--force", "--max-steps", "1")  # fmt: skip
+    assert code == EXIT_BAD_INPUT, stderr
+    assert stderr == f"error: {out}: is inside {folder}, an input of this training; write the output elsewhere\n"
+    assert {f: layout.file_digests(f) for f in (dense_model, narrow_teacher)} == before
+    assert not out.exists() and not checkpoint_dir(out).exists()
+
+
+def _code_running_pickle(marker: Path) -> bytes:
+    """A pickle that creates `marker` when unpickled without weights_only (builtins.open(marker, "w"))."""
+    return f"cbuiltins\nopen\n(S'{marker}'\nS'w'\ntR.".encode()
+
+
+def test_a_planted_checkpoint_pickle_never_runs_and_is_one_line(dense_model: Path, texts: Path, tmp_path: Path) -> None:
+    probe = tmp_path / "probe"
+    pickle.loads(_code_running_pickle(probe))  # the payload is live: plain unpickling runs it
+    assert probe.exists()
+    out, marker = tmp_path / "o", tmp_path / "ran"
+    checkpoint = checkpoint_dir(out) / "checkpoint.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(_code_running_pickle(marker))
+    code, _, stderr = _train(str(dense_model), "--data", str(texts), "-o", str(out), "--resume")
+    assert not marker.exists()
+    assert code == EXIT_BAD_INPUT, stderr
+    assert stderr == (
+        f"error: {checkpoint}: refused: it needs more than plain tensors to unpickle (loaded with weights_only=True); "
+        "drop --resume to start over\n"
+    )
+    assert not out.exists()
+
+
+def test_a_checkpoint_of_plain_data_that_is_not_st_s_is_one_line(dense_model: Path, texts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    checkpoint = checkpoint_dir(out) / "checkpoint.pt"
+    checkpoint.parent.mkdir()
+    torch.save([1, 2, 3], checkpoint)  # loads with weights_only, but is no checkpoint of st train
+    code, _, stderr = _train(str(dense_model), "--data", str(texts), "-o", str(out), "--resume")
+    assert code == EXIT_BAD_INPUT, stderr
+    assert stderr == f"error: {checkpoint}: not a checkpoint of st train; drop --resume to start over\n"
 
 
 def test_spearman_matches_a_hand_computed_figure() -> None:

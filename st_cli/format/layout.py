@@ -135,6 +135,13 @@ def looks_like_model(folder: str | os.PathLike[str] | None) -> bool:
 MODEL_FOLDER = fsio.Kind("a model folder", folder=True, looks_right=looks_like_model)
 
 
+# Neither kind of folder st reads: the one line inspect, verify and every loader give (exit 2).
+NOT_A_MODEL = (
+    f"no {MODULES_JSON}, and no transformers {MODULE_CONFIG} (one naming model_type or architectures); "
+    "not a model folder"
+)
+
+
 def is_plain_folder(root: Path) -> bool:
     """A transformers model folder without modules.json: loaders read it as Transformer + Pooling."""
     config = root / MODULE_CONFIG
@@ -162,7 +169,7 @@ def read_modules_json(root: Path) -> list[ModuleEntry]:
     if not path.is_file() and is_plain_folder(root):
         return plain_entries(root)
     if not path.is_file():
-        raise ModelFolderError(f"{root}: no {MODULES_JSON}; not a sentence-transformers model folder")
+        raise ModelFolderError(f"{root}: {NOT_A_MODEL}")
     raw = read_json(path)
     if not isinstance(raw, list) or not raw:
         raise ModelFolderError(f"{path}: expected a non-empty list of modules")

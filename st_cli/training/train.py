@@ -12,6 +12,7 @@ over the data, not one per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_cli.errors import StError
+from st_cli.errors import StError, WriteError
 from st_cli.format import layout
 from st_cli.training.cache import EMBED_BATCH, Embedder, PrefixCache, to_device
 from st_cli.training.checkpoints import (
@@ -329,8 +330,7 @@ def train(
     out = Path(output)
     init = "none" if init is None else init
     _check_arguments(loss, init, epochs, batch_size, eval_fraction, max_steps, format, keep)
-    read = [m for m in (model, teacher) if isinstance(m, (str, os.PathLike))] + list(data) + list(eval_data)
-    fsio.refuse_inputs_inside(out, [Path(p) for p in read if str(p) != "-"], "training")
+    _refuse_outputs_among_inputs(out, model, teacher, [*data, *eval_data])
     # --force replaces only what exists now (not what appears later), and only a model folder
     claim = fsio.claim(out, force=force, kind=layout.MODEL_FOLDER)
     device = resolve_device(device)
@@ -411,14 +411,18 @@ def train(
     state = load_checkpoint(checkpoints, fingerprint) if resume else None
     if not resume and checkpoints.exists():
         remove_checkpoints(checkpoints)
-    _run(job, report, state, checkpoints, fingerprint)
-    report.seconds = time.perf_counter() - started
+    try:
+        _run(job, report, state, checkpoints, fingerprint)
+        report.seconds = time.perf_counter() - started
 
-    student.to("cpu").eval()
-    for i, module in enumerate(student.steps):
-        module.untrained = i in untrained and i not in trained
-    record = _training_record(report, options, data_files, student, job.eval_history)
-    student.save(out, format=format, force=force, claim=claim, training=record)
+        student.to("cpu").eval()
+        for i, module in enumerate(student.steps):
+            module.untrained = i in untrained and i not in trained
+        record = _training_record(report, options, data_files, student, job.eval_history)
+        student.save(out, format=format, force=force, claim=claim, training=record)
+    except WriteError:  # a full disk: leave nothing of this run on it (a kill keeps the checkpoint: --resume)
+        remove_checkpoints(checkpoints)
+        raise
     remove_checkpoints(checkpoints)
     if job.kept_results:
         from st_cli.eval.record import record as record_results
@@ -479,6 +483,27 @@ def _check_arguments(  # noqa: PLR0913
     for ok, message in checks:
         if not ok:
             raise StError(message)
+
+
+def _refuse_outputs_among_inputs(
+    out: Path,
+    model: Model | str | os.PathLike[str],
+    teacher: Model | str | os.PathLike[str] | None,
+    files: Sequence[str | os.PathLike[str]],
+) -> None:
+    """OUT and its checkpoint folder stay outside every input (--force or not): neither may be or hold
+    one, nor lie inside the model's or the teacher's folder (the copy a Hub id or package: names too)."""
+    from st_cli import fsio
+    from st_cli.format import hub
+
+    inputs = [Path(p) for p in files if str(p) != "-"]
+    for name in (model, teacher):
+        if isinstance(name, (str, os.PathLike)):
+            inputs.append(Path(name))
+            with contextlib.suppress(StError):  # not a model at all: loading it says so
+                inputs += [found] if (found := hub.find_local(name)) is not None else []
+    for target in (out, checkpoint_dir(out)):
+        fsio.refuse_inputs_inside(target, inputs, "training")
 
 
 def _local_root(model: str | os.PathLike[str]) -> Path | None:

@@ -132,7 +132,7 @@ def verify_model(
     """
     root = hub.resolve_model(model)
     if not (root / layout.MODULES_JSON).is_file() and not layout.is_plain_folder(root):
-        raise ModelFolderError(f"{root}: no {layout.MODULES_JSON}; not a sentence-transformers model folder")
+        raise ModelFolderError(f"{root}: {layout.NOT_A_MODEL}")
     recorded, manifest_error = _read_manifest(root)
     if record:
         _check_recordable(model, root)

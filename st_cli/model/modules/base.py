@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -120,18 +121,57 @@ def load_safetensors_weights(path: Path) -> dict[str, Tensor]:
 
 def load_pickled_weights(path: Path) -> dict[str, Tensor]:
     """Plain tensors only (weights_only=True): anything that would need code to unpickle is refused, in one line."""
-    try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing; one line is enough
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        message = "refused: it needs more than plain tensors to unpickle (loaded with weights_only=True)"
-        raise ModelFolderError(f"{path}: {message}; convert it to safetensors") from None
-    except (RuntimeError, EOFError, OSError, ValueError, MemoryError) as e:
-        raise ModelFolderError(f"{path}: unreadable pickled weights ({first_line(e)})") from None
+    state = load_pickle(path, advice="convert it to safetensors")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ModelFolderError(f"{path}: expected a mapping of tensor names to tensors")
     return state
+
+
+def load_pickle(path: Path, *, advice: str, mmap: bool = False) -> Any:
+    """The one place st unpickles (module weights, transformers' pytorch_model.bin, training checkpoints).
+
+    torch.load with weights_only=True: tensors, numbers, strings and containers only. A pickle that
+    would need code to rebuild is refused before any of it runs: one line naming the file and
+    `advice`, not torch's five-line UnpicklingError. `mmap`: map the tensors instead of reading them
+    (a file in torch's zip format), for a caller that only needs to know the file is safe.
+    """
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing; one line is enough
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+    except pickle.UnpicklingError:
+        message = "refused: it needs more than plain tensors to unpickle (loaded with weights_only=True)"
+        raise ModelFolderError(f"{path}: {message}; {advice}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, MemoryError) as e:
+        raise ModelFolderError(f"{path}: unreadable pickled weights ({first_line(e)})") from None
+
+
+def check_transformers_pickles(folder: Path) -> None:
+    """Before transformers' from_pretrained reads `folder`: where it would unpickle (no safetensors
+    weights, a pytorch_model.bin or the shards of its index), load_pickle reads those files first,
+    so a pickle that needs code is refused in one line naming the file, as every other pickle is.
+    The tensors are memory-mapped, not read; transformers then loads what was found safe."""
+    if any((folder / name).is_file() for name in (layout.SAFETENSORS_WEIGHTS, SAFETENSORS_INDEX)):
+        return  # transformers prefers safetensors and never opens the pickles beside them
+    for path in _pickled_checkpoint_files(folder):
+        load_pickle(path, advice="convert it to safetensors", mmap=True)
+
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PICKLED_INDEX = "pytorch_model.bin.index.json"
+
+
+def _pickled_checkpoint_files(folder: Path) -> list[Path]:
+    """The pickles transformers would read: pytorch_model.bin, else the shards its index lists."""
+    if (folder / layout.PICKLED_WEIGHTS).is_file():
+        return [folder / layout.PICKLED_WEIGHTS]
+    try:
+        index = layout.read_json(folder / PICKLED_INDEX)
+    except (StError, OSError):
+        return []  # none, or a broken index: transformers' own one-line error says so
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    shards = sorted({v for v in weight_map.values() if isinstance(v, str)}) if isinstance(weight_map, dict) else []
+    return [folder / shard for shard in shards if (folder / shard).is_file()]
 
 
 def _config_dialect(cls: type[Module]) -> TypeSpec | None:

@@ -7,6 +7,7 @@ is refused in one line rather than embedded as text.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,7 +17,7 @@ from st_cli.errors import ConfigValueError, ModelFolderError, StError, first_lin
 from st_cli.format import hub, layout
 from st_cli.format.specs import SPECS
 from st_cli.format.specs.clip_model import CLIP_PREPROCESSOR_CONFIG, CLIP_PROCESSOR_CONFIG
-from st_cli.model.modules.base import Features, InputModule, local_folder
+from st_cli.model.modules.base import Features, InputModule, check_transformers_pickles, local_folder
 from st_cli.model.registry import register
 
 # What sentence-transformers 6 opens as an image instead of embedding it as text (its modality rules).
@@ -52,8 +53,9 @@ class CLIPModel(InputModule):
         processor = hub.resolve_model(processor_name) if processor_name else folder  # ST: tokenizer + image settings
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(processor), use_fast=True, trust_remote_code=False)
+            check_transformers_pickles(folder)  # a pickle that needs code: one line, before transformers opens it
             self.model = HFCLIPModel.from_pretrained(str(folder), dtype=torch.float32)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, pickle.UnpicklingError) as e:
             raise ModelFolderError(f"{folder}: cannot load the CLIP model: {first_line(e)}") from None
         self.model.eval()
         self.max_seq_length = max_seq_length or int(self.tokenizer.model_max_length)

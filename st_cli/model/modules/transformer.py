@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +19,7 @@ from st_cli.errors import ConfigValueError, ModelFolderError, first_line
 from st_cli.format import hub, layout
 from st_cli.format.spec import hidden_size
 from st_cli.format.specs import SPECS
-from st_cli.model.modules.base import Features, InputModule, local_folder
+from st_cli.model.modules.base import Features, InputModule, check_transformers_pickles, local_folder
 from st_cli.model.registry import register
 
 # Inputs the HF model is called with, when the tokenizer produced them (as ST does).
@@ -167,7 +168,7 @@ except ImportError:  # pragma: no cover - older huggingface_hub
 # values of the wrong type: huggingface_hub's strict dataclasses).
 _LOAD_ERRORS = (
     OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, EOFError, RecursionError, OverflowError,
-    StrictDataclassError,
+    StrictDataclassError, pickle.UnpicklingError,
 )  # fmt: skip
 
 
@@ -207,6 +208,7 @@ def _load_auto_model(folder: Path) -> Any:
     """The transformers model, refusing weights that leave parameters at their random init (silently wrong vectors)."""
     from transformers import AutoModel
 
+    check_transformers_pickles(folder)  # a pickle that needs code: one line, before transformers opens it
     try:
         model, info = AutoModel.from_pretrained(
             str(folder), dtype=torch.float32, trust_remote_code=False, output_loading_info=True
