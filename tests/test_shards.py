@@ -251,7 +251,7 @@ def test_a_killed_run_resumes_to_the_same_bytes_recomputing_one_window(
     assert partial_path(out).exists() and journal_path(out).exists()
     assert not [p for p in fsio.stale_temps(out) if "st-partial" in p.name]  # the partial run is not litter
 
-    with pytest.raises(StError, match="a killed run of this same job left 8 of .* rows; continue it with --resume"):
+    with pytest.raises(StError, match="an interrupted run of this same job left 8 of .* rows; continue it with --resume"):
         encode_file(src, out, model=tiny_folder, window=WINDOW, **options, threads=1)
     windows_done = 2  # the third window's rows were written, not journaled: redone
     if suffix == ".npy":  # a resumed run killed again

@@ -315,6 +315,7 @@ def encode(
                 workers=workers or 1,
                 progress=progress,
                 stdin=stdin,
+                warn=render.warning,
             )
     if json_out or (not quiet and not to_stdout):  # stdout carries the rows: no summary line unless asked
         render.encode_summary(summary, as_json=json_out, to_stderr=to_stdout)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -37,12 +38,19 @@ if TYPE_CHECKING:
     Encoder: TypeAlias = Model | static.StaticEncoder
 
 
-def finished_shard_of_job(target: Path, fp: dict[str, Any], force: bool) -> ShardInfo | None:
-    """A finished, intact shard of this job at `target` (nothing to do); else None to encode it again,
-    which replaces a finished shard of another job only with --force."""
+def finished_shard_of_job(target: Path, fp: dict[str, Any], plan: ShardPlan, force: bool) -> ShardInfo | None:
+    """A finished, intact shard of this job at `target` with the rows `plan` asks for (nothing to do); else
+    None to encode it again, which replaces a finished shard of another job or plan only with --force."""
     info = finished_shard(target, job_id(fp))
+    if info is not None and (info.shard, info.of, info.first_row, info.rows) != astuple(plan):
+        if force:
+            return None
+        raise StError(
+            f"{target}: a finished shard {info.shard}/{info.of} of this job (rows {info.first_row:,}+{info.rows:,}), "
+            f"not the shard {plan.shard}/{plan.of} asked for; pass --force to replace it, or give another --out"
+        )
     if info is None and not force:
-        changed = ", ".join(_shard_changes(target, fp)) or "its file no longer matches its sha256"
+        changed = ", ".join(_shard_changes(target, fp)) or "its files no longer match their sha256"
         raise StError(f"{target}: a finished shard of another job ({changed}); pass --force to replace it")
     return info
 
@@ -65,11 +73,25 @@ def open_journal(target: Path, header: dict[str, Any], *, resume: bool, force: b
         return None
 
 
-def journaling(journal: Journal | None, sink: Sink) -> Callable[[int], None] | None:
-    """After each window: make its rows durable, then note them in the journal."""
+def journaling(journal: Journal | None, sink: Sink, summary: EncodeSummary) -> Callable[[int], None] | None:
+    """After each window: make its rows durable, then note them in the journal, with the threads they ran on."""
     if journal is None:
         return None
-    return lambda rows: journal.record(rows, sink.sync())
+    return lambda rows: journal.record(rows, sink.sync(), summary.threads)
+
+
+def resumed_threads(journal: Journal | None, wanted: int | None) -> tuple[int | None, str | None]:
+    """The torch threads to run on: those of the rows a resumed run keeps (a matmul's sums depend on the
+    thread count, so rows would differ from an uninterrupted run's in the last bits), else `wanted`;
+    and a warning when that overrides a count given."""
+    if journal is None or not journal.done or journal.threads is None or journal.threads == wanted:
+        return wanted, None
+    if wanted is None:
+        return journal.threads, None
+    return journal.threads, (
+        f"{journal.target}: resuming on the {journal.threads} torch threads the interrupted run's rows ran on "
+        f"(not {wanted}), so the rows equal an uninterrupted run's"
+    )
 
 
 def job_fingerprint(
@@ -134,6 +156,7 @@ def shard_info(
     model_name: str,
     written: Path,
     fp: dict[str, Any],
+    side_files: dict[str, str],
 ) -> ShardInfo:
     return ShardInfo(
         shard=part.shard,
@@ -148,6 +171,7 @@ def shard_info(
         model=model_name,
         sha256=file_sha256(written),
         lines=options.skip_empty,
+        side_files=side_files,
         job=job_id(fp),
         fingerprint=fp,
     )
