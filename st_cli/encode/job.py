@@ -21,6 +21,7 @@ from st_cli.encode.shards import (
     VERSIONED,
     ShardInfo,
     ShardPlan,
+    damaged_file,
     differences,
     file_sha256,
     fingerprint,
@@ -50,16 +51,21 @@ def finished_shard_of_job(target: Path, fp: dict[str, Any], plan: ShardPlan, for
             f"not the shard {plan.shard}/{plan.of} asked for; pass --force to replace it, or give another --out"
         )
     if info is None and not force:
-        changed = ", ".join(_shard_changes(target, fp)) or "its files no longer match their sha256"
-        raise StError(f"{target}: a finished shard of another job ({changed}); pass --force to replace it")
+        raise StError(f"{target}: {_not_finished(target, fp)}; pass --force to replace it")
     return info
 
 
-def _shard_changes(target: Path, fp: dict[str, Any]) -> list[str]:
+def _not_finished(target: Path, fp: dict[str, Any]) -> str:
+    """Why the shard at `target` is no finished shard of this job: another job, or files changed since."""
     try:
-        return [f"changed: {', '.join(differences(read_sidecar(target).fingerprint, fp))}"]
-    except StError:
-        return []
+        recorded = read_sidecar(target)
+    except StError as e:
+        return f"its sidecar is unusable ({e})"
+    changed = differences(recorded.fingerprint, fp)
+    if recorded.job != job_id(fp):
+        return f"a finished shard of another job (changed: {', '.join(changed) or 'the job'})"
+    damaged = damaged_file(target, recorded)
+    return f"a finished shard of this job whose file {damaged.name if damaged else ''} no longer matches its sha256"
 
 
 def open_journal(target: Path, header: dict[str, Any], *, resume: bool, force: bool) -> Journal | None:

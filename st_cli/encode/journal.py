@@ -110,7 +110,7 @@ class Journal:
                     "rows; continue it with --resume, or pass --force to start over"
                 )
             return self._fresh(header)
-        damage = partial_damage(self.data, last.get("state", {}))
+        damage = partial_damage(self.data, int(last["rows"]), last.get("state", {}))
         if damage is not None:
             self._refuse_or_restart(f"{self.data.name}: {damage}", force)
             return self._fresh(header)
@@ -162,26 +162,32 @@ class Journal:
             os.close(self.fd)
 
 
-def partial_damage(data: Path, state: dict[str, Any]) -> str | None:
-    """Why the rows a journal entry names are not (all) in `data`, or None when they are: the file is at
-    least its preallocated size and the bytes of the rows have the CRC-32 they were written with. A file
-    cut short would be extended with zeros and a journal ahead of its rows would keep zeros: both caught."""
+def partial_damage(data: Path, rows: int, state: dict[str, Any]) -> str | None:
+    """Why the `rows` rows a journal entry names are not all in `data`, or None when they are: the file is
+    at least its preallocated size, the checksummed bytes hold exactly `rows` rows, and they have the
+    CRC-32 they were written with. A file cut short (which a resumed writer would extend with zeros) and a
+    journal ahead of its rows (zeros where rows should be) are both caught, before anything is written."""
     try:
         crc, size = int(state["crc32"]), int(state["size"])
         start, end = (int(v) for v in state["data"])
+        row_bytes = int(state["row_bytes"]) if "row_bytes" in state else None
     except (KeyError, TypeError, ValueError):
         return "the journal holds no checksum of its rows"
+    if row_bytes is not None and end - start != rows * row_bytes:
+        return f"the journal names {rows:,} rows, its checksum covers {(end - start) // max(row_bytes, 1):,}"
     try:
         actual = data.stat().st_size
         if actual < size:
             return f"cut short ({actual:,} bytes, {size:,} expected): its rows are not all there"
-        found, left = 0, end - start
+        found, lines, left = 0, 0, end - start
         with open(data, "rb") as f:
             f.seek(start)
             while left > 0 and (block := f.read(min(left, 1 << 22))):
-                found, left = zlib.crc32(block, found), left - len(block)
+                found, lines, left = zlib.crc32(block, found), lines + block.count(b"\n"), left - len(block)
     except OSError as e:
         return f"unreadable: {e.strerror or e}"
+    if row_bytes is None and lines != rows:  # a row a line (.jsonl)
+        return f"the journal names {rows:,} rows, its checksum covers {lines:,}"
     if left or found != crc:
         return "its rows do not match the checksum the journal recorded as they were written"
     return None

@@ -79,8 +79,9 @@ class RowWriter(Protocol):
 
     def sync(self) -> dict[str, Any]:
         """Make the rows so far durable; returns what a resumed run needs to continue the file: at least
-        "crc32", the CRC-32 of the bytes "data" = [start, end) of the file holding the rows, and "size",
-        the least size of an intact file (`journal.partial_damage` checks them before a resume)."""
+        "crc32", the CRC-32 of the bytes "data" = [start, end) of the file holding the rows, "size", the
+        least size of an intact file, and "row_bytes" (absent: a row a line), so the rows a journal names
+        are the rows the checksum covers (`journal.partial_damage` checks them before a resume)."""
         ...
 
     def continue_at(self, state: dict[str, Any], rows: int) -> None:
@@ -138,7 +139,8 @@ class InPlaceWriter:
         finally:
             os.close(fd)
         # The rows a journal names are where they belong; these let a resumed run check they still are.
-        return {"crc32": self.crc, "data": [self.offset, self.end], "size": self.size}
+        row_bytes = self.width * self.dtype.itemsize
+        return {"crc32": self.crc, "data": [self.offset, self.end], "size": self.size, "row_bytes": row_bytes}
 
     def continue_at(self, state: dict[str, Any], rows: int) -> None:
         self.crc, self.end = int(state["crc32"]), int(state["data"][1])
