@@ -525,7 +525,8 @@ def test_merge_refuses_an_edited_or_missing_side_file(tiny_folder: Path, tmp_pat
         encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(i, 3), threads=1, **options)
     edited = parts[1].with_name(parts[1].name + side)
     original = edited.read_text()
-    edited.write_text(original.replace("\n", "\n", 1)[::-1] if side == ".ids.jsonl" else "1\n" + original)
+    first, second, *rest = original.splitlines(keepends=True)
+    edited.write_text("".join([second, first, *rest]))  # two ids (or line numbers) swapped: still well-formed
     code, output = merge_cli(*parts, "--out", tmp_path / "m.npy")
     assert code == 2 and output.count("\n") == 1, output
     assert f"{edited}: its contents do not match the sha256 in p1.npy.shard.json" in output
