@@ -250,7 +250,9 @@ def test_ctrl_c_on_workers_keeps_their_windows_for_resume(model_folder: Path, tm
     # Each worker sleeps after each window (a SIGSTOP would leave the parent waiting on stopped children).
     run = Run(args, pause="encode:window=60", preexec_fn=os.setpgrp)
     assert run.proc.stderr is not None
-    while run.err.count(b"st-test: at encode:window") < 2:  # each worker has journaled its first window
+    # Each worker has journaled its first window (the whole line: a marker cut before its newline would
+    # swallow the parent's message into a "st-test:" line).
+    while run.err.count(b"st-test: at encode:window\n") < 2:
         chunk = os.read(run.proc.stderr.fileno(), 65536)
         assert chunk, run.err.decode(errors="replace")
         run.err += chunk
