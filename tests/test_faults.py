@@ -8,6 +8,7 @@ it, or lets another run finish first and sends SIGCONT.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import resource
 import select
@@ -76,6 +77,7 @@ class Run:
             assert self.proc.stdin is not None
             self.proc.stdin.write(stdin)
             self.proc.stdin.close()
+            self.proc.stdin = None  # written whole: communicate() in finish() has nothing to send
         self.err = b""
 
     @property
@@ -197,9 +199,12 @@ def test_sigkill_of_build_leaves_the_target_and_the_next_run_cleans_up(
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
 def test_sigterm_and_sighup_clean_up_like_sigint(model_folder: Path, tmp_path: Path, signum: int, code: int) -> None:
-    src = lines_file(tmp_path / "in.txt", 30)
+    """A run that cannot be resumed (stdin) leaves nothing when interrupted."""
+    stdin = lines_file(tmp_path / "in.txt", 30).read_bytes()
     run = Run(
-        encode_args(str(src), tmp_path / "o.safetensors", model_folder, "--precision", "uint8"), pause="encode:window"
+        encode_args("-", tmp_path / "o.safetensors", model_folder, "--precision", "uint8"),
+        pause="encode:window",
+        stdin=stdin,
     )
     run.reach("encode:window")
     os.kill(run.pid, signum)
@@ -207,6 +212,61 @@ def test_sigterm_and_sighup_clean_up_like_sigint(model_folder: Path, tmp_path: P
     rc, err = run.finish()
     assert (rc, err) == (code, [f"error: interrupted by {signal.Signals(signum).name}"])
     assert names(tmp_path) == ["in.txt"]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_keeps_its_finished_windows_for_resume(
+    model_folder: Path, tmp_path: Path, signum: int, code: int
+) -> None:
+    """Ctrl-C (or SIGTERM) on a long encode used to throw away every finished window: they stay for --resume."""
+    src = lines_file(tmp_path / "in.txt", 30)
+    single = tmp_path / "single" / "o.safetensors"
+    single.parent.mkdir()
+    encode_file(src, single, model=model_folder, window=10, precision="uint8", threads=1)
+    out = tmp_path / "o.safetensors"
+    args = encode_args(str(src), out, model_folder, "--precision", "uint8", "--window", "10", "--threads", "1")
+    run = Run(args, pause="encode:window")
+    run.reach("encode:window")
+    os.kill(run.pid, signum)
+    run.resume()
+    rc, err = run.finish()
+    name = signal.Signals(signum).name
+    assert (rc, err) == (code, [f"error: interrupted by {name}; 10 of 30 rows kept; rerun with --resume to continue"])
+    assert names(tmp_path) == [".o.safetensors.st-partial", ".o.safetensors.st-partial.journal", "in.txt", "single"]
+    result = runner.invoke(app, [*args, "--resume", "--json"])  # the same command with --resume
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["resumed_rows"] == 10
+    assert out.read_bytes() == single.read_bytes()
+    assert names(tmp_path) == ["in.txt", "o.safetensors", "single"]
+
+
+def test_ctrl_c_on_workers_keeps_their_windows_for_resume(model_folder: Path, tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group: the parent and every worker. The parts stay for --resume."""
+    src = lines_file(tmp_path / "in.txt", 40)
+    single = tmp_path / "single" / "o.npy"
+    single.parent.mkdir()
+    encode_file(src, single, model=model_folder, window=10, threads=1)
+    out = tmp_path / "o.npy"
+    args = encode_args(str(src), out, model_folder, "--window", "10", "--threads", "1", "--workers", "2")
+    # Each worker sleeps after each window (a SIGSTOP would leave the parent waiting on stopped children).
+    run = Run(args, pause="encode:window=60", preexec_fn=os.setpgrp)
+    assert run.proc.stderr is not None
+    # Each worker has journaled its first window (the whole line: a marker cut before its newline would
+    # swallow the parent's message into a "st-test:" line).
+    while run.err.count(b"st-test: at encode:window\n") < 2:
+        chunk = os.read(run.proc.stderr.fileno(), 65536)
+        assert chunk, run.err.decode(errors="replace")
+        run.err += chunk
+    os.killpg(run.pid, signal.SIGINT)
+    rc, err = run.finish()
+    folder = ".o.npy.st-partial.workers"
+    assert (rc, err) == (130, [f"error: interrupted by SIGINT; 20 of 40 rows kept in {folder}; rerun with --resume to continue"])
+    assert names(tmp_path) == [folder, "in.txt", "single"]
+    result = runner.invoke(app, [*args, "--resume", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["resumed_rows"] == 20
+    assert out.read_bytes() == single.read_bytes()
+    assert names(tmp_path) == ["in.txt", "o.npy", "single"]
 
 
 def test_sigterm_of_build_removes_its_temp_folder(tiny_recipe: Callable[[str], Path], tmp_path: Path) -> None:

@@ -106,6 +106,19 @@ def test_stdin_cannot_go_to_ray(tmp_path: Path) -> None:
     assert "stdin cannot be sharded" in result.output
 
 
+def test_more_shards_than_windows_is_refused_before_ray_starts(tmp_path: Path) -> None:
+    """--shards 10**23 on 3 lines used to build a list of 10**23 parts (it never ended)."""
+    (tmp_path / "a.txt").write_text("a\nb\nc\n", encoding="utf-8")
+    result = runner.invoke(
+        app, ["encode", str(tmp_path / "a.txt"), "--out", str(tmp_path / "e.npy"), "--ray", "--shards", str(10**23)]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"--shards {10**23}: more shards than the job has windows (1 of --window 8192 records); give at most 1" in (
+        result.output
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
 def test_the_pool_s_start_is_its_first_ready_actor_even_one_ready_before_the_hand_over(tmp_path: Path) -> None:
     from st_cli.encode.ray import RayEncodeSummary
 

@@ -251,7 +251,7 @@ def test_a_killed_run_resumes_to_the_same_bytes_recomputing_one_window(
     assert partial_path(out).exists() and journal_path(out).exists()
     assert not [p for p in fsio.stale_temps(out) if "st-partial" in p.name]  # the partial run is not litter
 
-    with pytest.raises(StError, match="a killed run of this same job left 8 of .* rows; continue it with --resume"):
+    with pytest.raises(StError, match="an interrupted run of this same job left 8 of .* rows; continue it with --resume"):
         encode_file(src, out, model=tiny_folder, window=WINDOW, **options, threads=1)
     windows_done = 2  # the third window's rows were written, not journaled: redone
     if suffix == ".npy":  # a resumed run killed again
@@ -438,3 +438,169 @@ def test_a_parquet_run_keeps_no_journal_and_resume_runs_it_whole(tiny_folder: Pa
     summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, id_field="id", threads=1)
     assert summary.resumed_rows == 0
     assert outputs_of(out) == outputs_of(single)
+    assert summary.warnings == ["--resume: a .parquet output cannot be continued; encoding from the start"]
+
+
+# ---------------------------------------------------------------- robustness round 3 (issue #24)
+
+
+def encode_cli(*args: str | Path) -> Any:
+    return runner.invoke(app, ["encode", *map(str, args)])
+
+
+def rewrite_journal_rows(out: Path, rows: int) -> None:
+    """Make the journal claim `rows` rows done: what a journal ahead of its data looks like."""
+    header, entry = journal_path(out).read_bytes().split(b"\n")[:2]
+    value = json.loads(entry)
+    value["rows"] = rows
+    journal_path(out).write_bytes(header + b"\n" + json.dumps(value).encode() + b"\n")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "damage", "message"),
+    [
+        (".npy", "truncate", "cut short"),
+        (".jsonl", "truncate", "cut short"),
+        (".npy", "zero", "its rows do not match the checksum"),
+        (".npy", "overclaim", "the journal names 12 rows, its checksum covers 8"),
+        (".jsonl", "overclaim", "the journal names 12 rows, its checksum covers 8"),
+    ],
+)
+def test_a_damaged_partial_run_is_refused_not_resumed_into_zero_rows(
+    tiny_folder: Path, tmp_path: Path, suffix: str, damage: str, message: str
+) -> None:
+    """Resuming over a partial file cut short (an in-place writer extends it with zeros) or a journal ahead of
+    its rows used to publish all-zero rows with exit 0. The journal's CRC-32 and sizes catch both."""
+    src = corpus(tmp_path / "in.txt")
+    out = tmp_path / f"o{suffix}"
+    killed_run(src, out, tiny_folder, 3, "--threads", "1")  # 2 windows (8 rows) journaled
+    partial = partial_path(out)
+    if damage == "truncate":
+        os.truncate(partial, partial.stat().st_size // 3 if suffix == ".npy" else 40)
+    elif damage == "zero":
+        data = bytearray(partial.read_bytes())
+        data[200:260] = bytes(60)
+        partial.write_bytes(bytes(data))
+    else:
+        rewrite_journal_rows(out, 12)
+    before = partial.read_bytes()
+    result = encode_cli(src, "--out", out, "-m", tiny_folder, "--window", WINDOW, "--resume", "--threads", "1")
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and f"{out}: cannot resume: {partial.name}: {message}" in result.output
+    assert result.output.rstrip().endswith("pass --force to start over")
+    assert not out.exists() and partial.read_bytes() == before  # the damaged run is left as it was
+    # --force with --resume starts over, saying so; the output equals an uninterrupted run
+    single = tmp_path / "single" / f"o{suffix}"
+    single.parent.mkdir()
+    encode_file(src, single, model=tiny_folder, window=WINDOW, threads=1)
+    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, force=True, threads=1)
+    assert summary.resumed_rows == 0 and "starting over" in summary.warnings[0]
+    assert outputs_of(out) == outputs_of(single)
+
+
+def test_resume_of_a_finished_shard_under_another_shard_plan_is_refused(tiny_folder: Path, tmp_path: Path) -> None:
+    """Shard 1/3 finished at PART, then `--shard 1/4 --resume` used to report success with shard 1/3's rows."""
+    src = corpus(tmp_path / "in.txt")
+    part = tmp_path / "p1.npy"
+    encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 3), threads=1)
+    before = part.read_bytes()
+    result = encode_cli(src, "--out", part, "-m", tiny_folder, "--window", WINDOW, "--shard", "1/4", "--resume", "-q")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"{part}: a finished shard 1/3 of this job" in result.output and "not the shard 1/4 asked for" in result.output
+    assert part.read_bytes() == before
+    summary = encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(1, 4), resume=True, force=True, threads=1)
+    assert summary.shard is not None and (summary.shard.shard, summary.shard.of) == (1, 4)
+    fresh = tmp_path / "fresh.npy"
+    encode_file(src, fresh, model=tiny_folder, window=WINDOW, shard=(1, 4), threads=1)
+    assert part.read_bytes() == fresh.read_bytes()
+
+
+@pytest.mark.parametrize("side", [".lines.txt", ".ids.jsonl"])
+def test_merge_refuses_an_edited_or_missing_side_file(tiny_folder: Path, tmp_path: Path, side: str) -> None:
+    """An edited PART.lines.txt used to give an OUT.lines.txt that disagrees with the rows, exit 0."""
+    src = id_corpus(tmp_path / "in.jsonl")
+    options: dict[str, Any] = {"skip_empty": True} if side == ".lines.txt" else {"id_field": "id"}
+    parts = [tmp_path / f"p{i}.npy" for i in range(3)]
+    for i, part in enumerate(parts):
+        encode_file(src, part, model=tiny_folder, window=WINDOW, shard=(i, 3), threads=1, **options)
+    edited = parts[1].with_name(parts[1].name + side)
+    original = edited.read_text()
+    first, second, *rest = original.splitlines(keepends=True)
+    edited.write_text("".join([second, first, *rest]))  # two ids (or line numbers) swapped: still well-formed
+    code, output = merge_cli(*parts, "--out", tmp_path / "m.npy")
+    assert code == 2 and output.count("\n") == 1, output
+    assert f"{edited}: its contents do not match the sha256 in p1.npy.shard.json" in output
+    edited.unlink()
+    code, output = merge_cli(*parts, "--out", tmp_path / "m.npy")
+    assert code == 2 and f"{edited}: missing (p1.npy.shard.json lists it)" in output, output
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("m.")]
+    # and --resume does not take the damaged shard for a finished one
+    with pytest.raises(StError, match=f"a finished shard of this job whose file {edited.name} no longer matches"):
+        encode_file(src, parts[1], model=tiny_folder, window=WINDOW, shard=(1, 3), resume=True, threads=1, **options)
+
+
+def test_a_shard_count_beyond_any_loop_answers_at_once(tiny_folder: Path, tmp_path: Path) -> None:
+    """`--shard 0/100000000000000000000000` on a 3-line input used to hang (a loop over every shard)."""
+    from st_cli.encode.shards import check_shards, plan_shard, read_sidecar
+
+    huge = 100000000000000000000000
+    assert plan_shard(3, 8192, (0, huge)).rows == 0 and plan_shard(3, 8192, (huge - 1, huge)).rows == 3
+    src = tmp_path / "in.txt"
+    src.write_text("a\nb\nc\n")
+    result = encode_cli(src, "--out", tmp_path / "p.npy", "-m", tiny_folder, "--shard", f"0/{huge}", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows"] == 0
+    part = tmp_path / "p.npy"
+    with pytest.raises(StError, match=f"shard 1/{huge} is missing \\({huge - 1} of {huge} missing\\)"):
+        check_shards([part], [read_sidecar(part)])
+
+
+def test_resume_with_nothing_to_resume_says_so(tiny_folder: Path, tmp_path: Path) -> None:
+    src = corpus(tmp_path / "in.txt", n=5)
+    out = tmp_path / "o.npy"
+    result = encode_cli(src, "--out", out, "-m", tiny_folder, "--resume", "--json", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    said = f"--resume: nothing to resume for {out}; encoding from the start"
+    assert json.loads(result.stdout)["warnings"] == [said]
+    assert f"warning: {said}" in result.stderr
+    out.unlink()
+    result = encode_cli(src, "--out", out, "-m", tiny_folder, "--workers", "2", "--resume", "--json", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"] == [said]
+
+
+def test_resume_added_to_a_killed_force_run_continues_it(tiny_folder: Path, tmp_path: Path) -> None:
+    """README: "the same command with --resume" goes on; a --force run over an existing output used to start over."""
+    src = corpus(tmp_path / "in.txt")
+    single = tmp_path / "single" / "o.npy"
+    single.parent.mkdir()
+    encode_file(src, single, model=tiny_folder, window=WINDOW, threads=1)
+    out = tmp_path / "o.npy"
+    out.write_bytes(single.read_bytes()[:200])  # an older output, replaced with --force
+    killed_run(src, out, tiny_folder, 3, "--force", "--threads", "1")
+    result = encode_cli(src, "--out", out, "-m", tiny_folder, "--window", WINDOW, "--force", "--resume", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["resumed_rows"] == 2 * WINDOW
+    assert out.read_bytes() == single.read_bytes()
+
+
+def test_a_resumed_run_goes_on_with_the_thread_count_its_journal_recorded(tiny_folder: Path, tmp_path: Path) -> None:
+    """Rows are bit-identical only at one thread count, and the default count follows the machine's load:
+    the journal records the count and a resumed run keeps it (a --threads that differs gets a warning)."""
+    src = corpus(tmp_path / "in.txt")
+    single = tmp_path / "single" / "o.npy"
+    single.parent.mkdir()
+    encode_file(src, single, model=tiny_folder, window=WINDOW, threads=1)
+    out = tmp_path / "o.npy"
+    killed_run(src, out, tiny_folder, 3, "--threads", "1")
+    assert json.loads(journal_path(out).read_bytes().split(b"\n")[1])["threads"] == 1
+    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True, threads=2)
+    assert summary.threads == 1 and summary.resumed_rows == 2 * WINDOW
+    assert summary.warnings == [f"{out}: resuming on the 1 torch threads the interrupted run's rows ran on (not 2), "
+                                "so the rows equal an uninterrupted run's"]  # fmt: skip
+    assert out.read_bytes() == single.read_bytes()
+    out.unlink()
+    killed_run(src, out, tiny_folder, 3, "--threads", "1")
+    summary = encode_file(src, out, model=tiny_folder, window=WINDOW, resume=True)  # the default: no warning
+    assert (summary.threads, summary.warnings) == (1, [])
+    assert out.read_bytes() == single.read_bytes()

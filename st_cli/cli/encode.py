@@ -147,7 +147,12 @@ def encode(
         ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue a killed run of this same command from its last finished window.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted (Ctrl-C) or killed run of this same command from its last finished "
+            "window, on the thread count it recorded.",
+        ),
     ] = False,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -204,8 +209,9 @@ def encode(
     Past one machine: --shard I/N writes one of N parts (shard on other
     machines, then st merge the parts: equal to one run bit for bit);
     --workers N runs N shards at once here (one per GPU) and merges them. A
-    run killed outright keeps a journal; the same command with --resume goes
-    on from its last finished window.
+    run killed or interrupted (Ctrl-C: exit 130) after its first window keeps
+    its finished windows; the same command plus --resume goes on from there,
+    on the thread count it recorded, to the bytes of an uninterrupted run.
 
     Examples:
       st encode corpus.txt --out emb.npy
@@ -315,6 +321,7 @@ def encode(
                 workers=workers or 1,
                 progress=progress,
                 stdin=stdin,
+                warn=render.warning,
             )
     if json_out or (not quiet and not to_stdout):  # stdout carries the rows: no summary line unless asked
         render.encode_summary(summary, as_json=json_out, to_stderr=to_stdout)
@@ -342,7 +349,8 @@ def merge(
 
     Checks that shards 0..N-1 are each given once, of one job (same inputs,
     model and options, per their PART.shard.json), with their rows contiguous
-    and their files unchanged; then streams their rows into OUT (any output
+    and their files unchanged (PART and its .lines.txt / .ids.jsonl, by
+    sha256); then streams their rows into OUT (any output
     format) under a temporary name, renamed at the end. int8/uint8 jobs are
     calibrated here, over all rows. --skip-empty line numbers are joined too.
 

@@ -141,7 +141,7 @@ def user_errors() -> Iterator[None]:
     """StError → one line on stderr and its exit code; anything else → exit 3 (ST_DEBUG=1 re-raises).
 
     SIGINT, SIGTERM and SIGHUP unwind like an exception (temps are removed on the way) and exit
-    130, 143 and 129 with one line.
+    130, 143 and 129 with one line; what was kept for a rerun (the exception's notes) goes on that line.
     """
     try:
         with fsio.signals_raise():
@@ -151,17 +151,22 @@ def user_errors() -> Iterator[None]:
             raise
         render.error(str(e))
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        render.error("interrupted by SIGINT")
+    except KeyboardInterrupt as e:
+        render.error(_interrupted("SIGINT", e))
         raise typer.Exit(130) from None
     except fsio.Terminated as e:
-        render.error(f"interrupted by {e}")
+        render.error(_interrupted(str(e), e))
         raise typer.Exit(e.exit_code) from None
     except Exception as e:
         if os.environ.get("ST_DEBUG"):
             raise
         render.error(f"internal error: {type(e).__name__}: {e} (re-run with ST_DEBUG=1 for a traceback)")
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _interrupted(signal_name: str, error: BaseException) -> str:
+    """`interrupted by SIGINT`, then what the interrupted command kept (an encode's finished windows)."""
+    return "; ".join([f"interrupted by {signal_name}", *getattr(error, "__notes__", [])])
 
 
 def _version(value: bool) -> None:

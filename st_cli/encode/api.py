@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from st_cli.encode.options import EncodeOptions, EncodeSummary, ProgressFn
+from st_cli.encode.options import EncodeOptions, EncodeSummary, ProgressFn, WarnFn
 from st_cli.encode.run import encode
 from st_cli.encode.workers import encode_with_workers
 from st_cli.errors import StError
@@ -39,6 +39,7 @@ def encode_file(
     model_name: str | None = None,
     workers: int = 1,
     stdout: IO[bytes] | None = None,
+    warn: WarnFn | None = None,
     **fields: Any,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` (.npy, .safetensors, .jsonl or .parquet), one row each,
@@ -57,6 +58,8 @@ def encode_file(
             metadata and the job's fingerprint as if `model` had been that name (Ray workers load once).
         workers: run the job's shards in this many processes at once (one per GPU with device
             "cuda", else sharing the CPUs) and merge them; the model must be a folder or Hub id.
+        warn: called at once with each warning (also in the summary's `warnings`): a `resume` that
+            finds nothing to resume, or starts over under --force.
     """
     options = EncodeOptions.of(options, **fields)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -88,7 +91,7 @@ def encode_file(
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise StError("--workers: give the model as a folder or Hub id (each worker process loads it)")
         return encode_with_workers(
-            items, output, options, model=model, workers=workers, resume=resume, progress=progress
+            items, output, options, model=model, workers=workers, resume=resume, progress=progress, warn=warn
         )
     return encode(
         items,
@@ -100,4 +103,5 @@ def encode_file(
         shard=shard,
         resume=resume,
         model_name=model_name,
+        warn=warn,
     )

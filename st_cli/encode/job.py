@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -20,6 +21,7 @@ from st_cli.encode.shards import (
     VERSIONED,
     ShardInfo,
     ShardPlan,
+    damaged_file,
     differences,
     file_sha256,
     fingerprint,
@@ -37,21 +39,33 @@ if TYPE_CHECKING:
     Encoder: TypeAlias = Model | static.StaticEncoder
 
 
-def finished_shard_of_job(target: Path, fp: dict[str, Any], force: bool) -> ShardInfo | None:
-    """A finished, intact shard of this job at `target` (nothing to do); else None to encode it again,
-    which replaces a finished shard of another job only with --force."""
+def finished_shard_of_job(target: Path, fp: dict[str, Any], plan: ShardPlan, force: bool) -> ShardInfo | None:
+    """A finished, intact shard of this job at `target` with the rows `plan` asks for (nothing to do); else
+    None to encode it again, which replaces a finished shard of another job or plan only with --force."""
     info = finished_shard(target, job_id(fp))
+    if info is not None and (info.shard, info.of, info.first_row, info.rows) != astuple(plan):
+        if force:
+            return None
+        raise StError(
+            f"{target}: a finished shard {info.shard}/{info.of} of this job (rows {info.first_row:,}+{info.rows:,}), "
+            f"not the shard {plan.shard}/{plan.of} asked for; pass --force to replace it, or give another --out"
+        )
     if info is None and not force:
-        changed = ", ".join(_shard_changes(target, fp)) or "its file no longer matches its sha256"
-        raise StError(f"{target}: a finished shard of another job ({changed}); pass --force to replace it")
+        raise StError(f"{target}: {_not_finished(target, fp)}; pass --force to replace it")
     return info
 
 
-def _shard_changes(target: Path, fp: dict[str, Any]) -> list[str]:
+def _not_finished(target: Path, fp: dict[str, Any]) -> str:
+    """Why the shard at `target` is no finished shard of this job: another job, or files changed since."""
     try:
-        return [f"changed: {', '.join(differences(read_sidecar(target).fingerprint, fp))}"]
-    except StError:
-        return []
+        recorded = read_sidecar(target)
+    except StError as e:
+        return f"its sidecar is unusable ({e})"
+    changed = differences(recorded.fingerprint, fp)
+    if recorded.job != job_id(fp):
+        return f"a finished shard of another job (changed: {', '.join(changed) or 'the job'})"
+    damaged = damaged_file(target, recorded)
+    return f"a finished shard of this job whose file {damaged.name if damaged else ''} no longer matches its sha256"
 
 
 def open_journal(target: Path, header: dict[str, Any], *, resume: bool, force: bool) -> Journal | None:
@@ -65,11 +79,25 @@ def open_journal(target: Path, header: dict[str, Any], *, resume: bool, force: b
         return None
 
 
-def journaling(journal: Journal | None, sink: Sink) -> Callable[[int], None] | None:
-    """After each window: make its rows durable, then note them in the journal."""
+def journaling(journal: Journal | None, sink: Sink, summary: EncodeSummary) -> Callable[[int], None] | None:
+    """After each window: make its rows durable, then note them in the journal, with the threads they ran on."""
     if journal is None:
         return None
-    return lambda rows: journal.record(rows, sink.sync())
+    return lambda rows: journal.record(rows, sink.sync(), summary.threads)
+
+
+def resumed_threads(journal: Journal | None, wanted: int | None) -> tuple[int | None, str | None]:
+    """The torch threads to run on: those of the rows a resumed run keeps (a matmul's sums depend on the
+    thread count, so rows would differ from an uninterrupted run's in the last bits), else `wanted`;
+    and a warning when that overrides a count given."""
+    if journal is None or not journal.done or journal.threads is None or journal.threads == wanted:
+        return wanted, None
+    if wanted is None:
+        return journal.threads, None
+    return journal.threads, (
+        f"{journal.target}: resuming on the {journal.threads} torch threads the interrupted run's rows ran on "
+        f"(not {wanted}), so the rows equal an uninterrupted run's"
+    )
 
 
 def job_fingerprint(
@@ -134,6 +162,7 @@ def shard_info(
     model_name: str,
     written: Path,
     fp: dict[str, Any],
+    side_files: dict[str, str],
 ) -> ShardInfo:
     return ShardInfo(
         shard=part.shard,
@@ -148,6 +177,7 @@ def shard_info(
         model=model_name,
         sha256=file_sha256(written),
         lines=options.skip_empty,
+        side_files=side_files,
         job=job_id(fp),
         fingerprint=fp,
     )

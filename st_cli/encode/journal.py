@@ -3,10 +3,13 @@
 A run on files (not stdin) writes its rows into `.NAME.st-partial` (the output's temp, or the
 int8/uint8 float32 staging file) and keeps `.NAME.st-partial.journal` beside it: a header line with
 the job (fingerprint hash, shard, rows, window) and, rewritten after each window's rows are durable,
-a line with the rows done and what the sink needs to go on (int8 ranges, the jsonl byte size). A run killed
-outright (SIGKILL, power loss) leaves both; `--resume` continues from the first missing window. These
-names carry no pid, so `fsio.remove_stale_temps` leaves them alone; the journal is flock()ed while a
-run owns it, so two runs never share one. A clean failure or interruption removes both.
+a line with the rows done, the torch threads they ran on, and what the sink needs to go on (int8
+ranges, the jsonl byte size) and to check the rows are still there (the CRC-32 of their bytes as
+written, the file's preallocated size). A run killed outright (SIGKILL, power loss) or interrupted
+(Ctrl-C, SIGTERM, SIGHUP) after its first window leaves both; `--resume` checks them and continues
+from the first missing window. These names carry no pid, so `fsio.remove_stale_temps` leaves them
+alone; the journal is flock()ed while a run owns it, so two runs never share one. A run that fails
+(bad input, a full disk) removes both.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import fcntl
 import json
 import os
 import signal
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,8 @@ class Journal:
     state: dict[str, Any] = field(default_factory=dict)
     windows: int = 0
     header_bytes: int = 0  # the entry goes after the header line, replacing the previous one
+    threads: int | None = None  # torch threads the resumed rows ran on: the rest run on as many
+    note: str | None = None  # what --resume did instead of resuming (nothing to resume, started over)
 
     @classmethod
     def open(cls, target: Path, header: dict[str, Any], *, resume: bool, force: bool) -> Journal:
@@ -83,27 +89,41 @@ class Journal:
         return journal
 
     def _start(self, header: dict[str, Any], *, resume: bool, force: bool) -> None:
+        """With `resume`, --force only lets a run of another job or a damaged one be replaced: a run of the
+        same job is continued, so `--resume` added to a killed `--force` command continues it."""
         raw = _read_all(self.fd)
         old, entries = parse(raw)
-        resumable = old is not None and bool(entries) and self.data.is_file() and _plausible(old, entries[-1])
-        if resumable and not force and old is not None:
-            last = entries[-1]
-            if _same_job(old, header):
-                if not resume:
-                    raise StError(
-                        f"{self.target}: a killed run of this same job left {last['rows']:,} of {old['rows']:,} rows; "
-                        "continue it with --resume, or pass --force to start over"
-                    )
-                self.done, self.state, self.windows = int(last["rows"]), last.get("state", {}), last.get("windows", 0)
-                self.header_bytes = raw.index(b"\n") + 1
-                return
+        if old is None or not entries or not self.data.is_file() or not _plausible(old, entries[-1]):
             if resume:
-                changed = ", ".join(_changed(old, header)) or "the job"
+                self.note = f"--resume: nothing to resume for {self.target}; encoding from the start"
+            return self._fresh(header)
+        last = entries[-1]
+        if not _same_job(old, header):
+            if resume:
+                why = f"the partial run was for another job (changed: {', '.join(_changed(old, header)) or 'the job'})"
+                self._refuse_or_restart(why, force)
+            return self._fresh(header)
+        if not resume:
+            if not force:
                 raise StError(
-                    f"{self.target}: cannot resume: the partial run was for another job (changed: {changed}); "
-                    "pass --force to start over"
+                    f"{self.target}: an interrupted run of this same job left {last['rows']:,} of {old['rows']:,} "
+                    "rows; continue it with --resume, or pass --force to start over"
                 )
-        self._fresh(header)
+            return self._fresh(header)
+        damage = partial_damage(self.data, int(last["rows"]), last.get("state", {}))
+        if damage is not None:
+            self._refuse_or_restart(f"{self.data.name}: {damage}", force)
+            return self._fresh(header)
+        self.done, self.state, self.windows = int(last["rows"]), last.get("state", {}), last.get("windows", 0)
+        threads = last.get("threads")
+        self.threads = threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+        self.header_bytes = raw.index(b"\n") + 1
+        return None
+
+    def _refuse_or_restart(self, why: str, force: bool) -> None:
+        if not force:
+            raise StError(f"{self.target}: cannot resume: {why}; pass --force to start over")
+        self.note = f"--resume --force: {self.target}: {why}; starting over"
 
     def _fresh(self, header: dict[str, Any]) -> None:
         fsio.remove(self.data)
@@ -117,14 +137,14 @@ class Journal:
         except OSError as e:
             raise fsio.write_error(e, self.target) from None
 
-    def record(self, rows: int, state: dict[str, Any]) -> None:
+    def record(self, rows: int, state: dict[str, Any], threads: int | None = None) -> None:
         """The rows before `rows` are durable in `data`: note it (fsynced) so a resumed run skips them."""
         self.windows += 1
         _test_kill(self.windows)
         # One entry, overwritten in place: int8 ranges are KBs a window, so appending would grow the
         # journal with the corpus. A kill between the write and the truncate leaves the old entry's
         # tail after a newline: not JSON, ignored.
-        line = _line({"rows": rows, "windows": self.windows, "state": state})
+        line = _line({"rows": rows, "windows": self.windows, "threads": threads, "state": state})
         os.pwrite(self.fd, line, self.header_bytes)
         os.ftruncate(self.fd, self.header_bytes + len(line))
         os.fsync(self.fd)
@@ -134,8 +154,43 @@ class Journal:
         """Remove the partial data (if not published) and the journal, then unlock."""
         fsio.remove(self.data)
         fsio.remove(journal_path(self.target))
+        self.keep()
+
+    def keep(self) -> None:
+        """Unlock, leaving the partial data and the journal for --resume (an interrupted run)."""
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def partial_damage(data: Path, rows: int, state: dict[str, Any]) -> str | None:
+    """Why the `rows` rows a journal entry names are not all in `data`, or None when they are: the file is
+    at least its preallocated size, the checksummed bytes hold exactly `rows` rows, and they have the
+    CRC-32 they were written with. A file cut short (which a resumed writer would extend with zeros) and a
+    journal ahead of its rows (zeros where rows should be) are both caught, before anything is written."""
+    try:
+        crc, size = int(state["crc32"]), int(state["size"])
+        start, end = (int(v) for v in state["data"])
+        row_bytes = int(state["row_bytes"]) if "row_bytes" in state else None
+    except (KeyError, TypeError, ValueError):
+        return "the journal holds no checksum of its rows"
+    if row_bytes is not None and end - start != rows * row_bytes:
+        return f"the journal names {rows:,} rows, its checksum covers {(end - start) // max(row_bytes, 1):,}"
+    try:
+        actual = data.stat().st_size
+        if actual < size:
+            return f"cut short ({actual:,} bytes, {size:,} expected): its rows are not all there"
+        found, lines, left = 0, 0, end - start
+        with open(data, "rb") as f:
+            f.seek(start)
+            while left > 0 and (block := f.read(min(left, 1 << 22))):
+                found, lines, left = zlib.crc32(block, found), lines + block.count(b"\n"), left - len(block)
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+    if row_bytes is None and lines != rows:  # a row a line (.jsonl)
+        return f"the journal names {rows:,} rows, its checksum covers {lines:,}"
+    if left or found != crc:
+        return "its rows do not match the checksum the journal recorded as they were written"
+    return None
 
 
 def rows_done(target: Path) -> int:

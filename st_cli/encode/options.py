@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 ERRORS = ("strict", "replace")
 
 ProgressFn = Callable[[int, int, int], None]  # (rows done, rows total, tokens done)
+WarnFn = Callable[[str], None]  # told at once what a run does otherwise than asked (--resume with nothing to resume)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class EncodeSummary:
     side_files: list[Path] = dataclasses.field(default_factory=list)
     resumed_rows: int = 0  # rows a killed run had finished (--resume): not encoded again
     shard: ShardInfo | None = None  # what --shard I/N wrote to OUTPUT.shard.json
+    warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. --resume found nothing to resume
 
     @property
     def texts_per_second(self) -> float:
@@ -159,6 +161,7 @@ class EncodeSummary:
             "side_files": [str(p) for p in self.side_files],
             "resumed_rows": self.resumed_rows,
             "shard": _shard_json(self.shard),
+            "warnings": list(self.warnings),
         }
 
 

@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,14 @@ class RowWriter(Protocol):
     def write(self, start: int, block: np.ndarray, ids: list[Any] | None = None) -> None: ...
 
     def sync(self) -> dict[str, Any]:
-        """Make the rows so far durable; returns what a resumed run needs to continue the file."""
+        """Make the rows so far durable; returns what a resumed run needs to continue the file: at least
+        "crc32", the CRC-32 of the bytes "data" = [start, end) of the file holding the rows, "size", the
+        least size of an intact file, and "row_bytes" (absent: a row a line), so the rows a journal names
+        are the rows the checksum covers (`journal.partial_damage` checks them before a resume)."""
+        ...
+
+    def continue_at(self, state: dict[str, Any], rows: int) -> None:
+        """Go on after `rows` rows, as a `sync()` of a killed run returned `state`."""
         ...
 
     def close(self, durable: bool = True) -> None:
@@ -91,12 +99,15 @@ class InPlaceWriter:
     Writes go through the page cache (pwrite), so written rows never count in the process's RSS;
     `sync` (after each window of a journaled run) and `close` make them durable (fdatasync). A memory
     map flushed at every write did the same at 3x the CPU time (page faults, msync).
+    Rows arrive in order: `crc` is the CRC-32 of the data bytes written so far, as written, which a
+    journal keeps so that a resumed run can tell rows on disk from a file cut short or zeroed.
     """
 
     def __init__(self, path: Path, rows: int, width: int, dtype: np.dtype, header: bytes) -> None:
         self.path, self.rows, self.width, self.dtype = path, rows, width, dtype
         self.offset = len(header)
-        size = self.offset + rows * width * dtype.itemsize
+        self.crc, self.end = 0, self.offset  # CRC-32 of bytes [offset, end): the rows written so far
+        size = self.size = self.offset + rows * width * dtype.itemsize
         try:
             with open(path, "r+b") as f:  # the temp exists (created by fsio.temp_file), maybe reserved larger
                 f.write(header)
@@ -112,6 +123,7 @@ class InPlaceWriter:
             return
         data = np.ascontiguousarray(block, self.dtype).data.cast("B")
         at = self.offset + start * self.width * self.dtype.itemsize
+        self.crc, self.end = zlib.crc32(data, self.crc), at + len(data)
         fd = os.open(self.path, os.O_WRONLY)
         try:
             while data:  # pwrite may write less than asked
@@ -126,7 +138,12 @@ class InPlaceWriter:
             os.fdatasync(fd)
         finally:
             os.close(fd)
-        return {}  # the rows a journal names are where they belong: nothing else to remember
+        # The rows a journal names are where they belong; these let a resumed run check they still are.
+        row_bytes = self.width * self.dtype.itemsize
+        return {"crc32": self.crc, "data": [self.offset, self.end], "size": self.size, "row_bytes": row_bytes}
+
+    def continue_at(self, state: dict[str, Any], rows: int) -> None:
+        self.crc, self.end = int(state["crc32"]), int(state["data"][1])
 
     def close(self, durable: bool = True) -> None:
         if durable:  # a published file's rows are on disk before its name is
@@ -158,20 +175,22 @@ class JsonlWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         # Appending to the temp (created empty): a resumed run first cuts it back with `continue_at`.
-        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.file = open(path, "ab")  # noqa: SIM115 - closed in close()
         self.next = 0
+        self.crc = 0  # CRC-32 of the bytes written so far (see InPlaceWriter)
 
-    def continue_at(self, rows: int, size: int) -> None:
-        """Resume after `rows` rows that filled the first `size` bytes (a killed run's journal)."""
+    def continue_at(self, state: dict[str, Any], rows: int) -> None:
+        """Resume after `rows` rows that filled the `state["bytes"]` first bytes (a killed run's journal)."""
         self.file.flush()
-        os.truncate(self.path, size)
-        self.next = rows
+        os.truncate(self.path, int(state["bytes"]))
+        self.next, self.crc = rows, int(state["crc32"])
 
     def sync(self) -> dict[str, Any]:
         """Make the rows so far durable; returns the file's size in bytes (a resumed run cuts it back there)."""
         self.file.flush()
         os.fsync(self.file.fileno())
-        return {"bytes": os.fstat(self.file.fileno()).st_size}
+        size = os.fstat(self.file.fileno()).st_size
+        return {"bytes": size, "crc32": self.crc, "data": [0, size], "size": size}
 
     def write(self, start: int, block: np.ndarray, ids: list[Any] | None = None) -> None:
         assert start == self.next, "jsonl rows must arrive in order"
@@ -179,7 +198,10 @@ class JsonlWriter:
             lines = (json.dumps({"id": i, "embedding": row}) for i, row in zip(ids, block.tolist(), strict=True))
         else:
             lines = (json.dumps({"index": start + i, "embedding": row}) for i, row in enumerate(block.tolist()))
-        self.file.writelines(line + "\n" for line in lines)
+        for line in lines:  # a line at a time: a window's joined lines would be tens of MB
+            data = (line + "\n").encode()  # ASCII: json.dumps escapes every other character
+            self.crc = zlib.crc32(data, self.crc)
+            self.file.write(data)
         self.next += len(block)
 
     def close(self, durable: bool = True) -> None:
@@ -262,6 +284,9 @@ class ParquetWriter:
 
     def sync(self) -> dict[str, Any]:
         return {}  # a Parquet file is finished by its footer: a killed run's cannot be continued
+
+    def continue_at(self, state: dict[str, Any], rows: int) -> None:
+        raise StError(f"{self.path}: a .parquet output cannot be continued")
 
     def close(self, durable: bool = True) -> None:
         if self.buffered or self.writer is None:
@@ -483,6 +508,7 @@ class Sink:
         self.calibrate = precision in CALIBRATED
         self.staging: Path | None = None
         self.writer: RowWriter | None = None
+        self.partial = partial
         self.tmp = partial if partial is not None and not self.calibrate else fsio.temp_file(output)
         try:
             if self.calibrate:
@@ -504,8 +530,9 @@ class Sink:
         if self.calibrate and rows:
             self.low = np.asarray(state["low"], np.float32)
             self.high = np.asarray(state["high"], np.float32)
-        if isinstance(self.writer, JsonlWriter):
-            self.writer.continue_at(rows, int(state["bytes"]))
+        if rows:
+            assert self.writer is not None
+            self.writer.continue_at(state, rows)
 
     def sync(self) -> dict[str, Any]:
         """Make the rows written so far durable; returns what a resumed run needs (see `resume`)."""
@@ -582,12 +609,13 @@ class Sink:
             "steps": steps.tolist(),
         }
 
-    def discard(self) -> None:
+    def discard(self, keep_partial: bool = False) -> None:
+        """Close and remove what is not published; with `keep_partial`, leave `partial` (an interrupted run's rows)."""
         if self.writer is not None:
             with contextlib.suppress(Exception):
                 self.writer.close(durable=False)
         for path in (self.tmp, self.staging):
-            if path is not None:
+            if path is not None and not (keep_partial and path == self.partial):
                 fsio.remove(path)
 
 

@@ -735,6 +735,12 @@ def encode_files_ray(
         tally = count_records(sources, opts.read)  # bad input is reported here, before Ray starts
     counted = time.perf_counter() - started
     rows = tally.records - tally.empty if opts.skip_empty else tally.records
+    windows = max(1, -(-rows // opts.window))
+    if shards is not None and shards > windows:  # a shard is whole windows; a list of 10**23 parts never ends
+        raise StError(
+            f"--shards {shards}: more shards than the job has windows ({windows:,} of --window {opts.window} "
+            f"records); give at most {windows:,}"
+        )
     if cpus_per_worker is None:
         cpus_per_worker = default_cpus_per_worker(address, workers, gpus_per_worker)
     sized_for = workers or local_workers(cpus_per_worker)

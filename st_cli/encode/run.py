@@ -23,11 +23,26 @@ from st_cli import fsio, threads
 from st_cli.encode.batching import Batch, Window, chunked, prefetched, windows
 from st_cli.encode.device import MMAP_THRESHOLD, autocast, pin_mmap_threshold, reduced_linears, to_device
 from st_cli.encode.inputs import STDIN, Record, Source, Tally, count_records, iter_records, resolved_inputs, tallied
-from st_cli.encode.job import finished_shard_of_job, job_fingerprint, journaling, open_journal, prepare_job, shard_info
-from st_cli.encode.options import EncodeOptions, EncodeSummary, ProgressFn
+from st_cli.encode.job import (
+    finished_shard_of_job,
+    job_fingerprint,
+    journaling,
+    open_journal,
+    prepare_job,
+    resumed_threads,
+    shard_info,
+)
+from st_cli.encode.options import EncodeOptions, EncodeSummary, ProgressFn, WarnFn
 from st_cli.encode.outputs import CALIBRATED, OUTPUT_SUFFIXES, Sink, side_paths, write_ids, writer_for
 from st_cli.encode.publish import claim_outputs, os_error, publish_all
-from st_cli.encode.shards import job_id, plan_shard, sidecar_path, stored_precision, valid_shard
+from st_cli.encode.shards import (
+    job_id,
+    plan_shard,
+    side_file_hashes,
+    sidecar_path,
+    stored_precision,
+    valid_shard,
+)
 from st_cli.errors import StError
 from st_cli.format import hub, layout
 from st_cli.model import static
@@ -206,6 +221,12 @@ def _row_ids(
     return ids
 
 
+def _warn(summary: EncodeSummary, warn: WarnFn | None, message: str) -> None:
+    summary.warnings.append(message)
+    if warn is not None:
+        warn(message)
+
+
 def _check_same_records(counted: Tally, read_again: Tally, done: int, rows: int) -> None:
     """The counting pass sized the output; the encoding pass must have read exactly the same records."""
     if read_again.records != counted.records or done != rows:
@@ -227,12 +248,15 @@ def encode(
     shard: tuple[int, int] | None = None,
     resume: bool = False,
     model_name: str | None = None,
+    warn: WarnFn | None = None,
 ) -> EncodeSummary:
     """Embed every record of `inputs` into `output` as `options` say; see `encode_file`.
 
     Publishing is safe (fsio): the output and its side files are written under temp names beside
     them and renamed into place at the end, never over a file that appeared after the run started.
-    A run on files keeps a journal (journal.py), so a killed run can be continued with `resume`.
+    A run on files keeps a journal (journal.py), so a killed or interrupted run can be continued with
+    `resume`: an interrupt (KeyboardInterrupt, fsio.Terminated) after the first journaled window leaves
+    the journal and the partial rows, and carries a note saying how many rows were kept.
     """
     started = time.perf_counter()
     threads.open_sample_window()  # what follows (checks, counting, loading) is the window it reads
@@ -272,7 +296,8 @@ def encode(
         summary = EncodeSummary(target, part.rows, _embedding_dim(encoder, options.truncate_dim), stored)
         summary.skipped_empty = counted.empty if options.skip_empty else 0
         fp = None if from_stdin else job_fingerprint(sources, encoder, model_name, options, plan, digests)
-        if finished and fp is not None and (intact := finished_shard_of_job(target, fp, options.force)) is not None:
+        intact = finished_shard_of_job(target, fp, part, options.force) if finished and fp is not None else None
+        if intact is not None:
             summary.shard, summary.resumed_rows = intact, intact.rows
             summary.side_files = [*side.values(), *last.values()]
             return summary
@@ -280,6 +305,8 @@ def encode(
         # A .parquet file is finished by its footer: a killed run's rows cannot be continued, so none are
         # journaled (int8/uint8 stage float32 rows, which can be).
         spec = writer_for(target)
+        if resume and spec is not None and not (spec.resumable or stored in CALIBRATED):
+            _warn(summary, warn, f"--resume: a {spec.suffix} output cannot be continued; encoding from the start")
         if fp is not None and spec is not None and (spec.resumable or stored in CALIBRATED):
             header = {"job": job_id(fp), "shard": part.shard, "of": part.of, "rows": part.rows}
             header |= {"window": options.window, "suffix": target.suffix.lower(), "fingerprint": fp}
@@ -287,12 +314,18 @@ def encode(
             # rows start) changes with that spelling, so resuming under another one is another job.
             header |= {"model": model_name}
             journal = open_journal(target, header, resume=resume, force=options.force)
+            if journal is not None and journal.note is not None:
+                _warn(summary, warn, journal.note)
         summary.resumed_rows = journal.done if journal is not None else 0
+        run_threads, overridden = resumed_threads(journal, options.threads)
+        if overridden is not None:
+            _warn(summary, warn, overridden)
         summary.load_seconds = time.perf_counter() - started
         started = time.perf_counter()
         metadata = {"format": "st_cli.encode", "model": model_name, "precision": stored, "rows": str(part.rows)}
         temps: dict[str, Path] = {}
         sink: Sink | None = None
+        keep = publishing = False  # keep: an interrupted run's journal and partial rows stay for --resume
         ids = _row_ids(sources, options, part.first_row, part.rows) if options.id_field is not None else None
         try:
             sink = Sink(
@@ -310,9 +343,9 @@ def encode(
             # A static folder's pool of numpy threads: --threads, else every CPU this process may use.
             torch_threads: contextlib.AbstractContextManager[int]
             if fast:
-                torch_threads = contextlib.nullcontext(options.threads or threads.usable_cpus())
+                torch_threads = contextlib.nullcontext(run_threads or threads.usable_cpus())
             else:
-                torch_threads = threads.thread_count(options.threads)
+                torch_threads = threads.thread_count(run_threads)
             with torch_threads as summary.threads, contextlib.ExitStack() as stack:
                 read_again = Tally()
                 every = tallied(iter_records(sources, read, skip_empty=False), read_again)
@@ -321,7 +354,7 @@ def encode(
                 if "lines" in temps:
                     records = _noting_lines(records, stack.enter_context(open(temps["lines"], "w", encoding="utf-8")))
                 todo = itertools.islice(records, summary.resumed_rows, None)
-                after_window = journaling(journal, sink)
+                after_window = journaling(journal, sink, summary)
                 if isinstance(encoder, static.StaticEncoder):
                     done = _encode_static_stream(
                         encoder,
@@ -350,6 +383,7 @@ def encode(
                 for _ in every:  # the rest of the inputs: the second pass must see every record too
                     pass
             _check_same_records(counted, read_again, done, part.rows)
+            publishing = True  # from here on the partial rows become the output: nothing to keep
             temps["output"] = sink.finish()
             if "calibration" in side:
                 temps["calibration"] = fsio.temp_file(side["calibration"])
@@ -358,20 +392,30 @@ def encode(
                 temps["ids"] = fsio.temp_file(side["ids"])
                 write_ids(temps["ids"], ids(0))
             if fp is not None and shard is not None:
-                summary.shard = shard_info(part, total, options, summary, model_name, temps["output"], fp)
+                written = {side[name]: temps[name] for name in side}
+                hashes = side_file_hashes(target, written)
+                summary.shard = shard_info(part, total, options, summary, model_name, temps["output"], fp, hashes)
                 temps["shard"] = fsio.temp_file(last["shard"])
                 temps["shard"].write_text(json.dumps(summary.shard.to_json(), indent=2) + "\n", encoding="utf-8")
             fsio.pause_point("encode:publish")
             publish_all(temps, claims, order=[*side, "output", *last])  # the sidecar last: it marks a finished shard
         except OSError as e:
             raise os_error(e, target) from None
+        except (KeyboardInterrupt, fsio.Terminated) as e:
+            keep = journal is not None and journal.done > 0 and not publishing
+            if keep and journal is not None:
+                e.add_note(f"{journal.done:,} of {part.rows:,} rows kept; rerun with --resume to continue")
+            raise
         finally:
             if sink is not None:
-                sink.discard()
+                sink.discard(keep_partial=keep)
             for path in temps.values():
                 fsio.remove(path)
             if journal is not None:
-                journal.close()
+                if keep:
+                    journal.keep()
+                else:
+                    journal.close()
     summary.side_files = list(side.values()) + list(last.values())
     summary.seconds = time.perf_counter() - started
     return summary

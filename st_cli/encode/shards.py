@@ -40,7 +40,7 @@ from st_cli.errors import StError
 
 SIDECAR_SUFFIX = ".shard.json"
 SIDECAR_FORMAT = "st_cli.shard"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: `side_files`, the sha256 of each side file a merge reads
 VERSIONED = ("torch", "transformers")  # besides st_cli itself: their versions can change the numbers
 
 
@@ -76,20 +76,22 @@ def valid_shard(shard: tuple[int, int]) -> bool:
 
 def plan_shards(total_rows: int, window: int, count: int) -> list[ShardPlan]:
     """N contiguous runs of whole windows, as even as windows allow; with N > windows some are empty."""
-    windows = -(-total_rows // window)
-    plans = []
-    for shard in range(count):
-        first = min(shard * windows // count * window, total_rows)
-        end = min((shard + 1) * windows // count * window, total_rows)
-        plans.append(ShardPlan(shard, count, first, end - first))
-    return plans
+    return [_plan(total_rows, window, (shard, count)) for shard in range(count)]
 
 
 def plan_shard(total_rows: int, window: int, shard: tuple[int, int] | None) -> ShardPlan:
-    """The rows one run encodes: the whole job, or its shard."""
+    """The rows one run encodes: the whole job, or its shard (computed alone: `--shard 0/10**23` is instant)."""
     if shard is None:
         return ShardPlan(0, 1, 0, total_rows)
-    return plan_shards(total_rows, window, shard[1])[shard[0]]
+    return _plan(total_rows, window, shard)
+
+
+def _plan(total_rows: int, window: int, shard: tuple[int, int]) -> ShardPlan:
+    index, count = shard
+    windows = -(-total_rows // window)
+    first = min(index * windows // count * window, total_rows)
+    end = min((index + 1) * windows // count * window, total_rows)
+    return ShardPlan(index, count, first, end - first)
 
 
 def stored_precision(precision: str, sharded: bool) -> str:
@@ -169,6 +171,7 @@ class ShardInfo:
     model: str  # the model as named on the command line (it goes into .safetensors metadata)
     sha256: str  # of PART
     lines: bool  # --skip-empty: PART.lines.txt holds the kept records' global line numbers
+    side_files: Mapping[str, str]  # sha256 of each side file (PART.lines.txt, PART.ids.jsonl) by its suffix
     job: str  # sha256 of the fingerprint
     fingerprint: Mapping[str, Any]
 
@@ -179,6 +182,11 @@ class ShardInfo:
     def from_json(cls, raw: Any, where: Path) -> ShardInfo:
         if not isinstance(raw, dict) or raw.get("format") != SIDECAR_FORMAT:
             raise StError(f'{where}: not a shard sidecar (no "format": "{SIDECAR_FORMAT}")')
+        if raw.get("version") != SIDECAR_VERSION:
+            raise StError(
+                f"{where}: a shard sidecar of version {raw.get('version')!r}; this st reads version "
+                f"{SIDECAR_VERSION}: run that shard again"
+            )
         values = {}
         for f in dataclasses.fields(cls):
             if f.name not in raw:
@@ -188,6 +196,8 @@ class ShardInfo:
             info = cls(**values)
         except TypeError as e:
             raise StError(f"{where}: {e}") from None
+        if not isinstance(info.side_files, dict) or not all(isinstance(v, str) for v in info.side_files.values()):
+            raise StError(f"{where}: side_files: expected {{suffix: sha256}}; the sidecar is damaged")
         if not valid_shard((info.shard, info.of)) or info.first_row < 0 or info.rows < 0:
             raise StError(
                 f"{where}: shard {info.shard}/{info.of}, rows {info.first_row}+{info.rows}: not a valid shard"
@@ -222,13 +232,42 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def side_file_hashes(part: Path, written: Mapping[Path, Path]) -> dict[str, str]:
+    """`side_files` of a sidecar: {suffix after PART's name: sha256} of `written` (final path → file holding it)."""
+    return {path.name[len(part.name) :]: file_sha256(temp) for path, temp in written.items()}
+
+
+def damaged_file(part: Path, info: ShardInfo) -> Path | None:
+    """The first of PART and its side files whose contents no longer match the sidecar's sha256 (None: intact).
+
+    Every file a merge reads is checked: an edited PART.lines.txt would otherwise give a merged
+    OUT.lines.txt that disagrees with the rows."""
+    expected = {path.name[len(part.name) :] for path in side_paths_of(part, info).values()}
+    if set(info.side_files) != expected:
+        return sidecar_path(part)
+    for path, digest in [(part, info.sha256)] + [(_beside(part, s), d) for s, d in sorted(info.side_files.items())]:
+        if not path.is_file() or file_sha256(path) != digest:
+            return path
+    return None
+
+
+def side_paths_of(part: Path, info: ShardInfo) -> dict[str, Path]:
+    """The side files a shard has, as a merge reads them (--skip-empty's lines, --id-field's ids)."""
+    with_ids = info.fingerprint.get("options", {}).get("id_field") is not None
+    return side_paths(part, skip_empty=info.lines, precision=info.precision, ids=with_ids)
+
+
+def _beside(part: Path, suffix: str) -> Path:
+    return part.with_name(part.name + suffix)
+
+
 def finished_shard(part: Path, job: str) -> ShardInfo | None:
-    """The sidecar of `part` if it is a finished shard of `job` whose file still matches it, else None."""
+    """The sidecar of `part` if it is a finished shard of `job` whose files still match it, else None."""
     try:
         info = read_sidecar(part)
     except StError:
         return None
-    if info.job != job or not part.is_file() or file_sha256(part) != info.sha256:
+    if info.job != job or damaged_file(part, info) is not None:
         return None
     return info
 
@@ -273,9 +312,9 @@ def check_shards(parts: Sequence[Path], infos: Sequence[ShardInfo]) -> list[tupl
         if info.shard in by_index:
             raise StError(f"{part}: shard {info.shard}/{info.of} given twice (also {by_index[info.shard]})")
         by_index[info.shard] = part
-    missing = [i for i in range(first.of) if i not in by_index]
-    if missing:
-        raise StError(f"shard {missing[0]}/{first.of} is missing ({len(missing)} of {first.of} missing)")
+    if len(by_index) != first.of:  # the first missing index is at most len(parts): never a loop over N
+        missing = next(i for i in range(len(by_index) + 1) if i not in by_index)
+        raise StError(f"shard {missing}/{first.of} is missing ({first.of - len(by_index)} of {first.of} missing)")
     ordered = [(by_index[i], infos[parts.index(by_index[i])]) for i in range(first.of)]
     row = 0
     for part, info in ordered:
@@ -314,9 +353,14 @@ def merge_shards(
     chosen = precision or first.job_precision
     _check_precision(chosen, first.precision)
     for part, info in ordered:
-        if not part.is_file() or file_sha256(part) != info.sha256:
+        damaged = damaged_file(part, info)
+        if damaged == sidecar_path(part):
+            raise StError(f"{damaged}: its side_files do not match the job's options; re-run that shard")
+        if damaged is not None and not damaged.exists():
+            raise StError(f"{damaged}: missing ({sidecar_path(part).name} lists it); re-run that shard")
+        if damaged is not None:
             raise StError(
-                f"{part}: its contents do not match the sha256 in {sidecar_path(part).name}; re-run that shard"
+                f"{damaged}: its contents do not match the sha256 in {sidecar_path(part).name}; re-run that shard"
             )
     with_ids = first.fingerprint.get("options", {}).get("id_field") is not None
     side = side_paths(target, skip_empty=first.lines, precision=chosen, ids=with_ids)

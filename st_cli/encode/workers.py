@@ -1,9 +1,9 @@
 """`st encode --workers N`: N processes (one per GPU with --device cuda) encode the N shards of one
 job side by side, then the parts are merged into the output: equal to a single run, byte for byte.
 
-The parts live in `.OUT.st-partial.workers/` beside the output (no pid in the name: a killed run's
-parts wait for `--resume`, which keeps each finished part of the same job and continues the others
-from their journals).
+The parts live in `.OUT.st-partial.workers/` beside the output (no pid in the name: a killed or
+interrupted run's parts wait for `--resume`, which keeps each finished part of the same job and
+continues the others from their journals).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import queue
+import sys
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing import get_context
@@ -25,7 +26,7 @@ from st_cli.encode.shards import merge_shards, read_sidecar, sidecar_path
 from st_cli.errors import StError
 
 if TYPE_CHECKING:
-    from st_cli.encode.options import EncodeOptions, EncodeSummary, ProgressFn
+    from st_cli.encode.options import EncodeOptions, EncodeSummary, ProgressFn, WarnFn
 
 
 def workers_folder(target: Path) -> Path:
@@ -41,10 +42,12 @@ def encode_with_workers(
     workers: int,
     resume: bool = False,
     progress: ProgressFn | None = None,
+    warn: WarnFn | None = None,
 ) -> EncodeSummary:
     """Encode the shards of the job in `workers` processes at once, then merge them into `output`.
 
-    `progress` gets (rows done, rows total, 0), the rows done read from the parts' journals.
+    `progress` gets (rows done, rows total, 0), the rows done read from the parts' journals. An
+    interrupt (Ctrl-C, SIGTERM) keeps the parts for --resume, as a dead worker does.
     """
     from st_cli.encode.options import EncodeSummary
 
@@ -63,6 +66,11 @@ def encode_with_workers(
         )
     if options.force and not resume:
         fsio.remove(folder)
+    warnings = []
+    if resume and not (folder.exists() and any(folder.iterdir())):
+        warnings.append(f"--resume: nothing to resume for {target}; encoding from the start")
+        if warn is not None:
+            warn(warnings[0])
     folder.mkdir(exist_ok=True)
     parts = [folder / f"part{i}{target.suffix}" for i in range(workers)]
     devices = _devices(options.device, workers)
@@ -75,6 +83,9 @@ def encode_with_workers(
     try:
         summaries = _run_all(jobs, report=_reporter(inputs, target, options, parts, progress))
         merged = merge_shards(parts, target, precision=options.precision, force=options.force)
+    except (KeyboardInterrupt, fsio.Terminated) as error:  # the parts wait for --resume
+        error.add_note(_kept(parts, folder))
+        raise
     except BaseException as error:
         if not resume and not isinstance(error, WorkerDied):  # a dead worker's siblings' parts wait for --resume
             fsio.remove(folder)
@@ -89,6 +100,12 @@ def encode_with_workers(
         summary.resumed_rows += part.resumed_rows
         summary.load_seconds = max(summary.load_seconds, part.load_seconds)
         summary.threads = part.threads
+        if not warnings:  # else the parts' own "nothing to resume" say it again
+            for line in part.warnings:
+                summary.warnings.append(line)
+                if warn is not None:
+                    warn(line)
+    summary.warnings = warnings + summary.warnings
     summary.side_files = merged.side_files
     summary.seconds = time.perf_counter() - started - summary.load_seconds
     return summary
@@ -126,6 +143,23 @@ def _reporter(
         progress(done, total, 0)
 
     return report
+
+
+def _kept(parts: Sequence[Path], folder: Path) -> str:
+    """What an interrupted --workers run leaves: the rows its parts journaled or finished."""
+    done, total, known = 0, 0, 0  # known: parts whose rows are known (a part not started has no journal yet)
+    for part in parts:
+        with contextlib.suppress(OSError, ValueError, IndexError, KeyError, TypeError, StError):
+            if sidecar_path(part).exists():
+                info = read_sidecar(part)
+                done, total, known = done + info.rows, total + info.rows, known + 1
+                continue
+            header, entries = parse(journal_path(part).read_bytes())
+            done += int(entries[-1]["rows"]) if entries else 0
+            if header is not None:
+                total, known = total + int(header["rows"]), known + 1
+    of = f" of {total:,}" if known == len(parts) else ""
+    return f"{done:,}{of} rows kept in {folder.name}; rerun with --resume to continue"
 
 
 def _rows_in_sidecar(part: Path) -> int:
@@ -174,6 +208,8 @@ def _worker(index: int, results: Any, job: Job) -> None:
     """A worker process's body: its summary, or its error as one line, goes back on `results`."""
     try:
         results.put((index, True, _run_shard(*job)))
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal: its journal is kept
+        sys.exit(130)
     except StError as e:
         results.put((index, False, str(e)))
     except Exception as e:  # noqa: BLE001 - reported by the parent as one line
