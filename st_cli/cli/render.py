@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from st_cli.encode.ray import RayEncodeSummary
     from st_cli.encode.shards import MergeSummary
     from st_cli.eval.evaluate import EvalResult
+    from st_cli.export.options import ExportReport
     from st_cli.format.summary import ModelSummary, ModuleSummary
     from st_cli.training.options import TrainReport
     from st_cli.verify.verify import VerifyReport
@@ -470,3 +471,19 @@ def eval_results(results: list[EvalResult], *, as_json: bool) -> None:
             shown = "n/a" if value != value else f"{value:.4f}"  # NaN: a constant side
             table.add_row(f"[bold]{name}[/bold]" if name == result.primary else name, shown)
         out.print(table)
+
+
+# ---------------------------------------------------------------- st export
+
+
+def export_report(report: ExportReport, *, as_json: bool) -> None:
+    """The JSON document on stdout, or one line per file written and a summary line on stderr."""
+    if as_json:
+        print_json(report.to_json())
+        return
+    for file in report.files:
+        info(f"wrote {file.path} ({_size(file.bytes)}, sha256 {file.sha256[:12]}…)")
+    for note in report.notes:
+        info(note)
+    recorded = f", sha256 recorded in {report.folder}/st_manifest.json" if report.manifest else ""
+    info(f"exported {len(report.variants)} variant(s) to {report.folder} in {report.seconds:.1f} s{recorded}")
