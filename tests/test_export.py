@@ -243,6 +243,9 @@ def test_large_model_weights_go_to_external_data(built: Path, tmp_path: Path, mo
     report = export_model(ExportOptions(str(built), onnx=True, optimize=("O2",), output=out))
     paths = {f.path for f in report.files}
     assert {"onnx/model.onnx", "onnx/model.onnx_data", "onnx/model_O2.onnx"} <= paths
+    described = {f.path: f for f in st_cli.summarize(out).exported}  # inspect follows the external data
+    assert described["onnx/model.onnx"].weights_files == ["onnx/model.onnx_data"]
+    assert described["onnx/model.onnx"].bytes == sum((out / p).stat().st_size for p in ("onnx/model.onnx", "onnx/model.onnx_data"))
     inputs, hidden = _torch_reference(out, TEXTS)
     for name in ("onnx/model.onnx", "onnx/model_O2.onnx"):
         got = _run_onnx(out / name, inputs)
@@ -280,3 +283,49 @@ def test_st57_optimum_loads_the_exported_file(exported: tuple[Path, dict], tmp_p
         np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
     else:
         assert (theirs * ours).sum(1).mean() >= INT8_MIN_COSINE  # both unit length (Normalize)
+
+
+# ---------------------------------------------------------------- st inspect reads the exported files
+
+
+def test_inspect_lists_exported_files_from_the_files(exported: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    for extra in ("onnx", "onnxruntime", "openvino"):  # read without any extra: format/ has its own reader
+        monkeypatch.setitem(sys.modules, extra, None)
+    folder, report = exported
+    summary = st_cli.summarize(folder)
+    files = {f.path: f for f in summary.exported}
+    assert set(files) == set(report["variants"].values())
+    bert_inputs = [
+        {"name": n, "dtype": "int64", "shape": ["batch_size", "sequence_length"]}
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    float32 = files["onnx/model.onnx"].to_json()
+    assert float32["inputs"] == bert_inputs and float32["opset"] == 18 and float32["format"] == "onnx"
+    assert float32["outputs"] == [{"name": "last_hidden_state", "dtype": "float32", "shape": ["batch_size", "sequence_length", 32]}]
+    assert float32["bytes"] == (folder / "onnx/model.onnx").stat().st_size
+    assert files["onnx/model_O4.onnx"].outputs[0].dtype == "float32"  # float16 inside, float32 at the edges
+    ir = files["openvino/openvino_model.xml"]
+    assert [t.name for t in ir.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [(t.name, t.dtype, t.shape) for t in ir.outputs] == [("last_hidden_state", "float32", ("?", "?", 32))]
+    assert ir.weights_files == ["openvino/openvino_model.bin"]
+    assert ir.bytes == sum((folder / f"openvino/openvino_model.{s}").stat().st_size for s in ("xml", "bin"))
+    # OpenVINO's .bin is raw weights, not a pickle
+    assert not [f for f in summary.findings if f.code == "pickled-weights"], summary.findings
+    assert json.loads(json.dumps(summary.to_json()))["exported"][0]["path"] == "onnx/model.onnx"
+
+
+def test_inspect_names_a_broken_exported_file(built: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(built, tmp_path / "m"))
+    (folder / "onnx").mkdir()
+    (folder / "onnx/model.onnx").write_bytes(b"\x3a\xff\xff\xff\x0f")  # graph field announcing 4 GB, then nothing
+    (folder / "openvino").mkdir()
+    (folder / "openvino/openvino_model.xml").write_text("<net><layers>", encoding="utf-8")
+    summary = st_cli.summarize(folder)
+    bad = sorted((f.path, f.message.split(" (")[0]) for f in summary.findings if f.code == "bad-exported-file")
+    assert bad == [
+        ("onnx/model.onnx", "onnx/model.onnx: not a readable ONNX model"),
+        ("openvino/openvino_model.xml", "openvino/openvino_model.xml: not a readable OpenVINO IR"),
+    ]
+    assert all(f.check == "layout" for f in summary.findings if f.code == "bad-exported-file")
+    result = runner.invoke(app, ["inspect", str(folder)])
+    assert result.exit_code == 0 and "bad-exported-file" in result.stdout

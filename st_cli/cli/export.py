@@ -17,7 +17,9 @@ def export(
     optimize: Annotated[
         list[str] | None,
         typer.Option(
-            "--optimize", metavar="O1|O2|O3|O4", help="Write onnx/model_O<N>.onnx, optimised by onnxruntime (repeatable)."
+            "--optimize",
+            metavar="O1|O2|O3|O4",
+            help="Write onnx/model_O<N>.onnx, optimised by onnxruntime (repeatable).",
         ),
     ] = None,
     quantize: Annotated[

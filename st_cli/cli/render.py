@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from st_cli.encode.shards import MergeSummary
     from st_cli.eval.evaluate import EvalResult
     from st_cli.export.options import ExportReport
+    from st_cli.format.exported import ExportedFile
     from st_cli.format.summary import ModelSummary, ModuleSummary
     from st_cli.training.options import TrainReport
     from st_cli.verify.verify import VerifyReport
@@ -105,6 +106,10 @@ def summary_tree(summary: ModelSummary, *, tensors: bool = False) -> Tree:
     modules = tree.add(Text("modules", style="bold"))
     for module in summary.modules:
         _module_node(modules.add(_module_label(module)), module, tensors=tensors)
+    if summary.exported:
+        files = tree.add(Text(f"exported ({len(summary.exported)})", style="bold"))
+        for file in summary.exported:
+            _exported_node(files, file)
     findings = tree.add(Text(f"findings ({len(summary.findings)})", style="bold"))
     for f in summary.findings:
         severity = (f"{f.severity:<7} ", _SEVERITY_STYLE[f.severity])
@@ -115,6 +120,18 @@ def summary_tree(summary: ModelSummary, *, tensors: bool = False) -> Tree:
         for reason in verdict.reasons:
             node.add(Text(reason))
     return tree
+
+
+def _exported_node(parent: Tree, file: ExportedFile) -> None:
+    opset = f"opset {file.opset}" if file.opset is not None else "opset ?"
+    node = parent.add(Text.assemble((file.path, "bold"), f"  {file.format} · {opset} · {_size(file.bytes)}"))
+
+    def tensors(specs: list[Any]) -> str:
+        return ", ".join(
+            f"{t.name} {t.dtype or '?'}[{', '.join(map(str, t.shape)) if t.shape is not None else '?'}]" for t in specs
+        )
+
+    node.add(Text(f"{tensors(file.inputs)} → {tensors(file.outputs)}"))
 
 
 def _module_label(module: ModuleSummary) -> Text:

@@ -164,7 +164,9 @@ def _publish_in_place(root: Path, work: Path, variants: list[Variant], force: bo
     return files
 
 
-def _publish_copy(root: Path, work: Path, variants: list[Variant], claim: fsio.Claim, say: Status) -> list[ExportedFile]:
+def _publish_copy(
+    root: Path, work: Path, variants: list[Variant], claim: fsio.Claim, say: Status
+) -> list[ExportedFile]:
     files = []
     say(f"copying {root} to {claim.path}")
     with fsio.atomic_folder(claim) as tmp:
