@@ -59,8 +59,9 @@ def export(
 
     Examples:
       st export out/minilm --onnx
-      st export out/minilm --onnx --optimize O3 --quantize int8 --arch avx2 --arch avx512_vnni
-      st export sentence-transformers/all-MiniLM-L6-v2 --onnx --openvino -o minilm-export
+      st export out/minilm --onnx --optimize O3 --quantize int8
+      st export out/minilm --quantize int8 --arch avx2 --arch arm64
+      st export all-MiniLM-L6-v2 --onnx --openvino -o minilm-export
     """
     from st_cli.export.export import export_model
     from st_cli.export.options import ExportOptions
