@@ -326,6 +326,18 @@ def test_inspect_names_a_broken_exported_file(built: Path, tmp_path: Path) -> No
         ("onnx/model.onnx", "onnx/model.onnx: not a readable ONNX model"),
         ("openvino/openvino_model.xml", "openvino/openvino_model.xml: not a readable OpenVINO IR"),
     ]
-    assert all(f.check == "layout" for f in summary.findings if f.code == "bad-exported-file")
+    # a warning that fails verify's layout check, while the torch model still loads (export --force mends it)
+    assert all((f.severity, f.check) == ("warning", "layout") for f in summary.findings if f.code == "bad-exported-file")
     result = runner.invoke(app, ["inspect", str(folder)])
     assert result.exit_code == 0 and "bad-exported-file" in result.stdout
+
+
+def test_openvino_weights_file_is_refused_up_front(built: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(built, tmp_path / "m"))
+    (folder / "openvino").mkdir()
+    (folder / "openvino/openvino_model.bin").write_bytes(b"someone's weights")
+    result = runner.invoke(app, ["export", str(folder), "--openvino"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {folder}/openvino/openvino_model.bin: already exists; pass --force to replace it"
+    assert (folder / "openvino/openvino_model.bin").read_bytes() == b"someone's weights"
+    assert not (folder / "openvino/openvino_model.xml").exists()

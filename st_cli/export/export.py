@@ -49,14 +49,16 @@ def export_model(options: ExportOptions, status: Status | None = None) -> Export
         fsio.refuse_inputs_inside(options.output, [root], "export")
         folder_claim = fsio.claim(options.output, force=options.force, kind=layout.MODEL_FOLDER)
     else:  # every target refused up front, before the model loads
-        for variant in variants:
-            fsio.claim(root / variant.file, force=options.force, kind=EXPORTED_FILE)
+        for rel in (rel for variant in variants for rel in variant.targets):
+            fsio.claim(root / rel, force=options.force, kind=EXPORTED_FILE)
     say(f"loading {options.model}")
     model, shape = _exportable(root, options.trust_remote_code)
     inputs = producers.model_inputs(model)
     target = options.output if options.output is not None else root
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = fsio.temp_folder(target if options.output is not None else root / "onnx")
+    work_beside = target if options.output is not None else root / "onnx"
+    fsio.remove_stale_temps(work_beside)  # what a killed export left
+    work = fsio.temp_folder(work_beside)
     try:
         with _quiet_tools():
             _produce(variants, work, model, inputs, shape, say)

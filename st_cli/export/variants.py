@@ -44,6 +44,12 @@ class Variant:
     extra: str  # the EXTRAS row it needs
     make: Make | None  # None: the float32 export itself (made from torch, not from the ONNX file)
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Its file and the weights file it always has beside it (an IR's `.bin`): both refused up front."""
+        weights = (self.file[: -len(".xml")] + ".bin",) if self.file.endswith(".xml") else ()
+        return (self.file, *weights)
+
 
 def _optimized(level: str) -> Variant:
     def make(source: Path, target: Path, shape: Shape) -> None:

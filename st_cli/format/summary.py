@@ -388,8 +388,8 @@ class _Reader:
         for path in exported.find(self.root):
             try:
                 found.append(exported.read(path, self.rel(path)))
-            except ModelFolderError as e:
-                self.add("error", "bad-exported-file", str(e), self.rel(path))
+            except ModelFolderError as e:  # a warning: the torch model still loads (and st export --force mends it)
+                self.add("warning", "bad-exported-file", str(e), self.rel(path))
         return found
 
     # ------------------------------------------------------------ model level
