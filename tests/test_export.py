@@ -341,3 +341,15 @@ def test_openvino_weights_file_is_refused_up_front(built: Path, tmp_path: Path) 
     assert result.stderr.strip() == f"error: {folder}/openvino/openvino_model.bin: already exists; pass --force to replace it"
     assert (folder / "openvino/openvino_model.bin").read_bytes() == b"someone's weights"
     assert not (folder / "openvino/openvino_model.xml").exists()
+
+
+def test_custom_module_first_is_not_exportable(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from tests.test_st_modules import save_with_st
+
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(TEXTS), encoding="utf-8")
+    root = save_with_st(sys.executable, tiny_bert_dir, texts, tmp_path / "st62", "input")  # HashedWords first
+    result = runner.invoke(app, ["export", str(root / "input"), "--onnx", "--trust-remote-code"])
+    assert result.exit_code == 2
+    assert "module 0 is custom code (HashedWords); st exports only a Transformer module" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (root / "input" / "onnx").exists()
