@@ -161,6 +161,21 @@ def test_copy_keeps_the_model_and_records_sha256(built: Path, exported: tuple[Pa
     np.testing.assert_allclose(st_cli.load_model(folder).encode(TEXTS), st_cli.load_model(built).encode(TEXTS))
 
 
+def test_copy_of_a_folder_without_manifest_gets_one(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    assert not (tiny_bert_dir / "st_manifest.json").exists()  # a plain transformers folder
+    out = tmp_path / "copy"
+    report = export_model(ExportOptions(str(tiny_bert_dir), quantize="int8", arch=("avx2",), output=out))
+    assert report.manifest and report.notes == ()
+    recorded = manifest.read(out)
+    assert recorded is not None and recorded.recorded_by == "st export" and recorded.probes is not None
+    assert recorded.files == {
+        p.relative_to(out).as_posix(): sha256_file(p) for p in out.rglob("*") if p.is_file() and p.name != "st_manifest.json"
+    }
+    assert "onnx/model_quint8_avx2.onnx" in recorded.files and not (out / "onnx/model.onnx").exists()
+    # ... and the source folder is untouched
+    assert not (tiny_bert_dir / "onnx").exists() and not (tiny_bert_dir / "st_manifest.json").exists()
+
+
 def test_in_place_refuses_existing_then_force_replaces(built: Path, tmp_path: Path) -> None:
     folder = Path(shutil.copytree(built, tmp_path / "m"))
     first = runner.invoke(app, ["export", str(folder), "--onnx", "-q"])

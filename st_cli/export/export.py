@@ -54,7 +54,7 @@ def export_model(options: ExportOptions, status: Status | None = None) -> Export
         for rel in (rel for variant in variants for rel in variant.targets):
             fsio.claim(root / rel, force=options.force, kind=EXPORTED_FILE)
     say(f"loading {options.model}")
-    model, shape = _exportable(root, options.trust_remote_code)
+    st_model, model, shape = _exportable(root, options.trust_remote_code)
     inputs = producers.model_inputs(model)
     target = options.output if options.output is not None else root
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def export_model(options: ExportOptions, status: Status | None = None) -> Export
         with _quiet_tools():
             _produce(variants, work, model, inputs, shape, say)
         if folder_claim is not None:
-            files = _publish_copy(root, work, variants, folder_claim, say)
+            files = _publish_copy(root, work, variants, folder_claim, st_model, say)
         else:
             files = _publish_in_place(root, work, variants, options.force, say)
     finally:
@@ -84,8 +84,8 @@ def export_model(options: ExportOptions, status: Status | None = None) -> Export
     )
 
 
-def _exportable(root: Path, trust_remote_code: bool) -> tuple[Any, Shape]:
-    """The transformers model of the folder's first module; NotExportableError for any other."""
+def _exportable(root: Path, trust_remote_code: bool) -> tuple[Any, Any, Shape]:
+    """st's Model, and the transformers model of its first module; NotExportableError for any other first module."""
     from st_cli.model import registry
     from st_cli.model.model import load_model
     from st_cli.model.modules.transformer import Transformer
@@ -109,7 +109,7 @@ def _exportable(root: Path, trust_remote_code: bool) -> tuple[Any, Shape]:
         num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
         hidden_size=int(getattr(config, "hidden_size", 0) or 0),
     )
-    return auto, shape
+    return model, auto, shape
 
 
 def _produce(
@@ -169,8 +169,10 @@ def _publish_in_place(root: Path, work: Path, variants: list[Variant], force: bo
 
 
 def _publish_copy(
-    root: Path, work: Path, variants: list[Variant], claim: fsio.Claim, say: Status
+    root: Path, work: Path, variants: list[Variant], claim: fsio.Claim, st_model: Any, say: Status
 ) -> list[ExportedFile]:
+    """The copy is st's own new folder: it always leaves with a manifest (one made here, as `st verify --record`
+    makes one, when the source had none), so the exported files' sha256 are recorded."""
     files = []
     say(f"copying {root} to {claim.path}")
     with fsio.atomic_folder(claim) as tmp:
@@ -180,6 +182,10 @@ def _publish_copy(
             target.parent.mkdir(parents=True, exist_ok=True)
             files.append(_described(rel, path))
             os.replace(path, target)
+        if manifest.read(tmp) is None:
+            say(f"writing {layout.MANIFEST} (sha256 of every file, probe embeddings)")
+            dialect = layout.dialect(layout.read_modules_json(tmp))
+            manifest.write(tmp, st_model.build_manifest(tmp, None, None, dialect=dialect, recorded_by="st export"))
         _record(tmp, files, say)
     return files
 
