@@ -54,8 +54,9 @@ def export(
     onnx/model_qint8_avx512_vnni.onnx (model_quint8_avx2.onnx for avx2),
     openvino/openvino_model.xml. Without -o the files are added to the
     folder (an existing one is replaced only with --force) and
-    st_manifest.json records their sha256. Needs the extras:
-    pip install 'st-cli[onnx]' (and 'st-cli[openvino]' for --openvino).
+    st_manifest.json records their sha256. Needs the onnx extra (and
+    the openvino extra for --openvino); a missing one is named with
+    the pip install that adds it.
 
     Examples:
       st export out/minilm --onnx
