@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from st_cli.encode.api import EncodeSummary, encode_file
     from st_cli.encode.ray import Embedder, RayEncodeSummary, encode_files_ray
     from st_cli.encode.shards import MergeSummary, merge_shards
+    from st_cli.export.export import export_model
+    from st_cli.export.options import ExportOptions, ExportReport
     from st_cli.format.summary import ModelSummary, summarize
     from st_cli.model.model import Model, build, build_model, load_model
     from st_cli.model.modules.base import InputModule, Module
@@ -49,6 +51,9 @@ _LAZY = {
     "RayEncodeSummary": "st_cli.encode.ray",
     "merge_shards": "st_cli.encode.shards",
     "MergeSummary": "st_cli.encode.shards",
+    "export_model": "st_cli.export.export",
+    "ExportOptions": "st_cli.export.options",
+    "ExportReport": "st_cli.export.options",
     # training.py, not train.py: importing a submodule st_cli.train would shadow the function st_cli.train.
     "train": "st_cli.training.train",
     "TrainReport": "st_cli.training.options",

@@ -278,7 +278,7 @@ def test_cli_json_schema(built: dict[str, Path]) -> None:
     assert set(doc) == {
         "schema", "source", "path", "hub_id", "revision", "dialect", "saved_by", "versions", "model_type",
         "embedding_dimension", "truncate_dim", "max_seq_length", "similarity", "prompts", "default_prompt",
-        "manifest", "modules", "findings", "loaders",
+        "manifest", "modules", "exported", "findings", "loaders",
     }  # fmt: skip
     assert doc["schema"] == 1 and doc["embedding_dimension"] == 16 and list(doc["loaders"]) == list(LOADERS)
     dense = doc["modules"][2]

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from st_cli.encode.ray import RayEncodeSummary
     from st_cli.encode.shards import MergeSummary
     from st_cli.eval.evaluate import EvalResult
+    from st_cli.export.options import ExportReport
+    from st_cli.format.exported import ExportedFile
     from st_cli.format.summary import ModelSummary, ModuleSummary
     from st_cli.training.options import TrainReport
     from st_cli.verify.verify import VerifyReport
@@ -104,6 +106,10 @@ def summary_tree(summary: ModelSummary, *, tensors: bool = False) -> Tree:
     modules = tree.add(Text("modules", style="bold"))
     for module in summary.modules:
         _module_node(modules.add(_module_label(module)), module, tensors=tensors)
+    if summary.exported:
+        files = tree.add(Text(f"exported ({len(summary.exported)})", style="bold"))
+        for file in summary.exported:
+            _exported_node(files, file)
     findings = tree.add(Text(f"findings ({len(summary.findings)})", style="bold"))
     for f in summary.findings:
         severity = (f"{f.severity:<7} ", _SEVERITY_STYLE[f.severity])
@@ -114,6 +120,18 @@ def summary_tree(summary: ModelSummary, *, tensors: bool = False) -> Tree:
         for reason in verdict.reasons:
             node.add(Text(reason))
     return tree
+
+
+def _exported_node(parent: Tree, file: ExportedFile) -> None:
+    opset = f"opset {file.opset}" if file.opset is not None else "opset ?"
+    node = parent.add(Text.assemble((file.path, "bold"), f"  {file.format} · {opset} · {_size(file.bytes)}"))
+
+    def tensors(specs: list[Any]) -> str:
+        return ", ".join(
+            f"{t.name} {t.dtype or '?'}[{', '.join(map(str, t.shape)) if t.shape is not None else '?'}]" for t in specs
+        )
+
+    node.add(Text(f"{tensors(file.inputs)} → {tensors(file.outputs)}"))
 
 
 def _module_label(module: ModuleSummary) -> Text:
@@ -470,3 +488,19 @@ def eval_results(results: list[EvalResult], *, as_json: bool) -> None:
             shown = "n/a" if value != value else f"{value:.4f}"  # NaN: a constant side
             table.add_row(f"[bold]{name}[/bold]" if name == result.primary else name, shown)
         out.print(table)
+
+
+# ---------------------------------------------------------------- st export
+
+
+def export_report(report: ExportReport, *, as_json: bool) -> None:
+    """The JSON document on stdout, or one line per file written and a summary line on stderr."""
+    if as_json:
+        print_json(report.to_json())
+        return
+    for file in report.files:
+        info(f"wrote {file.path} ({_size(file.bytes)}, sha256 {file.sha256[:12]}…)")
+    for note in report.notes:
+        info(note)
+    recorded = f", sha256 recorded in {report.folder}/st_manifest.json" if report.manifest else ""
+    info(f"exported {len(report.variants)} variant(s) to {report.folder} in {report.seconds:.1f} s{recorded}")

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from st_cli.errors import ModelFolderError
-from st_cli.format import hub, layout
+from st_cli.format import exported, hub, layout
+from st_cli.format.exported import ExportedFile
 from st_cli.format.files import read_json, read_safetensors_header, walk
 from st_cli.format.portability import LOADERS, TF5_TOKENIZER_CLASSES, LoaderVerdict, verdicts
 from st_cli.format.spec import TypeSpec, WidthContext, hidden_size
@@ -51,6 +52,7 @@ FINDING_CHECKS: dict[str, str | None] = {
     "bad-config": "layout",
     "missing-weights": "layout",
     "bad-weights": "layout",
+    "bad-exported-file": "layout",  # a truncated or mislabelled onnx/*.onnx, openvino/*.xml
     "st-unsupported": "layout",
     "unsupported-type": "layout",
     "missing-tokenizer": "layout",
@@ -249,6 +251,7 @@ class ModelSummary:
     default_prompt: str | None = None
     manifest: bool = False
     modules: list[ModuleSummary] = field(default_factory=list)
+    exported: list[ExportedFile] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     loaders: dict[str, LoaderVerdict] = field(default_factory=dict)
 
@@ -275,6 +278,7 @@ class ModelSummary:
             "default_prompt": self.default_prompt,
             "manifest": self.manifest,
             "modules": [m.to_json(tensors=tensors) for m in self.modules],
+            "exported": [f.to_json() for f in self.exported],
             "findings": [f.to_json() for f in self.findings],
             "loaders": {name: v.to_json() for name, v in self.loaders.items()},
         }
@@ -372,10 +376,21 @@ class _Reader:
         if summary.truncate_dim and dim and summary.truncate_dim > dim:
             self.add("warning", "truncate-dim", f"truncate_dim {summary.truncate_dim} exceeds the output size {dim}")
         summary.max_seq_length = _max_seq_length(summary.modules)
+        summary.exported = self.read_exported()
         self.check_folder(summary)
         summary.findings = self.findings
         summary.loaders = verdicts(summary, self.root)
         return summary
+
+    def read_exported(self) -> list[ExportedFile]:
+        """ONNX and OpenVINO files in sentence-transformers' places (`st export`), read from the files alone."""
+        found = []
+        for path in exported.find(self.root):
+            try:
+                found.append(exported.read(path, self.rel(path)))
+            except ModelFolderError as e:  # a warning: the torch model still loads (and st export --force mends it)
+                self.add("warning", "bad-exported-file", str(e), self.rel(path))
+        return found
 
     # ------------------------------------------------------------ model level
 
@@ -752,7 +767,8 @@ def _first_int(config: dict[str, Any], keys: tuple[str, ...]) -> int | None:
 
 
 def _is_pickle(path: Path) -> bool:
-    return path.suffix in _PICKLE_SUFFIXES and path.is_file()
+    """A file torch would unpickle: by suffix, save an OpenVINO IR's `.bin` (raw weights beside its `.xml`)."""
+    return path.suffix in _PICKLE_SUFFIXES and path.is_file() and not exported.is_openvino_weights(path)
 
 
 def _other_framework_weights(folder: Path) -> bool:
