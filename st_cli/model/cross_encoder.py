@@ -70,6 +70,14 @@ class CrossEncoder:
         self.folder, self.tokenizer, self.network, self.head = folder, tokenizer, network, head
         self.num_labels, self.activation, self.max_length = num_labels, activation, max_length
 
+    def to(self, device: str) -> CrossEncoder:
+        """Move the weights to `device` (cpu, cuda, mps)."""
+        if device != "cpu" or any(p.device.type != "cpu" for p in self.network.parameters()):
+            self.network = self.network.to(device)
+            if self.head is not None:
+                self.head = Head(*(t.to(device) for t in vars(self.head).values()))
+        return self
+
     def lengths(self, pairs: Sequence[Pair]) -> tuple[np.ndarray, int]:
         """Tokens per pair after truncation (what batching sorts by), and how many pairs were truncated."""
         ids = self._call(pairs, add_special_tokens=True, truncation=False, return_attention_mask=False,
