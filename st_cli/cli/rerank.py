@@ -21,7 +21,9 @@ def rerank(
     top_k: Annotated[
         int | None, typer.Option("--top-k", min=1, help="Show the best K (default: all).", show_default=False)
     ] = None,
-    field: Annotated[str, typer.Option("--field", help="The text field (column) of .jsonl/.csv/.tsv documents.")] = "text",
+    field: Annotated[
+        str, typer.Option("--field", help="The text field (column) of .jsonl/.csv/.tsv documents.")
+    ] = "text",
     raw: RawOpt = False,
     max_batch_tokens: BatchTokensOpt = 512,
     device: DeviceOpt = "cpu",
@@ -37,8 +39,8 @@ def rerank(
     that is not a one-label CrossEncoder, 3 an internal error.
 
     Examples:
-      st rerank ./reranker --query "how do cats purr" --docs passages.txt --top-k 5
-      st rerank ./reranker --query "how do cats purr" --docs hits.jsonl --field body --json
+      st rerank ./reranker --query "cats purr" --docs passages.txt --top-k 5
+      st rerank ./reranker --query "cats purr" --docs hits.jsonl --json
     """
     from st_cli.score import ScoreOptions
     from st_cli.score import rerank as rank_documents

@@ -38,7 +38,9 @@ def score(
     out: Annotated[Path, typer.Option("--out", "-o", help="Scores: .npy (as predict returns them) or .jsonl.")],
     columns: Annotated[
         str | None,
-        typer.Option("--columns", metavar="FIRST,SECOND", help="Read the pair from these two columns.", show_default=False),
+        typer.Option(
+            "--columns", metavar="FIRST,SECOND", help="Read the pair from these two columns.", show_default=False
+        ),
     ] = None,
     raw: RawOpt = False,
     max_batch_tokens: BatchTokensOpt = 512,
@@ -59,7 +61,7 @@ def score(
 
     Examples:
       st score ./reranker --data pairs.jsonl --out scores.npy
-      st score ./reranker --data pairs.csv --columns question,answer --out scores.jsonl
+      st score ./reranker --data qa.csv --columns q,answer --out s.jsonl
       st score ./nli-model --data pairs.tsv --out logits.npy --raw
     """
     from st_cli.score import ScoreOptions, score_file

@@ -30,7 +30,9 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    SENTENCE_TRANSFORMER: Kind(SENTENCE_TRANSFORMER, "a sentence embedding model", "it gives one vector per text", "use `st encode`"),
+    SENTENCE_TRANSFORMER: Kind(
+        SENTENCE_TRANSFORMER, "a sentence embedding model", "it gives one vector per text", "use `st encode`"
+    ),
     CROSS_ENCODER: Kind(
         CROSS_ENCODER, "a reranker", "it scores (query, document) pairs", "use `st score` or `st rerank`"
     ),

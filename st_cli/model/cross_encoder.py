@@ -66,9 +66,10 @@ class CrossEncoder:
     """A loaded reranker: `logits(pairs)` for one padded batch, `activation` as the folder saved it."""
 
     def __init__(self, folder: Path, tokenizer: Any, network: Any, head: Head | None, num_labels: int,
-                 activation: str, max_length: int | None) -> None:  # fmt: skip
+                 activation: str, max_length: int | None, type_ids: bool | None = None) -> None:  # fmt: skip
         self.folder, self.tokenizer, self.network, self.head = folder, tokenizer, network, head
         self.num_labels, self.activation, self.max_length = num_labels, activation, max_length
+        self.type_ids = type_ids  # give the second text's token type ids: None, as the tokenizer decides
 
     def to(self, device: str) -> CrossEncoder:
         """Move the weights to `device` (cpu, cuda, mps)."""
@@ -90,7 +91,7 @@ class CrossEncoder:
     def tokenize(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor]:
         """One padded batch, truncated longest-first to max_length, as ST's preprocess does."""
         features = self._call(pairs, padding=True, truncation="longest_first", max_length=self.max_length,
-                              return_tensors="pt")  # fmt: skip
+                              return_tensors="pt", return_token_type_ids=self.type_ids)  # fmt: skip
         return {k: v for k, v in dict(features).items() if k in _MODEL_INPUTS}
 
     def _call(self, pairs: Sequence[Pair], **kwargs: Any) -> Any:
@@ -138,7 +139,8 @@ def load_cross_encoder(name_or_path: str | os.PathLike[str], *, revision: str | 
     tokenizer = _tokenizer(root)
     network, head = _network(root, config, num_labels)
     max_length = _max_length(root, tokenizer, config)
-    return CrossEncoder(root, tokenizer, network, head, num_labels, _activation(root, config, num_labels), max_length)
+    activation = _activation(root, config, num_labels)
+    return CrossEncoder(root, tokenizer, network, head, num_labels, activation, max_length, _type_ids(root, config))
 
 
 def _json(path: Path) -> Any:
@@ -150,7 +152,8 @@ def _json(path: Path) -> Any:
 
 def _is_sequence_classification(config: Any) -> bool:
     archs = config.get("architectures") if isinstance(config, dict) else None
-    return isinstance(archs, list) and any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in archs)
+    head = "ForSequenceClassification"
+    return isinstance(archs, list) and any(isinstance(a, str) and a.endswith(head) for a in archs)
 
 
 def _num_labels(config: dict[str, Any]) -> int:
@@ -180,6 +183,25 @@ def _activation(root: Path, config: dict[str, Any], num_labels: int) -> str:
             raise ModelFolderError(f"{root}: activation {path!r} is not one st runs ({known})")
         return name
     return "Sigmoid" if num_labels == 1 else "Identity"
+
+
+def _type_ids(root: Path, config: dict[str, Any]) -> bool | None:
+    """Whether the writer's tokenizer gave token type ids (the second text's 1s change a BERT's scores).
+
+    A tokenizer_config.json's model_input_names says; a generic PreTrainedTokenizerFast saved by transformers 4
+    gave them (its default inputs), while transformers 5 loads the same file as TokenizersBackend, which does
+    not: the writer's `predict` (ST 5.x on transformers 4) is the reference, so its inputs are kept.
+    """
+    settings = _json(root / "tokenizer_config.json")
+    if not isinstance(settings, dict):
+        return None
+    names = settings.get("model_input_names")
+    if isinstance(names, list):
+        return "token_type_ids" in names
+    written_by = str(config.get("transformers_version") or "")
+    if settings.get("tokenizer_class") == "PreTrainedTokenizerFast" and written_by[:2] in {"4.", "3."}:
+        return True
+    return None
 
 
 def _max_length(root: Path, tokenizer: Any, config: dict[str, Any]) -> int | None:

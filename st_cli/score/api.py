@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from st_cli import fsio
-from st_cli.encode.batching import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_WINDOW, chunked, plan_batches
+from st_cli.encode.batching import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_WINDOW, plan_batches
 from st_cli.encode.inputs import ReadOptions, read_rows, read_texts
 from st_cli.errors import StError
 from st_cli.model.cross_encoder import CrossEncoder, Pair, check_pairs, load_cross_encoder
@@ -107,7 +107,8 @@ def _score(
     shape = (len(checked),) if encoder.num_labels == 1 else (len(checked), encoder.num_labels)
     scores = np.zeros(shape, np.float32)
     done = truncated = 0
-    for start, window in chunked(checked, DEFAULT_WINDOW):
+    for start in range(0, len(checked), DEFAULT_WINDOW):  # windows bound the tokenizer's memory, as in encode
+        window = checked[start : start + DEFAULT_WINDOW]
         lengths, cut = encoder.lengths(window)
         truncated += cut
         for batch in plan_batches(lengths, options.max_tokens, options.max_rows):

@@ -1,0 +1,210 @@
+"""Rerankers: `st score` and `st rerank` on CrossEncoder folders saved by sentence-transformers 6.2 (this venv)
+and 5.7 (the compat venv), against that writer's own `CrossEncoder.predict`; the refusal lines of every kind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from st_cli.cli import app
+from tests.conftest import make_tiny_bert
+
+runner = CliRunner()
+COMPAT = Path(__file__).parent / "compat" / "cross_encoder.py"
+VENVS = Path(os.environ.get("ST_COMPAT_VENVS", Path(__file__).parent.parent / ".venv-compat"))
+ATOL = 1e-5
+
+# The last pair is longer than 12 tokens: ce1-short (max_length 12) truncates it.
+PAIRS = [
+    ("hello world", "the cat is eating food"),
+    ("a man playing", "a horse"),
+    ("query", "passage"),
+    ("dog", "movie new great text vector model sentence embedding search data test the a is of and to"),
+    ("search data", "a woman is playing with a dog"),
+    ("", "empty query"),
+]
+WRITERS = {"st62": Path(sys.executable), "st57": VENVS / "st57" / "bin" / "python"}
+
+
+def _save_with(writer: str, root: Path) -> Path:
+    """Tiny CrossEncoders saved by `writer`'s sentence-transformers, with its predictions (tests/compat)."""
+    python = WRITERS[writer]
+    if not python.is_file():
+        pytest.skip(f"{python} missing: run `make compat-venvs` (make test does)")
+    base = make_tiny_bert(root / "base")
+    if writer == "st57":  # transformers 4.57 does not know transformers 5's class name for a tokenizer.json
+        config = base / "tokenizer_config.json"
+        config.write_text(config.read_text().replace("TokenizersBackend", "PreTrainedTokenizerFast"))
+    pairs = root / "pairs.json"
+    pairs.write_text(json.dumps(PAIRS), encoding="utf-8")
+    out = root / writer
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(
+        [str(python), str(COMPAT), str(base), str(out), str(pairs)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module", params=list(WRITERS))
+def saved(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_with(request.param, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="module")
+def st62(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_with("st62", tmp_path_factory.mktemp("st62"))
+
+
+def _pairs_file(path: Path, first: str = "query", second: str = "document") -> Path:
+    path.write_text("".join(json.dumps({first: a, second: b}) + "\n" for a, b in PAIRS), encoding="utf-8")
+    return path
+
+
+def _predictions(saved: Path, folder: str, key: str) -> np.ndarray:
+    return np.array(json.loads((saved / "predictions.json").read_text())[folder][key], dtype=np.float32)
+
+
+@pytest.mark.parametrize("folder", ["ce1", "ce3", "ce1-short"])
+@pytest.mark.parametrize("raw", [False, True])
+def test_score_equals_the_writers_predict(saved: Path, tmp_path: Path, folder: str, raw: bool) -> None:
+    out = tmp_path / "scores.npy"
+    args = ["score", str(saved / folder), "--data", str(_pairs_file(tmp_path / "pairs.jsonl")), "--out", str(out)]
+    result = runner.invoke(app, args + (["--raw"] if raw else []))
+    assert result.exit_code == 0, result.output
+    ours = np.load(out)
+    theirs = _predictions(saved, folder, "raw" if raw else "scores")
+    assert ours.shape == theirs.shape == ((len(PAIRS),) if folder != "ce3" else (len(PAIRS), 3))
+    np.testing.assert_allclose(ours, theirs, atol=ATOL, rtol=0)
+    assert np.ptp(theirs, axis=0).min() > 10 * ATOL  # the pairs' scores differ: a wrong input would show
+
+
+def test_truncation_to_max_length_is_the_writers(st62: Path) -> None:
+    full, short = _predictions(st62, "ce1", "scores"), _predictions(st62, "ce1-short", "scores")
+    assert abs(full[3] - short[3]) > 10 * ATOL  # the long pair was cut, the others were not
+    np.testing.assert_allclose(full[:3], short[:3], atol=ATOL)
+
+
+def test_batches_do_not_change_the_scores(st62: Path) -> None:
+    from st_cli.score import ScoreOptions, score_pairs
+
+    one_by_one = score_pairs(st62 / "ce1", PAIRS, ScoreOptions(max_tokens=1))
+    together = score_pairs(st62 / "ce1", PAIRS, ScoreOptions(max_tokens=4096))
+    np.testing.assert_allclose(one_by_one, together, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(together, _predictions(st62, "ce1", "scores"), atol=ATOL, rtol=0)
+
+
+def test_jsonl_output_and_other_columns(st62: Path, tmp_path: Path) -> None:
+    data = tmp_path / "pairs.csv"
+    data.write_text("q,passage\n" + "".join(f'"{a}","{b}"\n' for a, b in PAIRS), encoding="utf-8")
+    out = tmp_path / "scores.jsonl"
+    args = ["score", str(st62 / "ce3"), "--data", str(data), "--columns", "q,passage", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == list(range(2, len(PAIRS) + 2))
+    np.testing.assert_allclose([r["scores"] for r in rows], _predictions(st62, "ce3", "scores"), atol=ATOL)
+
+
+def test_sentence1_sentence2_columns_are_found(st62: Path, tmp_path: Path) -> None:
+    data = _pairs_file(tmp_path / "pairs.jsonl", "sentence1", "sentence2")
+    out = tmp_path / "s.npy"
+    result = runner.invoke(app, ["score", str(st62 / "ce1"), "--data", str(data), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert (document["pairs"], document["labels"], document["activation"]) == (len(PAIRS), 1, "Sigmoid")
+    np.testing.assert_allclose(np.load(out), _predictions(st62, "ce1", "scores"), atol=ATOL)
+
+
+def test_rerank_equals_st_rank(st62: Path, tmp_path: Path) -> None:
+    from sentence_transformers import CrossEncoder
+
+    docs = [b for _, b in PAIRS]
+    (tmp_path / "docs.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
+    query = "a man is eating food"
+    args = ["rerank", str(st62 / "ce1"), "--query", query, "--docs", str(tmp_path / "docs.txt"), "--top-k", "4"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    ours = json.loads(result.stdout)["results"]
+    theirs = CrossEncoder(str(st62 / "ce1")).rank(query, docs, top_k=4)
+    assert [r["corpus_id"] for r in ours] == [r["corpus_id"] for r in theirs]
+    np.testing.assert_allclose([r["score"] for r in ours], [r["score"] for r in theirs], atol=ATOL)
+    assert [r["text"] for r in ours] == [docs[r["corpus_id"]] for r in theirs]
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0
+    assert docs[theirs[0]["corpus_id"]] in table.stdout.splitlines()[1]  # the best first, under the header
+    quiet = runner.invoke(app, [*args, "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stdout == ""
+
+
+# ---------------------------------------------------------------- refusals: one line naming the kind
+
+
+def _error_line(result: object) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]  # type: ignore[attr-defined]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_encode_refuses_a_cross_encoder(st62: Path, tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text("hello\n")
+    out = tmp_path / "e.npy"
+    result = runner.invoke(app, ["encode", str(tmp_path / "t.txt"), "--model", str(st62 / "ce1"), "--out", str(out)])
+    assert result.exit_code == 2
+    line = _error_line(result)
+    assert "is a CrossEncoder (a reranker" in line and "use `st score` or `st rerank`" in line
+    assert not out.exists()
+
+
+def test_score_refuses_a_sentence_transformer(tiny_recipe, tmp_path: Path) -> None:
+    import st_cli
+
+    _, folder = st_cli.build(tiny_recipe("  - type: Pooling\n    mode: mean\n"), tmp_path / "m")
+    out = tmp_path / "s.npy"
+    result = runner.invoke(app, ["score", str(folder), "--data", str(_pairs_file(tmp_path / "p.jsonl")), "--out", str(out)])
+    assert result.exit_code == 2
+    line = _error_line(result)
+    assert "is a SentenceTransformer (a sentence embedding model" in line and "use `st encode`" in line
+    assert not out.exists()
+
+
+def test_a_multi_vector_encoder_is_named(st62: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(st62 / "ce1", tmp_path / "colbert"))
+    config = folder / "config_sentence_transformers.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_type": "MultiVectorEncoder"}))
+    (tmp_path / "t.txt").write_text("hello\n")
+    result = runner.invoke(app, ["encode", str(tmp_path / "t.txt"), "--model", str(folder), "--out", str(tmp_path / "e.npy")])
+    assert result.exit_code == 2
+    line = _error_line(result)
+    assert "is a MultiVectorEncoder (ColBERT-style" in line and "st does not run token-vector models yet" in line
+
+
+def test_rerank_refuses_several_labels(st62: Path, tmp_path: Path) -> None:
+    (tmp_path / "d.txt").write_text("a\nb\n")
+    result = runner.invoke(app, ["rerank", str(st62 / "ce3"), "--query", "q", "--docs", str(tmp_path / "d.txt")])
+    assert result.exit_code == 2
+    assert "has 3 labels; use `st score`" in _error_line(result)
+
+
+def test_bad_pairs_files_are_one_line(st62: Path, tmp_path: Path) -> None:
+    data = _pairs_file(tmp_path / "p.jsonl", "a", "b")
+    out = tmp_path / "s.npy"
+    result = runner.invoke(app, ["score", str(st62 / "ce1"), "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 2
+    assert f"{data}:1: no query/document or sentence1/sentence2 columns" in _error_line(result)
+    result = runner.invoke(app, ["score", str(st62 / "ce1"), "--data", str(data), "--out", str(tmp_path / "s.txt")])
+    assert result.exit_code == 2 and "--out must end in .npy or .jsonl" in _error_line(result)
+    out.write_bytes(b"keep")
+    ok = _pairs_file(tmp_path / "ok.jsonl")
+    result = runner.invoke(app, ["score", str(st62 / "ce1"), "--data", str(ok), "--out", str(out)])
+    assert result.exit_code == 2 and "already exists; pass --force" in _error_line(result)
+    assert out.read_bytes() == b"keep"
