@@ -208,3 +208,29 @@ def test_bad_pairs_files_are_one_line(st62: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["score", str(st62 / "ce1"), "--data", str(ok), "--out", str(out)])
     assert result.exit_code == 2 and "already exists; pass --force" in _error_line(result)
     assert out.read_bytes() == b"keep"
+
+
+def test_inspect_names_the_kind(saved: Path) -> None:
+    result = runner.invoke(app, ["inspect", str(saved / "ce1"), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["kind"] == "CrossEncoder"
+    finding = next(f for f in document["findings"] if f["code"] == "model-kind")
+    assert "a reranker" in finding["message"] and "st score" in finding["message"]
+    assert not [f for f in document["findings"] if f["code"] == "model-type"]
+    assert "kind CrossEncoder" in runner.invoke(app, ["inspect", str(saved / "ce1")]).stdout
+
+
+def test_an_st4_style_plain_folder_is_a_cross_encoder(st62: Path, tmp_path: Path) -> None:
+    """ST 4 saved a plain sequence-classification folder with the activation in config.json."""
+    folder = Path(shutil.copytree(st62 / "ce1", tmp_path / "st4"))
+    for name in ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json"):
+        (folder / name).unlink()
+    config = json.loads((folder / "config.json").read_text())
+    config["sentence_transformers"] = {"activation_fn": "torch.nn.modules.linear.Identity", "version": "4.1.0"}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert json.loads(runner.invoke(app, ["inspect", str(folder), "--json"]).stdout)["kind"] == "CrossEncoder"
+    out = tmp_path / "s.npy"
+    result = runner.invoke(app, ["score", str(folder), "--data", str(_pairs_file(tmp_path / "p.jsonl")), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(out), _predictions(st62, "ce1", "raw"), atol=ATOL)  # Identity: the logits
