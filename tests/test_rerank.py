@@ -234,3 +234,61 @@ def test_an_st4_style_plain_folder_is_a_cross_encoder(st62: Path, tmp_path: Path
     result = runner.invoke(app, ["score", str(folder), "--data", str(_pairs_file(tmp_path / "p.jsonl")), "--out", str(out)])
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose(np.load(out), _predictions(st62, "ce1", "raw"), atol=ATOL)  # Identity: the logits
+
+
+# ---------------------------------------------------------------- st eval: the reranking task
+
+RERANK_SAMPLES = [
+    {"query": "hello world", "positive": ["the cat is eating food"], "negative": ["a horse", "passage", "dog movie"]},
+    {"query": "a man playing", "positive": ["a horse", "a woman is playing"], "negative": ["hello", "data test", "x"]},
+    {"query": "search data", "positive": "a dog", "negative": ["cat", "text vector model", "the new movie", "food"]},
+]
+RERANK_DOCUMENTS = [  # a retriever's hits: base_* metrics for their given order
+    {"query": "hello world", "positive": ["the cat is eating food"], "documents": ["a horse", "the cat is eating food"]},
+    {"query": "dog", "positive": ["a dog"], "documents": ["movie", "a woman", "search data", "text"]},
+]
+
+
+@pytest.mark.parametrize("samples", [RERANK_SAMPLES, RERANK_DOCUMENTS], ids=["negatives", "documents"])
+def test_eval_reranking_equals_the_evaluator(st62: Path, tmp_path: Path, samples: list[dict]) -> None:
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+
+    data = tmp_path / "rerank.jsonl"
+    data.write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
+    result = runner.invoke(app, ["eval", str(st62 / "ce1"), "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["task"] == "reranking" and document["primary"] == "ndcg@10"
+    theirs = CrossEncoderRerankingEvaluator(samples, write_csv=False)(CrossEncoder(str(st62 / "ce1")))
+    assert set(document["metrics"]) == set(theirs)
+    for name, value in theirs.items():
+        assert document["metrics"][name] == pytest.approx(value, abs=1e-9), name
+    assert 0 < theirs["map"] < 1  # the tiny model ranks some positive below a negative: the metrics are not trivial
+
+
+def test_reranking_metrics_handle_ties_as_scikit_learn() -> None:
+    from sklearn.metrics import average_precision_score, ndcg_score
+
+    from st_cli.eval.metrics import reranking_metrics
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(2, 25))
+        relevant = rng.integers(0, 2, n)
+        relevant[0] = 1
+        scores = rng.integers(0, 4, n).astype(np.float32)  # many ties
+        _, ndcg, ap = reranking_metrics(relevant.tolist(), scores)
+        assert ndcg == pytest.approx(ndcg_score([relevant], [scores], k=10), abs=1e-12)
+        assert ap == pytest.approx(average_precision_score(relevant, scores), abs=1e-12)
+
+
+def test_eval_refuses_reranking_data_for_an_embedding_model(tiny_recipe, tmp_path: Path) -> None:
+    import st_cli
+
+    _, folder = st_cli.build(tiny_recipe("  - type: Pooling\n    mode: mean\n"), tmp_path / "m")
+    data = tmp_path / "rerank.jsonl"
+    data.write_text("".join(json.dumps(s) + "\n" for s in RERANK_SAMPLES), encoding="utf-8")
+    result = runner.invoke(app, ["eval", str(folder), "--data", str(data)])
+    assert result.exit_code == 2
+    assert "is a SentenceTransformer (a sentence embedding model" in _error_line(result)
