@@ -292,3 +292,31 @@ def test_eval_refuses_reranking_data_for_an_embedding_model(tiny_recipe, tmp_pat
     result = runner.invoke(app, ["eval", str(folder), "--data", str(data)])
     assert result.exit_code == 2
     assert "is a SentenceTransformer (a sentence embedding model" in _error_line(result)
+
+
+# ---------------------------------------------------------------- st verify: a CrossEncoder's check set
+
+
+def test_verify_checks_a_cross_encoder(saved: Path) -> None:
+    result = runner.invoke(app, ["verify", str(saved / "ce3"), "--against", "sentence-transformers", "--json"])
+    document = json.loads(result.stdout)
+    statuses = {c["name"]: c["status"] for c in document["checks"]}
+    if saved.name == "st57":  # ST 6.2 drops the type ids transformers 4 gave the writer: st keeps the writer's
+        assert statuses == {"reload": "pass", "scores": "pass", "batch_invariance": "pass", "against": "fail"}
+        assert result.exit_code == 1
+        return
+    assert result.exit_code == 0, result.output
+    assert statuses == {"reload": "pass", "scores": "pass", "batch_invariance": "pass", "against": "pass"}
+
+
+def test_verify_fails_a_damaged_head(st62: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(shutil.copytree(st62 / "ce1", tmp_path / "broken"))
+    weights = load_file(folder / "model.safetensors")
+    weights["classifier.bias"] = weights["classifier.bias"] + float("nan")
+    save_file(weights, folder / "model.safetensors")
+    result = runner.invoke(app, ["verify", str(folder), "--json"])
+    assert result.exit_code == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["scores"]["status"] == "fail" and checks["batch_invariance"]["status"] == "skipped"
