@@ -320,3 +320,37 @@ def test_verify_fails_a_damaged_head(st62: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["scores"]["status"] == "fail" and checks["batch_invariance"]["status"] == "skipped"
+
+
+# ---------------------------------------------------------------- st build: kind: cross-encoder
+
+
+def test_build_a_cross_encoder_from_a_base_checkpoint(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from sentence_transformers import CrossEncoder
+
+    recipe = tmp_path / "ce.yaml"
+    recipe.write_text(f"kind: cross-encoder\nmodel: {tiny_bert_dir}\nmax_length: 12\nseed: 3\n", encoding="utf-8")
+    result = runner.invoke(app, ["build", str(recipe), "-o", str(tmp_path / "ce"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) | {"output": None} == {
+        "output": None, "kind": "CrossEncoder", "num_labels": 1, "activation": "Sigmoid", "max_length": 12,
+    }
+    theirs = CrossEncoder(str(tmp_path / "ce"))
+    out = tmp_path / "s.npy"
+    data = _pairs_file(tmp_path / "p.jsonl")
+    assert runner.invoke(app, ["score", str(tmp_path / "ce"), "--data", str(data), "--out", str(out)]).exit_code == 0
+    np.testing.assert_allclose(np.load(out), theirs.predict(PAIRS), atol=ATOL, rtol=0)
+    assert theirs.max_length == 12 and type(theirs.activation_fn).__name__ == "Sigmoid"
+
+
+def test_build_keeps_a_sequence_classification_head(st62: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "ce.yaml"
+    recipe.write_text(f"kind: cross-encoder\nmodel: {st62 / 'ce3'}\n", encoding="utf-8")
+    assert runner.invoke(app, ["build", str(recipe), "-o", str(tmp_path / "ce")]).exit_code == 0
+    from st_cli.score import score_pairs
+
+    np.testing.assert_allclose(score_pairs(tmp_path / "ce", PAIRS), _predictions(st62, "ce3", "scores"), atol=ATOL)
+    recipe.write_text(f"kind: cross-encoder\nmodel: {st62 / 'ce3'}\nnum_labels: 1\n", encoding="utf-8")
+    result = runner.invoke(app, ["build", str(recipe), "-o", str(tmp_path / "ce1")])
+    assert result.exit_code == 2 and "num_labels: 1, but the checkpoint's head has 3 labels" in _error_line(result)
+    assert not (tmp_path / "ce1").exists()
