@@ -186,6 +186,28 @@ def test_a_multi_vector_encoder_is_named(st62: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2
     line = _error_line(result)
     assert "is a MultiVectorEncoder (ColBERT-style" in line and "st does not run token-vector models yet" in line
+    data = _pairs_file(tmp_path / "p.jsonl")
+    rerank_data = tmp_path / "rerank.jsonl"
+    rerank_data.write_text("".join(json.dumps(s) + "\n" for s in RERANK_SAMPLES), encoding="utf-8")
+    for args in (
+        ["score", str(folder), "--data", str(data), "--out", str(tmp_path / "s.npy")],
+        ["verify", str(folder)],
+        ["eval", str(folder), "--data", str(rerank_data)],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, args
+        assert f"{folder} is a MultiVectorEncoder (ColBERT-style" in _error_line(result), args
+    assert json.loads(runner.invoke(app, ["inspect", str(folder), "--json"]).stdout)["kind"] == "MultiVectorEncoder"
+
+
+def test_a_bare_sequence_classification_folder_scores(st62: Path, tmp_path: Path) -> None:
+    """ST < 4 saved a CrossEncoder as a bare transformers folder: st score reads it (sigmoid for one label)."""
+    folder = Path(shutil.copytree(st62 / "ce1", tmp_path / "bare"))
+    for name in ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json"):
+        (folder / name).unlink()
+    from st_cli.score import score_pairs
+
+    np.testing.assert_allclose(score_pairs(folder, PAIRS), _predictions(st62, "ce1", "scores"), atol=ATOL)
 
 
 def test_rerank_refuses_several_labels(st62: Path, tmp_path: Path) -> None:

@@ -131,7 +131,9 @@ def load_cross_encoder(name_or_path: str | os.PathLike[str], *, revision: str | 
     root = hub.resolve_model(name_or_path, revision=revision)
     found = kinds.model_kind(root)
     config = _json(root / "config.json")
-    if found != kinds.CROSS_ENCODER and not _is_sequence_classification(config):
+    # ST < 4 saved a CrossEncoder as a bare sequence-classification folder, with nothing that names the kind.
+    bare = found == kinds.SENTENCE_TRANSFORMER and not (root / layout.MODULES_JSON).exists()
+    if found != kinds.CROSS_ENCODER and not (bare and _is_sequence_classification(config)):
         kinds.refuse_unless(root, kinds.CROSS_ENCODER, shown=str(name_or_path))
     if not isinstance(config, dict):
         raise ModelFolderError(f"{root / 'config.json'}: missing or not a JSON object (a CrossEncoder needs one)")
