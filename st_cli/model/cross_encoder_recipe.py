@@ -51,8 +51,8 @@ def recipe_kind(path: str | os.PathLike[str]) -> str | None:
     """The recipe's `kind` (None for a stack recipe, or a file load_recipe reports on)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
+        return None  # load_recipe reports the file, with its line
     kind = data.get("kind") if isinstance(data, dict) else None
     return kind if isinstance(kind, str) else None
 
