@@ -276,7 +276,7 @@ def test_cli_json_schema(built: dict[str, Path]) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert set(doc) == {
-        "schema", "source", "path", "hub_id", "revision", "dialect", "saved_by", "versions", "model_type",
+        "schema", "source", "path", "hub_id", "revision", "dialect", "saved_by", "versions", "model_type", "kind",
         "embedding_dimension", "truncate_dim", "max_seq_length", "similarity", "prompts", "default_prompt",
         "manifest", "modules", "exported", "findings", "loaders",
     }  # fmt: skip

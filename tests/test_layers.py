@@ -115,12 +115,12 @@ def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function() -> None:
 
 def test_the_package_is_in_layers() -> None:
     subpackages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
-    assert {"cli", "encode", "eval", "export", "format", "model", "training", "verify"} <= set(subpackages)
+    assert {"cli", "encode", "eval", "export", "format", "model", "score", "training", "verify"} <= set(subpackages)
 
 
 def test_no_module_outside_its_layer_reaches_up() -> None:
     """The same rule as the import-linter contract, so the suite fails without `make lint` too."""
-    order = ["cli", "training", "eval", "encode|verify|export", "model", "format"]
+    order = ["cli", "training", "eval", "score", "encode|verify|export", "model", "format"]
     rank = {name: i for i, names in enumerate(order) for name in names.split("|")}
 
     def layer(module: str) -> str | None:
@@ -139,7 +139,9 @@ def test_no_module_outside_its_layer_reaches_up() -> None:
     assert wrong == []
 
 
-@pytest.mark.parametrize("module", ["st_cli.format.summary", "st_cli.format.layout", "st_cli.format.manifest"])
+@pytest.mark.parametrize(
+    "module", ["st_cli.format.summary", "st_cli.format.layout", "st_cli.format.manifest", "st_cli.format.kinds"]
+)
 def test_format_never_loads_torch(module: str) -> None:
     code = f"import sys, {module}; bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

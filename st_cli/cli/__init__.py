@@ -7,6 +7,7 @@ package registers the commands, in the order `st --help` lists them (so the impo
 
 # isort: off
 from st_cli.cli import build, inspect, verify, eval, encode, train, export  # noqa: F401  (registers the commands)
+from st_cli.cli import score, rerank  # noqa: F401  (the rerankers' commands, after the embedding ones)
 
 # isort: on
 from st_cli.cli.typer_app import app, main

@@ -49,6 +49,11 @@ def build(
     if format not in ("portable", "st6"):
         render.error(f"--format: expected portable or st6, got {format!r}")
         raise typer.Exit(EXIT_BAD_INPUT)
+    from st_cli.model.cross_encoder_recipe import KIND, recipe_kind
+
+    if recipe_kind(recipe) == KIND:  # a reranker: its own recipe keys and folder (docs/how-to/rerankers.md)
+        _build_cross_encoder(recipe, output, force=force, json_out=json_out, quiet=quiet)
+        return
     with user_errors(), thread_count(), render.status(render.talks(quiet)) as status:
         model, folder = build_folder(
             recipe, output, format=format, force=force, overrides=set_ or [], status=status  # type: ignore[arg-type]
@@ -72,3 +77,22 @@ def build(
     elif not quiet:
         stack = " → ".join(summary["modules"])  # type: ignore[arg-type]
         render.info(f"built {folder} ({format}): {stack}, dimension {summary['dimension']}")
+
+
+def _build_cross_encoder(recipe: Path, output: Path, *, force: bool, json_out: bool, quiet: bool) -> None:
+    from st_cli.model.cross_encoder_recipe import build_cross_encoder
+    from st_cli.threads import thread_count
+
+    with user_errors(), thread_count(), render.status(render.talks(quiet)):
+        reranker, folder = build_cross_encoder(recipe, output, force=force)
+    summary = {
+        "output": str(folder),
+        "kind": "CrossEncoder",
+        "num_labels": reranker.num_labels,
+        "activation": reranker.activation,
+        "max_length": reranker.max_length,
+    }
+    if json_out:
+        render.print_json(summary)
+    elif not quiet:
+        render.info(f"built {folder}: a CrossEncoder, {reranker.num_labels} label(s), activation {reranker.activation}")

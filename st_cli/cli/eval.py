@@ -34,7 +34,10 @@ def eval_(
         list[str] | None,
         typer.Option(
             "--column",
-            help="ROLE=NAME: read a role (sentence1 sentence2 score anchor positive negative) from another column.",
+            help=(
+                "ROLE=NAME: read a role (sentence1 sentence2 score anchor positive negative query documents) "
+                "from another column."
+            ),
             show_default=False,
         ),
     ] = None,

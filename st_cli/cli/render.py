@@ -93,6 +93,8 @@ def summary_tree(summary: ModelSummary, *, tensors: bool = False) -> Tree:
     tree = Tree(title)
     saved = f" · saved by {summary.saved_by}" if summary.saved_by else ""
     tree.add(Text(f"dialect {summary.dialect}{saved}"))
+    if summary.kind != "SentenceTransformer":  # a reranker's "embedding dimension" is its hidden size, not an output
+        tree.add(Text(f"kind {summary.kind}", style="bold"))
     similarity = summary.similarity or "cosine (default)"
     truncate = f" (truncate_dim {summary.truncate_dim})" if summary.truncate_dim else ""
     tree.add(

@@ -24,6 +24,8 @@ DEFAULT_COLUMNS: dict[str, str] = {
     "anchor": "anchor",
     "positive": "positive",
     "negative": "negative",
+    "query": "query",
+    "documents": "documents",
 }
 
 CORPUS, QUERIES, QRELS = "corpus.jsonl", "queries.jsonl", "qrels"
@@ -56,6 +58,18 @@ class Triplets:
     anchors: list[str]
     positives: list[str]
     negatives: list[str]
+
+
+@dataclass(frozen=True)
+class Reranking:
+    """Per query, its documents and which are relevant, as CrossEncoderRerankingEvaluator builds them
+    (always_rerank_positives: the positives first, then the other documents); `base` is the documents'
+    given order (a first-stage retriever's), scored for the base_* metrics; None for a sample without."""
+
+    queries: list[str]
+    documents: list[list[str]]
+    relevant: list[list[int]]
+    base: list[list[int] | None]
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,41 @@ def read_triplets(path: Path, columns: Mapping[str, str]) -> Triplets:
         raise StError(f"{path}: no triplets")
     anchors, positives, negatives = (list(col) for col in zip(*rows, strict=True))
     return Triplets(anchors, positives, negatives)
+
+
+def _texts(path: Path, number: int, row: Mapping[str, Any], role: str, column: str) -> list[str]:
+    """A column holding one text or a list of texts."""
+    value = row.get(column)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    problem = "missing" if value is None else f"a {type(value).__name__}, not a text or a list of texts"
+    raise StError(f"{path}:{number}: {role} column {column!r} is {problem} (set it with --column {role}=NAME)")
+
+
+def read_reranking(path: Path, columns: Mapping[str, str]) -> Reranking:
+    """Rows of query, positive (a text or a list) and either negative or documents (a list: a retriever's hits)."""
+    data = Reranking([], [], [], [])
+    for number, row in read_rows(path, what="evaluation data"):
+        query = _text(path, number, row, "query", columns["query"])
+        positive = _texts(path, number, row, "positive", columns["positive"])
+        if columns["documents"] in row:
+            hits = _texts(path, number, row, "documents", columns["documents"])
+            base = [int(doc in positive) for doc in hits]
+            if sum(base):
+                base += [1] * (len(positive) - sum(base))  # positives the retriever missed rank after its hits
+            docs = positive + [doc for doc in hits if doc not in positive]
+            data.base.append(base)
+        else:
+            docs = positive + _texts(path, number, row, "negative", columns["negative"])
+            data.base.append(None)
+        data.queries.append(query)
+        data.documents.append(docs)
+        data.relevant.append([1] * len(positive) + [0] * (len(docs) - len(positive)))
+    if not data.queries:
+        raise StError(f"{path}: no queries to rerank")
+    return data
 
 
 def qrels_path(folder: Path, split: str) -> Path:

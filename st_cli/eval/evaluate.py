@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from st_cli.errors import StError
 from st_cli.eval import data as evaldata
 from st_cli.eval.embed import EmbedProgress, encode_options
-from st_cli.eval.tasks import Context, similarities_for, task_for
+from st_cli.eval.tasks import Context, Task, similarities_for, task_for
 
 if TYPE_CHECKING:
+    from st_cli.model.cross_encoder import CrossEncoder
     from st_cli.model.model import Model
 
 SCHEMA_VERSION = 1  # of EvalResult.to_json(); keys are only ever added, any other change bumps it
@@ -78,7 +79,7 @@ def _finite(value: float) -> float | None:
 
 
 def evaluate(
-    model: Model | str | os.PathLike[str],
+    model: Model | CrossEncoder | str | os.PathLike[str],
     data: Sequence[str | os.PathLike[str]],
     options: EvalOptions = EvalOptions(),
     *,
@@ -95,14 +96,26 @@ def evaluate(
         path = Path(item)
         task = task_for(path, columns)
         plans.append((path, task, task.read(path, columns, options.split)))
-    loaded = model if isinstance(model, Model) else load_model(model, trust_remote_code=options.trust_remote_code)
-    name = "<Model>" if isinstance(model, Model) else str(model)
-    sims = similarities_for(loaded, options.similarities)
     from st_cli.encode.device import resolve_device
 
     device = resolve_device(options.device)
-    loaded.to(device)
-    ctx = Context(loaded, sims, encode_options(device), progress)
+    name = "<Model>" if isinstance(model, Model) else str(model)
+    if _reranking(plans):
+        from st_cli.model.cross_encoder import CrossEncoder, load_cross_encoder
+
+        if isinstance(model, Model):
+            raise StError("reranking data needs a CrossEncoder (a reranker), and this is a sentence embedding model")
+        reranker = model if isinstance(model, CrossEncoder) else load_cross_encoder(model)
+        name = str(reranker.folder) if isinstance(model, CrossEncoder) else name
+        sims: tuple[str, ...] = ()
+        ctx = Context(None, sims, encode_options(device), progress, reranker=reranker.to(device))
+    else:
+        if not isinstance(model, (Model, str, os.PathLike)):  # a CrossEncoder given for embedding tasks
+            raise StError("this data needs a sentence embedding model, and this is a CrossEncoder (a reranker)")
+        loaded = model if isinstance(model, Model) else load_model(model, trust_remote_code=options.trust_remote_code)
+        sims = similarities_for(loaded, options.similarities)
+        loaded.to(device)
+        ctx = Context(loaded, sims, encode_options(device), progress)
     results = []
     for path, task, read in plans:
         started = time.perf_counter()
@@ -117,12 +130,21 @@ def evaluate(
                 seconds=time.perf_counter() - started,
                 metrics=metrics,
                 sha256=evaldata.data_sha256(path, split),
-                primary=task.primary(sims[0]),
+                primary=task.primary(sims[0] if sims else ""),
                 split=split,
                 similarities=list(sims),
             )
         )
     return results
+
+
+def _reranking(plans: Sequence[tuple[Path, Task, Any]]) -> bool:
+    """Whether the data is for a CrossEncoder (reranking) — all of it, or one line saying to split the run."""
+    kinds = {task.kind for _, task, _ in plans}
+    if len(kinds) > 1:
+        paths = ", ".join(str(path) for path, task, _ in plans if task.kind == "CrossEncoder")
+        raise StError(f"{paths}: reranking data is for a CrossEncoder, the rest for an embedding model: evaluate apart")
+    return kinds == {"CrossEncoder"}
 
 
 # ---------------------------------------------------------------- --min

@@ -152,3 +152,45 @@ def _average_precision(hits: Sequence[bool], relevant: int, k: int) -> float:
             found += 1
             total += found / (rank + 1)
     return total / min(k, relevant)
+
+
+# ---------------------------------------------------------------- reranking (a CrossEncoder's scores)
+
+RERANK_AT_K = 10  # CrossEncoderRerankingEvaluator's default at_k: mrr@10, ndcg@10
+
+
+def reranking_metrics(relevant: Sequence[int], scores: np.ndarray, k: int = RERANK_AT_K) -> tuple[float, float, float]:
+    """(MRR@k, NDCG@k, AP) of one query's documents, as CrossEncoderRerankingEvaluator computes them:
+    MRR over numpy's descending argsort, NDCG and AP as scikit-learn's ndcg_score and
+    average_precision_score (tied scores share their gains and count as one threshold)."""
+    y_true = np.asarray(relevant, dtype=np.float64)
+    y_score = np.asarray(scores)
+    ranking = np.argsort(y_score)[::-1]
+    mrr = next((1.0 / (rank + 1) for rank, i in enumerate(ranking[:k]) if y_true[i]), 0.0)
+    return mrr, _ndcg(y_true, y_score, k), _tied_average_precision(y_true, y_score)
+
+
+def _ndcg(y_true: np.ndarray, y_score: np.ndarray, k: int) -> float:
+    discount = 1.0 / np.log2(np.arange(len(y_true)) + 2)
+    discount[k:] = 0.0
+    ideal = float((np.sort(y_true)[::-1] * discount).sum())
+    if ideal == 0.0:
+        return 0.0
+    _, inverse, counts = np.unique(-y_score, return_inverse=True, return_counts=True)
+    gains = np.zeros(len(counts))
+    np.add.at(gains, inverse, y_true)
+    gains /= counts  # a group of tied documents shares its average gain
+    cumulative = np.cumsum(discount)[np.cumsum(counts) - 1]
+    return float((gains * np.diff(cumulative, prepend=0.0)).sum()) / ideal
+
+
+def _tied_average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    order = np.argsort(-y_score, kind="mergesort")
+    ranked_true, ranked_score = y_true[order], y_score[order]
+    ends = np.r_[np.flatnonzero(np.diff(ranked_score)), len(ranked_true) - 1]  # one threshold per distinct score
+    tp = np.cumsum(ranked_true)[ends]
+    precision = tp / (ends + 1)
+    if tp[-1] == 0:
+        return 0.0
+    recall = tp / tp[-1]
+    return float((np.diff(recall, prepend=0.0) * precision).sum())

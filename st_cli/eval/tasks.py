@@ -17,12 +17,22 @@ import numpy as np
 
 from st_cli.eval import data as evaldata
 from st_cli.eval.embed import EmbedProgress, embed_all, embed_windows
-from st_cli.eval.metrics import MATRIX, MAX_K, PAIRWISE, pearson, retrieval_metrics, spearman
+from st_cli.eval.metrics import (
+    MATRIX,
+    MAX_K,
+    PAIRWISE,
+    RERANK_AT_K,
+    pearson,
+    reranking_metrics,
+    retrieval_metrics,
+    spearman,
+)
 
 if TYPE_CHECKING:
     import torch
 
     from st_cli.encode.options import EncodeOptions
+    from st_cli.model.cross_encoder import CrossEncoder
     from st_cli.model.model import Model
 
 
@@ -30,18 +40,25 @@ if TYPE_CHECKING:
 class Context:
     """What every task's run gets besides its data."""
 
-    model: Model
+    model: Model | None  # a sentence embedding model (None for a reranker's run)
     similarities: tuple[str, ...]  # the model's own first, then --similarity's
     options: EncodeOptions
     progress: EmbedProgress | None = None
+    reranker: CrossEncoder | None = None  # a CrossEncoder, for the reranking task
+
+    @property
+    def embedder(self) -> Model:
+        assert self.model is not None  # evaluate() loads a Model for every task but reranking
+        return self.model
 
 
 # ---------------------------------------------------------------- pairs
 
 
 def run_pairs(data: evaldata.Pairs, ctx: Context) -> dict[str, float]:
-    e1 = embed_all(ctx.model, data.sentences1, task=None, options=ctx.options, progress=ctx.progress, what="sentence1")
-    e2 = embed_all(ctx.model, data.sentences2, task=None, options=ctx.options, progress=ctx.progress, what="sentence2")
+    model, options, progress = ctx.embedder, ctx.options, ctx.progress
+    e1 = embed_all(model, data.sentences1, task=None, options=options, progress=progress, what="sentence1")
+    e2 = embed_all(model, data.sentences2, task=None, options=options, progress=progress, what="sentence2")
     metrics: dict[str, float] = {}
     for name in ctx.similarities:
         scores = PAIRWISE[name](e1, e2)
@@ -58,7 +75,7 @@ def run_pairs(data: evaldata.Pairs, ctx: Context) -> dict[str, float]:
 
 def run_triplets(data: evaldata.Triplets, ctx: Context) -> dict[str, float]:
     def side(texts: list[str], task: str, what: str) -> np.ndarray:
-        return embed_all(ctx.model, texts, task=task, options=ctx.options, progress=ctx.progress, what=what)
+        return embed_all(ctx.embedder, texts, task=task, options=ctx.options, progress=ctx.progress, what=what)
 
     anchors = side(data.anchors, "query", "anchors")
     positives, negatives = side(data.positives, "document", "positives"), side(data.negatives, "document", "negatives")
@@ -132,14 +149,14 @@ def run_retrieval(data: evaldata.Retrieval, ctx: Context) -> dict[str, float]:
     import torch
 
     queries = torch.from_numpy(
-        embed_all(ctx.model, data.queries, task="query", options=ctx.options, progress=ctx.progress, what="queries")
+        embed_all(ctx.embedder, data.queries, task="query", options=ctx.options, progress=ctx.progress, what="queries")
     )
     order = np.argsort(np.array(data.corpus_ids, dtype=object), kind="stable")
     id_rank = torch.empty(len(order), dtype=torch.long)
     id_rank[torch.from_numpy(order.astype(np.int64))] = torch.arange(len(order))
     best = {name: RunningTopK(len(queries), MAX_K, id_rank) for name in ctx.similarities}
     windows = embed_windows(
-        ctx.model, data.corpus, task="document", options=ctx.options, progress=ctx.progress, what="corpus"
+        ctx.embedder, data.corpus, task="document", options=ctx.options, progress=ctx.progress, what="corpus"
     )
     for start, block in windows:
         documents = torch.from_numpy(block)
@@ -152,6 +169,33 @@ def run_retrieval(data: evaldata.Retrieval, ctx: Context) -> dict[str, float]:
     for name in ctx.similarities:
         ranked = [[data.corpus_ids[i] for i in row] for row in best[name].ranked()]
         metrics.update(retrieval_metrics(ranked, data.relevant, name))
+    return metrics
+
+
+# ---------------------------------------------------------------- reranking
+
+
+def run_reranking(data: evaldata.Reranking, ctx: Context) -> dict[str, float]:
+    """CrossEncoderRerankingEvaluator's metrics: every (query, document) pair scored by the CrossEncoder
+    (through st score's batches), then MAP, MRR@10 and NDCG@10 averaged over the queries; base_* for the
+    documents' given order where the data has `documents`."""
+    from st_cli.score import ScoreOptions, score_pairs
+
+    assert ctx.reranker is not None
+    pairs = [(q, doc) for q, docs in zip(data.queries, data.documents, strict=True) for doc in docs]
+    scores = score_pairs(ctx.reranker, pairs, ScoreOptions(device=ctx.options.device))
+    per_query, start = [], 0
+    for docs, relevant in zip(data.documents, data.relevant, strict=True):
+        per_query.append(reranking_metrics(relevant, scores[start : start + len(docs)]))
+        start += len(docs)
+    mrr, ndcg, ap = (float(np.mean(column)) for column in zip(*per_query, strict=True))
+    metrics = {"map": ap, f"mrr@{RERANK_AT_K}": mrr, f"ndcg@{RERANK_AT_K}": ndcg}
+    given = [b for b in data.base if b is not None]
+    if given:
+        base = [reranking_metrics(b, np.arange(len(b), 0, -1)) if sum(b) else (0.0, 0.0, 0.0) for b in given]
+        base_mrr, base_ndcg, base_ap = (float(np.mean(column)) for column in zip(*base, strict=True))
+        metrics["base_map"] = base_ap
+        metrics[f"base_mrr@{RERANK_AT_K}"], metrics[f"base_ndcg@{RERANK_AT_K}"] = base_mrr, base_ndcg
     return metrics
 
 
@@ -169,6 +213,7 @@ class Task:
     count: Callable[[Any], int]
     run: Callable[[Any, Context], dict[str, float]]
     primary: Callable[[str], str]  # similarity name → the metric --keep best and the summary line use
+    kind: str = "SentenceTransformer"  # the model kind it evaluates (format.kinds): reranking takes a CrossEncoder
 
 
 def _has_columns(*roles: str) -> Callable[[Path, Mapping[str, str]], bool]:
@@ -208,6 +253,17 @@ TASKS: tuple[Task, ...] = (
         lambda d: len(d.anchors),
         run_triplets,
         lambda sim: f"{sim}_accuracy",
+    ),
+    Task(
+        "reranking",
+        "reranking: query, positive, negative or documents (a CrossEncoder's)",
+        lambda path, columns: _has_columns("query", "positive")(path, columns)
+        and (_has_columns("negative")(path, columns) or _has_columns("documents")(path, columns)),
+        lambda path, columns, _: evaldata.read_reranking(path, columns),
+        lambda d: len(d.queries),
+        run_reranking,
+        lambda _: f"ndcg@{RERANK_AT_K}",
+        kind="CrossEncoder",
     ),
 )
 

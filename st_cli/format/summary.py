@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from st_cli.errors import ModelFolderError
-from st_cli.format import exported, hub, layout
+from st_cli.format import exported, hub, kinds, layout
 from st_cli.format.exported import ExportedFile
 from st_cli.format.files import read_json, read_safetensors_header, walk
 from st_cli.format.portability import LOADERS, TF5_TOKENIZER_CLASSES, LoaderVerdict, verdicts
@@ -69,6 +69,7 @@ FINDING_CHECKS: dict[str, str | None] = {
     "pickled-weights": "portability",
     "requirements": "portability",
     "model-type": "portability",
+    "model-kind": None,  # a reranker or token-vector model is what it is: the finding says which st command runs it
     "untrained-module": "trained",  # a warning: verify's trained check reads the manifest itself
     "python-file": None,
     "no-model-config": None,
@@ -243,6 +244,7 @@ class ModelSummary:
     saved_by: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     model_type: str | None = None
+    kind: str = "SentenceTransformer"  # format.kinds: SentenceTransformer, CrossEncoder, MultiVectorEncoder
     embedding_dimension: int | None = None
     truncate_dim: int | None = None
     max_seq_length: int | None = None
@@ -270,6 +272,7 @@ class ModelSummary:
             "saved_by": self.saved_by,
             "versions": self.versions,
             "model_type": self.model_type,
+            "kind": self.kind,
             "embedding_dimension": self.embedding_dimension,
             "truncate_dim": self.truncate_dim,
             "max_seq_length": self.max_seq_length,
@@ -360,6 +363,10 @@ class _Reader:
             raise ModelFolderError(f"{self.root}: not a folder")
         entries = layout.read_modules_json(self.root)
         summary = ModelSummary(source=source, path=str(self.root), dialect=layout.dialect(entries))
+        summary.kind = kinds.model_kind(self.root)
+        if summary.kind != kinds.SENTENCE_TRANSFORMER:
+            kind = kinds.KINDS[summary.kind]
+            self.add("info", "model-kind", f"{kinds.describe(summary.kind)} — {kind.use}")
         self.check_entries(entries)
         if layout.is_plain_folder(self.root):
             stack = " + ".join(f"{e.short_type}{_plain_detail(e)}" for e in entries)
@@ -437,7 +444,7 @@ class _Reader:
         summary.versions = {str(k): str(v) for k, v in versions.items()} if isinstance(versions, dict) else {}
         summary.saved_by = _saved_by(summary.versions)
         summary.model_type = raw.get("model_type") if isinstance(raw.get("model_type"), str) else None
-        if summary.model_type not in (None, "SentenceTransformer"):
+        if summary.model_type not in (None, *kinds.KINDS, *kinds.ALIASES):
             self.add("warning", "model-type", f"model_type is {summary.model_type!r}, not SentenceTransformer")
         try:
             config = layout.read_model_config(self.root)

@@ -42,8 +42,11 @@ REQUIRED = (
 )  # fmt: skip
 
 
-def load(folder: Path) -> BertEncoder | None:
-    """The folder's BERT on this module, in float32; None where transformers must load it."""
+def load(folder: Path, prefix: str = "") -> BertEncoder | None:
+    """The folder's BERT on this module, in float32; None where transformers must load it.
+
+    `prefix`: where the encoder's tensors sit in the file ("bert." in a BertForSequenceClassification).
+    """
     config = _supported_config(folder)
     if config is None or not (folder / WEIGHTS).is_file():
         return None
@@ -52,11 +55,11 @@ def load(folder: Path) -> BertEncoder | None:
     wanted = expected_shapes(config)
     try:
         with safe_open(str(folder / WEIGHTS), framework="pt") as weights:
-            if not set(weights.keys()).issuperset(wanted):
+            if not set(weights.keys()).issuperset(prefix + name for name in wanted):
                 return None  # other names (a "bert." prefix, gamma/beta): transformers maps them
-            if any(list(weights.get_slice(name).get_shape()) != shape for name, shape in wanted.items()):
+            if any(list(weights.get_slice(prefix + name).get_shape()) != shape for name, shape in wanted.items()):
                 return None  # transformers names the tensor that does not fit
-            tensors = {name: weights.get_tensor(name) for name in wanted}
+            tensors = {name: weights.get_tensor(prefix + name) for name in wanted}
     except (OSError, SafetensorError, ValueError):
         return None
     if not all(t.is_floating_point() for t in tensors.values()):

@@ -13,7 +13,7 @@ import torch
 from st_cli import fsio
 from st_cli._version import __version__
 from st_cli.errors import ConfigValueError, ModelFolderError, StError, first_line
-from st_cli.format import hub, layout, manifest
+from st_cli.format import hub, kinds, layout, manifest
 from st_cli.format.probes import PROBE_ATOL, PROBE_TEXTS
 from st_cli.model import card, custom, registry, resolve
 from st_cli.model.modules.base import Features, InputModule, Module
@@ -411,6 +411,8 @@ def load_model(
 ) -> Model:
     """Load a model folder (either dialect) or a Hub id into a Model."""
     root = hub.resolve_model(name_or_path, revision=revision)
+    # A reranker or a token-vector model gives no sentence embedding: say what it is, before its stack is judged.
+    kinds.refuse_unless(root, kinds.SENTENCE_TRANSFORMER, shown=str(name_or_path))
     entries = layout.read_modules_json(root)
     # sentence-transformers ignores config_sentence_transformers.json in a plain transformers folder.
     config = layout.ModelConfig() if layout.is_plain_folder(root) else layout.read_model_config(root)

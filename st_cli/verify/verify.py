@@ -16,7 +16,7 @@ from typing import Any
 from st_cli import fsio
 from st_cli._version import __version__
 from st_cli.errors import ModelFolderError, OutputExistsError, StError
-from st_cli.format import hub, layout
+from st_cli.format import hub, kinds, layout
 from st_cli.format.manifest import Manifest
 from st_cli.format.manifest import read as read_manifest
 from st_cli.format.manifest import write as write_manifest
@@ -131,6 +131,9 @@ def verify_model(
         status: told each check as it starts ("check reload"), for a status line.
     """
     root = hub.resolve_model(model)
+    if kinds.model_kind(root) == kinds.CROSS_ENCODER:  # scores, not embeddings: its own check set
+        return _verify_cross_encoder(model, root, atol, against, record, status)
+    kinds.refuse_unless(root, kinds.SENTENCE_TRANSFORMER, shown=str(model))
     if not (root / layout.MODULES_JSON).is_file() and not layout.is_plain_folder(root):
         raise ModelFolderError(f"{root}: {layout.NOT_A_MODEL}")
     recorded, manifest_error = _read_manifest(root)
@@ -160,6 +163,22 @@ def verify_model(
     if record:
         report.recorded = _record(run, report)
     return report
+
+
+def _verify_cross_encoder(
+    model: str | os.PathLike[str],
+    root: Path,
+    atol: float,
+    against: str | None,
+    record: bool,
+    status: Callable[[str], None] | None,
+) -> VerifyReport:
+    from st_cli.verify import cross_encoder
+
+    if record:
+        raise StError(f"{model}: --record writes an embedding model's probes; a CrossEncoder's are not recorded yet")
+    checks = cross_encoder.run_checks(root, atol, against, status)
+    return VerifyReport(str(model), str(root), atol, (root / layout.MANIFEST).is_file(), checks)
 
 
 def _check_recordable(model: str | os.PathLike[str], root: Path) -> None:
