@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,14 +30,14 @@ from st_cli.encode.publish import claim_outputs, os_error, publish_all
 from st_cli.encode.shards import job_id, plan_shard, sidecar_path, stored_precision, valid_shard
 from st_cli.errors import StError
 from st_cli.format import hub, layout
-from st_cli.model import static
+from st_cli.model import runtime, static
 
 if TYPE_CHECKING:
     import torch
 
     from st_cli.model.model import Model
 
-    Encoder = Model | static.StaticEncoder
+    Encoder = Model | static.StaticEncoder | runtime.RuntimeEncoder
 
 
 def embed_batch(model: Model, batch: Batch, options: EncodeOptions) -> torch.Tensor:
@@ -52,7 +52,7 @@ def embed_batch(model: Model, batch: Batch, options: EncodeOptions) -> torch.Ten
 
 
 def _encode_stream(
-    model: Model,
+    model: Model | runtime.RuntimeEncoder,
     prepared: Iterable[Window],
     sink: Sink,
     options: EncodeOptions,
@@ -66,15 +66,23 @@ def _encode_stream(
 
     A window's embeddings stay on the device until its last batch ran, then come back in one copy:
     on a GPU the batches queue up without waiting for each other (truncation and normalization are
-    row by row, so finishing them together changes nothing).
+    row by row, so finishing them together changes nothing). An exported Transformer (model/runtime.py)
+    gives numpy rows: no torch is imported for it.
     """
-    import torch
+    embed: Callable[[Batch], Any]
+    join: Callable[[list[Any]], Any]
+    if isinstance(model, runtime.RuntimeEncoder):
+        embed = lambda batch: model.forward(dict(batch.features), **options.kwargs)["sentence_embedding"]  # noqa: E731
+        join = np.concatenate
+    else:
+        import torch
 
+        embed, join = lambda batch: embed_batch(model, batch, options), torch.cat  # noqa: E731
     for win in prepared:
         block = np.empty((win.size, summary.dimension), np.float32)
         outputs, indices = [], []
         for batch in win.batches:
-            outputs.append(embed_batch(model, batch, options))
+            outputs.append(embed(batch))
             indices.append(batch.indices)
             done += len(batch.indices)
             summary.tokens += batch.tokens
@@ -82,7 +90,8 @@ def _encode_stream(
             if progress is not None:
                 progress(done, summary.rows, summary.tokens)
         if outputs:
-            rows = model.finish(torch.cat(outputs), normalize=options.normalize, truncate_dim=options.truncate_dim)
+            joined: Any = join(outputs)
+            rows = model.finish(joined, normalize=options.normalize, truncate_dim=options.truncate_dim)
             block[np.concatenate(indices)] = rows
         summary.truncated += win.truncated
         sink.write(win.start, block)
@@ -138,11 +147,31 @@ def load_encoder(model: Encoder | str | os.PathLike[str] | None, options: Encode
     fast = static.static_encoder(root) if root is not None else None
     if fast is not None:
         return fast, name
+    exported = load_exported(name, options)
+    if exported is not None:
+        return exported, name
     from st_cli.model.model import load_model
     from st_cli.model.modules.transformer import inference_only
 
     with inference_only():  # only run, never saved: a BERT skips importing transformers' modeling code
         return load_model(name, trust_remote_code=options.trust_remote_code), name
+
+
+def load_exported(name: str, options: EncodeOptions) -> runtime.RuntimeEncoder | None:
+    """The folder on --backend onnx/openvino; on its exported file as well when its Transformer has no
+    torch weights (a folder that ships only onnx/ or openvino/), noted once; else None (torch runs it)."""
+    backend, note = options.backend, None
+    if backend == runtime.TORCH:
+        root = hub.find_local(name) if options.device in ("cpu", "auto") else None
+        backend = (runtime.weightless_backend(root) if root is not None else None) or runtime.TORCH
+        if backend == runtime.TORCH:
+            return None
+        note = f"{name}: no torch weights; running its exported Transformer on --backend {backend}"
+    encoder = runtime.load(
+        hub.resolve_model(name), backend, options.backend_file, trust_remote_code=options.trust_remote_code
+    )
+    encoder.notes = [f"{note} ({encoder.backend_file})"] if note else []
+    return encoder
 
 
 def _load_while_counting(
@@ -263,7 +292,7 @@ def encode(
         model_name = model_name or loaded_name
         options, plan = prepare_job(encoder, options)
         prompt, fast, device = plan.prompt, isinstance(encoder, static.StaticEncoder), options.device
-        if not isinstance(encoder, static.StaticEncoder):
+        if not isinstance(encoder, (static.StaticEncoder, runtime.RuntimeEncoder)):
             encoder.to(device)
         if device == "cpu":
             pin_mmap_threshold(MMAP_THRESHOLD)
@@ -271,6 +300,9 @@ def encode(
         part = plan_shard(total, options.window, shard)
         summary = EncodeSummary(target, part.rows, _embedding_dim(encoder, options.truncate_dim), stored)
         summary.skipped_empty = counted.empty if options.skip_empty else 0
+        if isinstance(encoder, runtime.RuntimeEncoder):
+            summary.backend, summary.backend_file = encoder.backend, encoder.backend_file
+            summary.notes = list(encoder.notes)
         fp = None if from_stdin else job_fingerprint(sources, encoder, model_name, options, plan, digests)
         if finished and fp is not None and (intact := finished_shard_of_job(target, fp, options.force)) is not None:
             summary.shard, summary.resumed_rows = intact, intact.rows
@@ -311,6 +343,8 @@ def encode(
             torch_threads: contextlib.AbstractContextManager[int]
             if fast:
                 torch_threads = contextlib.nullcontext(options.threads or threads.usable_cpus())
+            elif isinstance(encoder, runtime.RuntimeEncoder):  # the session opens on the policy's count
+                torch_threads = encoder.thread_count(options.threads)
             else:
                 torch_threads = threads.thread_count(options.threads)
             with torch_threads as summary.threads, contextlib.ExitStack() as stack:
@@ -335,7 +369,8 @@ def encode(
                         after_window=after_window,
                     )
                 else:
-                    stack.enter_context(reduced_linears(encoder, options.dtype))
+                    if not isinstance(encoder, runtime.RuntimeEncoder):
+                        stack.enter_context(reduced_linears(encoder, options.dtype))
                     prepared = windows(encoder, todo, options.window, plan, start=summary.resumed_rows)
                     done = _encode_stream(
                         encoder,
