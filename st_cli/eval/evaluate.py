@@ -20,6 +20,7 @@ from st_cli.eval.tasks import Context, similarities_for, task_for
 
 if TYPE_CHECKING:
     from st_cli.model.model import Model
+    from st_cli.model.runtime import RuntimeEncoder
 
 SCHEMA_VERSION = 1  # of EvalResult.to_json(); keys are only ever added, any other change bumps it
 
@@ -33,6 +34,8 @@ class EvalOptions:
     columns: tuple[str, ...] = ()  # --column ROLE=NAME
     device: str = "cpu"
     trust_remote_code: bool = False
+    backend: str = "torch"  # or onnx / openvino: the Transformer's exported file (model/runtime.py)
+    backend_file: str | None = None
 
 
 @dataclass
@@ -86,6 +89,7 @@ def evaluate(
 ) -> list[EvalResult]:
     """Evaluate a model (folder, Hub id or Model) on each data path; the task is read from the data's shape."""
     from st_cli.model.model import Model, load_model
+    from st_cli.model.runtime import RuntimeEncoder
 
     if not data:
         raise StError("--data: give at least one file or BEIR folder to evaluate on")
@@ -95,12 +99,16 @@ def evaluate(
         path = Path(item)
         task = task_for(path, columns)
         plans.append((path, task, task.read(path, columns, options.split)))
-    loaded = model if isinstance(model, Model) else load_model(model, trust_remote_code=options.trust_remote_code)
+    loaded: Model | RuntimeEncoder
+    if isinstance(model, Model):
+        loaded = model
+    else:
+        loaded = _load_exported(model, options) or load_model(model, trust_remote_code=options.trust_remote_code)
     name = "<Model>" if isinstance(model, Model) else str(model)
     sims = similarities_for(loaded, options.similarities)
     from st_cli.encode.device import resolve_device
 
-    device = resolve_device(options.device)
+    device = "cpu" if isinstance(loaded, RuntimeEncoder) else resolve_device(options.device)
     loaded.to(device)
     ctx = Context(loaded, sims, encode_options(device), progress)
     results = []
@@ -123,6 +131,22 @@ def evaluate(
             )
         )
     return results
+
+
+def _load_exported(model: str | os.PathLike[str], options: EvalOptions) -> RuntimeEncoder | None:
+    """The folder on --backend onnx/openvino (or on its exported file when it has no torch weights), as
+    st encode loads it; None for torch."""
+    from st_cli.encode.options import EncodeOptions
+    from st_cli.encode.run import load_exported
+
+    encode_options = EncodeOptions(
+        device=options.device,
+        backend=options.backend,
+        backend_file=options.backend_file,
+        trust_remote_code=options.trust_remote_code,
+    )
+    encode_options.check_backend()
+    return load_exported(str(model), encode_options)
 
 
 # ---------------------------------------------------------------- --min

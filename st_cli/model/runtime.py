@@ -544,6 +544,14 @@ class RuntimeEncoder:
     def to(self, device: str) -> RuntimeEncoder:
         return self
 
+    @property
+    def steps(self) -> list[Any]:
+        """No module here takes encode-time kwargs of its own (what Model.steps is read for)."""
+        return []
+
+    def declared_kwargs(self, index: int) -> set[str]:
+        return set()
+
 
 def load(
     root: Path,
