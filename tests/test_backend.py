@@ -340,3 +340,15 @@ def test_verify_skips_without_exported_files(tiny_bert_dir: Path, tmp_path: Path
     folder = _build(tmp_path, "  - type: Pooling\n    mode: mean\n", tiny_bert_dir)
     check = _exported_check(folder)
     assert check["status"] == "skipped" and "no exported files" in check["detail"]
+
+
+def test_the_session_runs_on_the_thread_policy_and_sleeps_when_idle(exported: Path) -> None:
+    encoder = runtime.load(exported, "onnx")
+    with encoder.thread_count(1) as count:
+        options = encoder.input_module._session.session.get_session_options()
+        assert count == 1 and options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        rows = encoder.encode(TEXTS)
+    assert rows.shape == (len(TEXTS), encoder.get_sentence_embedding_dimension() or 0)
+    with encoder.thread_count(2):  # another count: a new session
+        assert encoder.input_module._session.session.get_session_options().intra_op_num_threads == 2

@@ -319,6 +319,7 @@ def _numpy_pooling(config: Mapping[str, Any]) -> Callable[[dict[str, Any]], dict
         features["sentence_embedding"] = np.concatenate([_POOLERS[m](tokens, mask) for m in modes], axis=-1)
         return features
 
+    pool.modes = modes  # type: ignore[attr-defined]  # the width: hidden size × modes
     return pool
 
 
@@ -438,8 +439,17 @@ class RuntimeEncoder:
             if dim is not None:
                 return int(dim)
         if self._dimension is None:
+            self._dimension = self._pooled_width()
+        if self._dimension is None:  # no width in the configs: ask the stack
             self._dimension = int(self.embed([""]).shape[-1])
         return self._dimension
+
+    def _pooled_width(self) -> int | None:
+        """A numpy tail's width from the configs (no session opened for it): hidden size × pooling modes."""
+        hidden = self.input_module.hidden_size
+        pools = [getattr(step, "modes", None) for step in self.numpy_steps or ()]
+        modes = next((m for m in reversed(pools) if m), None)
+        return hidden * len(modes) if hidden and modes else None
 
     def check_kwargs(self, kwargs: Mapping[str, Any]) -> None:
         declared = set().union(*(set(k) for k in self.module_kwargs)) if self.module_kwargs else set()
