@@ -353,3 +353,17 @@ def test_the_session_runs_on_the_thread_policy_and_sleeps_when_idle(exported: Pa
     assert rows.shape == (len(TEXTS), encoder.get_sentence_embedding_dimension() or 0)
     with encoder.thread_count(2):  # another count: a new session
         assert encoder.input_module._session.session.get_session_options().intra_op_num_threads == 2
+
+
+def test_workers_and_ray_data_embedder_run_the_backend(exported: Path, texts_file: Path, tmp_path: Path) -> None:
+    from st_cli.encode.ray import Embedder
+
+    one = encode_file(texts_file, tmp_path / "one.npy", model=exported, backend="onnx", threads=1, window=WINDOW)
+    two = encode_file(
+        texts_file, tmp_path / "two.npy", model=str(exported), backend="onnx", threads=1, window=WINDOW, workers=2
+    )
+    assert one.backend == "onnx" and two.rows == one.rows
+    assert np.array_equal(np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"))
+    embedder = Embedder(exported, backend="onnx", threads=1)
+    rows = embedder({"text": TEXTS})["embedding"]
+    assert np.abs(np.asarray(rows) - np.load(tmp_path / "one.npy")[: len(TEXTS)]).max() <= 1e-5

@@ -51,6 +51,21 @@ def embed_batch(model: Model, batch: Batch, options: EncodeOptions) -> torch.Ten
     return out.float()
 
 
+def batch_embedder(
+    model: Model | runtime.RuntimeEncoder, options: EncodeOptions
+) -> tuple[Callable[[Batch], Any], Callable[[list[Any]], Any]]:
+    """How a batch becomes rows, and how a window's rows are joined: torch tensors on the model's device,
+    or numpy rows from an exported Transformer (model/runtime.py), which imports no torch."""
+    if isinstance(model, runtime.RuntimeEncoder):
+        runtime_model = model
+        return (
+            lambda batch: runtime_model.forward(dict(batch.features), **options.kwargs)["sentence_embedding"]
+        ), np.concatenate
+    import torch
+
+    return (lambda batch: embed_batch(model, batch, options)), torch.cat
+
+
 def _encode_stream(
     model: Model | runtime.RuntimeEncoder,
     prepared: Iterable[Window],
@@ -69,15 +84,7 @@ def _encode_stream(
     row by row, so finishing them together changes nothing). An exported Transformer (model/runtime.py)
     gives numpy rows: no torch is imported for it.
     """
-    embed: Callable[[Batch], Any]
-    join: Callable[[list[Any]], Any]
-    if isinstance(model, runtime.RuntimeEncoder):
-        embed = lambda batch: model.forward(dict(batch.features), **options.kwargs)["sentence_embedding"]  # noqa: E731
-        join = np.concatenate
-    else:
-        import torch
-
-        embed, join = lambda batch: embed_batch(model, batch, options), torch.cat  # noqa: E731
+    embed, join = batch_embedder(model, options)
     for win in prepared:
         block = np.empty((win.size, summary.dimension), np.float32)
         outputs, indices = [], []
