@@ -201,6 +201,16 @@ finally:
 """
 
 
+# As if `names` were not installed: `import name` raises ImportError, importlib.util.find_spec gives None.
+WITHOUT = """
+import runpy, sys
+for name in {names!r}:
+    sys.modules[name] = None
+sys.argv = ["st", *sys.argv[1:]]
+runpy.run_module("st_cli", run_name="__main__")
+"""
+
+
 def _without_torch(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
@@ -246,7 +256,7 @@ def test_an_openvino_only_folder_loads_on_openvino(exported: Path, texts_file: P
 
 
 def test_a_missing_extra_is_one_line_naming_the_install(exported: Path, texts_file: Path, tmp_path: Path) -> None:
-    script = BLOCK_TORCH.replace('("torch", "transformers")', '("onnxruntime",)')
+    script = WITHOUT.format(names=["onnxruntime"])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = ["encode", str(texts_file), "-m", str(exported), "--out", str(tmp_path / "o.npy"), "--backend", "onnx"]
     run = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=120)
@@ -367,3 +377,19 @@ def test_workers_and_ray_data_embedder_run_the_backend(exported: Path, texts_fil
     embedder = Embedder(exported, backend="onnx", threads=1)
     rows = embedder({"text": TEXTS})["embedding"]
     assert np.abs(np.asarray(rows) - np.load(tmp_path / "one.npy")[: len(TEXTS)]).max() <= 1e-5
+
+
+def test_verify_skips_the_check_when_no_runtime_is_installed(exported: Path) -> None:
+    """A missing extra is the verifying machine's state, not the folder's: skipped, naming the install."""
+    script = WITHOUT.format(names=["onnxruntime", "openvino"])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-c", script, "verify", str(exported), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    check = next(c for c in json.loads(run.stdout)["checks"] if c["name"] == "exported")
+    assert check["status"] == "skipped"
+    assert "pip install 'st-cli[onnx]'" in check["detail"] and INT8 in check["data"]["unchecked"]
