@@ -393,3 +393,40 @@ def test_verify_skips_the_check_when_no_runtime_is_installed(exported: Path) -> 
     check = next(c for c in json.loads(run.stdout)["checks"] if c["name"] == "exported")
     assert check["status"] == "skipped"
     assert "pip install 'st-cli[onnx]'" in check["detail"] and INT8 in check["data"]["unchecked"]
+
+
+ST57_EXPORT = """
+import sys, json, numpy as np
+from sentence_transformers import SentenceTransformer
+folder, texts_path, out = sys.argv[1:4]
+model = SentenceTransformer(folder, backend="onnx", device="cpu")
+model.save_pretrained(folder)
+texts = json.load(open(texts_path, encoding="utf-8"))
+np.save(out, model.encode(texts, batch_size=4))
+"""
+
+
+def test_a_folder_exported_by_sentence_transformers_reads_the_same(
+    exported: Path, texts_file: Path, tmp_path: Path
+) -> None:
+    """sentence-transformers 5.7 + optimum export onnx/model.onnx and encode with it; st runs the same file."""
+    python = Path(os.environ.get("ST_COMPAT_VENVS", "/work/main/.venv-compat")) / "st57onnx" / "bin" / "python"
+    if not python.is_file():
+        pytest.skip("no st57onnx venv (sentence-transformers 5.7 + optimum)")
+    folder = shutil.copytree(exported, tmp_path / "st57")
+    shutil.rmtree(folder / "onnx")
+    shutil.rmtree(folder / "openvino", ignore_errors=True)
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(TEXTS), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(
+        [str(python), "-c", ST57_EXPORT, str(folder), str(texts), str(tmp_path / "theirs.npy")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if run.returncode != 0 and "optimum" in run.stderr:
+        pytest.skip("optimum is not importable in the st57onnx venv")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (folder / "onnx" / "model.onnx").is_file()
+    ours = runtime.load(folder, "onnx").encode(TEXTS)
+    assert np.abs(ours - np.load(tmp_path / "theirs.npy")).max() <= 1e-5
