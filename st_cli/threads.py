@@ -169,6 +169,19 @@ def user_chose_count(environ: dict[str, str] | None = None) -> bool:
     return any(env.get(name) for name in COUNT_VARIABLES)
 
 
+def policy_count(threads: int | None = None) -> int:
+    """`threads`, else the count st's policy picks (the user's OMP_NUM_THREADS where set), without torch:
+    what an ONNX Runtime or OpenVINO session is opened with (model/runtime.py)."""
+    if threads:
+        return threads
+    if user_chose_count():
+        for name in COUNT_VARIABLES:
+            value = os.environ.get(name, "")
+            if value.strip().isdigit() and int(value) > 0:
+                return int(value)
+    return default_threads()
+
+
 @contextlib.contextmanager
 def thread_count(threads: int | None = None) -> Iterator[int]:
     """Run torch with `threads` threads (default: st's policy, or the user's OMP_NUM_THREADS), then restore.

@@ -33,7 +33,10 @@ CHECKS = [
     "normalization",
     "portability",
     "trained",
+    "exported",
 ]
+# What a clean folder gives: every check passes; `exported` is skipped (these folders have no onnx/ or openvino/).
+ALL_PASS = dict.fromkeys(CHECKS, "pass") | {"exported": "skipped"}
 
 
 def build(tiny_recipe, tmp_path: Path, name: str = "m", *, stack: str = DENSE_STACK, **kwargs) -> Path:
@@ -70,7 +73,7 @@ def test_clean_folder_passes(tiny_recipe, tmp_path: Path, fmt: str) -> None:
     code, report = verify_json(str(folder))
     assert code == EXIT_OK, report
     assert report["ok"] is True
-    assert statuses(report) == dict.fromkeys(CHECKS, "pass")  # portability is a finding: see below
+    assert statuses(report) == ALL_PASS  # portability is a finding: see below
     assert check(report, "reference")["data"]["max_abs_diff"] <= 1e-5
     assert check(report, "dimensions")["figure"] == "32 → 32 → 16 → 16"
 
@@ -95,7 +98,7 @@ def test_table_output(tiny_recipe, tmp_path: Path) -> None:
     assert result.exit_code == EXIT_OK, result.output
     for name in CHECKS:
         assert name in result.stdout
-    assert "ok: 9 passed, 0 failed, 0 skipped" in result.stdout
+    assert "ok: 9 passed, 0 failed, 1 skipped" in result.stdout  # exported: no onnx/ or openvino/ files
 
 
 # ---------------------------------------------------------------- what each check catches
@@ -312,7 +315,7 @@ def test_against_names_the_first_divergent_module(tiny_recipe, tmp_path: Path) -
     divergence = against["data"]["first_divergence"]
     assert (divergence["index"], divergence["type"], divergence["path"]) == (2, "Dense", "2_Dense")
     assert "first divergence: module 2 (Dense, 2_Dense)" in against["detail"]
-    assert all(c["status"] == "pass" for c in report["checks"] if c["name"] != "against")
+    assert all(c["status"] == "pass" for c in report["checks"] if c["name"] not in ("against", "exported"))
 
 
 def test_against_a_shorter_stack_names_the_missing_module(tiny_recipe, tmp_path: Path) -> None:
@@ -353,7 +356,7 @@ def test_record_on_shipped_model_then_verify_passes(minilm_dir: Path, tmp_path: 
     code, report = verify_json(str(folder), "--record")
     assert code == EXIT_OK, report
     unrecorded = {"integrity": "-", "reference": "-", "trained": "-"}  # what needs a manifest
-    assert statuses(report) | unrecorded == dict.fromkeys(CHECKS, "pass") | unrecorded
+    assert statuses(report) | unrecorded == ALL_PASS | unrecorded
     assert check(report, "integrity")["status"] == check(report, "reference")["status"] == "skipped"
     assert check(report, "trained")["status"] == "skipped"
     assert report["recorded"] == str(folder / "st_manifest.json")
@@ -363,7 +366,7 @@ def test_record_on_shipped_model_then_verify_passes(minilm_dir: Path, tmp_path: 
 
     code, report = verify_json(str(folder), "--require-portable")
     assert code == EXIT_OK, report
-    assert statuses(report) == dict.fromkeys(CHECKS, "pass")
+    assert statuses(report) == ALL_PASS
     assert check(report, "portability")["figure"] == "4/4 loaders"
 
     result = verify(str(folder), "--record")
@@ -388,7 +391,7 @@ def test_json_schema_and_junit(tiny_recipe, tmp_path: Path) -> None:
     assert report["schema"] == 1
     keys = {"schema", "st_cli", "model", "path", "ok", "atol", "manifest", "recorded", "counts", "checks"}
     assert set(report) == keys
-    assert report["counts"] == {"pass": 8, "fail": 1, "skipped": 0}
+    assert report["counts"] == {"pass": 8, "fail": 1, "skipped": 1}
     for item in report["checks"]:
         assert set(item) == {"name", "status", "figure", "detail", "data"}
         assert item["status"] in ("pass", "fail", "skipped")
@@ -396,7 +399,7 @@ def test_json_schema_and_junit(tiny_recipe, tmp_path: Path) -> None:
 
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("9", "1", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("10", "1", "1")
     cases = {case.get("name"): case for case in suite.iter("testcase")}
     assert list(cases) == CHECKS
     failure = cases["integrity"].find("failure")
@@ -419,7 +422,7 @@ def test_unparsable_modules_json_fails_layout(tmp_path: Path) -> None:
     assert code == EXIT_MISMATCH, report
     assert check(report, "layout")["status"] == "fail"
     assert "not valid JSON" in check(report, "layout")["detail"]
-    assert [c["status"] for c in report["checks"][1:]] == ["skipped"] * 8
+    assert [c["status"] for c in report["checks"][1:]] == ["skipped"] * 9
 
 
 def test_internal_error_is_exit_3(tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

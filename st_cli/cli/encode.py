@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 
 from st_cli.cli import render
-from st_cli.cli.typer_app import ForceOpt, JsonOpt, QuietOpt, TrustOpt, app, user_errors
+from st_cli.cli.typer_app import (
+    BackendFileOpt,
+    BackendOpt,
+    ForceOpt,
+    JsonOpt,
+    QuietOpt,
+    TrustOpt,
+    app,
+    user_errors,
+)
 from st_cli.encode.inputs import COMPRESSIONS, INPUT_FORMATS, READERS
 from st_cli.errors import EXIT_BAD_INPUT
 
@@ -158,6 +167,8 @@ def encode(
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     trust_remote_code: TrustOpt = False,
+    backend: BackendOpt = "torch",
+    backend_file: BackendFileOpt = None,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -225,6 +236,8 @@ def encode(
       cat queries.txt | st encode - -o q.jsonl --prompt-name query --normalize
       st encode queries.txt -m asym-model --task query --out q.npy
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
+      st encode corpus.txt --out emb.npy --backend onnx \\
+          --backend-file onnx/model_qint8_avx512_vnni.onnx
       st encode corpus.txt --out emb.npy --ray --workers 2
       st encode /shared/corpus.jsonl -m /shared/minilm -o /shared/emb.npy \\
           --ray auto --gpus-per-worker 1
@@ -289,6 +302,8 @@ def encode(
             force=force,
             trust_remote_code=trust_remote_code,
             window=window,
+            backend=backend,
+            backend_file=backend_file,
         )
     if ray is not None:  # --resume needs no saying: --ray always resumes its shards
         from st_cli.encode.ray import encode_files_ray
@@ -323,6 +338,8 @@ def encode(
                 stdin=stdin,
                 warn=render.warning,
             )
+    for note in summary.notes if not quiet else ():
+        render.info(f"note: {note}")
     if json_out or (not quiet and not to_stdout):  # stdout carries the rows: no summary line unless asked
         render.encode_summary(summary, as_json=json_out, to_stderr=to_stdout)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from st_cli.cli import render
-from st_cli.cli.typer_app import JsonOpt, ModelArg, TrustOpt, app, user_errors
+from st_cli.cli.typer_app import BackendFileOpt, BackendOpt, JsonOpt, ModelArg, TrustOpt, app, user_errors
 
 
 @app.command(name="eval")
@@ -57,6 +57,8 @@ def eval_(
     ] = False,
     json_out: JsonOpt = False,
     trust_remote_code: TrustOpt = False,
+    backend: BackendOpt = "torch",
+    backend_file: BackendFileOpt = None,
 ) -> None:
     """Measure a model on labelled data; the task is read from the data's shape.
 
@@ -77,6 +79,8 @@ def eval_(
       st eval out/minilm --data sts.tsv --column score=label
       st eval out/minilm --data sts.csv --min spearman_cosine=0.8
       st eval out/minilm --data sts.csv --similarity dot --record
+      st eval out/minilm --data sts.csv --backend onnx \\
+          --backend-file onnx/model_qint8_avx512_vnni.onnx
     """
     from st_cli.errors import EXIT_MISMATCH, EXIT_OK
     from st_cli.eval.evaluate import EvalOptions, below_minimums, evaluate, parse_minimums
@@ -94,6 +98,8 @@ def eval_(
             columns=tuple(column or ()),
             device=device,
             trust_remote_code=trust_remote_code,
+            backend=backend,
+            backend_file=backend_file,
         )
         with render.eval_progress(enabled=not quiet) as progress:
             results = evaluate(model, data, options, progress=progress)

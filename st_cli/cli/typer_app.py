@@ -134,6 +134,25 @@ ForceOpt = Annotated[
 TrustOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow custom module code stored in the model folder to run.")
 ]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        envvar="ST_BACKEND",
+        help="torch, or run the Transformer's exported file on onnx (ONNX Runtime) or openvino; "
+        "the modules after it run as on torch.",
+    ),
+]
+BackendFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend-file",
+        metavar="FILE",
+        help="The exported file to run, in the model folder (default onnx/model.onnx or "
+        "openvino/openvino_model.xml), e.g. onnx/model_qint8_avx512_vnni.onnx.",
+        show_default=False,
+    ),
+]
 
 
 @contextmanager

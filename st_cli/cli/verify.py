@@ -52,9 +52,11 @@ def verify(
     dimensions, reload, reference (the manifest's probe embeddings
     within --atol), batch_invariance, normalization, portability,
     trained (no module still freshly initialised; --allow-untrained
-    passes it), and with --against, against (names the first module
-    that diverges). Without st_manifest.json, integrity, reference and
-    trained are skipped; --record writes one.
+    passes it), exported (every onnx/ and openvino/ file against the
+    torch model: float files within 1e-5, O3/O4 1e-3, int8 by cosine),
+    and with --against, against (names the first module that diverges).
+    Without st_manifest.json, integrity, reference and trained are
+    skipped; --record writes one.
 
     Exit codes: 0 all checks passed or were skipped, 1 a check failed,
     2 bad usage, an unreadable folder or untrusted custom code,

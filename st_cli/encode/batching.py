@@ -18,6 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     from st_cli.encode.inputs import Record
     from st_cli.model.model import Model
+    from st_cli.model.runtime import RuntimeEncoder
 
 # Measured on 2 cores with all-MiniLM-L6-v2, 2,000 lines, one run: 1024 padded tokens per batch
 # 1.81x sentence-transformers, 2048 1.53x, 4096 1.34x (activations leave the L2 cache). 512 costs
@@ -71,7 +72,7 @@ def st_batches(texts: list[str], rows: int | None) -> list[np.ndarray]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def token_lengths(model: Model, texts: list[str], prompt: str = "") -> tuple[np.ndarray, int]:
+def token_lengths(model: Model | RuntimeEncoder, texts: list[str], prompt: str = "") -> tuple[np.ndarray, int]:
     """Tokens per text after truncation, and how many texts were truncated.
 
     Uses the input module's fast tokenizer when it has one; otherwise characters stand in.
@@ -120,10 +121,12 @@ def _round_up(n: int, multiple: int) -> int:
 
 def _pad_features(features: dict[str, Any], multiple: int) -> dict[str, Any]:
     """Right-pad every (rows, seq) tensor to a multiple of `multiple` (zeros: masked out)."""
+    if multiple <= 1:
+        return features
     import torch
 
     mask = features.get("attention_mask")
-    if multiple <= 1 or not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
         return features
     seq = mask.shape[1]
     extra = _round_up(seq, multiple) - seq
@@ -136,7 +139,7 @@ def _pad_features(features: dict[str, Any], multiple: int) -> dict[str, Any]:
     return padded
 
 
-def prepare_window(model: Model, start: int, records: list[Record], plan: BatchPlan) -> Window:
+def prepare_window(model: Model | RuntimeEncoder, start: int, records: list[Record], plan: BatchPlan) -> Window:
     """Tokenize a window's records and cut them into batches (sorted by length)."""
     texts = [r.text for r in records]
     lengths, truncated = token_lengths(model, texts, plan.prompt)
@@ -148,7 +151,7 @@ def prepare_window(model: Model, start: int, records: list[Record], plan: BatchP
     for indices in cuts:
         features = _pad_features(model.tokenize([texts[i] for i in indices], plan.prompt, **plan.kwargs), multiple)
         mask = features.get("attention_mask")
-        padded = int(mask.numel()) if mask is not None else int(lengths[indices].max()) * len(indices)
+        padded = int(np.prod(mask.shape)) if mask is not None else int(lengths[indices].max()) * len(indices)
         batches.append(Batch(indices, features, int(lengths[indices].sum()), padded))
     return Window(start, len(records), batches, truncated)
 
@@ -166,7 +169,9 @@ def chunked(records: Iterable[Record], size: int, start: int = 0) -> Iterator[tu
         yield start, chunk
 
 
-def windows(model: Model, records: Iterable[Record], size: int, plan: BatchPlan, start: int = 0) -> Iterator[Window]:
+def windows(
+    model: Model | RuntimeEncoder, records: Iterable[Record], size: int, plan: BatchPlan, start: int = 0
+) -> Iterator[Window]:
     """The records as prepared windows of `size`, in input order; the first is row `start` (a resumed run)."""
     return (prepare_window(model, first, chunk, plan) for first, chunk in chunked(records, size, start))
 

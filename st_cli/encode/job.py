@@ -31,12 +31,12 @@ from st_cli.encode.shards import (
 )
 from st_cli.errors import StError
 from st_cli.format import hub
-from st_cli.model import static
+from st_cli.model import runtime, static
 
 if TYPE_CHECKING:
     from st_cli.model.model import Model
 
-    Encoder: TypeAlias = Model | static.StaticEncoder
+    Encoder: TypeAlias = Model | static.StaticEncoder | runtime.RuntimeEncoder
 
 
 def finished_shard_of_job(target: Path, fp: dict[str, Any], plan: ShardPlan, force: bool) -> ShardInfo | None:
@@ -129,7 +129,11 @@ def job_fingerprint(
     }
     # Only when given: a job's id stays what it was before these options existed.
     chosen |= {key: getattr(options, key) for key in ("id_field", "input_format") if getattr(options, key) is not None}
-    versioned = static.VERSIONED if isinstance(model, static.StaticEncoder) else VERSIONED
+    versioned: tuple[str, ...] = static.VERSIONED if isinstance(model, static.StaticEncoder) else VERSIONED
+    if isinstance(model, runtime.RuntimeEncoder):  # the exported file that ran (its bytes are in the digests)
+        chosen |= {"backend": model.backend, "backend_file": model.backend_file}
+        versioned = (*static.VERSIONED, *runtime.RUNTIMES[model.backend].versioned)
+        versioned += VERSIONED if model.torch_tail is not None else ()
     names = [s.name for s in sources]
     if digests is None:
         digests = _model_digests(model, model_name)
@@ -145,6 +149,10 @@ def _model_digests(model: Encoder, name: str) -> dict[str, str]:
         return file_digests(root)
     if isinstance(model, static.StaticEncoder):
         return {"<weights>": hashlib.sha256(model.table.tobytes()).hexdigest()}
+    if isinstance(model, runtime.RuntimeEncoder):
+        from st_cli.format.layout import file_digests
+
+        return file_digests(model.root)
     import torch
 
     digest = hashlib.sha256()
@@ -190,8 +198,9 @@ def prepare_job(encoder: Encoder, options: EncodeOptions) -> tuple[EncodeOptions
     """
     encoder.check_kwargs(dict(options.kwargs))
     prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
-    # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply).
-    fast = isinstance(encoder, static.StaticEncoder)
+    # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply); an
+    # exported Transformer on the CPU in its runtime.
+    fast = isinstance(encoder, (static.StaticEncoder, runtime.RuntimeEncoder))
     options = options.for_device("cpu" if fast else resolve_device(options.device))
     assert options.max_batch_tokens is not None  # filled in by for_device
     plan = BatchPlan(

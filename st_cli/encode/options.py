@@ -49,6 +49,11 @@ class EncodeOptions:
         max_batch_tokens: padded tokens per batch; `batch_size` also caps the rows.
         window: records sorted together; memory grows with it, not with the input.
         prefetch: tokenize the next window in a background thread while the model runs.
+        backend: "torch", or run the Transformer's exported file in "onnx" (ONNX Runtime) or "openvino";
+            the modules after it run as on torch (model/runtime.py). A folder with exported files and no
+            torch weights runs on its exported file whatever this says.
+        backend_file: the exported file to run, relative to the folder (onnx/model_qint8_avx512_vnni.onnx);
+            default sentence-transformers' choice (onnx/model.onnx, openvino/openvino_model.xml).
     """
 
     field: str = "text"
@@ -73,6 +78,8 @@ class EncodeOptions:
     window: int = DEFAULT_WINDOW
     prefetch: bool | None = None  # None: by device (DEVICE_PREFETCH)
     pad_multiple: int = PAD_MULTIPLE
+    backend: str = "torch"
+    backend_file: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kwargs", dict(self.kwargs or {}))  # None or any mapping: a plain dict of its own
@@ -114,6 +121,25 @@ class EncodeOptions:
             raise StError("--max-batch-tokens and the window size must be positive")
         if self.truncate_dim is not None and self.truncate_dim <= 0:
             raise StError(f"--truncate-dim must be positive, got {self.truncate_dim}")
+        self.check_backend()
+
+    def check_backend(self) -> None:
+        """An exported file runs on the CPU in its own precision: no torch device or dtype applies."""
+        from st_cli.model.runtime import BACKENDS, TORCH
+
+        if self.backend not in BACKENDS:
+            raise StError(f"--backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend == TORCH:
+            if self.backend_file is not None:
+                raise StError("--backend-file: give --backend onnx or --backend openvino with it")
+            return
+        if self.device not in ("cpu", "auto"):
+            raise StError(f"--backend {self.backend} runs on the CPU; --device {self.device} is for --backend torch")
+        if self.dtype not in ("auto", "float32"):
+            raise StError(
+                f"--backend {self.backend}: the exported file sets its own precision (an int8 file: "
+                f"--backend-file onnx/model_qint8_avx512_vnni.onnx); --dtype {self.dtype} is for --backend torch"
+            )
 
 
 @dataclass
@@ -135,6 +161,9 @@ class EncodeSummary:
     resumed_rows: int = 0  # rows a killed run had finished (--resume): not encoded again
     shard: ShardInfo | None = None  # what --shard I/N wrote to OUTPUT.shard.json
     warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. --resume found nothing to resume
+    backend: str = "torch"  # what ran the Transformer (model/runtime.py)
+    backend_file: str | None = None  # the exported file it ran, relative to the model folder
+    notes: list[str] = dataclasses.field(default_factory=list)  # for stderr: a choice st made that the user did not
 
     @property
     def texts_per_second(self) -> float:
@@ -162,6 +191,8 @@ class EncodeSummary:
             "resumed_rows": self.resumed_rows,
             "shard": _shard_json(self.shard),
             "warnings": list(self.warnings),
+            "backend": self.backend,
+            "backend_file": self.backend_file,
         }
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from st_cli.encode.batching import BatchPlan
     from st_cli.encode.options import EncodeOptions
     from st_cli.model.model import Model
+    from st_cli.model.runtime import RuntimeEncoder
 
 RAY_MISSING = "Ray is not installed: pip install 'st-cli[ray]'"
 # CPUs a local cluster declares beyond the actor pool's: Ray Data's own tasks (reading the shard
@@ -363,26 +364,30 @@ class RayEncodeSummary:
 # ---------------------------------------------------------------- embedding a window
 
 
-def embed_records(model: Model, texts: list[str], options: EncodeOptions, plan: BatchPlan) -> np.ndarray:
+def embed_records(
+    model: Model | RuntimeEncoder, texts: list[str], options: EncodeOptions, plan: BatchPlan
+) -> np.ndarray:
     """Embed `texts` as one window of `st encode` (sorted by length, cut by the batch budget), in order.
 
     Equal to `st encode` bit for bit when `texts` are exactly one of its windows; otherwise batches
     are cut differently and rows differ by ~2e-7 (float sums in another order).
     """
-    import torch
-
     from st_cli.encode.batching import prepare_window
     from st_cli.encode.device import reduced_linears
     from st_cli.encode.inputs import Record
-    from st_cli.encode.run import embed_batch
+    from st_cli.encode.run import batch_embedder
+    from st_cli.model.runtime import RuntimeEncoder
 
     window = prepare_window(model, 0, [Record("", i + 1, t) for i, t in enumerate(texts)], plan)
     if not window.batches:
         dim = model.get_sentence_embedding_dimension() or 0
         return np.empty((0, options.truncate_dim or dim), np.float32)
-    with reduced_linears(model, options.dtype):
-        outputs = [embed_batch(model, batch, options) for batch in window.batches]
-    rows = model.finish(torch.cat(outputs), normalize=options.normalize, truncate_dim=options.truncate_dim)
+    embed, join = batch_embedder(model, options)
+    reduced = contextlib.nullcontext() if isinstance(model, RuntimeEncoder) else reduced_linears(model, options.dtype)
+    with reduced:
+        outputs = [embed(batch) for batch in window.batches]
+    joined: Any = join(outputs)
+    rows = model.finish(joined, normalize=options.normalize, truncate_dim=options.truncate_dim)
     block = np.empty(rows.shape, np.float32)
     block[np.concatenate([batch.indices for batch in window.batches])] = rows
     return block
@@ -416,22 +421,32 @@ class Embedder:
     ) -> None:
         from st_cli.encode.job import prepare_job
         from st_cli.encode.options import EncodeOptions
+        from st_cli.encode.run import load_exported
         from st_cli.model.model import load_model
 
         self.column, self.output_column = column, output_column
-        self.model = load_model(str(model), trust_remote_code=trust_remote_code)
-        # The options and batch plan a `st encode` of this model would use (prompt, device defaults).
+        # The options and batch plan a `st encode` of this model would use (prompt, device defaults, backend).
         opts = EncodeOptions(trust_remote_code=trust_remote_code, **options)
+        opts.check_backend()
+        self.model: Model | RuntimeEncoder = load_exported(str(model), opts) or load_model(
+            str(model), trust_remote_code=trust_remote_code
+        )
         self.options, self.plan = prepare_job(self.model, opts)
         self.model.to(self.options.device)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         from st_cli import threads
+        from st_cli.model.runtime import RuntimeEncoder
 
         if self.column not in batch:
             raise StError(f"Embedder: the batch has no column {self.column!r} (columns: {', '.join(batch)})")
         texts = [str(t) for t in batch[self.column]]
-        with threads.thread_count(self.options.threads):
+        counted = (
+            self.model.thread_count(self.options.threads)
+            if isinstance(self.model, RuntimeEncoder)
+            else threads.thread_count(self.options.threads)
+        )
+        with counted:
             vectors = embed_records(self.model, texts, self.options, self.plan)
         return {**batch, self.output_column: vectors}
 

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,14 +45,14 @@ from st_cli.encode.shards import (
 )
 from st_cli.errors import StError
 from st_cli.format import hub, layout
-from st_cli.model import static
+from st_cli.model import runtime, static
 
 if TYPE_CHECKING:
     import torch
 
     from st_cli.model.model import Model
 
-    Encoder = Model | static.StaticEncoder
+    Encoder = Model | static.StaticEncoder | runtime.RuntimeEncoder
 
 
 def embed_batch(model: Model, batch: Batch, options: EncodeOptions) -> torch.Tensor:
@@ -66,8 +66,23 @@ def embed_batch(model: Model, batch: Batch, options: EncodeOptions) -> torch.Ten
     return out.float()
 
 
+def batch_embedder(
+    model: Model | runtime.RuntimeEncoder, options: EncodeOptions
+) -> tuple[Callable[[Batch], Any], Callable[[list[Any]], Any]]:
+    """How a batch becomes rows, and how a window's rows are joined: torch tensors on the model's device,
+    or numpy rows from an exported Transformer (model/runtime.py), which imports no torch."""
+    if isinstance(model, runtime.RuntimeEncoder):
+        runtime_model = model
+        return (
+            lambda batch: runtime_model.forward(dict(batch.features), **options.kwargs)["sentence_embedding"]
+        ), np.concatenate
+    import torch
+
+    return (lambda batch: embed_batch(model, batch, options)), torch.cat
+
+
 def _encode_stream(
-    model: Model,
+    model: Model | runtime.RuntimeEncoder,
     prepared: Iterable[Window],
     sink: Sink,
     options: EncodeOptions,
@@ -81,15 +96,15 @@ def _encode_stream(
 
     A window's embeddings stay on the device until its last batch ran, then come back in one copy:
     on a GPU the batches queue up without waiting for each other (truncation and normalization are
-    row by row, so finishing them together changes nothing).
+    row by row, so finishing them together changes nothing). An exported Transformer (model/runtime.py)
+    gives numpy rows: no torch is imported for it.
     """
-    import torch
-
+    embed, join = batch_embedder(model, options)
     for win in prepared:
         block = np.empty((win.size, summary.dimension), np.float32)
         outputs, indices = [], []
         for batch in win.batches:
-            outputs.append(embed_batch(model, batch, options))
+            outputs.append(embed(batch))
             indices.append(batch.indices)
             done += len(batch.indices)
             summary.tokens += batch.tokens
@@ -97,7 +112,8 @@ def _encode_stream(
             if progress is not None:
                 progress(done, summary.rows, summary.tokens)
         if outputs:
-            rows = model.finish(torch.cat(outputs), normalize=options.normalize, truncate_dim=options.truncate_dim)
+            joined: Any = join(outputs)
+            rows = model.finish(joined, normalize=options.normalize, truncate_dim=options.truncate_dim)
             block[np.concatenate(indices)] = rows
         summary.truncated += win.truncated
         sink.write(win.start, block)
@@ -153,11 +169,31 @@ def load_encoder(model: Encoder | str | os.PathLike[str] | None, options: Encode
     fast = static.static_encoder(root) if root is not None else None
     if fast is not None:
         return fast, name
+    exported = load_exported(name, options)
+    if exported is not None:
+        return exported, name
     from st_cli.model.model import load_model
     from st_cli.model.modules.transformer import inference_only
 
     with inference_only():  # only run, never saved: a BERT skips importing transformers' modeling code
         return load_model(name, trust_remote_code=options.trust_remote_code), name
+
+
+def load_exported(name: str, options: EncodeOptions) -> runtime.RuntimeEncoder | None:
+    """The folder on --backend onnx/openvino; on its exported file as well when its Transformer has no
+    torch weights (a folder that ships only onnx/ or openvino/), noted once; else None (torch runs it)."""
+    backend, note = options.backend, None
+    if backend == runtime.TORCH:
+        root = hub.find_local(name) if options.device in ("cpu", "auto") else None
+        backend = (runtime.weightless_backend(root) if root is not None else None) or runtime.TORCH
+        if backend == runtime.TORCH:
+            return None
+        note = f"{name}: no torch weights; running its exported Transformer on --backend {backend}"
+    encoder = runtime.load(
+        hub.resolve_model(name), backend, options.backend_file, trust_remote_code=options.trust_remote_code
+    )
+    encoder.notes = [f"{note} ({encoder.backend_file})"] if note else []
+    return encoder
 
 
 def _load_while_counting(
@@ -287,7 +323,7 @@ def encode(
         model_name = model_name or loaded_name
         options, plan = prepare_job(encoder, options)
         prompt, fast, device = plan.prompt, isinstance(encoder, static.StaticEncoder), options.device
-        if not isinstance(encoder, static.StaticEncoder):
+        if not isinstance(encoder, (static.StaticEncoder, runtime.RuntimeEncoder)):
             encoder.to(device)
         if device == "cpu":
             pin_mmap_threshold(MMAP_THRESHOLD)
@@ -295,6 +331,9 @@ def encode(
         part = plan_shard(total, options.window, shard)
         summary = EncodeSummary(target, part.rows, _embedding_dim(encoder, options.truncate_dim), stored)
         summary.skipped_empty = counted.empty if options.skip_empty else 0
+        if isinstance(encoder, runtime.RuntimeEncoder):
+            summary.backend, summary.backend_file = encoder.backend, encoder.backend_file
+            summary.notes = list(encoder.notes)
         fp = None if from_stdin else job_fingerprint(sources, encoder, model_name, options, plan, digests)
         intact = finished_shard_of_job(target, fp, part, options.force) if finished and fp is not None else None
         if intact is not None:
@@ -344,6 +383,8 @@ def encode(
             torch_threads: contextlib.AbstractContextManager[int]
             if fast:
                 torch_threads = contextlib.nullcontext(run_threads or threads.usable_cpus())
+            elif isinstance(encoder, runtime.RuntimeEncoder):  # the session opens on the policy's count
+                torch_threads = encoder.thread_count(run_threads)
             else:
                 torch_threads = threads.thread_count(run_threads)
             with torch_threads as summary.threads, contextlib.ExitStack() as stack:
@@ -368,7 +409,8 @@ def encode(
                         after_window=after_window,
                     )
                 else:
-                    stack.enter_context(reduced_linears(encoder, options.dtype))
+                    if not isinstance(encoder, runtime.RuntimeEncoder):
+                        stack.enter_context(reduced_linears(encoder, options.dtype))
                     prepared = windows(encoder, todo, options.window, plan, start=summary.resumed_rows)
                     done = _encode_stream(
                         encoder,

@@ -17,6 +17,7 @@ from st_cli.encode.run import embed_batch
 
 if TYPE_CHECKING:
     from st_cli.model.model import Model
+    from st_cli.model.runtime import RuntimeEncoder
 
 # (texts done, texts total) of the current side ("queries", "corpus", ...).
 EmbedProgress = Callable[[str, int, int], None]
@@ -27,7 +28,7 @@ def encode_options(device: str) -> EncodeOptions:
     return EncodeOptions(device=device, dtype="float32").for_device(device)
 
 
-def prompt_for(model: Model, task: str | None) -> tuple[str, dict[str, Any]]:
+def prompt_for(model: Model | RuntimeEncoder, task: str | None) -> tuple[str, dict[str, Any]]:
     """The prompt sentence-transformers' encode_query / encode_document / encode would use, and the
     `task` kwarg for a module that takes one (a Router)."""
     declared = set().union(*(model.declared_kwargs(i) for i in range(len(model.steps))))
@@ -36,7 +37,7 @@ def prompt_for(model: Model, task: str | None) -> tuple[str, dict[str, Any]]:
 
 
 def embed_windows(
-    model: Model,
+    model: Model | RuntimeEncoder,
     texts: Sequence[str],
     *,
     task: str | None,
@@ -45,9 +46,14 @@ def embed_windows(
     what: str = "texts",
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(first row, float32 block) per window of `texts`, in input order."""
-    import torch
+    from st_cli.model.runtime import RuntimeEncoder
 
     prompt, kwargs = prompt_for(model, task)
+    if isinstance(model, RuntimeEncoder):  # an exported Transformer: numpy rows, no torch modules to set to eval
+        yield from _runtime_windows(model, texts, prompt, kwargs, options, progress, what)
+        return
+    import torch
+
     run_options = EncodeOptions.of(options, kwargs=kwargs)
     plan = BatchPlan(prompt, int(options.max_batch_tokens or 512), None, 1, kwargs, like_st=model.batch_dependent)
     records = (Record(what, i + 1, text) for i, text in enumerate(texts))
@@ -72,8 +78,31 @@ def embed_windows(
             module.train(mode)
 
 
+def _runtime_windows(
+    model: RuntimeEncoder,
+    texts: Sequence[str],
+    prompt: str,
+    kwargs: dict[str, Any],
+    options: EncodeOptions,
+    progress: EmbedProgress | None,
+    what: str,
+) -> Iterator[tuple[int, np.ndarray]]:
+    plan = BatchPlan(prompt, int(options.max_batch_tokens or 512), None, 1, kwargs, like_st=model.batch_dependent)
+    records = (Record(what, i + 1, text) for i, text in enumerate(texts))
+    done = 0
+    for win in windows(model, records, options.window, plan):
+        outputs = [model.forward(dict(batch.features), **kwargs)["sentence_embedding"] for batch in win.batches]
+        rows = model.finish(np.concatenate(outputs))
+        block = np.empty_like(rows)
+        block[np.concatenate([batch.indices for batch in win.batches])] = rows
+        done += win.size
+        if progress is not None:
+            progress(what, done, len(texts))
+        yield win.start, block
+
+
 def embed_all(
-    model: Model,
+    model: Model | RuntimeEncoder,
     texts: Sequence[str],
     *,
     task: str | None,

@@ -21,6 +21,7 @@ from st_cli.eval.tasks import Context, Task, similarities_for, task_for
 if TYPE_CHECKING:
     from st_cli.model.cross_encoder import CrossEncoder
     from st_cli.model.model import Model
+    from st_cli.model.runtime import RuntimeEncoder
 
 SCHEMA_VERSION = 1  # of EvalResult.to_json(); keys are only ever added, any other change bumps it
 
@@ -34,6 +35,8 @@ class EvalOptions:
     columns: tuple[str, ...] = ()  # --column ROLE=NAME
     device: str = "cpu"
     trust_remote_code: bool = False
+    backend: str = "torch"  # or onnx / openvino: the Transformer's exported file (model/runtime.py)
+    backend_file: str | None = None
 
 
 @dataclass
@@ -87,6 +90,7 @@ def evaluate(
 ) -> list[EvalResult]:
     """Evaluate a model (folder, Hub id or Model) on each data path; the task is read from the data's shape."""
     from st_cli.model.model import Model, load_model
+    from st_cli.model.runtime import RuntimeEncoder
 
     if not data:
         raise StError("--data: give at least one file or BEIR folder to evaluate on")
@@ -98,13 +102,13 @@ def evaluate(
         plans.append((path, task, task.read(path, columns, options.split)))
     from st_cli.encode.device import resolve_device
 
-    device = resolve_device(options.device)
     name = "<Model>" if isinstance(model, Model) else str(model)
     if _reranking(plans):
         from st_cli.model.cross_encoder import CrossEncoder, load_cross_encoder
 
         if isinstance(model, Model):
             raise StError("reranking data needs a CrossEncoder (a reranker), and this is a sentence embedding model")
+        device = resolve_device(options.device)
         reranker = model if isinstance(model, CrossEncoder) else load_cross_encoder(model)
         name = str(reranker.folder) if isinstance(model, CrossEncoder) else name
         sims: tuple[str, ...] = ()
@@ -112,8 +116,13 @@ def evaluate(
     else:
         if not isinstance(model, (Model, str, os.PathLike)):  # a CrossEncoder given for embedding tasks
             raise StError("this data needs a sentence embedding model, and this is a CrossEncoder (a reranker)")
-        loaded = model if isinstance(model, Model) else load_model(model, trust_remote_code=options.trust_remote_code)
+        loaded: Model | RuntimeEncoder
+        if isinstance(model, Model):
+            loaded = model
+        else:
+            loaded = _load_exported(model, options) or load_model(model, trust_remote_code=options.trust_remote_code)
         sims = similarities_for(loaded, options.similarities)
+        device = "cpu" if isinstance(loaded, RuntimeEncoder) else resolve_device(options.device)
         loaded.to(device)
         ctx = Context(loaded, sims, encode_options(device), progress)
     results = []
@@ -145,6 +154,22 @@ def _reranking(plans: Sequence[tuple[Path, Task, Any]]) -> bool:
         paths = ", ".join(str(path) for path, task, _ in plans if task.kind == "CrossEncoder")
         raise StError(f"{paths}: reranking data is for a CrossEncoder, the rest for an embedding model: evaluate apart")
     return kinds == {"CrossEncoder"}
+
+
+def _load_exported(model: str | os.PathLike[str], options: EvalOptions) -> RuntimeEncoder | None:
+    """The folder on --backend onnx/openvino (or on its exported file when it has no torch weights), as
+    st encode loads it; None for torch."""
+    from st_cli.encode.options import EncodeOptions
+    from st_cli.encode.run import load_exported
+
+    encode_options = EncodeOptions(
+        device=options.device,
+        backend=options.backend,
+        backend_file=options.backend_file,
+        trust_remote_code=options.trust_remote_code,
+    )
+    encode_options.check_backend()
+    return load_exported(str(model), encode_options)
 
 
 # ---------------------------------------------------------------- --min

@@ -34,13 +34,14 @@ if TYPE_CHECKING:
     from st_cli.encode.options import EncodeOptions
     from st_cli.model.cross_encoder import CrossEncoder
     from st_cli.model.model import Model
+    from st_cli.model.runtime import RuntimeEncoder
 
 
 @dataclass(frozen=True)
 class Context:
     """What every task's run gets besides its data."""
 
-    model: Model | None  # a sentence embedding model (None for a reranker's run)
+    model: Model | RuntimeEncoder | None  # a sentence embedding model (None for a reranker's run)
     similarities: tuple[str, ...]  # the model's own first, then --similarity's
     options: EncodeOptions
     progress: EmbedProgress | None = None
@@ -283,7 +284,7 @@ def task_for(path: Path, columns: Mapping[str, str]) -> Task:
     raise evaldata.StError(f"{path}: not evaluation data I recognise{found} (expected {shapes}; see --column)")
 
 
-def similarities_for(model: Model, extra: Sequence[str]) -> tuple[str, ...]:
+def similarities_for(model: Model | RuntimeEncoder, extra: Sequence[str]) -> tuple[str, ...]:
     from st_cli.eval.metrics import SIMILARITIES
 
     names = [model.similarity_fn_name, *extra]

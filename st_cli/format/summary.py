@@ -779,7 +779,11 @@ def _is_pickle(path: Path) -> bool:
 
 
 def _other_framework_weights(folder: Path) -> bool:
-    return any((folder / n).is_file() for n in ("tf_model.h5", "flax_model.msgpack", "pytorch_model.bin.index.json"))
+    """Weights a loader reads other than safetensors and pickles: TF, Flax, and the exported Transformer
+    of a folder that ships only onnx/ or openvino/ (sentence-transformers' backend="onnx"; st encode)."""
+    names = ("tf_model.h5", "flax_model.msgpack", "pytorch_model.bin.index.json")
+    exported = ("onnx/model.onnx", "openvino/openvino_model.xml")
+    return any((folder / n).is_file() for n in (*names, *exported))
 
 
 def _saved_by(versions: dict[str, str]) -> str | None:

@@ -46,10 +46,12 @@ class Model(torch.nn.Module):
         similarity_fn_name: str | None = None,
         truncate_dim: int | None = None,
         module_kwargs: Sequence[Sequence[str]] | None = None,
+        tail: bool = False,
     ) -> None:
         super().__init__()
-        # An input module, or a module that hands texts to one (a Router whose routes start with one).
-        if not modules or not callable(getattr(modules[0], "tokenize", None)):
+        # An input module, or a module that hands texts to one (a Router whose routes start with one);
+        # `tail`: the modules after an input module that runs elsewhere (model/runtime.py), never tokenizing.
+        if not tail and (not modules or not callable(getattr(modules[0], "tokenize", None))):
             raise StError("the first module of a stack must be an input module such as Transformer")
         self.stack = torch.nn.ModuleList(modules)
         self.prompts = dict(prompts or {})
@@ -419,9 +421,22 @@ def load_model(
     for entry in entries:
         layout.module_folder(root, entry.path)  # refuses paths that leave the folder
     refuse_damaged(root)
+    return Model(
+        load_modules(root, entries, trust_remote_code=trust_remote_code),
+        prompts=config.prompts,
+        default_prompt_name=config.default_prompt_name,
+        similarity_fn_name=config.similarity_fn_name,
+        truncate_dim=config.truncate_dim,
+        module_kwargs=[e.kwargs for e in entries],
+    )
+
+
+def load_modules(root: Path, entries: Sequence[layout.ModuleEntry], *, trust_remote_code: bool = False) -> list[Module]:
+    """The modules of `entries`, read from the folder at `root` (load_model's loop; model/runtime.py loads
+    the modules after an exported Transformer with it)."""
     # Every class first, so an untrusted custom module stops the load before any weights are read.
     classes = [resolve.class_for_type_string(e.type, root, trust_remote_code=trust_remote_code) for e in entries]
-    modules = []
+    modules: list[Module] = []
     for entry, cls in zip(entries, classes, strict=True):
         builtin = registry.is_registered(cls)
         expected = _DAMAGED_FOLDER_ERRORS if builtin else Exception
@@ -438,14 +453,7 @@ def load_model(
             raise ModelFolderError(f"{root / entry.path}: cannot load {entry.type}: {first_line(e)}") from None
         if not builtin:
             modules[-1].untrained = False  # its weights come from the folder now
-    return Model(
-        modules,
-        prompts=config.prompts,
-        default_prompt_name=config.default_prompt_name,
-        similarity_fn_name=config.similarity_fn_name,
-        truncate_dim=config.truncate_dim,
-        module_kwargs=[e.kwargs for e in entries],
-    )
+    return modules
 
 
 def build(

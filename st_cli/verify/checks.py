@@ -307,6 +307,121 @@ def _still_seeded(run: Run) -> list[int]:
     return found
 
 
+@dataclass(frozen=True)
+class ExportBound:
+    """How close an exported file must come to the torch model on the probes: float files by max |Δ|,
+    int8 files by cosine (their rounding moves every value; the direction is what retrieval reads)."""
+
+    pattern: str  # fnmatch over the file's name
+    max_abs: float | None = None
+    mean_cosine: float | None = None
+    min_cosine: float | None = None
+
+    def holds(self, max_abs: float, mean_cos: float, min_cos: float) -> bool:
+        if self.max_abs is not None:
+            return max_abs <= self.max_abs
+        return mean_cos >= (self.mean_cosine or 0.0) and min_cos >= (self.min_cosine or 0.0)
+
+    def describe(self) -> str:
+        if self.max_abs is not None:
+            return f"max |Δ| ≤ {self.max_abs:g}"
+        return f"mean cos ≥ {self.mean_cosine:g}, min ≥ {self.min_cosine:g}"
+
+
+# First match wins; sentence-transformers' file names (onnx/model_O3.onnx, model_qint8_avx512_vnni.onnx,
+# openvino_model_qint8_quantized.xml). O1–O2 only fuse operators; O3–O4 approximate GELU (and O4 runs
+# float16 on GPUs), so they get 1e-3.
+EXPORT_BOUNDS = (
+    ExportBound("*int8*", mean_cosine=0.99, min_cosine=0.95),
+    ExportBound("*_O3.*", max_abs=1e-3),
+    ExportBound("*_O4.*", max_abs=1e-3),
+    ExportBound("*", max_abs=1e-5),
+)
+
+
+def export_bound(rel: str) -> ExportBound:
+    import fnmatch
+
+    name = Path(rel).name
+    return next(b for b in EXPORT_BOUNDS if fnmatch.fnmatch(name, b.pattern))
+
+
+def check_exported(run: Run) -> Check:
+    """Every onnx/ and openvino/ file against the torch model on the probes (EXPORT_BOUNDS).
+
+    A runtime that is not installed leaves its files unchecked and says which extra installs it: the
+    check is skipped when no file could be checked (a missing extra is the verifying machine's state,
+    not the folder's), and names the unchecked files beside a pass or fail otherwise.
+    """
+    from st_cli.model import runtime
+
+    files = runtime.exported_files(run.root)
+    if not files:
+        return skip("exported", "no exported files (onnx/, openvino/)")
+    assert run.model is not None and run.raw is not None  # CHECKS: needs model
+    expected = run.raw.float().numpy().astype(np.float64)
+    results: list[dict[str, Any]] = []
+    unchecked: dict[str, list[str]] = {}
+    for backend, rel in files:
+        try:
+            runtime.require(backend)
+        except StError:
+            unchecked.setdefault(backend, []).append(rel)
+            continue
+        results.append(_compare_exported(run, backend, rel, expected))
+    missing = "; ".join(
+        f"{', '.join(rels)} not checked: {runtime.RUNTIMES[b].package} is not installed "
+        f"(pip install 'st-cli[{runtime.RUNTIMES[b].extra}]')"
+        for b, rels in unchecked.items()
+    )
+    data: dict[str, Any] = {"files": results, "unchecked": [rel for rels in unchecked.values() for rel in rels]}
+    if not results:
+        return Check("exported", "skipped", "", missing, data)
+    failed = [r for r in results if not r["ok"]]
+    by_cosine = [r for r in results if "error" not in r and export_bound(r["file"]).max_abs is None]
+    by_diff = [r for r in results if "error" not in r and r not in by_cosine]
+    parts = [f"{len(results)} files"]
+    if by_diff:
+        parts.append(f"max |Δ| {max(r['max_abs_diff'] for r in by_diff):.1e}")
+    if by_cosine:
+        parts.append(f"int8 min cos {min(r['min_cosine'] for r in by_cosine):.5f}")
+    figure = ", ".join(parts)
+    detail = "; ".join(
+        f"{r['file']}: {r['error']}"
+        if "error" in r
+        else f"{r['file']}: max |Δ| {r['max_abs_diff']:.2e}, mean cos {r['mean_cosine']:.5f}, "
+        f"min cos {r['min_cosine']:.5f}; needs {r['bound']}"
+        for r in failed
+    )
+    detail = "; ".join(part for part in (detail, missing) if part)
+    return Check("exported", "fail" if failed else "pass", figure, detail, data)
+
+
+def _compare_exported(run: Run, backend: str, rel: str, expected: np.ndarray) -> dict[str, Any]:
+    from st_cli.model import runtime
+
+    bound = export_bound(rel)
+    entry: dict[str, Any] = {"file": rel, "backend": backend, "bound": bound.describe()}
+    assert run.model is not None
+    try:
+        encoder = runtime.load(run.root, backend, rel, trust_remote_code=run.trust)
+        with encoder.thread_count():
+            got = encoder.embed(run.texts, run.prompt, **run.model.probe_kwargs()).astype(np.float64)
+    except StError as e:
+        return entry | {"ok": False, "error": str(e)}
+    if got.shape != expected.shape:
+        return entry | {"ok": False, "error": f"gives shape {list(got.shape)}, torch {list(expected.shape)}"}
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+    cosines = np.einsum("ij,ij->i", got, expected) / np.maximum(norms, 1e-12)
+    max_abs, mean_cos, min_cos = (
+        float(np.abs(got - expected).max(initial=0.0)),
+        float(cosines.mean()),
+        float(cosines.min()),
+    )
+    ok = bool(np.isfinite(got).all()) and bound.holds(max_abs, mean_cos, min_cos)
+    return entry | {"ok": ok, "max_abs_diff": max_abs, "mean_cosine": mean_cos, "min_cosine": min_cos}
+
+
 def check_against(run: Run) -> Check:
     """--against: another folder, a Hub id, or sentence-transformers loading this folder (compare.py)."""
     assert run.against is not None
@@ -336,5 +451,6 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("normalization", check_normalization),  # skipped without a final Normalize, before any load
     CheckSpec("portability", check_portability, needs=("summary",)),
     CheckSpec("trained", check_trained),  # reads the manifest, or without one the weights (docs/reference/checks.md)
+    CheckSpec("exported", check_exported, needs=("model",)),  # onnx/, openvino/ against torch
     CheckSpec("against", check_against, needs=("model",)),  # only with --against
 )
