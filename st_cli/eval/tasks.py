@@ -48,8 +48,8 @@ class Context:
     reranker: CrossEncoder | None = None  # a CrossEncoder, for the reranking task
 
     @property
-    def embedder(self) -> Model:
-        assert self.model is not None  # evaluate() loads a Model for every task but reranking
+    def embedder(self) -> Model | RuntimeEncoder:
+        assert self.model is not None  # evaluate() loads an embedding model for every task but reranking
         return self.model
 
 
