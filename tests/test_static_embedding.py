@@ -69,6 +69,12 @@ def _st_reference(folder: Path) -> np.ndarray:
     return SentenceTransformer(str(folder), device="cpu").encode(COMPARE_TEXTS).astype(np.float32)
 
 
+def _model2vec_reference(folder: Path, texts: list[str]) -> np.ndarray:
+    from model2vec import StaticModel
+
+    return np.asarray(StaticModel.from_pretrained(str(folder)).encode(texts), dtype=np.float32)
+
+
 def _close(a: np.ndarray, b: np.ndarray) -> None:
     np.testing.assert_allclose(a, b, atol=ATOL, rtol=0, equal_nan=True)
 
@@ -82,10 +88,15 @@ def test_model2vec_folder_matches_sentence_transformers(m2v_dir: Path) -> None:
     model = st_cli.load_model(m2v_dir)
     reference = _st_reference(m2v_dir)
     ours = model.encode(COMPARE_TEXTS)
+    assert np.isfinite(ours).all()
+    empty = np.isnan(reference).any(axis=1)
+    if empty.any():
+        # float16 + Normalize: ST 6.2 normalises the zero vector of a text without tokens ("", " ") to NaN (a
+        # float16 norm floor of 0); st gives model2vec's own zeros there, and ST's numbers everywhere else
+        assert np.isnan(reference[empty]).all() and COMPARE_TEXTS[0] == "" and empty[0]
+        assert not ours[empty].any()
+        reference[empty] = _model2vec_reference(m2v_dir, [t for t, e in zip(COMPARE_TEXTS, empty, strict=True) if e])
     _close(ours, reference)
-    if (m2v_dir / "1_Normalize").exists() or json.loads((m2v_dir / "config.json").read_text())["normalize"]:
-        # float16 + Normalize: an empty text's zero vector normalises to NaN in float16, in ST as in st
-        assert np.isnan(reference[0]).all() and np.isnan(ours[0]).all()
     # the numpy path gives the torch path's numbers
     fast = static.static_encoder(m2v_dir)
     assert fast is not None
