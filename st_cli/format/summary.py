@@ -820,9 +820,12 @@ def _max_seq_length(modules: list[ModuleSummary]) -> int | None:
     first = modules[0] if modules else None
     if first is None or first.spec is None or not first.spec.hf_model:
         return None
+    info = first.transformer or TransformerInfo()
+    limit = info.load_args.get("tokenizer_args", {}).get("model_max_length")
+    if isinstance(limit, int):  # ST >= 5.4 (and st): tokenizer_args' limit over max_seq_length
+        return limit
     configured = (first.raw_config or {}).get("max_seq_length")
     if isinstance(configured, int):
         return configured
-    info = first.transformer or TransformerInfo()
     limits = [x for x in (info.model_max_length, info.max_position_embeddings) if isinstance(x, int) and x > 0]
     return min(limits) if limits else None

@@ -61,7 +61,8 @@ def _lstm_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
             expected[f"encoder.weight_hh_l{layer}{d}"] = (4 * hidden, hidden)
             expected[f"encoder.bias_ih_l{layer}{d}"] = (4 * hidden,)
             expected[f"encoder.bias_hh_l{layer}{d}"] = (4 * hidden,)
-    return shape_problems(shapes, expected)
+    extra = [f"{name} is in the weights but not in the config's LSTM" for name in sorted(set(shapes) - set(expected))]
+    return shape_problems(shapes, expected) + extra[:1]
 
 
 SPEC = add_builtin(

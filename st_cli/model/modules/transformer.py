@@ -248,6 +248,8 @@ def _load_auto_model(folder: Path, args: LoadArgs = _NO_ARGS) -> Any:
         options = {**args.model_kwargs(), "dtype": torch.float32, "trust_remote_code": False}
         model, info = AutoModel.from_pretrained(str(folder), config=config, output_loading_info=True, **options)
     except _LOAD_ERRORS as e:
+        if args.model and isinstance(e, TypeError):  # a keyword the model class does not take
+            raise ModelFolderError(f"{folder / layout.SBERT_CONFIG}: model_args: {first_line(e)}") from None
         where = folder / "config.json"
         problem = _first_shape_mismatch(folder) if "mismatched_sizes" in str(e) else None
         raise ModelFolderError(f"{where}: cannot load the transformers model: {problem or first_line(e)}") from None
