@@ -680,6 +680,6 @@ def test_load_args_are_shown_and_applied_to_the_widths(built: dict[str, Path], t
     warning = next(f for f in doc["findings"] if f["severity"] == "warning" and f["code"] == "load-args")
     assert "torch_dtype='float16': st computes in float32" in warning["message"]
     # ST 3.4-5.3 let max_seq_length win over tokenizer_args' limit: a partial verdict says so
-    path.write_text(json.dumps(json.loads(path.read_text()) | {"max_seq_length": 32}))
+    path.write_text(json.dumps({"max_seq_length": 32, "tokenizer_args": {"model_max_length": 16}}))
     verdict = st_cli.summarize(folder).loaders["ST<=5.3"]
     assert any("at max_seq_length 32" in reason and "model_max_length 16" in reason for reason in verdict.reasons)

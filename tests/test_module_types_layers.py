@@ -292,7 +292,7 @@ CNN_STACK = "  - type: CNN\n    out_channels: 3\n    kernel_sizes: [1, 3]\n  - t
         ("lstm", "1_LSTM/lstm_config.json", {"num_layers": 1000000}, "num_layers is 1000000, the weights hold 1"),
         ("lstm", "1_LSTM/lstm_config.json", {"num_layers": 2}, "num_layers is 2, the weights hold 1"),
         ("lstm", "1_LSTM/lstm_config.json", {"hidden_dim": 10**7}, "encoder.weight_ih_l0 has shape [16, 8]"),
-        ("lstm", "1_LSTM/lstm_config.json", {"bidirectional": False}, "encoder.weight_ih_l0_reverse"),
+        ("lstm", "1_LSTM/lstm_config.json", {"bidirectional": False}, "_reverse is in the weights but not in the config's LSTM"),
         ("lstm", "1_LSTM/lstm_config.json", {"num_layers": "many"}, "key 'num_layers' must be a positive integer"),
         ("cnn", "1_CNN/cnn_config.json", {"kernel_sizes": [1] * 100000}, "kernel_sizes lists 100000 convolutions"),
         ("cnn", "1_CNN/cnn_config.json", {"out_channels": 10**9}, "convs.0.weight has shape [3, 32, 1]"),
@@ -320,5 +320,5 @@ def test_config_sizes_are_checked_against_the_weight_headers(
     result = CliRunner().invoke(app, ["encode", "-", "-m", str(folder), "-o", str(out)], input="man food\n")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and file in lines[0] and message in lines[0], result.stderr
+    assert len(lines) == 1 and file.split("/")[0] in lines[0] and message in lines[0], result.stderr
     assert not out.exists()
