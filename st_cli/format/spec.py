@@ -17,7 +17,8 @@ How to add a built-in module type (say `LayerNorm`):
    what `--format st6` writes, `read_types` every other spelling ST ever wrote or aliased, e.g.
    Asym → Router), `config_files` (the first is written; `()` = no config), `decode`/`encode`
    (codec functions sit right above the row), `accepted_keys` per loader generation
-   (+ `lenient_in`), the `width` rule (and `check_weights` for shape checks), `since` (first ST
+   (+ `lenient_in`), the `width` rule (and `check_weights`: every tensor the config's sizes imply,
+   against the safetensors headers; `sub_modules` for folders the config names), `since` (first ST
    version that reads `legacy_type`; `since_by_type` for aliases, `st6_type_since` for the new
    spelling; `fails_in` for versions that have it but cannot run it) and `tei`, `loader_notes` for
    caveats of one loader or version, `required_files`, `path_keys` (recipe kwargs that name
