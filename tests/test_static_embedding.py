@@ -448,3 +448,16 @@ def test_non_finite_embeddings_are_refused_and_named(
     reload = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "reload")
     assert reload["status"] == "fail" and f"probe 0 'A man is eating food.' gives {word}" in reload["detail"], reload
     assert "two loads" not in reload["detail"]
+
+
+def test_verify_against_names_the_nan_of_sentence_transformers(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """ST 6.2 embeds a float16 model2vec folder's empty text as NaN: `--against` says so, naming the probe."""
+    from typer.testing import CliRunner
+
+    from st_cli.cli import app
+
+    folder = model2vec_folder(tmp_path / "m", tiny_bert_dir / "tokenizer.json", "float16", normalize=True)
+    result = CliRunner().invoke(app, ["verify", str(folder), "--against", "sentence-transformers", "--json"])
+    against = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "against")
+    assert against["status"] == "fail" and "probe 1 '' gives NaN in its embedding" in against["detail"], against
+    assert not against["detail"].startswith("st:")
