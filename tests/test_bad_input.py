@@ -281,7 +281,11 @@ DAMAGES: list[tuple[str, Callable[[Path], object], str, str]] = [
     ("max-seq-length-zero", lambda m: _json(m / "sentence_bert_config.json", max_seq_length=0), "sentence_bert_config.json", "layout"),
     ("max-seq-length-abc", lambda m: _json(m / "sentence_bert_config.json", max_seq_length="abc"), "sentence_bert_config.json", "layout"),
     ("max-seq-length-past-positions", lambda m: _json(m / "sentence_bert_config.json", max_seq_length=4096), "sentence_bert_config.json", "layout"),
-    ("dense-out-features-abc", lambda m: _json(m / "2_Dense/config.json", out_features="abc"), "2_Dense/config.json", "layout"),
+    ("dense-out-features-abc", lambda m: _json(m / "2_Dense/config.json", out_features="abc"), "2_Dense/config.json: key 'out_features' must be a positive integer, got 'abc'", "layout"),
+    ("dense-bias-string", lambda m: _json(m / "2_Dense/config.json", bias="yes"), "2_Dense/config.json: key 'bias' must be true or false", "layout"),
+    ("load-args-trust-remote-code", lambda m: _json(m / "sentence_bert_config.json", model_args={"trust_remote_code": True}), "sentence_bert_config.json: key 'model_args': trust_remote_code=True is not supported by st", "layout"),
+    ("load-args-not-a-mapping", lambda m: _json(m / "sentence_bert_config.json", tokenizer_args=[16]), "sentence_bert_config.json: key 'tokenizer_args' must be a JSON object", "layout"),
+    ("load-args-model-kwarg-unknown", lambda m: _json(m / "sentence_bert_config.json", model_args={"hidden_act": "relu"}), "sentence_bert_config.json: model_args: BertModel.__init__() got an unexpected keyword argument 'hidden_act'", "reload"),
     ("dense-in-features-wrong", lambda m: _json(m / "2_Dense/config.json", in_features=16), "2_Dense/config.json", "dimensions"),
     ("pooling-dimension-abc", lambda m: _json(m / "1_Pooling/config.json", word_embedding_dimension="x"), "1_Pooling/config.json", "layout"),
     ("hf-config-a-list", lambda m: (m / "config.json").write_text("[]"), "config.json", "layout"),
@@ -314,6 +318,20 @@ def test_broken_folder_verify_fails_a_check(ctx: Ctx, damage, check: str) -> Non
     report = json.loads(result.stdout)
     failed = {c["name"] for c in report["checks"] if c["status"] == "fail"}
     assert check in failed, report
+
+
+@pytest.mark.parametrize("content", ["{oops", "[1, 2]", ""], ids=["not-json", "a-list", "empty"])
+def test_plain_folder_with_a_broken_config_names_config_json(ctx: Ctx, content: str) -> None:
+    """A transformers folder (no modules.json) whose config.json does not read: the line names config.json."""
+    plain = Path(shutil.copytree(ctx.bert, ctx.tmp / "plain"))
+    (plain / "config.json").write_text(content)
+    texts = ctx.write("in.txt", "hello\n")
+    for argv in (["encode", str(texts), "--out", str(ctx.out / "e.npy"), "-m", str(plain)], ["inspect", str(plain)]):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == EXIT_BAD_INPUT, result.output
+        line = one_error_line(result)
+        assert f"{plain / 'config.json'}:" in line and "modules.json" not in line, line
+    assert list(ctx.out.iterdir()) == []
 
 
 def test_broken_folder_record_is_refused_without_writing(ctx: Ctx) -> None:

@@ -651,3 +651,35 @@ def test_verdicts_agree_with_real_loaders(variants: dict[str, Path], venv: str) 
         # "no" must mean it fails; a failure must at least be flagged (partial: part of the range fails).
         assert loaded or verdict.status != "yes", f"{name}: {venv} failed ({real[str(folder)]}) but {loader} says yes"
         assert not loaded or verdict.status != "no", f"{name}: {venv} loaded it but {loader} says no: {verdict.reasons}"
+
+
+def test_load_args_are_shown_and_applied_to_the_widths(built: dict[str, Path], tmp_path: Path) -> None:
+    """sentence_bert_config.json's tokenizer/config/model args: listed under the Transformer, in the JSON, as an
+    info finding; config_args override config.json's values and tokenizer_args' limit is the max_seq_length."""
+    folder = Path(shutil.copytree(built["portable"], tmp_path / "m"))
+    path = folder / "sentence_bert_config.json"
+    args = {
+        "tokenizer_args": {"model_max_length": 16, "trust_remote_code": False},
+        "config_kwargs": {"hidden_act": "relu", "revision": "main"},
+        "model_args": {"torch_dtype": "float16"},
+    }
+    path.write_text(json.dumps(json.loads(path.read_text()) | args))
+    result = runner.invoke(app, ["inspect", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert 'tokenizer_args (to transformers): {"model_max_length": 16}' in result.stdout
+    assert 'config_args (to transformers): {"hidden_act": "relu"}' in result.stdout
+    assert "max_seq_length 16" in result.stdout
+    doc = json.loads(runner.invoke(app, ["inspect", str(folder), "--json"]).stdout)
+    assert doc["modules"][0]["transformer"]["load_args"] == {
+        "tokenizer_args": {"model_max_length": 16},
+        "config_args": {"hidden_act": "relu"},
+        "model_args": {"torch_dtype": "float16"},
+    }
+    codes = [(f["severity"], f["code"]) for f in doc["findings"]]
+    assert ("info", "load-args") in codes and ("warning", "load-args") in codes
+    warning = next(f for f in doc["findings"] if f["severity"] == "warning" and f["code"] == "load-args")
+    assert "torch_dtype='float16': st computes in float32" in warning["message"]
+    # ST 3.4-5.3 let max_seq_length win over tokenizer_args' limit: a partial verdict says so
+    path.write_text(json.dumps({"max_seq_length": 32, "tokenizer_args": {"model_max_length": 16}}))
+    verdict = st_cli.summarize(folder).loaders["ST<=5.3"]
+    assert any("at max_seq_length 32" in reason and "model_max_length 16" in reason for reason in verdict.reasons)

@@ -275,3 +275,50 @@ def test_minilm_with_layer_pooling_matches_st62(minilm_dir: Path, tmp_path: Path
     np.testing.assert_allclose(model.encode(COMPARE_TEXTS), theirs, atol=ATOL, rtol=0)
     plain = st_cli.load_model(minilm_dir).encode(COMPARE_TEXTS)
     assert np.abs(model.encode(COMPARE_TEXTS) - plain).max() > 1e-2  # the layer weights are really used
+
+
+# ---------------------------------------------------------------- sizes from configs, against the weight headers
+
+LSTM_STACK = (
+    "modules:\n  - type: WordEmbeddings\n    vocab: [PADDING, man, food, eating]\n    dimension: 8\n"
+    "  - type: LSTM\n    hidden_dim: 4\n  - type: Pooling\n    mode: mean\n"
+)
+CNN_STACK = "  - type: CNN\n    out_channels: 3\n    kernel_sizes: [1, 3]\n  - type: Pooling\n"
+
+
+@pytest.mark.parametrize(
+    ("stack", "file", "edit", "message"),
+    [
+        ("lstm", "1_LSTM/lstm_config.json", {"num_layers": 1000000}, "num_layers is 1000000, the weights hold 1"),
+        ("lstm", "1_LSTM/lstm_config.json", {"num_layers": 2}, "num_layers is 2, the weights hold 1"),
+        ("lstm", "1_LSTM/lstm_config.json", {"hidden_dim": 10**7}, "encoder.weight_ih_l0 has shape [16, 8]"),
+        ("lstm", "1_LSTM/lstm_config.json", {"bidirectional": False}, "_reverse is in the weights but not in the config's LSTM"),
+        ("lstm", "1_LSTM/lstm_config.json", {"num_layers": "many"}, "key 'num_layers' must be a positive integer"),
+        ("cnn", "1_CNN/cnn_config.json", {"kernel_sizes": [1] * 100000}, "kernel_sizes lists 100000 convolutions"),
+        ("cnn", "1_CNN/cnn_config.json", {"out_channels": 10**9}, "convs.0.weight has shape [3, 32, 1]"),
+        ("cnn", "1_CNN/cnn_config.json", {"kernel_sizes": [1, 3000001]}, "convs.1.weight has shape [3, 32, 3]"),
+        ("cnn", "1_CNN/cnn_config.json", {"out_channels": "six"}, "key 'out_channels' must be a positive integer"),
+    ],
+    ids=["lstm-layers-10^6", "lstm-layers-2", "lstm-hidden-10^7", "lstm-one-way", "lstm-layers-string",
+         "cnn-kernels-10^5", "cnn-channels-10^9", "cnn-kernel-3e6", "cnn-channels-string"],
+)  # fmt: skip
+def test_config_sizes_are_checked_against_the_weight_headers(
+    tiny_recipe, tmp_path: Path, stack: str, file: str, edit: dict, message: str
+) -> None:
+    """A size no weights back is an inspect error, and encode refuses it in one line before any weights load."""
+    recipe = tmp_path / "r.yaml"
+    if stack == "lstm":
+        recipe.write_text(LSTM_STACK)
+    else:
+        recipe = tiny_recipe(CNN_STACK)
+    _, folder = st_cli.build(recipe, tmp_path / "m")
+    path = folder / file
+    path.write_text(json.dumps(json.loads(path.read_text()) | edit))
+    errors = [f for f in st_cli.summarize(folder).errors if message in f.message]
+    assert errors and errors[0].check in ("dimensions", "layout"), st_cli.summarize(folder).findings
+    out = tmp_path / "out.npy"
+    result = CliRunner().invoke(app, ["encode", "-", "-m", str(folder), "-o", str(out)], input="man food\n")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and file.split("/")[0] in lines[0] and message in lines[0], result.stderr
+    assert not out.exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -272,3 +273,51 @@ def test_router_as_first_module(portable_bert: Path, tmp_path: Path) -> None:
     args = ["encode", str(tmp_path / "in.txt"), "-m", str(tmp_path / "saved"), "-o", str(tmp_path / "q.npy"), "--task", "query"]
     assert CliRunner().invoke(app, args).exit_code == 0
     _close(np.load(tmp_path / "q.npy"), model.encode(lines, task="query"))
+
+
+def _damage_route(folder: Path, sub: str) -> tuple[Path, str]:
+    """Point the Router's first route module at the folder `sub` (its config names it); returns the config and the old name."""
+    entry = next(e for e in json.loads((folder / "modules.json").read_text()) if e["type"].endswith(("Asym", "Router")))
+    router = folder / entry["path"]
+    config_path = next(router / n for n in ("router_config.json", "config.json") if (router / n).is_file())
+    config = json.loads(config_path.read_text())
+    old = next(iter(config["types"]))
+    config["types"] = {(sub if k == old else k): v for k, v in config["types"].items()}
+    config["structure"] = {r: [sub if s == old else s for s in subs] for r, subs in config["structure"].items()}
+    config_path.write_text(json.dumps(config))
+    return config_path, old
+
+
+@pytest.mark.parametrize(
+    ("sub", "code"), [("../outside", "path-escape"), ("nowhere", "missing-module-folder")], ids=["dotdot", "missing"]
+)
+@pytest.mark.parametrize("fmt", layout.FORMATS)
+def test_route_folders_are_checked_like_module_folders(
+    built_router: dict[str, Path], tmp_path: Path, fmt: str, sub: str, code: str
+) -> None:
+    """A route naming a folder outside the model or a missing one: an inspect error, verify's layout fails, and
+    encode refuses it in one line naming the folder."""
+    folder = Path(shutil.copytree(built_router[fmt], tmp_path / "m"))
+    (tmp_path / "outside").mkdir()  # a real folder beside the model: `..` must be refused, not read
+    config_path, _ = _damage_route(folder, sub)
+    found = [f for f in st_cli.summarize(folder).errors if f.code == code]
+    assert found and sub in found[0].message, st_cli.summarize(folder).findings
+    if code == "path-escape":
+        assert str(config_path) in found[0].message
+    result = CliRunner().invoke(app, ["verify", str(folder), "--json"])
+    layout_check = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "layout")
+    assert result.exit_code == 1 and layout_check["status"] == "fail" and sub in layout_check["detail"]
+    out = tmp_path / "out.npy"
+    result = CliRunner().invoke(app, ["encode", "-", "-m", str(folder), "-o", str(out)], input="hello\n")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1 and sub in result.stderr
+    assert not out.exists()
+
+
+def test_route_module_configs_are_checked_too(built_router: dict[str, Path], tmp_path: Path) -> None:
+    """The sizes of a route's modules are checked against their weights as modules.json's are."""
+    folder = Path(shutil.copytree(built_router["portable"], tmp_path / "m"))
+    config_path, old = _damage_route(folder, "keep")
+    (config_path.parent / old).rename(config_path.parent / "keep")
+    dense = config_path.parent / "keep" / "config.json"
+    dense.write_text(json.dumps(json.loads(dense.read_text()) | {"out_features": 10**6}))
+    assert any("linear.weight has shape [8, 32]" in f.message for f in st_cli.summarize(folder).errors)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ import yaml
 import st_cli
 from st_cli.format import layout
 from st_cli.format.spec import version_tuple
+from st_cli.format.specs.transformer import LOAD_ARGS_SINCE
 from st_cli.model import registry
 from st_cli.model.recipe import load_recipe
 from tests.texts import COMPARE_TEXTS
@@ -134,6 +136,34 @@ def _build_examples(table: Table, tiny_bert: Path, root: Path) -> dict[tuple[str
     return ours
 
 
+# sentence_bert_config.json keys that hand arguments to transformers (format/specs/transformer.py): each is
+# added to the Transformer example's portable folder (without max_seq_length, so the tokenizer's limit
+# decides), and every version that reads the key (LOAD_ARGS_SINCE) must give st's vectors. All but
+# model_args change the vectors (checked below), so a loader that ignored them would fail.
+LOAD_ARG_CASES: dict[str, dict[str, dict]] = {
+    "tokenizer_args": {"tokenizer_args": {"model_max_length": 6}},
+    "config_args": {"config_args": {"hidden_act": "relu"}},
+    "model_args": {"model_args": {"add_pooling_layer": False}},
+    "processor_kwargs": {"processor_kwargs": {"model_max_length": 5}, "config_kwargs": {"hidden_act": "silu"}},
+}
+CHANGES_VECTORS = {"tokenizer_args", "config_args", "processor_kwargs"}
+
+
+def _load_args_folder(table: Table, case: str, root: Path) -> Path:
+    folder = root / "load-args" / case
+    shutil.copytree(table.folders["Transformer", "portable"], folder)
+    path = folder / layout.SBERT_CONFIG
+    config = {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if k != "max_seq_length"}
+    path.write_text(json.dumps(config | LOAD_ARG_CASES[case]), encoding="utf-8")
+    return folder
+
+
+def _load_args_skip(case: str, version: str) -> str | None:
+    release = version_tuple(VERSIONS[version])
+    late = [k for k in LOAD_ARG_CASES[case] if release < version_tuple(LOAD_ARGS_SINCE[k])]
+    return f"{late[0]} is read from ST {LOAD_ARGS_SINCE[late[0]]} on" if late else None
+
+
 def _run_version(version: str, jobs: list[dict[str, str]], work: Path) -> dict[str, str | None]:
     """One subprocess of that version for all its folders."""
     python = _python(version)
@@ -175,6 +205,7 @@ def table(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tabl
             cell.theirs, cell.resaved = out / "emb.npy", out / "resaved"
             job = {"folder": str(cell.folder), "out": str(cell.theirs), "resave": str(cell.resaved)}
             jobs.setdefault(version, []).append({"id": f"{name}/{fmt}", **job})
+    _add_load_args_jobs(table, root, jobs)
     with ThreadPoolExecutor(max_workers=2) as pool:  # two cores are all a CI runner gives us
         done = dict(zip(jobs, pool.map(lambda v: _run_version(v, jobs[v], root), jobs), strict=True))
     for version, results in done.items():
@@ -182,6 +213,25 @@ def table(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tabl
             name, fmt = job_id.split("/")
             table.cells[name, version, fmt].error = error
     return table
+
+
+def _add_load_args_jobs(table: Table, root: Path, jobs: dict[str, list[dict[str, str]]]) -> None:
+    """The LOAD_ARG_CASES folders, as cells named load-args:<case> in the portable column."""
+    for case in LOAD_ARG_CASES:
+        folder = _load_args_folder(table, case, root)
+        ours = st_cli.load_model(folder).encode(COMPARE_TEXTS, batch_size=BATCH_SIZE)
+        for version in VERSIONS:
+            name = f"load-args:{case}"
+            cell = table.cells.setdefault((name, version, "portable"), Cell())
+            cell.skip = "no venv" if _python(version) is None else _load_args_skip(case, version)
+            if cell.skip:
+                continue
+            cell.folder, cell.ours = folder, ours
+            out = root / "out" / version / "load-args" / case
+            out.mkdir(parents=True)
+            cell.theirs, cell.resaved = out / "emb.npy", out / "resaved"
+            job = {"folder": str(folder), "out": str(cell.theirs), "resave": str(cell.resaved)}
+            jobs.setdefault(version, []).append({"id": f"{name}/portable", **job})
 
 
 def _cell(table: Table, name: str, version: str, fmt: str) -> Cell:
@@ -209,6 +259,25 @@ def test_st_reads_version_folder(table: Table, name: str, version: str, fmt: str
     assert cell.theirs is not None and cell.resaved is not None
     loaded = st_cli.load_model(cell.resaved)
     np.testing.assert_allclose(loaded.encode(COMPARE_TEXTS, batch_size=BATCH_SIZE), np.load(cell.theirs), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("case", LOAD_ARG_CASES)
+def test_load_args_as_each_version_applies_them(table: Table, case: str, version: str) -> None:
+    """sentence_bert_config.json's tokenizer/config/model args: st's vectors are each reading version's, both ways."""
+    cell = _cell(table, f"load-args:{case}", version, "portable")
+    assert cell.theirs is not None and cell.ours is not None and cell.resaved is not None
+    np.testing.assert_allclose(np.load(cell.theirs), cell.ours, atol=ATOL, rtol=0)
+    plain = table.cells["Transformer", version, "portable"]
+    if case in CHANGES_VECTORS and plain.ours is not None:
+        assert np.abs(cell.ours - plain.ours).max() > 1e-3, "the case does not change the vectors: it tests nothing"
+    resaved = st_cli.load_model(cell.resaved).encode(COMPARE_TEXTS, batch_size=BATCH_SIZE)
+    np.testing.assert_allclose(resaved, np.load(cell.theirs), atol=ATOL, rtol=0)
+    if version == "st62":  # st's own save bakes the args into config.json and the tokenizer: same vectors
+        ours = st_cli.load_model(cell.folder)
+        ours.save(cell.resaved.parent / "st-resaved")
+        again = st_cli.load_model(cell.resaved.parent / "st-resaved").encode(COMPARE_TEXTS, batch_size=BATCH_SIZE)
+        np.testing.assert_allclose(again, cell.ours, atol=ATOL, rtol=0)
 
 
 _SUMMARIZE_WITHOUT_TORCH = """

@@ -161,6 +161,8 @@ def _module_node(node: Tree, module: ModuleSummary, *, tensors: bool) -> None:
                 f"tokenizer {t.tokenizer_class or '?'}{'' if t.tokenizer_json else ' (no tokenizer.json)'}"
             )
         )
+        for key, value in t.load_args.items():
+            node.add(Text(f"{key} (to transformers): {_short_json(value)}"))
     if module.custom_code:
         node.add(Text(f"custom code {module.custom_code} (not run)", style="yellow"))
     weights = module.weights

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from st_cli import fsio
-from st_cli.errors import StError
+from st_cli.errors import ModelFolderError, StError
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 CALIBRATED = ("int8", "uint8")
@@ -473,6 +473,16 @@ def side_paths(output: Path, *, skip_empty: bool, precision: str, ids: bool = Fa
     return paths
 
 
+def refuse_non_finite(block: np.ndarray, start: int) -> None:
+    """No embedding st writes holds NaN or inf: the model gave one for this row (rows count from 0, as ids do)."""
+    if len(block) and not np.isfinite(block).all():
+        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        what = "NaN" if np.isnan(block[bad[0]]).any() else "inf"
+        more = f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""
+        message = f"the model gives {what} in the embedding of row {start + int(bad[0])}{more}; st writes no NaN or inf"
+        raise ModelFolderError(message)
+
+
 class Sink:
     """Receives float32 rows in input order and produces the output at its precision.
 
@@ -562,6 +572,7 @@ class Sink:
 
     def write(self, start: int, block: np.ndarray) -> None:
         assert self.writer is not None
+        refuse_non_finite(block, start)
         if self.calibrate:
             if len(block):
                 np.minimum(self.low, block.min(axis=0), out=self.low)
@@ -573,6 +584,8 @@ class Sink:
     def write_stored(self, start: int, block: np.ndarray) -> None:
         """Rows already at this sink's precision (a shard's, in `st merge`)."""
         assert self.writer is not None and not self.calibrate
+        if block.dtype.kind == "f":
+            refuse_non_finite(block, start)
         self.writer.write(start, block, self._ids_for(start, len(block)))
 
     def finish(self, chunk: int = 8192) -> Path:

@@ -115,14 +115,16 @@ def task_prompt(task: str | None, prompts: Mapping[str, str]) -> str | None:
 # ---------------------------------------------------------------- reading
 
 
-def module_folder(root: Path, entry_path: str) -> Path:
-    """The folder of a module, refusing a path that leaves the model folder (`..`, absolute, symlink)."""
+def module_folder(root: Path, entry_path: str, named_in: Path | None = None) -> Path:
+    """The folder of a module, refusing a path that leaves `root` (`..`, absolute, symlink); `named_in` is the
+    file that names the path (modules.json unless said otherwise: a Router's config names its routes' folders)."""
+    where = named_in or root / MODULES_JSON
     if "\x00" in entry_path:  # no file system path holds one: every os call would raise ValueError
-        raise ModelFolderError(f"{root / MODULES_JSON}: module path {entry_path!r} contains a NUL character")
+        raise ModelFolderError(f"{where}: module path {entry_path!r} contains a NUL character")
     root = root.resolve()
     target = (root / entry_path).resolve()
     if target != root and root not in target.parents:
-        raise ModelFolderError(f"{root / MODULES_JSON}: module path {entry_path!r} points outside the model folder")
+        raise ModelFolderError(f"{where}: module path {entry_path!r} points outside the model folder")
     return target
 
 
@@ -168,6 +170,11 @@ def read_modules_json(root: Path) -> list[ModuleEntry]:
     path = root / MODULES_JSON
     if not path.is_file() and is_plain_folder(root):
         return plain_entries(root)
+    if not path.is_file() and (root / MODULE_CONFIG).is_file():
+        # A transformers folder whose config.json does not read: name the file, not the missing modules.json.
+        hf_config = read_json(root / MODULE_CONFIG)
+        if not isinstance(hf_config, dict):
+            raise ModelFolderError(f"{root / MODULE_CONFIG}: expected a JSON object")
     if not path.is_file():
         raise ModelFolderError(f"{root}: {NOT_A_MODEL}")
     raw = read_json(path)

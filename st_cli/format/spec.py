@@ -17,7 +17,8 @@ How to add a built-in module type (say `LayerNorm`):
    what `--format st6` writes, `read_types` every other spelling ST ever wrote or aliased, e.g.
    Asym → Router), `config_files` (the first is written; `()` = no config), `decode`/`encode`
    (codec functions sit right above the row), `accepted_keys` per loader generation
-   (+ `lenient_in`), the `width` rule (and `check_weights` for shape checks), `since` (first ST
+   (+ `lenient_in`), the `width` rule (and `check_weights`: every tensor the config's sizes imply,
+   against the safetensors headers; `sub_modules` for folders the config names), `since` (first ST
    version that reads `legacy_type`; `since_by_type` for aliases, `st6_type_since` for the new
    spelling; `fails_in` for versions that have it but cannot run it) and `tei`, `loader_notes` for
    caveats of one loader or version, `required_files`, `path_keys` (recipe kwargs that name
@@ -155,7 +156,12 @@ class TypeSpec:
     lenient_in: frozenset[Generation] = frozenset()  # generations that drop unknown keys with a warning
     width: Callable[[WidthContext], Widths] = _unknown_width
     width_mismatch: Literal["error", "warning"] = "error"  # incoming width ≠ the config's input width
-    check_weights: Callable[[Mapping[str, Any], Shapes], list[str]] | None = None  # shape problems
+    # shape problems: every tensor the config's sizes imply, against the safetensors headers, so a size no
+    # weights back (num_layers: 1000000) is refused before anything is allocated
+    check_weights: Callable[[Mapping[str, Any], Shapes], list[str]] | None = None
+    # (sub-folder, type string) of the modules it loads from folders of its own (Router's routes): inspect
+    # checks them as it checks modules.json's entries
+    sub_modules: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None
     loader_notes: Callable[[ModuleView], Iterable[LoaderNote]] = _no_notes
     input_module: bool = False  # tokenizes texts; must come first
     save_in_root: bool = False  # as the first module, its files sit in the model root
@@ -405,14 +411,39 @@ def hidden_size(hf_config: Mapping[str, Any] | None) -> int | None:
 # accepts (`config_key_renames`).
 
 
+# What a config value must be, by kind: (test, what the error line says it must be).
+KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "size": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "count": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "sizes": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(x) and x > 0 for x in v),
+              "a non-empty list of positive integers"),
+}  # fmt: skip
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_kind(value: Any, kind: str, key: str, path: Path) -> Any:
+    """`value` if it is of `kind` (KINDS), else ModelFolderError naming the file and the key."""
+    test, must_be = KINDS[kind]
+    if not test(value):
+        raise ModelFolderError(f"{path}: key {key!r} must be {must_be}, got {value!r}")
+    return value
+
+
 def renaming_codec(
     file: str,
     keys: tuple[str, ...],
     required: tuple[str, ...],
     legacy_names: Mapping[str, str] | None = None,
     portable_omits: Callable[[Mapping[str, Any]], set[str]] = lambda config: set(),
+    kinds: Mapping[str, str] | None = None,
 ) -> tuple[Callable[[Config, Path], Config], Callable[[Mapping[str, Any], Format], dict[str, Config | None]]]:
-    """decode/encode for a config that is the constructor's kwargs, some spelled differently before ST 5.4."""
+    """decode/encode for a config that is the constructor's kwargs, some spelled differently before ST 5.4;
+    `kinds` says what each value must be (KINDS), checked here, where the file is read."""
     legacy = dict(legacy_names or {})
 
     def decode(raw: Config, path: Path) -> Config:
@@ -420,7 +451,8 @@ def renaming_codec(
         for key in keys:
             spelling = next((name for name in (key, legacy.get(key)) if name is not None and name in raw), None)
             if spelling is not None:
-                config[key] = raw[spelling]
+                kind = (kinds or {}).get(key)
+                config[key] = check_kind(raw[spelling], kind, spelling, path) if kind else raw[spelling]
         missing = [legacy.get(k, k) for k in required if k not in config]
         if missing:
             raise ModelFolderError(f"{path}: missing key {missing[0]!r}")

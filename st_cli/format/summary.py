@@ -26,6 +26,7 @@ from st_cli.format.files import read_json, read_safetensors_header, walk
 from st_cli.format.portability import LOADERS, TF5_TOKENIZER_CLASSES, LoaderVerdict, verdicts
 from st_cli.format.spec import TypeSpec, WidthContext, hidden_size
 from st_cli.format.specs import known_names, spec_for_type_string
+from st_cli.format.specs.transformer import DTYPE_KEYS, LOAD_ARGS
 
 __all__ = ["LOADERS", "LoaderVerdict", "ModelSummary", "ModuleSummary", "portability", "summarize"]
 
@@ -76,6 +77,7 @@ FINDING_CHECKS: dict[str, str | None] = {
     "manifest": None,
     "no-manifest": None,
     "plain-transformers": None,
+    "load-args": None,  # what sentence_bert_config.json hands to transformers (a warning where st differs)
 }
 
 
@@ -182,6 +184,8 @@ class TransformerInfo:
     tokenizer_class: str | None = None
     model_max_length: int | None = None
     tokenizer_json: bool = False
+    # sentence_bert_config.json's tokenizer_args, config_args, model_args: applied as ST applies them
+    load_args: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -478,20 +482,43 @@ class _Reader:
             module.config = dict(entry.config)
             self.set_dims(module, dim)
             return module
+        self.read_module_files(module, folder, dim)
+        return module
+
+    def read_module_files(self, module: ModuleSummary, folder: Path, dim: int | None) -> None:
+        """A module's own files: config, the files its loader opens, weights, widths, and its sub-modules'."""
+        spec = module.spec
         if spec is None:
             self.check_custom(module)
         if not module.exists:
             self.report_missing_folder(module)
             self.set_dims(module, dim)
-            return module
+            return
         self.read_config(module, folder)
         self.check_required_files(module, folder)
         module.weights = self.read_weights(folder, spec)
         if spec is not None and spec.hf_model:
-            module.transformer = self.read_transformer(folder, module.weights or WeightsInfo())
+            load_args = {k: v for k, v in (module.config or {}).items() if k in LOAD_ARGS}
+            module.transformer = self.read_transformer(folder, module.weights or WeightsInfo(), load_args)
             self.check_max_seq_length(module)
+            self.report_load_args(module)
         self.set_dims(module, dim)
-        return module
+        if spec is not None and spec.sub_modules is not None and module.raw_config is not None:
+            self.read_sub_modules(module, folder, spec.sub_modules(module.raw_config))
+
+    def read_sub_modules(self, module: ModuleSummary, folder: Path, subs: list[tuple[str, str]]) -> None:
+        """The modules a module loads from folders its config names (a Router's routes), checked as
+        modules.json's entries are: inside the folder, present, their configs and weights."""
+        named_in = self.root / module.config_file if module.config_file else folder
+        for sub, type_string in subs:
+            try:
+                sub_folder = layout.module_folder(folder, sub, named_in)
+            except ModelFolderError as e:
+                self.add("error", "path-escape", str(e), module.config_file)
+                continue
+            child = ModuleSummary(module.idx, sub, type_string, None, self.rel(sub_folder))
+            child.exists = sub_folder.is_dir()
+            self.read_module_files(child, sub_folder, None)
 
     def report_missing_folder(self, module: ModuleSummary) -> None:
         where = module.path or "."
@@ -617,8 +644,8 @@ class _Reader:
                 shape = tuple(int(d) for d in info["shape"])
                 weights.tensors.append(TensorInfo(name, info["dtype"], shape, int(end) - int(start), self.rel(path)))
 
-    def read_transformer(self, folder: Path, weights: WeightsInfo) -> TransformerInfo:
-        info = TransformerInfo(tokenizer_json=(folder / "tokenizer.json").is_file())
+    def read_transformer(self, folder: Path, weights: WeightsInfo, load_args: dict[str, Any]) -> TransformerInfo:
+        info = TransformerInfo(tokenizer_json=(folder / "tokenizer.json").is_file(), load_args=load_args)
         config_path = folder / "config.json"
         where = self.rel(config_path)
         config = self.json(config_path) if config_path.is_file() else None
@@ -626,7 +653,8 @@ class _Reader:
             self.add("error", "missing-config", f"{where}: no Hugging Face model config", where)
         elif config is not None and not isinstance(config, dict):
             self.add("error", "bad-config", f"{where}: expected a JSON object", where)
-        config = config if isinstance(config, dict) else {}
+        # config_args override config.json's values (AutoConfig.from_pretrained(**config_args)), as in every loader.
+        config = (config if isinstance(config, dict) else {}) | load_args.get("config_args", {})
         architectures = config.get("architectures")
         info.architecture = architectures[0] if isinstance(architectures, list) and architectures else None
         info.model_type = config.get("model_type")
@@ -640,7 +668,7 @@ class _Reader:
             self.add("error", "bad-config", f"{self.rel(tok_path)}: expected a JSON object", self.rel(tok_path))
         if isinstance(tok, dict):
             info.tokenizer_class = tok.get("tokenizer_class")
-            limit = tok.get("model_max_length")
+            limit = load_args.get("tokenizer_args", {}).get("model_max_length", tok.get("model_max_length"))
             info.model_max_length = limit if isinstance(limit, int) and limit < _NO_LIMIT else None
         if info.tokenizer_class in TF5_TOKENIZER_CLASSES:
             where = self.rel(tok_path)
@@ -656,6 +684,22 @@ class _Reader:
             files = f"no tokenizer files ({', '.join(layout.TOKENIZER_FILES[:3])}, …)"
             self.add("error", "missing-tokenizer", files if where == "." else f"{where}: {files}", where)
         return info
+
+    def report_load_args(self, module: ModuleSummary) -> None:
+        """What sentence_bert_config.json hands to transformers: it changes the vectors, so say so."""
+        load_args = module.transformer.load_args if module.transformer else {}
+        where = module.config_file
+        if load_args:
+            given = "; ".join(f"{key} {_short(value)}" for key, value in load_args.items())
+            self.add("info", "load-args", f"{where}: transformers gets {given} (st applies them as ST does)", where)
+        lower = [k for k in DTYPE_KEYS if k in load_args.get("model_args", {})]
+        if lower:
+            value = load_args["model_args"][lower[0]]
+            message = (
+                f"{where}: model_args {lower[0]}={value!r}: st computes in float32, sentence-transformers in "
+                f"{value} (the vectors differ by rounding)"
+            )
+            self.add("warning", "load-args", message, where)
 
     def check_max_seq_length(self, module: ModuleSummary) -> None:
         """The Transformer's max_seq_length: absent or null (the tokenizer decides), else a positive integer."""
@@ -764,6 +808,10 @@ class _Reader:
             self.add("warning", "untrained-module", message, module.path or None)
 
 
+def _short(value: Any) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in value.items()) if isinstance(value, dict) else repr(value)
+
+
 def _plain_detail(entry: layout.ModuleEntry) -> str:
     modes = (entry.config or {}).get("mode")
     return f" ({'+'.join(modes)})" if modes else ""
@@ -799,9 +847,12 @@ def _max_seq_length(modules: list[ModuleSummary]) -> int | None:
     first = modules[0] if modules else None
     if first is None or first.spec is None or not first.spec.hf_model:
         return None
+    info = first.transformer or TransformerInfo()
+    limit = info.load_args.get("tokenizer_args", {}).get("model_max_length")
+    if isinstance(limit, int):  # ST >= 5.4 (and st): tokenizer_args' limit over max_seq_length
+        return limit
     configured = (first.raw_config or {}).get("max_seq_length")
     if isinstance(configured, int):
         return configured
-    info = first.transformer or TransformerInfo()
     limits = [x for x in (info.model_max_length, info.max_position_embeddings) if isinstance(x, int) and x > 0]
     return min(limits) if limits else None

@@ -17,6 +17,7 @@ from st_cli.format import hub, kinds, layout, manifest
 from st_cli.format.probes import PROBE_ATOL, PROBE_TEXTS
 from st_cli.model import card, custom, registry, resolve
 from st_cli.model.modules.base import Features, InputModule, Module
+from st_cli.model.modules.normalize import normalize as normalize_rows
 from st_cli.model.recipe import Recipe
 
 
@@ -198,7 +199,7 @@ class Model(torch.nn.Module):
         if dim:
             embeddings = embeddings[:, :dim]
         if normalize:
-            embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=-1)
+            embeddings = normalize_rows(embeddings)  # a zero row stays zero in float16 too
         return embeddings.float().cpu().numpy()
 
     # ------------------------------------------------------------ saving

@@ -270,17 +270,15 @@ class InputModule(Module, base.InputModule):
 
 
 # Transformer options that only name where or how transformers finds the model: nothing st computes differs.
-_HARMLESS_MODEL_KWARGS = frozenset(
-    {"trust_remote_code", "revision", "cache_dir", "token", "local_files_only", "attn_implementation"}
-)
+_HARMLESS_MODEL_KWARGS = frozenset({"trust_remote_code", "revision", "cache_dir", "token", "local_files_only"})
 
 
 class Transformer(SentenceTransformersApi, st_transformer.Transformer):
     """ST's `Transformer`, as both its constructor generations spell it, on st's own Transformer.
 
-    Options that would change what st computes and that st does not implement (another backend or
-    task, a separate tokenizer, model kwargs beyond where-to-find-it) are refused in one line rather
-    than ignored.
+    The tokenizer, config and model kwargs go to transformers as ST passes them (either spelling);
+    options that would change what st computes and that st does not implement (another backend or
+    task, a separate tokenizer) are refused in one line rather than ignored.
     """
 
     config_file_name: ClassVar[str] = layout.SBERT_CONFIG
@@ -315,12 +313,14 @@ class Transformer(SentenceTransformersApi, st_transformer.Transformer):
             if is_refused:
                 raise StError(f"{where}: st does not support {key}={locals()[key]!r}")
         model_options = {**(model_args or {}), **(model_kwargs or {})}
-        unknown = sorted(set(model_options) - _HARMLESS_MODEL_KWARGS)
-        if unknown:
-            raise StError(f"{where}: st does not support the model option {unknown[0]!r}")
-        revision = model_options.get("revision")
         super().__init__(
-            model_name_or_path, max_seq_length=max_seq_length, do_lower_case=do_lower_case, revision=revision
+            model_name_or_path,
+            max_seq_length=max_seq_length,
+            do_lower_case=do_lower_case,
+            revision=model_options.get("revision"),
+            tokenizer_args=_without_harmless({**(tokenizer_args or {}), **(processor_kwargs or {})}),
+            config_args=_without_harmless({**(config_args or {}), **(config_kwargs or {})}),
+            model_args=_without_harmless(model_options),
         )
 
     @classmethod
@@ -377,6 +377,10 @@ def fullname(obj: object) -> str:
 
 
 # ---------------------------------------------------------------- the stand-in package
+
+def _without_harmless(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k not in _HARMLESS_MODEL_KWARGS}
+
 
 _CLASSES = {"Module": Module, "InputModule": InputModule, "Transformer": Transformer}
 _UTIL = {

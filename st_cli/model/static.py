@@ -32,6 +32,8 @@ ST_KEY = "embedding.weight"  # what sentence-transformers saves
 MODEL2VEC_KEYS = ("embeddings", "mapping", "weights")  # what model2vec saves (mapping, weights: optional)
 _FLOATS = (np.float16, np.float32, np.float64)
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's
+# float16's smallest positive value: a zero row stays zero (model2vec's result), not 0/0 = NaN as in ST 6.2
+_HALF_NORM_FLOOR = 2.0**-24
 # Texts per task of the worker pool: model2vec's batch. Small enough that a chunk's gathered rows stay
 # in cache (averaging 1,024 texts at a time costs about 4/5 of the CPU time of 8,192 at a time).
 CHUNK = 1024
@@ -131,10 +133,10 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     half = x.dtype == np.float16
     wide = x.astype(np.float32) if half else x
     norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))[:, None]
-    if half:  # torch keeps the norm and its floor in float16, where 1e-12 is 0: an empty text gives NaN, as in ST
+    if half:  # torch keeps the norm in float16; its floor 1e-12 would be 0 there (modules/normalize.py)
         norms = norms.astype(np.float16).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (wide / np.maximum(norms, 0.0 if half else _NORM_EPS)).astype(x.dtype)
+        return (wide / np.maximum(norms, _HALF_NORM_FLOOR if half else _NORM_EPS)).astype(x.dtype)
 
 
 class StaticEncoder:

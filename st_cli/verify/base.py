@@ -132,6 +132,9 @@ class Run:
             self.raw, self.load_error = None, f"running the stack failed: {type(e).__name__}: {first_line(e)}"
             return Check("reload", "fail", "does not run", self.load_error)
         self.model = first
+        broken = non_finite(self.raw, self.texts)
+        if broken:  # NaN is unequal to itself: the difference below would blame the two loads
+            return Check("reload", "fail", "NaN or inf outputs", broken, {"max_abs_diff": None})
         diff = max_abs(self.raw, again)
         status: Status = "pass" if diff == 0 else "fail"
         detail = "" if status == "pass" else "two loads of the same folder give different outputs"
@@ -139,6 +142,20 @@ class Run:
 
     def unloaded(self, name: str) -> Check:
         return skip(name, f"model did not load: {self.load_error}" if self.load_error else "layout check failed")
+
+
+def non_finite(rows: Any, texts: list[str]) -> str:
+    """Which probe's embedding holds NaN or inf (and how many do), or "" when every value is finite."""
+    values = np.asarray(rows, dtype=np.float64)
+    if not values.size:
+        return ""
+    bad = np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(axis=1))
+    if not len(bad):
+        return ""
+    first = int(bad[0])
+    what = "NaN" if np.isnan(values[first]).any() else "inf"
+    more = f" ({len(bad)} probes in all)" if len(bad) > 1 else ""
+    return f"probe {first} {preview(texts[first])} gives {what} in its embedding{more}"
 
 
 def max_abs(a: Any, b: Any) -> float:
@@ -151,6 +168,9 @@ def problem(code: str, message: str, path: str | None = None) -> dict[str, Any]:
 
 
 def compare_rows(name: str, got: np.ndarray, expected: np.ndarray, run: Run, what: str) -> Check:
+    broken = non_finite(got, run.texts) or non_finite(expected, run.texts)
+    if broken:
+        return Check(name, "fail", "NaN or inf outputs", f"{broken} ({what})", {"max_abs_diff": None})
     rows = np.abs(got.astype(np.float64) - expected.astype(np.float64)).max(axis=1, initial=0.0)
     worst = int(rows.argmax()) if len(rows) else 0
     diff = float(rows.max(initial=0.0))

@@ -17,7 +17,7 @@ import numpy as np
 
 from st_cli.errors import StError
 from st_cli.format import hub, layout
-from st_cli.verify.base import Check, label, max_abs
+from st_cli.verify.base import Check, label, max_abs, non_finite
 
 if TYPE_CHECKING:
     from st_cli.verify.base import Run
@@ -52,6 +52,10 @@ def compare_with(run: Run, other: str) -> Check:
             "against", "fail", "cannot encode", f"{stack.label}: {type(e).__name__}: {e}", {"against": stack.label}
         )
     data: dict[str, Any] = {"against": stack.label, "max_abs_diff": None, "first_divergence": None}
+    sides = (("st", ours), (stack.label, theirs))
+    broken = [f"{who}: {why}" for who, rows in sides if (why := non_finite(rows, texts))]
+    if broken:  # NaN is unequal to everything: name it rather than report a NaN difference
+        return Check("against", "fail", "NaN or inf outputs", "; ".join(broken), data)
     if ours.shape == theirs.shape:
         data["max_abs_diff"] = diff = max_abs(ours, theirs)
         if diff <= run.atol:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from st_cli.format.spec import (
 )
 
 CNN_CONFIG = "cnn_config.json"
+DEFAULT_KERNEL_SIZES = (1, 3, 5)  # ST's, when the config names none
 _CNN_KEYS = ("in_embedding_dimension", "out_channels", "kernel_sizes", "stride_sizes")
 _CNN_LEGACY = {"in_embedding_dimension": "in_word_embedding_dimension"}
 
@@ -31,9 +33,13 @@ def _cnn_default_strides(config: Mapping[str, Any]) -> set[str]:
     return {"stride_sizes"} if strides is None or all(s == 1 for s in strides) else set()
 
 
+_CNN_KINDS = {
+    "in_embedding_dimension": "size", "out_channels": "size", "kernel_sizes": "sizes", "stride_sizes": "sizes",
+}  # fmt: skip
 _decode_cnn, _encode_cnn = renaming_codec(
-    CNN_CONFIG, _CNN_KEYS, ("in_embedding_dimension",), _CNN_LEGACY, _cnn_default_strides
+    CNN_CONFIG, _CNN_KEYS, ("in_embedding_dimension",), _CNN_LEGACY, _cnn_default_strides, _CNN_KINDS
 )
+_CONV = re.compile(r"(?:^|\.)convs\.(\d+)\.weight$")
 
 
 def _cnn_width(ctx: WidthContext) -> Widths:
@@ -44,11 +50,17 @@ def _cnn_width(ctx: WidthContext) -> Widths:
 
 
 def _cnn_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
-    dims, kernels = ints(config, "in_embedding_dimension", "out_channels"), config.get("kernel_sizes")
+    dims = ints({"out_channels": 256, **config}, "in_embedding_dimension", "out_channels")
+    kernels = config.get("kernel_sizes", list(DEFAULT_KERNEL_SIZES))
     if dims is None or not isinstance(kernels, list):
         return []
     n_in, n_out = dims
-    return shape_problems(shapes, {f"convs.{i}.weight": (n_out, n_in, k) for i, k in enumerate(kernels)})
+    # The convolution count first: a config can list any number of kernels.
+    held = {int(m.group(1)) for name in shapes if (m := _CONV.search(name))}
+    if len(kernels) != (max(held) + 1 if held else 0):
+        return [f"kernel_sizes lists {len(kernels)} convolutions, the weights hold {max(held) + 1 if held else 0}"]
+    expected = {f"convs.{i}.weight": (n_out, n_in, k) for i, k in enumerate(kernels)}
+    return shape_problems(shapes, expected | {f"convs.{i}.bias": (n_out,) for i in range(len(kernels))})
 
 
 SPEC = add_builtin(

@@ -21,6 +21,7 @@ from st_cli.format.spec import (
     WidthContext,
     Widths,
     add_builtin,
+    check_kind,
     tensor,
 )
 
@@ -38,15 +39,15 @@ def _decode_dense(raw: Config, path: Path) -> Config:
     for key in ("module_input_name", "module_output_name"):
         if raw.get(key, "sentence_embedding") != "sentence_embedding":
             raise ModelFolderError(f"{path}: {key}={raw[key]!r} is not supported by st")
-    try:
-        return {
-            "in_features": int(raw["in_features"]),
-            "out_features": int(raw["out_features"]),
-            "bias": bool(raw.get("bias", True)),
-            "activation": raw.get("activation_function", "torch.nn.modules.activation.Tanh"),
-        }
-    except KeyError as e:
-        raise ModelFolderError(f"{path}: missing key {e}") from None
+    missing = [k for k in ("in_features", "out_features") if k not in raw]
+    if missing:
+        raise ModelFolderError(f"{path}: missing key {missing[0]!r}")
+    return {
+        "in_features": check_kind(raw["in_features"], "size", "in_features", path),
+        "out_features": check_kind(raw["out_features"], "size", "out_features", path),
+        "bias": check_kind(raw.get("bias", True), "bool", "bias", path),
+        "activation": raw.get("activation_function", "torch.nn.modules.activation.Tanh"),
+    }
 
 
 def _encode_dense(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,9 +24,14 @@ from st_cli.format.spec import (
 LSTM_CONFIG = "lstm_config.json"
 _LSTM_KEYS = ("embedding_dimension", "hidden_dim", "num_layers", "dropout", "bidirectional")
 _LSTM_LEGACY = {"embedding_dimension": "word_embedding_dimension"}
+_LSTM_KINDS = {
+    "embedding_dimension": "size", "hidden_dim": "size", "num_layers": "size", "dropout": "number",
+    "bidirectional": "bool",
+}  # fmt: skip
 _decode_lstm, _encode_lstm = renaming_codec(
-    LSTM_CONFIG, _LSTM_KEYS, ("embedding_dimension", "hidden_dim"), _LSTM_LEGACY
+    LSTM_CONFIG, _LSTM_KEYS, ("embedding_dimension", "hidden_dim"), _LSTM_LEGACY, kinds=_LSTM_KINDS
 )
+_LAYER = re.compile(r"(?:^|\.)weight_ih_l(\d+)$")
 
 
 def _lstm_width(ctx: WidthContext) -> Widths:
@@ -36,8 +42,27 @@ def _lstm_width(ctx: WidthContext) -> Widths:
 
 
 def _lstm_weights(config: Mapping[str, Any], shapes: Shapes) -> list[str]:
-    dims = ints(config, "embedding_dimension", "hidden_dim")
-    return shape_problems(shapes, {"encoder.weight_ih_l0": (4 * dims[1], dims[0])}) if dims else []
+    """Every tensor of torch's LSTM, per layer and direction; the layer count first (it can be any number)."""
+    sizes = ints({"num_layers": 1, **config}, "embedding_dimension", "hidden_dim", "num_layers")
+    if sizes is None:
+        return []
+    width, hidden, layers = sizes
+    held = {int(m.group(1)) for name in shapes if (m := _LAYER.search(name))}
+    if not held:
+        return ["no tensor encoder.weight_ih_l0"]
+    if max(held) + 1 != layers:
+        return [f"num_layers is {layers}, the weights hold {max(held) + 1}"]
+    directions = ("", "_reverse") if config.get("bidirectional", True) else ("",)
+    expected: dict[str, tuple[int, ...]] = {}
+    for layer in range(layers):
+        inputs = width if layer == 0 else hidden * len(directions)
+        for d in directions:
+            expected[f"encoder.weight_ih_l{layer}{d}"] = (4 * hidden, inputs)
+            expected[f"encoder.weight_hh_l{layer}{d}"] = (4 * hidden, hidden)
+            expected[f"encoder.bias_ih_l{layer}{d}"] = (4 * hidden,)
+            expected[f"encoder.bias_hh_l{layer}{d}"] = (4 * hidden,)
+    extra = [f"{name} is in the weights but not in the config's LSTM" for name in sorted(set(shapes) - set(expected))]
+    return shape_problems(shapes, expected) + extra[:1]
 
 
 SPEC = add_builtin(

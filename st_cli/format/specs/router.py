@@ -3,8 +3,9 @@ subfolder; its width is its default route's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from st_cli.errors import ModelFolderError
 from st_cli.format.files import read_json, read_safetensors_header
@@ -50,8 +51,8 @@ def _route_widths(folder: Path, subs: list[str], specs: list[TypeSpec | None]) -
     first: int | None = None
     dim: int | None = None
     for i, (sub, spec) in enumerate(zip(subs, specs, strict=True)):
-        if spec is None:
-            return first, None
+        if spec is None or Path(sub).is_absolute() or ".." in Path(sub).parts:
+            return first, None  # a folder outside the model is never read (inspect reports the path)
         sub_folder = folder / sub
         try:
             config = spec.read_config(sub_folder)
@@ -65,6 +66,12 @@ def _route_widths(folder: Path, subs: list[str], specs: list[TypeSpec | None]) -
         first = widths.input if i == 0 else first
         dim = widths.output
     return first, dim
+
+
+def _router_sub_modules(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The folders its `types` table names (relative to the Router's folder), each with its type string."""
+    types = raw.get("types")
+    return [(str(sub), str(t)) for sub, t in types.items()] if isinstance(types, dict) else []
 
 
 def _router_notes(m: ModuleView) -> Iterable[LoaderNote]:
@@ -94,6 +101,7 @@ SPEC = add_builtin(
         encode=lambda config, fmt: {},  # Router.save writes its table: it names the sub-modules' type strings
         width=_router_width,
         loader_notes=_router_notes,
+        sub_modules=_router_sub_modules,
         needs_config=True,
         save_in_root=True,
         routes_text=True,

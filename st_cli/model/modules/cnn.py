@@ -8,10 +8,9 @@ import torch
 
 from st_cli.errors import ConfigValueError
 from st_cli.format.specs import SPECS
+from st_cli.format.specs.cnn import DEFAULT_KERNEL_SIZES
 from st_cli.model.modules.base import Features, Module
 from st_cli.model.registry import register
-
-DEFAULT_KERNEL_SIZES = (1, 3, 5)
 
 
 @register(SPECS["CNN"])

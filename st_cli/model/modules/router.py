@@ -165,7 +165,7 @@ class Router(Module):
         path, config = read_router_config(folder)
         modules: dict[str, Module] = {}
         for sub, type_string in config["types"].items():
-            layout.module_folder(folder, sub)  # refuses a sub-folder outside the model
+            layout.module_folder(folder, sub, path)  # refuses a sub-folder outside the model
             sub_cls = resolve.class_for_type_string(type_string, folder)
             modules[sub] = sub_cls.load(str(folder), subfolder=sub)
         try:

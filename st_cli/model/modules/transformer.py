@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import pickle
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from st_cli.errors import ConfigValueError, ModelFolderError, first_line
 from st_cli.format import hub, layout
 from st_cli.format.spec import hidden_size
 from st_cli.format.specs import SPECS
+from st_cli.format.specs.transformer import DTYPE_KEYS
 from st_cli.model.modules.base import Features, InputModule, check_transformers_pickles, local_folder
 from st_cli.model.registry import register
 
@@ -47,7 +49,14 @@ class Transformer(InputModule):
     config_keys: ClassVar[list[str]] = ["max_seq_length", "do_lower_case"]
 
     def __init__(
-        self, model: str, max_seq_length: int | None = None, do_lower_case: bool = False, revision: str | None = None
+        self,
+        model: str,
+        max_seq_length: int | None = None,
+        do_lower_case: bool = False,
+        revision: str | None = None,
+        tokenizer_args: dict[str, Any] | None = None,
+        config_args: dict[str, Any] | None = None,
+        model_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         folder = hub.resolve_model(model, revision=revision)
@@ -55,13 +64,20 @@ class Transformer(InputModule):
         if not any((folder / name).is_file() for name in layout.TOKENIZER_FILES):
             # transformers would build a 5-token toy tokenizer, and different words would get identical vectors.
             raise ModelFolderError(f"{folder}: no tokenizer files ({', '.join(layout.TOKENIZER_FILES[:3])}, …)")
+        # What sentence_bert_config.json hands to transformers, as ST does (format/specs/transformer.py).
+        self.load_args = LoadArgs(dict(tokenizer_args or {}), dict(config_args or {}), dict(model_args or {}))
         # st's own class only: a subclass (ST-style custom code, st_compat.Transformer) may call what only
         # transformers' objects have (`auto_model(...)[0]`, `get_input_embeddings`, `save_pretrained`).
-        light = _INFERENCE_ONLY.get() and type(self) is Transformer
-        self.tokenizer = _load_tokenizer(folder, light=light and not do_lower_case)
+        # st_cli.bert runs the folder's config.json as written: any load args go to transformers.
+        light = _INFERENCE_ONLY.get() and type(self) is Transformer and not self.load_args.any()
+        self.tokenizer = _load_tokenizer(folder, light=light and not do_lower_case, args=self.load_args)
         self.folder = folder
-        self.auto_model = _load_model(folder, light=light)
+        self.auto_model = _load_model(folder, light=light, args=self.load_args)
         self.auto_model.eval()
+        # ST >= 5.4: a tokenizer_args model_max_length is the limit, over max_seq_length (ST 3-5.3 let
+        # max_seq_length win; inspect names the folders where the two differ).
+        if "model_max_length" in self.load_args.tokenizer:
+            max_seq_length = self.tokenizer.model_max_length
         self.max_seq_length = max_seq_length or _default_max_seq_length(folder, self.tokenizer, self.auto_model.config)
         _check_max_seq_length(self.max_seq_length, self.auto_model.config, folder)
         self.tokenizer.model_max_length = self.max_seq_length
@@ -115,11 +131,11 @@ class Transformer(InputModule):
         from st_cli.model import bert
 
         if isinstance(self.tokenizer, bert.FastTokenizer):
-            self.tokenizer = _load_tokenizer(self.folder, light=False)
+            self.tokenizer = _load_tokenizer(self.folder, light=False, args=self.load_args)
             self.tokenizer.model_max_length = self.max_seq_length
         if isinstance(self.auto_model, bert.BertEncoder):
             light = self.auto_model
-            full = _load_auto_model(self.folder)
+            full = _load_auto_model(self.folder, self.load_args)
             # The weights as they are now (a caller may have changed them); the pooler keeps the folder's.
             moved = full.load_state_dict(light.state_dict(), strict=False)
             if moved.unexpected_keys or any(not key.startswith("pooler.") for key in moved.missing_keys):
@@ -172,7 +188,26 @@ _LOAD_ERRORS = (
 )  # fmt: skip
 
 
-def _load_tokenizer(folder: Path, *, light: bool) -> Any:
+@dataclass(frozen=True)
+class LoadArgs:
+    """sentence_bert_config.json's keyword arguments for transformers' tokenizer, AutoConfig and AutoModel."""
+
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def any(self) -> bool:
+        return bool(self.tokenizer or self.config or self.model)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """model_args but a lower precision: st computes in float32."""
+        return {k: v for k, v in self.model.items() if k not in DTYPE_KEYS}
+
+
+_NO_ARGS = LoadArgs()
+
+
+def _load_tokenizer(folder: Path, *, light: bool, args: LoadArgs = _NO_ARGS) -> Any:
     """st's own BERT tokenizer where `light` and it gives exactly transformers' ids, else transformers' fast one."""
     if light:
         from st_cli.model import bert
@@ -184,7 +219,8 @@ def _load_tokenizer(folder: Path, *, light: bool) -> Any:
 
     # Never transformers' auto_map code: left unset, transformers asks on stdin and runs it on "y" (DESIGN §7).
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, trust_remote_code=False)
+        options = {**args.tokenizer, "use_fast": True, "trust_remote_code": False}
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **options)
     except _LOAD_ERRORS as e:
         where = folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder
         raise ModelFolderError(f"{where}: cannot load the tokenizer: {first_line(e)}") from None
@@ -193,7 +229,7 @@ def _load_tokenizer(folder: Path, *, light: bool) -> Any:
     return tokenizer
 
 
-def _load_model(folder: Path, *, light: bool) -> Any:
+def _load_model(folder: Path, *, light: bool, args: LoadArgs = _NO_ARGS) -> Any:
     """st_cli.model.bert's encoder where `light` and it covers the folder exactly, else transformers' AutoModel."""
     if light:
         from st_cli.model import bert
@@ -201,19 +237,21 @@ def _load_model(folder: Path, *, light: bool) -> Any:
         model = bert.load(folder)
         if model is not None:
             return model
-    return _load_auto_model(folder)
+    return _load_auto_model(folder, args)
 
 
-def _load_auto_model(folder: Path) -> Any:
+def _load_auto_model(folder: Path, args: LoadArgs = _NO_ARGS) -> Any:
     """The transformers model, refusing weights that leave parameters at their random init (silently wrong vectors)."""
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel
 
     check_transformers_pickles(folder)  # a pickle that needs code: one line, before transformers opens it
     try:
-        model, info = AutoModel.from_pretrained(
-            str(folder), dtype=torch.float32, trust_remote_code=False, output_loading_info=True
-        )
+        config = AutoConfig.from_pretrained(str(folder), **{**args.config, "trust_remote_code": False})
+        options = {**args.model_kwargs(), "dtype": torch.float32, "trust_remote_code": False}
+        model, info = AutoModel.from_pretrained(str(folder), config=config, output_loading_info=True, **options)
     except _LOAD_ERRORS as e:
+        if args.model and isinstance(e, TypeError):  # a keyword the model class does not take
+            raise ModelFolderError(f"{folder / layout.SBERT_CONFIG}: model_args: {first_line(e)}") from None
         where = folder / "config.json"
         problem = _first_shape_mismatch(folder) if "mismatched_sizes" in str(e) else None
         raise ModelFolderError(f"{where}: cannot load the transformers model: {problem or first_line(e)}") from None
