@@ -247,7 +247,9 @@ def test_bad_options_are_one_line(built: Path, args: list[str], message: str) ->
 def test_output_inside_the_model_is_refused(built: Path) -> None:
     result = runner.invoke(app, ["export", str(built), "--onnx", "-o", str(built / "copy")])
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"error: {built / 'copy'}: -o is inside {built}, the model folder; write the copy elsewhere"
+    assert result.stderr.strip() == (
+        f"error: {built / 'copy'}: is inside {built}, an input of this export; write the output elsewhere"
+    )
     result = runner.invoke(app, ["export", str(built), "--onnx", "-o", str(built.parent), "--force"])
     assert result.exit_code == 2 and "an input of this export" in result.stderr
     assert not (built / "copy").exists()

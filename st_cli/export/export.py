@@ -46,9 +46,7 @@ def export_model(options: ExportOptions, status: Status | None = None) -> Export
     root = hub.resolve_model(options.model)
     folder_claim = None
     if options.output is not None:
-        fsio.refuse_inputs_inside(options.output, [root], "export")
-        if fsio.within(options.output, root):  # the copy would copy itself
-            raise StError(f"{options.output}: -o is inside {root}, the model folder; write the copy elsewhere")
+        fsio.refuse_inputs_inside(options.output, [root], "export")  # also inside it: the copy would copy itself
         folder_claim = fsio.claim(options.output, force=options.force, kind=layout.MODEL_FOLDER)
     else:  # every target refused up front, before the model loads
         for rel in (rel for variant in variants for rel in variant.targets):
