@@ -64,6 +64,10 @@ SBERT_CONFIG = "sentence_bert_config.json"
 LEGACY_PREFIX = "sentence_transformers.models."
 BASE_PREFIX = "sentence_transformers.base.modules."
 ST_PREFIX = "sentence_transformers.sentence_transformer.modules."
+# The sparse module types (ST >= 5.0): `models.X` until 5.3, `modules.<file>.X` from 5.4 (both read by 5.4+).
+SPARSE_LEGACY_PREFIX = "sentence_transformers.sparse_encoder.models."
+SPARSE_PREFIX = "sentence_transformers.sparse_encoder.modules."
+SPARSE_SINCE = "5.0"
 # The first version of sentence-transformers that reads the new-dialect type strings.
 NEW_DIALECT_SINCE = "5.4"
 
@@ -169,6 +173,9 @@ class TypeSpec:
     routes_text: bool = False  # as the first module it takes the text to its routes' own input modules (Router)
     writes: Role = "sentence_embedding"  # the feature it produces
     normalizes: bool = False  # its output has unit length
+    # Its output is a sparse vector (one dimension per vocabulary token or latent): a stack holding it is a
+    # SparseEncoder (config_sentence_transformers.json's model_type), encoded to sparse outputs.
+    sparse: bool = False
     # Why its output depends on the other texts of a batch in sentence-transformers too (padding reaches it);
     # "" when it does not. st then batches such stacks as ST does, and verify skips batch invariance.
     batch_dependent: str = ""
@@ -392,6 +399,12 @@ SBERT_KEYS_6 = SBERT_KEYS_5X | {"query_length", "document_length", "query_expans
 _HIDDEN_SIZE_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
 # What ST >= 5.4 write for a module on the sentence embedding (Dense, Normalize in st6 folders).
 EMBEDDING_IO = {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}
+
+
+def vocab_width(ctx: WidthContext) -> Widths:
+    """A fill-mask model's token embeddings (its logits) are as wide as its vocabulary (MLMTransformer)."""
+    size = (ctx.hf_config or {}).get("vocab_size")
+    return Widths(None, size if isinstance(size, int) and not isinstance(size, bool) else None)
 
 
 def hidden_size(hf_config: Mapping[str, Any] | None) -> int | None:

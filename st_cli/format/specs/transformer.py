@@ -21,11 +21,15 @@ from st_cli.format.spec import (
     Widths,
     add_builtin,
     hidden_size,
+    vocab_width,
 )
 
 
 def _decode_transformer(raw: Config, path: Path) -> Config:
-    return {k: raw[k] for k in ("max_seq_length", "do_lower_case") if k in raw}
+    config = {k: raw[k] for k in ("max_seq_length", "do_lower_case") if k in raw}
+    if raw.get("transformer_task") == "fill-mask":  # ST >= 5.4's SPLADE: token embeddings are the MLM's logits
+        config["transformer_task"] = "fill-mask"
+    return config
 
 
 def _encode_transformer(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
@@ -41,6 +45,8 @@ def _encode_transformer(config: Mapping[str, Any], fmt: Format) -> dict[str, Con
 
 
 def _transformer_width(ctx: WidthContext) -> Widths:
+    if ctx.config.get("transformer_task") == "fill-mask":
+        return vocab_width(ctx)
     return Widths(None, hidden_size(ctx.hf_config))
 
 

@@ -44,6 +44,8 @@ class Transformer(InputModule):
     """`model` is a folder, a Hub id or `package:pkg/dir`; the HF weights and tokenizer load from it."""
 
     config_keys: ClassVar[list[str]] = ["max_seq_length", "do_lower_case"]
+    auto_class: ClassVar[str] = "AutoModel"  # the transformers class its weights load into
+    runs_light: ClassVar[bool] = True  # read with vars(): a subclass runs on transformers' objects unless it says so
 
     def __init__(
         self, model: str, max_seq_length: int | None = None, do_lower_case: bool = False, revision: str | None = None
@@ -56,10 +58,10 @@ class Transformer(InputModule):
             raise ModelFolderError(f"{folder}: no tokenizer files ({', '.join(layout.TOKENIZER_FILES[:3])}, …)")
         # st's own class only: a subclass (ST-style custom code, st_compat.Transformer) may call what only
         # transformers' objects have (`auto_model(...)[0]`, `get_input_embeddings`, `save_pretrained`).
-        light = _INFERENCE_ONLY.get() and type(self) is Transformer
+        light = _INFERENCE_ONLY.get() and bool(vars(type(self)).get("runs_light"))
         self.tokenizer = _load_tokenizer(folder, light=light and not do_lower_case)
         self.folder = folder
-        self.auto_model = _load_model(folder, light=light)
+        self.auto_model = self._load_model(folder, light=light)
         self.auto_model.eval()
         self.max_seq_length = max_seq_length or _default_max_seq_length(folder, self.tokenizer, self.auto_model.config)
         _check_max_seq_length(self.max_seq_length, self.auto_model.config, folder)
@@ -68,6 +70,9 @@ class Transformer(InputModule):
             _lowercase_in_tokenizer(self.tokenizer)
         # Lower-casing now lives in the tokenizer's normalizer, which is what portable folders write.
         self.do_lower_case = False
+
+    def _load_model(self, folder: Path, *, light: bool) -> Any:
+        return _load_model(folder, light=light)
 
     @classmethod
     def plan(cls, kwargs: dict[str, Any], input_dim: int | None) -> tuple[dict[str, Any], int | None]:
@@ -118,7 +123,7 @@ class Transformer(InputModule):
             self.tokenizer.model_max_length = self.max_seq_length
         if isinstance(self.auto_model, bert.BertEncoder):
             light = self.auto_model
-            full = _load_auto_model(self.folder)
+            full = _load_auto_model(self.folder, self.auto_class)
             # The weights as they are now (a caller may have changed them); the pooler keeps the folder's.
             moved = full.load_state_dict(light.state_dict(), strict=False)
             if moved.unexpected_keys or any(not key.startswith("pooler.") for key in moved.missing_keys):
@@ -152,7 +157,13 @@ class Transformer(InputModule):
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Transformer:
         folder = local_folder(model_name_or_path, subfolder, **kwargs)
-        return cls(str(folder), **layout.read_module_config(SPECS["Transformer"], folder))
+        config = layout.read_module_config(SPECS["Transformer"], folder)
+        task = config.pop("transformer_task", None)
+        if task == "fill-mask" and cls is Transformer:  # ST >= 5.4's SPLADE: the same model as an MLMTransformer
+            from st_cli.model.modules.mlm_transformer import MLMTransformer
+
+            return MLMTransformer(str(folder), **config)
+        return cls(str(folder), **config)
 
 
 try:  # huggingface_hub >= 1.0 validates transformers configs with strict dataclasses
@@ -203,12 +214,12 @@ def _load_model(folder: Path, *, light: bool) -> Any:
     return _load_auto_model(folder)
 
 
-def _load_auto_model(folder: Path) -> Any:
+def _load_auto_model(folder: Path, auto_class: str = "AutoModel") -> Any:
     """The transformers model, refusing weights that leave parameters at their random init (silently wrong vectors)."""
-    from transformers import AutoModel
+    import transformers
 
     try:
-        model, info = AutoModel.from_pretrained(
+        model, info = getattr(transformers, auto_class).from_pretrained(
             str(folder), dtype=torch.float32, trust_remote_code=False, output_loading_info=True
         )
     except _LOAD_ERRORS as e:
