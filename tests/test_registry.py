@@ -40,6 +40,7 @@ def test_the_table_keeps_its_order() -> None:
     assert list(SPECS) == [
         "Transformer", "Pooling", "Dense", "Normalize", "WeightedLayerPooling", "LayerNorm", "Dropout", "CNN",
         "LSTM", "WordEmbeddings", "WordWeights", "BoW", "StaticEmbedding", "Router", "CLIPModel",
+        "MLMTransformer", "SpladePooling", "SparseStaticEmbedding", "SparseAutoEncoder",
     ]  # fmt: skip
 
 

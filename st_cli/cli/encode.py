@@ -95,6 +95,17 @@ def encode(
             show_default=False,
         ),
     ] = None,
+    max_active_dims: Annotated[
+        int | None,
+        typer.Option(
+            "--max-active-dims", min=1,
+            help="SparseEncoder: keep the N largest values per row (default: the model's, e.g. a CSR model's k).",
+            show_default=False,
+        ),
+    ] = None,
+    decode: Annotated[
+        bool, typer.Option("--decode", help="SparseEncoder, .jsonl: write {token: weight} rows, largest first.")
+    ] = False,
     skip_empty: Annotated[
         bool, typer.Option("--skip-empty", help="Drop empty records; write the kept line numbers to OUT.lines.txt.")
     ] = False,
@@ -201,6 +212,11 @@ def encode(
     an existing OUT is replaced only with --force. int8/uint8 ranges go to
     OUT.calibration.json (or the .safetensors metadata).
 
+    A SparseEncoder (SPLADE, inference-free SPLADE, CSR) writes .safetensors
+    as a CSR matrix (indices, indptr, values; the shape in the metadata),
+    .jsonl as {"indices", "values"} rows ({token: weight} with --decode),
+    and .npy dense.
+
     Past one machine: --shard I/N writes one of N parts (shard on other
     machines, then st merge the parts: equal to one run bit for bit);
     --workers N runs N shards at once here (one per GPU) and merges them. A
@@ -218,6 +234,8 @@ def encode(
       st encode docs.jsonl --field body --out emb.safetensors --precision int8
       cat queries.txt | st encode - -o q.jsonl --prompt-name query --normalize
       st encode queries.txt -m asym-model --task query --out q.npy
+      st encode docs.txt -m splade-model --out docs.safetensors --max-active-dims 256
+      st encode q.txt -m splade-model --task query --out q.jsonl --decode
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
       st encode corpus.txt --out emb.npy --ray --workers 2
       st encode /shared/corpus.jsonl -m /shared/minilm -o /shared/emb.npy \\
@@ -283,6 +301,8 @@ def encode(
             force=force,
             trust_remote_code=trust_remote_code,
             window=window,
+            max_active_dims=max_active_dims,
+            decode=decode,
         )
     if ray is not None:  # --resume needs no saying: --ray always resumes its shards
         from st_cli.encode.ray import encode_files_ray
@@ -316,6 +336,8 @@ def encode(
                 progress=progress,
                 stdin=stdin,
             )
+    for message in summary.warnings:
+        render.warning(message)
     if json_out or (not quiet and not to_stdout):  # stdout carries the rows: no summary line unless asked
         render.encode_summary(summary, as_json=json_out, to_stderr=to_stdout)
 

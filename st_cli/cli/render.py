@@ -101,6 +101,8 @@ def summary_tree(summary: ModelSummary, *, tensors: bool = False) -> Tree:
     )
     prompts = ", ".join(f"{k}={v!r}" for k, v in summary.prompts.items()) or "none"
     tree.add(Text(f"prompts {prompts} · default prompt {summary.default_prompt or 'none'}"))
+    if summary.sparse is not None:
+        tree.add(Text(_sparse_line(summary)))
     modules = tree.add(Text("modules", style="bold"))
     for module in summary.modules:
         _module_node(modules.add(_module_label(module)), module, tensors=tensors)
@@ -114,6 +116,18 @@ def summary_tree(summary: ModelSummary, *, tensors: bool = False) -> Tree:
         for reason in verdict.reasons:
             node.add(Text(reason))
     return tree
+
+
+def _sparse_line(summary: ModelSummary) -> str:
+    """A SparseEncoder's vectors: what a dimension stands for, SPLADE's pooling and activation, active dims."""
+    sparse = summary.sparse
+    assert sparse is not None
+    what = "vocabulary" if sparse.dimensions == "vocabulary" else "latents"
+    parts = [f"sparse ({summary.model_type or 'SparseEncoder'}) · {what} {_or_unknown(sparse.size)}"]
+    if sparse.pooling:
+        parts.append(f"pooling {sparse.pooling} · activation {sparse.activation}")
+    parts.append(f"max_active_dims {sparse.max_active_dims or 'all'}")
+    return " · ".join(parts)
 
 
 def _module_label(module: ModuleSummary) -> Text:
@@ -141,6 +155,10 @@ def _module_node(node: Tree, module: ModuleSummary, *, tensors: bool) -> None:
                 f"tokenizer {t.tokenizer_class or '?'}{'' if t.tokenizer_json else ' (no tokenizer.json)'}"
             )
         )
+    for route, inner in module.routes.items():
+        branch = node.add(Text(f"route {route}", style="bold"))
+        for sub in inner:
+            _module_node(branch.add(_module_label(sub)), sub, tensors=tensors)
     if module.custom_code:
         node.add(Text(f"custom code {module.custom_code} (not run)", style="yellow"))
     weights = module.weights

@@ -48,6 +48,8 @@ class EncodeOptions:
         max_batch_tokens: padded tokens per batch; `batch_size` also caps the rows.
         window: records sorted together; memory grows with it, not with the input.
         prefetch: tokenize the next window in a background thread while the model runs.
+        max_active_dims: a SparseEncoder keeps this many largest values per row (ST's max_active_dims).
+        decode: a SparseEncoder's .jsonl rows name tokens ({token: weight}) instead of dimensions.
     """
 
     field: str = "text"
@@ -72,6 +74,8 @@ class EncodeOptions:
     window: int = DEFAULT_WINDOW
     prefetch: bool | None = None  # None: by device (DEVICE_PREFETCH)
     pad_multiple: int = PAD_MULTIPLE
+    max_active_dims: int | None = None
+    decode: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kwargs", dict(self.kwargs or {}))  # None or any mapping: a plain dict of its own
@@ -113,6 +117,10 @@ class EncodeOptions:
             raise StError("--max-batch-tokens and the window size must be positive")
         if self.truncate_dim is not None and self.truncate_dim <= 0:
             raise StError(f"--truncate-dim must be positive, got {self.truncate_dim}")
+        if self.max_active_dims is not None and self.max_active_dims <= 0:
+            raise StError(f"--max-active-dims must be positive, got {self.max_active_dims}")
+        if self.decode and output.suffix.lower() != ".jsonl":
+            raise StError(f"--decode writes {{token: weight}} rows, which only .jsonl holds; got {output.name}")
 
 
 @dataclass
@@ -133,6 +141,7 @@ class EncodeSummary:
     side_files: list[Path] = dataclasses.field(default_factory=list)
     resumed_rows: int = 0  # rows a killed run had finished (--resume): not encoded again
     shard: ShardInfo | None = None  # what --shard I/N wrote to OUTPUT.shard.json
+    warnings: list[str] = dataclasses.field(default_factory=list)  # said on stderr by the CLI (and in --json)
 
     @property
     def texts_per_second(self) -> float:
@@ -159,6 +168,7 @@ class EncodeSummary:
             "side_files": [str(p) for p in self.side_files],
             "resumed_rows": self.resumed_rows,
             "shard": _shard_json(self.shard),
+            "warnings": list(self.warnings),
         }
 
 

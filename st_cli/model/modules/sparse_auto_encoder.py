@@ -90,6 +90,10 @@ class SparseAutoEncoder(Module):
     def get_sentence_embedding_dimension(self) -> int:
         return self.hidden_dim
 
+    def default_max_active_dims(self) -> int:
+        """A SparseEncoder with this module keeps k dimensions unless told otherwise (ST's SparseEncoder)."""
+        return self.k
+
     def output_vocabulary(self) -> None:
         return None  # latent dimensions stand for no token
 
