@@ -30,6 +30,7 @@ CHECKS = [
     "reload",
     "reference",
     "batch_invariance",
+    "active_dims",
     "normalization",
     "portability",
     "trained",
