@@ -186,7 +186,8 @@ def sparse_job(encoder: Encoder, options: EncodeOptions) -> EncodeOptions:
     if not getattr(encoder, "is_sparse", False):
         for given, flag in ((options.max_active_dims is not None, "--max-active-dims"), (options.decode, "--decode")):
             if given:
-                raise StError(f"{flag}: this model is a SentenceTransformer (dense vectors); it applies to a SparseEncoder")
+                kind = "this model is a SentenceTransformer (dense vectors)"
+                raise StError(f"{flag}: {kind}; it applies to a SparseEncoder")
         return options
     if options.precision != "float32":
         raise StError(
@@ -194,7 +195,9 @@ def sparse_job(encoder: Encoder, options: EncodeOptions) -> EncodeOptions:
             "non-zeros (st would need a quantized sparse format)"
         )
     if options.truncate_dim is not None:
-        raise StError("--truncate-dim: this model is a SparseEncoder; its dimensions are tokens, not a Matryoshka prefix")
+        problem = "its dimensions are tokens or latents, not a Matryoshka prefix"
+        raise StError(f"--truncate-dim: this model is a SparseEncoder; {problem}")
+    assert not isinstance(encoder, static.StaticEncoder)  # a static model is never sparse
     if options.decode and encoder.output_vocabulary(options.kwargs.get("task")) is None:
         raise StError("--decode: this SparseEncoder's dimensions are latents (SparseAutoEncoder), not tokens to name")
     if options.max_active_dims is not None:

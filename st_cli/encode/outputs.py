@@ -494,7 +494,8 @@ class Sink:
         ids: IdsFn | None = None,
         sparse: SparseOutput | None = None,
     ) -> None:
-        """`sparse`: a SparseEncoder's rows, written sparse where the suffix has a sparse form. `partial`: an existing empty file (or, with `resume`, a killed run's) to hold the rows as they
+        """`sparse`: a SparseEncoder's rows, written sparse where the suffix has a sparse form.
+        `partial`: an existing empty file (or, with `resume`, a killed run's) to hold the rows as they
         arrive: the output's temp, or the int8/uint8 staging file. `resume`: (rows done, `state()` then).
         `ids`: the rows' ids from a row on, for a writer that keeps them inside the file (.jsonl, .parquet)."""
         self.output, self.rows, self.dim, self.precision, self.metadata = output, rows, dim, precision, metadata

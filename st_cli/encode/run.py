@@ -312,7 +312,8 @@ def encode(
         if sparse is not None:
             metadata["model_type"] = "SparseEncoder"
             dense_bytes = part.rows * summary.dimension * 4
-            if sparse_writer_for(target, sparse) is None and dense_bytes > DENSE_WARNING_BYTES:  # no sparse form of this suffix
+            no_sparse_form = sparse_writer_for(target, sparse) is None  # .npy, .parquet
+            if no_sparse_form and dense_bytes > DENSE_WARNING_BYTES:
                 summary.warnings.append(
                     f"{target.name}: a SparseEncoder's rows written dense take {dense_bytes / 2**30:.1f} GiB, mostly "
                     "zeros; .safetensors (CSR) or .jsonl keep only the non-zeros"

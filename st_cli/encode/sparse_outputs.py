@@ -40,13 +40,12 @@ def _record_header(rows: int, nnz: int) -> bytes:
     return np.array([rows, nnz], np.int64).tobytes()
 
 
-class CsrWriter:
-    """Appends each block's non-zeros as a record; `close` writes the CSR .safetensors in its place."""
+class _Appending:
+    """A writer that appends rows in order: a resumed run cuts its file back to the journal's byte count."""
 
-    def __init__(self, path: Path, rows: int, width: int, metadata: dict[str, str]) -> None:
-        self.path, self.rows, self.width, self.metadata = path, rows, width, metadata
-        self.file = open(path, "ab")  # noqa: SIM115 - closed in close()
-        self.next = 0
+    path: Path
+    file: Any
+    next: int
 
     def continue_at(self, rows: int, size: int) -> None:
         self.file.flush()
@@ -57,6 +56,15 @@ class CsrWriter:
         self.file.flush()
         os.fsync(self.file.fileno())
         return {"bytes": os.fstat(self.file.fileno()).st_size}
+
+
+class CsrWriter(_Appending):
+    """Appends each block's non-zeros as a record; `close` writes the CSR .safetensors in its place."""
+
+    def __init__(self, path: Path, rows: int, width: int, metadata: dict[str, str]) -> None:
+        self.path, self.rows, self.width, self.metadata = path, rows, width, metadata
+        self.file = open(path, "ab")  # noqa: SIM115 - closed in close()
+        self.next = 0
 
     def write(self, start: int, block: np.ndarray, ids: list[Any] | None = None) -> None:
         assert start == self.next, "sparse rows must arrive in order"
@@ -120,7 +128,7 @@ def _write_csr(stream: Path, target: Path, rows: int, width: int, metadata: dict
         os.fdatasync(out.fileno())
 
 
-class SparseJsonlWriter:
+class SparseJsonlWriter(_Appending):
     """`{"id"?, "indices": [...], "values": [...]}` per row, or with `decode` `{token: weight, ...}` (the
     row's non-zeros, largest first; `{"id": …, "tokens": {...}}` with ids). Appends, like JsonlWriter."""
 
@@ -128,9 +136,6 @@ class SparseJsonlWriter:
         self.path, self.output = path, output
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.next = 0
-
-    continue_at = CsrWriter.continue_at
-    sync = CsrWriter.sync
 
     def write(self, start: int, block: np.ndarray, ids: list[Any] | None = None) -> None:
         assert start == self.next, "jsonl rows must arrive in order"
@@ -180,7 +185,8 @@ def read_csr_header(path: Path) -> tuple[dict[str, str], dict[str, Any], int]:
 
 
 def read_csr(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-    """(values, indices, indptr, shape): what `scipy.sparse.csr_matrix((values, indices, indptr), shape=shape)` takes."""
+    """(values, indices, indptr, shape): what `scipy.sparse.csr_matrix((values, indices, indptr), shape=shape)`
+    takes."""
     metadata, header, start = read_csr_header(path)
     arrays = {}
     for name, dtype in (("indptr", np.int64), ("indices", np.int32), ("values", np.float32)):
@@ -207,19 +213,20 @@ def read_sparse_rows(path: Path, dtype: np.dtype, width: int, chunk: int) -> Ite
             yield block
         return
     with open(path, encoding="utf-8") as f:
-        block = []
+        pending: list[np.ndarray] = []
         for line in f:
             record = json.loads(line)
             if "indices" not in record:
-                raise ValueError(f"{path}: --decode rows name tokens, not dimensions; encode the shards without --decode")
+                problem = "--decode rows name tokens, not dimensions; encode the shards without --decode"
+                raise ValueError(f"{path}: {problem}")
             row = np.zeros(width, np.float32)
             row[np.asarray(record["indices"], np.int64)] = record["values"]
-            block.append(row)
-            if len(block) == step:
-                yield np.stack(block)
-                block = []
-        if block:
-            yield np.stack(block)
+            pending.append(row)
+            if len(pending) == step:
+                yield np.stack(pending)
+                pending = []
+        if pending:
+            yield np.stack(pending)
 
 
 def sparse_ids(path: Path) -> Iterator[Any]:

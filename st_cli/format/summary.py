@@ -725,7 +725,8 @@ class _Reader:
         if spec is None:
             return
         shapes = {t.name: t.shape for t in module.weights.tensors} if module.weights else {}
-        hf = {"hidden_size": module.transformer.hidden_size, "vocab_size": module.transformer.vocab_size} if module.transformer else None
+        t = module.transformer
+        hf = {"hidden_size": t.hidden_size, "vocab_size": t.vocab_size} if t else None
         ctx = WidthContext(module.config or {}, module.raw_config or {}, shapes, dim, hf)
         widths = spec.width(ctx)
         module.input_dim, module.output_dim = widths.input, widths.output

@@ -183,12 +183,7 @@ class BertMaskedLM(nn.Module):
         super().__init__()
         self.config = config
         self.bert = BertEncoder(config)
-        self.cls = nn.Module()
-        self.cls.predictions = nn.Module()
-        self.cls.predictions.transform = nn.Module()
-        self.cls.predictions.transform.dense = _linear(config.hidden_size, config.hidden_size)
-        self.cls.predictions.transform.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.cls.predictions.bias = nn.Parameter(torch.empty(config.vocab_size))
+        self.cls = _Heads(config)
 
     def forward(
         self,
@@ -202,6 +197,28 @@ class BertMaskedLM(nn.Module):
         hidden = head.transform.LayerNorm(nn.functional.gelu(head.transform.dense(hidden)))
         logits = nn.functional.linear(hidden, self.bert.embeddings.word_embeddings.weight, head.bias)
         return SimpleNamespace(logits=logits, hidden_states=None)
+
+
+class _Transform(nn.Module):
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.dense = _linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+
+class _Predictions(nn.Module):
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.transform = _Transform(config)
+        self.bias = nn.Parameter(torch.empty(config.vocab_size))
+
+
+class _Heads(nn.Module):
+    """`cls.predictions`: transformers' names for BERT's MLM head (its decoder is the word embeddings, tied)."""
+
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.predictions = _Predictions(config)
 
 
 def _attention_mask(attention_mask: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

@@ -61,8 +61,9 @@ class Model(torch.nn.Module):
         # A SparseEncoder scores by dot product and keeps its SparseAutoEncoder's k active dimensions unless told
         # otherwise, as sentence-transformers' SparseEncoder does.
         self.similarity_fn_name = similarity_fn_name or ("dot" if self.is_sparse else "cosine")
-        defaults = (m.default_max_active_dims() for m in self.all_modules() if hasattr(m, "default_max_active_dims"))
-        self.max_active_dims = max_active_dims or next((k for k in defaults if k), None)
+        hooks: list[Any] = [getattr(m, "default_max_active_dims", None) for m in self.all_modules()]
+        defaults = (hook() for hook in hooks if callable(hook))
+        self.max_active_dims: int | None = max_active_dims or next((k for k in defaults if k), None)
         self.eval()
 
     # ------------------------------------------------------------ running
@@ -86,9 +87,9 @@ class Model(torch.nn.Module):
         found: list[Module] = []
         for module in self.steps:
             found.append(module)
-            routes = getattr(module, "routes", None)
+            routes: Any = getattr(module, "routes", None)
             if isinstance(routes, torch.nn.ModuleDict):
-                found.extend(m for route in routes.values() for m in route)  # type: ignore[union-attr]
+                found.extend(m for route in routes.values() for m in route.children())  # type: ignore[misc]
         return found
 
     @property
@@ -106,11 +107,12 @@ class Model(torch.nn.Module):
         (latent dimensions, dense vectors). A Router answers for the route `task` takes."""
         vocab: list[str] | None = None
         for module in self.steps:
-            route = getattr(module, "resolve", None)
-            modules = module.steps[route(task)] if callable(route) and isinstance(module.steps, dict) else [module]
+            route, steps = getattr(module, "resolve", None), getattr(module, "steps", None)
+            modules = steps[route(task)] if callable(route) and isinstance(steps, dict) else [module]
             for m in modules:
-                if hasattr(m, "output_vocabulary"):
-                    vocab = m.output_vocabulary()
+                hook: Any = getattr(m, "output_vocabulary", None)
+                if callable(hook):
+                    vocab = hook()
         return vocab
 
     def get_sentence_embedding_dimension(self) -> int | None:

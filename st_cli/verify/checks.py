@@ -204,8 +204,9 @@ def check_active_dims(run: Run) -> Check:
             "dimensions": int(width), "max_active_dims": limit}  # fmt: skip
     figure = f"≤ {data['max_active']} of {width} active (mean {data['mean_active']:.1f})"
     worst = int(active.argmax()) if len(active) else 0
-    if limit is not None and data["max_active"] > limit:
-        detail = f"probe {worst} {preview(run.texts[worst])} has {data['max_active']} non-zeros, max_active_dims is {limit}"
+    if limit is not None and int(active.max(initial=0)) > limit:
+        found = f"{data['max_active']} non-zeros"
+        detail = f"probe {worst} {preview(run.texts[worst])} has {found}, max_active_dims is {limit}"
         return Check("active_dims", "fail", figure, detail, data)
     return Check("active_dims", "pass", figure, "", data)
 

@@ -15,7 +15,12 @@ from pathlib import Path
 
 import torch
 from sentence_transformers import SparseEncoder
-from sentence_transformers.sparse_encoder.models import MLMTransformer, SparseAutoEncoder, SparseStaticEmbedding, SpladePooling
+from sentence_transformers.sparse_encoder.models import (
+    MLMTransformer,
+    SparseAutoEncoder,
+    SparseStaticEmbedding,
+    SpladePooling,
+)
 
 try:  # ST >= 5.4
     from sentence_transformers.base.modules import Router, Transformer

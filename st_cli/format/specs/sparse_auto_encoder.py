@@ -34,7 +34,8 @@ def _decode_sae(raw: Config, path: Path) -> Config:
         raise ModelFolderError(f"{path}: missing key 'input_dim'")
     for key in ("input_dim", "hidden_dim", "k", "k_aux", "dead_threshold"):
         value = config[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key in ("k_aux", "dead_threshold") else 1):
+        least = 0 if key in ("k_aux", "dead_threshold") else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ModelFolderError(f"{path}: {key} must be a positive integer, got {value!r}")
     if config["k"] > config["hidden_dim"]:
         raise ModelFolderError(f"{path}: k ({config['k']}) is larger than hidden_dim ({config['hidden_dim']})")

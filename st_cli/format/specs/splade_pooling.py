@@ -71,6 +71,9 @@ SPEC = add_builtin(
         reads="token_embeddings",
         sparse=True,
         since=SPARSE_SINCE,
-        example=({"type": "MLMTransformer", "model": "{tiny_bert_mlm}"}, {"type": "SpladePooling", "pooling_strategy": "sum"}),
+        example=(
+            {"type": "MLMTransformer", "model": "{tiny_bert_mlm}"},
+            {"type": "SpladePooling", "pooling_strategy": "sum"},
+        ),
     )
 )

@@ -26,7 +26,7 @@ from st_cli.format.spec import (
 
 
 def _decode_transformer(raw: Config, path: Path) -> Config:
-    config = {k: raw[k] for k in ("max_seq_length", "do_lower_case") if k in raw}
+    config: Config = {k: raw[k] for k in ("max_seq_length", "do_lower_case") if k in raw}
     if raw.get("transformer_task") == "fill-mask":  # ST >= 5.4's SPLADE: token embeddings are the MLM's logits
         config["transformer_task"] = "fill-mask"
     return config

@@ -53,7 +53,7 @@ class MLMTransformer(Transformer):
             full = _load_auto_model(self.folder, self.auto_class)
             moved = full.load_state_dict(light.state_dict(), strict=False)
             if moved.unexpected_keys or any(not k.startswith("cls.predictions.decoder.") for k in moved.missing_keys):
-                raise RuntimeError(f"st_cli.model.bert and transformers name BertForMaskedLM's weights differently: {moved}")
+                raise RuntimeError(f"st_cli.model.bert and transformers name BertForMaskedLM's weights apart: {moved}")
             full.tie_weights()
             self.auto_model = full.to(light.cls.predictions.bias.device)
         if isinstance(self.tokenizer, bert.FastTokenizer):

@@ -123,7 +123,8 @@ class SparseStaticEmbedding(InputModule):
         InputModule.__init__(module)
         module._setup(folder, files, weight.float(), bool(config.get("frozen", False)))
         if module.tokenizer.get_vocab_size(with_added_tokens=True) > weight.shape[0]:
-            raise ModelFolderError(f"{folder}: {WEIGHT_KEY} has {weight.shape[0]} weights, fewer than the tokenizer's ids")
+            size = weight.shape[0]
+            raise ModelFolderError(f"{folder}: {WEIGHT_KEY} has {size} weights, fewer than the tokenizer's ids")
         return module
 
 

@@ -18,6 +18,7 @@ from st_cli.errors import ConfigValueError, ModelFolderError, first_line
 from st_cli.format import hub, layout
 from st_cli.format.spec import hidden_size
 from st_cli.format.specs import SPECS
+from st_cli.model import registry
 from st_cli.model.modules.base import Features, InputModule, local_folder
 from st_cli.model.registry import register
 
@@ -160,9 +161,7 @@ class Transformer(InputModule):
         config = layout.read_module_config(SPECS["Transformer"], folder)
         task = config.pop("transformer_task", None)
         if task == "fill-mask" and cls is Transformer:  # ST >= 5.4's SPLADE: the same model as an MLMTransformer
-            from st_cli.model.modules.mlm_transformer import MLMTransformer
-
-            return MLMTransformer(str(folder), **config)
+            return registry.get("MLMTransformer")(str(folder), **config)  # type: ignore[return-value]
         return cls(str(folder), **config)
 
 
