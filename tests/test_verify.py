@@ -30,7 +30,6 @@ CHECKS = [
     "reload",
     "reference",
     "batch_invariance",
-    "active_dims",
     "normalization",
     "portability",
     "trained",

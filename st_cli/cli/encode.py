@@ -234,8 +234,8 @@ def encode(
       st encode docs.jsonl --field body --out emb.safetensors --precision int8
       cat queries.txt | st encode - -o q.jsonl --prompt-name query --normalize
       st encode queries.txt -m asym-model --task query --out q.npy
-      st encode docs.txt -m splade-model --out docs.safetensors --max-active-dims 256
-      st encode q.txt -m splade-model --task query --out q.jsonl --decode
+      st encode docs.txt -m splade --out docs.safetensors --max-active-dims 256
+      st encode q.txt -m splade --task query --out q.jsonl --decode
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
       st encode corpus.txt --out emb.npy --ray --workers 2
       st encode /shared/corpus.jsonl -m /shared/minilm -o /shared/emb.npy \\

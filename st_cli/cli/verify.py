@@ -52,8 +52,9 @@ def verify(
     dimensions, reload, reference (the manifest's probe embeddings
     within --atol), batch_invariance, normalization, portability,
     trained (no module still freshly initialised; --allow-untrained
-    passes it), and with --against, against (names the first module
-    that diverges). Without st_manifest.json, integrity, reference and
+    passes it), for a SparseEncoder active_dims (no vector past its
+    max_active_dims), and with --against, against (names the first
+    module that diverges). Without st_manifest.json, integrity, reference and
     trained are skipped; --record writes one.
 
     Exit codes: 0 all checks passed or were skipped, 1 a check failed,

@@ -136,7 +136,7 @@ def verify_model(
     recorded, manifest_error = _read_manifest(root)
     if record:
         _check_recordable(model, root)
-    names = [spec.name for spec in CHECKS if spec.name != "against" or against is not None]
+    names = [spec.name for spec in CHECKS if _applies(spec.name, against, None)]
     try:
         entries = layout.read_modules_json(root)
     except ModelFolderError as e:
@@ -151,7 +151,7 @@ def verify_model(
     run.summarize()
     checks = []
     for spec in CHECKS:
-        if spec.name in names:
+        if _applies(spec.name, against, run.summary):
             if status is not None:
                 status(f"check {spec.name}")
             checks.append(run.run(spec))
@@ -160,6 +160,15 @@ def verify_model(
     if record:
         report.recorded = _record(run, report)
     return report
+
+
+def _applies(name: str, against: str | None, summary: Any) -> bool:
+    """`against` runs only when asked; `active_dims` only for a SparseEncoder (st inspect's `sparse`)."""
+    if name == "against":
+        return against is not None
+    if name == "active_dims":
+        return summary is not None and summary.sparse is not None
+    return True
 
 
 def _check_recordable(model: str | os.PathLike[str], root: Path) -> None:

@@ -10,7 +10,7 @@ from st_cli.errors import ConfigValueError
 from st_cli.format import hub, layout
 from st_cli.format.specs import SPECS
 from st_cli.model.modules.base import Features
-from st_cli.model.modules.transformer import _MODEL_INPUTS, Transformer, _load_auto_model
+from st_cli.model.modules.transformer import MODEL_INPUTS, Transformer, load_auto_model
 from st_cli.model.registry import register
 
 
@@ -28,7 +28,7 @@ class MLMTransformer(Transformer):
             model = bert.load_masked_lm(folder)
             if model is not None:
                 return model
-        return _load_auto_model(folder, self.auto_class)
+        return load_auto_model(folder, self.auto_class)
 
     @classmethod
     def plan(cls, kwargs: dict[str, Any], input_dim: int | None) -> tuple[dict[str, Any], int | None]:
@@ -40,7 +40,7 @@ class MLMTransformer(Transformer):
         return kwargs, vocab
 
     def forward(self, features: Features, **kwargs: Any) -> Features:
-        inputs = {k: features[k] for k in _MODEL_INPUTS if k in features}
+        inputs = {k: features[k] for k in MODEL_INPUTS if k in features}
         features["token_embeddings"] = self.auto_model(**inputs, return_dict=True).logits
         return features
 
@@ -50,7 +50,7 @@ class MLMTransformer(Transformer):
 
         if isinstance(self.auto_model, bert.BertMaskedLM):
             light = self.auto_model
-            full = _load_auto_model(self.folder, self.auto_class)
+            full = load_auto_model(self.folder, self.auto_class)
             moved = full.load_state_dict(light.state_dict(), strict=False)
             if moved.unexpected_keys or any(not k.startswith("cls.predictions.decoder.") for k in moved.missing_keys):
                 raise RuntimeError(f"st_cli.model.bert and transformers name BertForMaskedLM's weights apart: {moved}")

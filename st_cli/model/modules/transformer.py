@@ -23,7 +23,7 @@ from st_cli.model.modules.base import Features, InputModule, local_folder
 from st_cli.model.registry import register
 
 # Inputs the HF model is called with, when the tokenizer produced them (as ST does).
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 # True while a model loads only to run (`st encode`): a BERT folder may then run on st_cli.bert,
 # without the import of transformers' modeling code (longer than torch's own, see bert.py).
@@ -102,7 +102,7 @@ class Transformer(InputModule):
         )
 
     def forward(self, features: Features, **kwargs: Any) -> Features:
-        inputs = {k: features[k] for k in _MODEL_INPUTS if k in features}
+        inputs = {k: features[k] for k in MODEL_INPUTS if k in features}
         out = self.auto_model(**inputs, return_dict=True)
         features["token_embeddings"] = out.last_hidden_state
         # As in ST: the config.json's output_hidden_states decides (WeightedLayerPooling reads them).
@@ -124,7 +124,7 @@ class Transformer(InputModule):
             self.tokenizer.model_max_length = self.max_seq_length
         if isinstance(self.auto_model, bert.BertEncoder):
             light = self.auto_model
-            full = _load_auto_model(self.folder, self.auto_class)
+            full = load_auto_model(self.folder, self.auto_class)
             # The weights as they are now (a caller may have changed them); the pooler keeps the folder's.
             moved = full.load_state_dict(light.state_dict(), strict=False)
             if moved.unexpected_keys or any(not key.startswith("pooler.") for key in moved.missing_keys):
@@ -210,10 +210,10 @@ def _load_model(folder: Path, *, light: bool) -> Any:
         model = bert.load(folder)
         if model is not None:
             return model
-    return _load_auto_model(folder)
+    return load_auto_model(folder)
 
 
-def _load_auto_model(folder: Path, auto_class: str = "AutoModel") -> Any:
+def load_auto_model(folder: Path, auto_class: str = "AutoModel") -> Any:
     """The transformers model, refusing weights that leave parameters at their random init (silently wrong vectors)."""
     import transformers
 
