@@ -296,3 +296,18 @@ def test_refusals_name_the_model_kind(saved, tiny_bert_dir: Path, kind: str, arg
     code, path, err = st_encode(tmp_path, folder, out, *args)
     assert code == EXIT_BAD_INPUT and says in err and len(err.strip().splitlines()) == 1, err
     assert not path.exists()
+
+
+def test_an_unknown_type_inside_a_route_is_refused_naming_the_model_kind(saved, tmp_path: Path) -> None:
+    """A sparse module type st lacks, inside a Router: an inspect error finding and a one-line exit 2."""
+    import shutil
+
+    folder = Path(shutil.copytree(saved["6.2/ifree"], tmp_path / "future"))
+    config = folder / "router_config.json"
+    config.write_text(config.read_text().replace("sparse_static_embedding.SparseStaticEmbedding", "future.Future"))
+    doc = json.loads(runner.invoke(app, ["inspect", str(folder), "--json"]).stdout)
+    messages = [f["message"] for f in doc["findings"] if f["code"] == "unsupported-type"]
+    assert len(messages) == 1 and "cannot run in this SparseEncoder; st would need a module type" in messages[0]
+    code, out, err = st_encode(tmp_path, folder, "x.npy")
+    assert code == EXIT_BAD_INPUT and len(err.strip().splitlines()) == 1 and not out.exists()
+    assert "future.Future" in err and "SparseEncoder" in err

@@ -342,6 +342,7 @@ class _Reader:
         self.findings: list[Finding] = []
         self.unreadable: set[str] = set()  # weight files whose header is broken (already reported)
         self.max_active_dims: int | None = None  # config_sentence_transformers.json's
+        self.model_type: str | None = None  # config_sentence_transformers.json's, for messages
 
     def add(self, severity: Severity, code: str, message: str, path: str | None = None) -> None:
         self.findings.append(Finding(severity, code, message, path))
@@ -461,6 +462,7 @@ class _Reader:
         summary.prompts, summary.default_prompt = config.prompts, config.default_prompt_name
         summary.similarity = config.similarity_fn_name
         self.max_active_dims = config.max_active_dims
+        self.model_type = summary.model_type
         if isinstance(config.truncate_dim, int) and config.truncate_dim > 0:
             summary.truncate_dim = config.truncate_dim
         if "requirements" in raw:
@@ -531,7 +533,9 @@ class _Reader:
     def check_custom(self, module: ModuleSummary) -> None:
         if module.type.startswith("sentence_transformers."):
             runs = ", ".join(known_names())
-            message = f"{layout.MODULES_JSON}: {module.type}: a module type st cannot run (st runs: {runs})"
+            kind = self.model_type or "SentenceTransformer"
+            problem = f"a module type st cannot run in this {kind}; st would need a module type for it"
+            message = f"{layout.MODULES_JSON}: {module.type}: {problem} (st runs: {runs})"
             self.add("error", "unsupported-type", message, layout.MODULES_JSON)
             return
         module_name, _, _ = module.type.rpartition(".")
