@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from st_cli.cli import app
+from st_cli.format.summary import summarize
 from st_cli.encode.sparse_outputs import read_csr
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_OK
 from st_cli.model.model import load_model
@@ -114,6 +115,8 @@ def test_st_loads_st_saved_folders_and_saves_them_back(saved, kind: str, tmp_pat
         folder = model.save(tmp_path / fmt, format=fmt)
         config = json.loads((folder / "config_sentence_transformers.json").read_text())
         assert config["model_type"] == "SparseEncoder"
+        # sparse_encoder.models.X is the ST 5.0-5.3 spelling: a portable folder is all legacy
+        assert summarize(folder).dialect == ("legacy" if fmt == "portable" else "new")
         theirs = SparseEncoder(str(folder), device="cpu").encode(COMPARE_TEXTS, convert_to_sparse_tensor=False)
         np.testing.assert_allclose(theirs.numpy(), ours, atol=ATOL, rtol=0)
 

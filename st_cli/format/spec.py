@@ -364,8 +364,9 @@ def _add_entry_point_class(name: str, cls: type) -> None:
 
 
 def is_legacy_type(type_string: str) -> bool:
-    """A `sentence_transformers.models.X` spelling (ST <= 5.3, TEI, model2vec)."""
-    return type_string.startswith(LEGACY_PREFIX)
+    """A `sentence_transformers.models.X` spelling (ST <= 5.3, TEI, model2vec), or a sparse type's
+    `sentence_transformers.sparse_encoder.models.X` (ST 5.0-5.3)."""
+    return type_string.startswith((LEGACY_PREFIX, SPARSE_LEGACY_PREFIX))
 
 
 def is_new_type(type_string: str) -> bool:

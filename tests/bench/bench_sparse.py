@@ -45,15 +45,16 @@ def build_splade(work: Path) -> Path:
 
     import torch
     from sentence_transformers import SparseEncoder
-    from sentence_transformers.sparse_encoder.models import MLMTransformer, SpladePooling
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
     source = Path(model_dir())
     mlm = work / "minilm-mlm"
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig.from_pretrained(str(source)))
-    missing = model.bert.load_state_dict(BertModel.from_pretrained(str(source)).state_dict(), strict=False)
-    assert not missing.unexpected_keys, missing
+    encoder = {k: v for k, v in BertModel.from_pretrained(str(source)).state_dict().items() if not k.startswith("pooler.")}
+    moved = model.bert.load_state_dict(encoder, strict=False)
+    assert not moved.unexpected_keys and not moved.missing_keys, moved  # every encoder weight is MiniLM's
     model.save_pretrained(str(mlm))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         if (source / name).is_file():
