@@ -19,9 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 from st_cli.cli import app
-from st_cli.format.summary import summarize
 from st_cli.encode.sparse_outputs import read_csr
 from st_cli.errors import EXIT_BAD_INPUT, EXIT_OK
+from st_cli.format.summary import summarize
 from st_cli.model.model import load_model
 from tests.compat.tiny_mlm import make_tiny_bert_mlm
 from tests.test_eval import eval_data, reference_beir  # noqa: F401 - a fixture, shared
