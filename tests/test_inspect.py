@@ -278,13 +278,13 @@ def test_cli_json_schema(built: dict[str, Path]) -> None:
     assert set(doc) == {
         "schema", "source", "path", "hub_id", "revision", "dialect", "saved_by", "versions", "model_type", "kind",
         "embedding_dimension", "truncate_dim", "max_seq_length", "similarity", "prompts", "default_prompt",
-        "manifest", "modules", "exported", "findings", "loaders",
+        "manifest", "modules", "exported", "findings", "loaders", "sparse",
     }  # fmt: skip
     assert doc["schema"] == 1 and doc["embedding_dimension"] == 16 and list(doc["loaders"]) == list(LOADERS)
     dense = doc["modules"][2]
     assert set(dense) == {
         "idx", "name", "type", "short_type", "path", "exists", "config_file", "raw_config", "config",
-        "input_dim", "output_dim", "weights", "transformer", "custom_code", "kwargs",
+        "input_dim", "output_dim", "weights", "transformer", "custom_code", "kwargs", "routes",
     }  # fmt: skip
     assert dense["raw_config"]["out_features"] == 16 and dense["weights"]["tensors"][0]["dtype"] == "F32"
     assert doc["loaders"]["ST>=6"] == {"status": "yes", "ok": True, "reasons": []}

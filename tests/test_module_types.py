@@ -30,7 +30,9 @@ NAMES = registry.names()
 def _example_recipe(name: str, tiny_bert: Path, folder: Path) -> Path:
     spec = registry.spec(name)
     assert spec.example, f"{name}: its spec (st_cli/format/specs/) has no `example` stack"
-    assert any(m.get("type") == name for m in spec.example), f"{name}: its example stack does not use it"
+    used = [m.get("type") for m in spec.example]
+    used += [r.get("type") for m in spec.example for route in (m.get("routes") or {}).values() for r in route]
+    assert name in used, f"{name}: its example stack does not use it (nor a Router's route in it)"
     missing = [m["type"] for m in spec.example if m["type"] not in NAMES]
     if missing:  # e.g. LSTM's example needs WordEmbeddings, another branch's type
         pytest.skip(f"{name}: its example needs {', '.join(missing)}, which is not registered")
@@ -39,6 +41,10 @@ def _example_recipe(name: str, tiny_bert: Path, folder: Path) -> Path:
         from tests.compat.tiny_clip import make_tiny_clip
 
         text = text.replace("{tiny_clip}", str(make_tiny_clip(folder / "tiny_clip")))
+    if "{tiny_bert_mlm}" in text:
+        from tests.compat.tiny_mlm import make_tiny_bert_mlm
+
+        text = text.replace("{tiny_bert_mlm}", str(make_tiny_bert_mlm(folder / "tiny_bert_mlm")))
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(json.loads(text)), encoding="utf-8")
     return path
@@ -76,10 +82,14 @@ def test_every_type_round_trips(name: str, fmt: layout.Format, tiny_bert_dir: Pa
 @pytest.mark.parametrize("fmt", layout.FORMATS)
 @pytest.mark.parametrize("name", NAMES)
 def test_sentence_transformers_reads_every_type(name: str, fmt: str, tiny_bert_dir: Path, tmp_path: Path) -> None:
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer, SparseEncoder
 
     model, folder = st_cli.build(_example_recipe(name, tiny_bert_dir, tmp_path), tmp_path / "m", format=fmt)
-    reference = SentenceTransformer(str(folder), device="cpu").encode(COMPARE_TEXTS, convert_to_numpy=True)
+    if model.model_type == "SparseEncoder":  # its own class in sentence-transformers; dense vectors to compare
+        sparse = SparseEncoder(str(folder), device="cpu")
+        reference = sparse.encode(COMPARE_TEXTS, convert_to_sparse_tensor=False).numpy()
+    else:
+        reference = SentenceTransformer(str(folder), device="cpu").encode(COMPARE_TEXTS, convert_to_numpy=True)
     np.testing.assert_allclose(model.encode(COMPARE_TEXTS), reference, atol=1e-6, rtol=0)
 
 

@@ -40,6 +40,7 @@ def test_the_table_keeps_its_order() -> None:
     assert list(SPECS) == [
         "Transformer", "Pooling", "Dense", "Normalize", "WeightedLayerPooling", "LayerNorm", "Dropout", "CNN",
         "LSTM", "WordEmbeddings", "WordWeights", "BoW", "StaticEmbedding", "Router", "CLIPModel",
+        "MLMTransformer", "SpladePooling", "SparseStaticEmbedding", "SparseAutoEncoder",
     ]  # fmt: skip
 
 
@@ -75,8 +76,14 @@ def test_every_dialect_spelling_resolves_to_the_builtin(type_string: str, tmp_pa
 
 
 def test_known_but_unsupported_and_custom_types(tmp_path: Path) -> None:
-    with pytest.raises(StError, match=r"'sentence_transformers.models.Frobnicate' is not supported by st \(st runs: "):
+    unsupported = r"'sentence_transformers.models.Frobnicate' of this SentenceTransformer is not supported by st; "
+    with pytest.raises(StError, match=unsupported + r"st would need a module type for it \(st runs: "):
         resolve.class_for_type_string("sentence_transformers.models.Frobnicate", tmp_path)
+    # The model kind comes from config_sentence_transformers.json (a SparseEncoder's future module, say).
+    (tmp_path / "config_sentence_transformers.json").write_text('{"model_type": "SparseEncoder"}')
+    with pytest.raises(StError, match=r"'sentence_transformers.sparse_encoder.modules.x.X' of this SparseEncoder is"):
+        resolve.class_for_type_string("sentence_transformers.sparse_encoder.modules.x.X", tmp_path)
+    (tmp_path / "config_sentence_transformers.json").unlink()
     (tmp_path / "gate.py").write_text("raise SystemExit('must not run')\n")
     with pytest.raises(TrustError, match="--trust-remote-code"):
         resolve.class_for_type_string("gate.Gate", tmp_path)

@@ -85,8 +85,15 @@ def _tiny_clip(folder: Path) -> Path:
     return target if target.is_dir() else make_tiny_clip(target)
 
 
+def _tiny_bert_mlm(folder: Path) -> Path:
+    from tests.compat.tiny_mlm import make_tiny_bert_mlm
+
+    target = folder / "tiny_bert_mlm"
+    return target if target.is_dir() else make_tiny_bert_mlm(target)
+
+
 # Placeholders an `example` may use, each a function of the work folder (made only when used).
-PLACEHOLDERS = {"{tiny_clip}": _tiny_clip}
+PLACEHOLDERS = {"{tiny_clip}": _tiny_clip, "{tiny_bert_mlm}": _tiny_bert_mlm}
 
 
 def example_recipe(name: str, tiny_bert: Path, folder: Path) -> Path:

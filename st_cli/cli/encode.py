@@ -104,6 +104,17 @@ def encode(
             show_default=False,
         ),
     ] = None,
+    max_active_dims: Annotated[
+        int | None,
+        typer.Option(
+            "--max-active-dims", min=1,
+            help="SparseEncoder: keep the N largest values per row (default: the model's, e.g. a CSR model's k).",
+            show_default=False,
+        ),
+    ] = None,
+    decode: Annotated[
+        bool, typer.Option("--decode", help="SparseEncoder, .jsonl: write {token: weight} rows, largest first.")
+    ] = False,
     skip_empty: Annotated[
         bool, typer.Option("--skip-empty", help="Drop empty records; write the kept line numbers to OUT.lines.txt.")
     ] = False,
@@ -217,6 +228,11 @@ def encode(
     an existing OUT is replaced only with --force. int8/uint8 ranges go to
     OUT.calibration.json (or the .safetensors metadata).
 
+    A SparseEncoder (SPLADE, inference-free SPLADE, CSR) writes .safetensors
+    as a CSR matrix (indices, indptr, values; the shape in the metadata),
+    .jsonl as {"indices", "values"} rows ({token: weight} with --decode),
+    and .npy dense.
+
     Past one machine: --shard I/N writes one of N parts (shard on other
     machines, then st merge the parts: equal to one run bit for bit);
     --workers N runs N shards at once here (one per GPU) and merges them. A
@@ -235,6 +251,8 @@ def encode(
       st encode docs.jsonl --field body --out emb.safetensors --precision int8
       cat queries.txt | st encode - -o q.jsonl --prompt-name query --normalize
       st encode queries.txt -m asym-model --task query --out q.npy
+      st encode docs.txt -m splade --out docs.safetensors --max-active-dims 256
+      st encode q.txt -m splade --task query --out q.jsonl --decode
       st encode a.csv b.csv --column text --out emb.npy --threads 1 --force
       st encode corpus.txt --out emb.npy --backend onnx \\
           --backend-file onnx/model_qint8_avx512_vnni.onnx
@@ -304,6 +322,8 @@ def encode(
             window=window,
             backend=backend,
             backend_file=backend_file,
+            max_active_dims=max_active_dims,
+            decode=decode,
         )
     if ray is not None:  # --resume needs no saying: --ray always resumes its shards
         from st_cli.encode.ray import encode_files_ray

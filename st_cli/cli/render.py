@@ -105,6 +105,8 @@ def summary_tree(summary: ModelSummary, *, tensors: bool = False) -> Tree:
     )
     prompts = ", ".join(f"{k}={v!r}" for k, v in summary.prompts.items()) or "none"
     tree.add(Text(f"prompts {prompts} · default prompt {summary.default_prompt or 'none'}"))
+    if summary.sparse is not None:
+        tree.add(Text(_sparse_line(summary)))
     modules = tree.add(Text("modules", style="bold"))
     for module in summary.modules:
         _module_node(modules.add(_module_label(module)), module, tensors=tensors)
@@ -136,6 +138,18 @@ def _exported_node(parent: Tree, file: ExportedFile) -> None:
     node.add(Text(f"{tensors(file.inputs)} → {tensors(file.outputs)}"))
 
 
+def _sparse_line(summary: ModelSummary) -> str:
+    """A SparseEncoder's vectors: what a dimension stands for, SPLADE's pooling and activation, active dims."""
+    sparse = summary.sparse
+    assert sparse is not None
+    what = "vocabulary" if sparse.dimensions == "vocabulary" else "latents"
+    parts = [f"sparse ({summary.model_type or 'SparseEncoder'}) · {what} {_or_unknown(sparse.size)}"]
+    if sparse.pooling:
+        parts.append(f"pooling {sparse.pooling} · activation {sparse.activation}")
+    parts.append(f"max_active_dims {sparse.max_active_dims or 'all'}")
+    return " · ".join(parts)
+
+
 def _module_label(module: ModuleSummary) -> Text:
     name = module.short_type or "custom"
     label = Text.assemble((f"{module.idx} ", "bold"), (name, "bold magenta"), f"  {module.type}")
@@ -163,6 +177,10 @@ def _module_node(node: Tree, module: ModuleSummary, *, tensors: bool) -> None:
         )
         for key, value in t.load_args.items():
             node.add(Text(f"{key} (to transformers): {_short_json(value)}"))
+    for route, inner in module.routes.items():
+        branch = node.add(Text(f"route {route}", style="bold"))
+        for sub in inner:
+            _module_node(branch.add(_module_label(sub)), sub, tensors=tensors)
     if module.custom_code:
         node.add(Text(f"custom code {module.custom_code} (not run)", style="yellow"))
     weights = module.weights

@@ -52,7 +52,8 @@ def verify(
     dimensions, reload, reference (the manifest's probe embeddings
     within --atol), batch_invariance, normalization, portability,
     trained (no module still freshly initialised; --allow-untrained
-    passes it), exported (every onnx/ and openvino/ file against the
+    passes it), for a SparseEncoder active_dims (no vector past its
+    max_active_dims), exported (every onnx/ and openvino/ file against the
     torch model: float files within 1e-5, O3/O4 1e-3, int8 by cosine),
     and with --against, against (names the first module that diverges).
     Without st_manifest.json, integrity, reference and trained are

@@ -4,6 +4,7 @@ the output), the batch plan, the journal behind --resume and the `.shard.json` r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -128,7 +129,9 @@ def job_fingerprint(
         "dtype": options.dtype,
     }
     # Only when given: a job's id stays what it was before these options existed.
-    chosen |= {key: getattr(options, key) for key in ("id_field", "input_format") if getattr(options, key) is not None}
+    given = ("id_field", "input_format", "max_active_dims")
+    chosen |= {key: getattr(options, key) for key in given if getattr(options, key) is not None}
+    chosen |= {"decode": True} if options.decode else {}
     versioned: tuple[str, ...] = static.VERSIONED if isinstance(model, static.StaticEncoder) else VERSIONED
     if isinstance(model, runtime.RuntimeEncoder):  # the exported file that ran (its bytes are in the digests)
         chosen |= {"backend": model.backend, "backend_file": model.backend_file}
@@ -197,6 +200,7 @@ def prepare_job(encoder: Encoder, options: EncodeOptions) -> tuple[EncodeOptions
     One place for both, so `job_of` and Ray's `Embedder` batch and fingerprint exactly as `encode` does.
     """
     encoder.check_kwargs(dict(options.kwargs))
+    options = sparse_job(encoder, options)
     prompt = encoder.resolve_prompt(options.prompt, options.prompt_name, options.kwargs.get("task"))
     # A static folder runs in numpy on the CPU (no torch: device, dtype and threads do not apply); an
     # exported Transformer on the CPU in its runtime.
@@ -212,6 +216,41 @@ def prepare_job(encoder: Encoder, options: EncodeOptions) -> tuple[EncodeOptions
         like_st=encoder.batch_dependent,
     )
     return options, plan
+
+
+def sparse_job(encoder: Encoder, options: EncodeOptions) -> EncodeOptions:
+    """A SparseEncoder's options: its max_active_dims set on the model, windows small enough that a window's
+    dense rows stay ~64 MB wide of a vocabulary; the sparse-only options refused on a dense model, and the
+    dense-only ones on a sparse model, each in one line naming what st would need."""
+    if isinstance(encoder, runtime.RuntimeEncoder) and getattr(encoder.torch_tail, "is_sparse", False):
+        problem = "this model is a SparseEncoder; st runs sparse models on torch only"
+        raise StError(f"--backend {encoder.backend}: {problem}")
+    if not getattr(encoder, "is_sparse", False):
+        for given, flag in ((options.max_active_dims is not None, "--max-active-dims"), (options.decode, "--decode")):
+            if given:
+                kind = "this model is a SentenceTransformer (dense vectors)"
+                raise StError(f"{flag}: {kind}; it applies to a SparseEncoder")
+        return options
+    if options.precision != "float32":
+        raise StError(
+            f"--precision {options.precision}: this model is a SparseEncoder; its rows are written as float32 "
+            "non-zeros (st would need a quantized sparse format)"
+        )
+    if options.truncate_dim is not None:
+        problem = "its dimensions are tokens or latents, not a Matryoshka prefix"
+        raise StError(f"--truncate-dim: this model is a SparseEncoder; {problem}")
+    assert not isinstance(encoder, (static.StaticEncoder, runtime.RuntimeEncoder))  # refused above, or never sparse
+    if options.decode and encoder.output_vocabulary(options.kwargs.get("task")) is None:
+        raise StError("--decode: this SparseEncoder's dimensions are latents (SparseAutoEncoder), not tokens to name")
+    if options.max_active_dims is not None:
+        encoder.max_active_dims = options.max_active_dims
+    dim = encoder.get_sentence_embedding_dimension() or 1
+    return dataclasses.replace(options, window=min(options.window, max(SPARSE_MIN_WINDOW, SPARSE_WINDOW_VALUES // dim)))
+
+
+# A SparseEncoder's window: rows × vocabulary float32 values held dense at once (2^24: 64 MB, ~550 rows of 30k).
+SPARSE_WINDOW_VALUES = 1 << 24
+SPARSE_MIN_WINDOW = 64
 
 
 def job_of(

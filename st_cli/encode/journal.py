@@ -186,7 +186,7 @@ def partial_damage(data: Path, rows: int, state: dict[str, Any]) -> str | None:
                 found, lines, left = zlib.crc32(block, found), lines + block.count(b"\n"), left - len(block)
     except OSError as e:
         return f"unreadable: {e.strerror or e}"
-    if row_bytes is None and lines != rows:  # a row a line (.jsonl)
+    if row_bytes is None and state.get("rows_by_line", True) and lines != rows:  # a row a line (.jsonl)
         return f"the journal names {rows:,} rows, its checksum covers {lines:,}"
     if left or found != crc:
         return "its rows do not match the checksum the journal recorded as they were written"

@@ -54,6 +54,8 @@ class EncodeOptions:
             torch weights runs on its exported file whatever this says.
         backend_file: the exported file to run, relative to the folder (onnx/model_qint8_avx512_vnni.onnx);
             default sentence-transformers' choice (onnx/model.onnx, openvino/openvino_model.xml).
+        max_active_dims: a SparseEncoder keeps this many largest values per row (ST's max_active_dims).
+        decode: a SparseEncoder's .jsonl rows name tokens ({token: weight}) instead of dimensions.
     """
 
     field: str = "text"
@@ -80,6 +82,8 @@ class EncodeOptions:
     pad_multiple: int = PAD_MULTIPLE
     backend: str = "torch"
     backend_file: str | None = None
+    max_active_dims: int | None = None
+    decode: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kwargs", dict(self.kwargs or {}))  # None or any mapping: a plain dict of its own
@@ -121,6 +125,10 @@ class EncodeOptions:
             raise StError("--max-batch-tokens and the window size must be positive")
         if self.truncate_dim is not None and self.truncate_dim <= 0:
             raise StError(f"--truncate-dim must be positive, got {self.truncate_dim}")
+        if self.max_active_dims is not None and self.max_active_dims <= 0:
+            raise StError(f"--max-active-dims must be positive, got {self.max_active_dims}")
+        if self.decode and output.suffix.lower() != ".jsonl":
+            raise StError(f"--decode writes {{token: weight}} rows, which only .jsonl holds; got {output.name}")
         self.check_backend()
 
     def check_backend(self) -> None:

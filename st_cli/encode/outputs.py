@@ -11,6 +11,7 @@ at the end; the ranges go where the writer's `calibration` says.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
@@ -24,6 +25,14 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from st_cli import fsio
+from st_cli.encode.sparse_outputs import (
+    CsrWriter,
+    SparseJsonlWriter,
+    SparseOutput,
+    is_sparse_output,
+    read_sparse_rows,
+    sparse_ids,
+)
 from st_cli.errors import ModelFolderError, StError
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -425,11 +434,27 @@ def writer_for(output: Path) -> WriterSpec | None:
     return WRITERS.get(output.suffix.lower())
 
 
+def sparse_writer_for(output: Path, sparse: SparseOutput) -> WriterSpec | None:
+    """A SparseEncoder's writer for this suffix: .safetensors as CSR, .jsonl as sparse rows; None: the dense one
+    (.npy, .parquet)."""
+    suffix = output.suffix.lower()
+    if suffix == ".safetensors":
+        csr: OpenFn = lambda path, rows, width, dtype, metadata: CsrWriter(path, rows, width, metadata)  # noqa: E731
+        return dataclasses.replace(WRITERS[suffix], open=csr, read=read_sparse_rows, precisions=("float32",))
+    if suffix == ".jsonl":
+        rows: OpenFn = lambda path, n, width, dtype, metadata: SparseJsonlWriter(path, sparse)  # noqa: E731
+        return dataclasses.replace(WRITERS[suffix], open=rows, read=read_sparse_rows, ids=sparse_ids,
+                                   precisions=("float32",))  # fmt: skip
+    return None
+
+
 def read_rows(path: Path, precision: str, dim: int, chunk: int = 8192) -> Iterator[np.ndarray]:
     """The rows of an output file as st wrote it, in blocks of `chunk` (a one-line error if it is not one)."""
     spec = writer_for(path)
     if spec is None:
         raise StError(f"{path}: unknown output type {path.suffix!r}")
+    if is_sparse_output(path):  # a SparseEncoder's rows: CSR or sparse .jsonl, read back dense
+        spec = dataclasses.replace(spec, read=read_sparse_rows)
     try:
         yield from spec.read(path, output_dtype(precision), output_width(dim, precision), chunk)
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
@@ -502,12 +527,14 @@ class Sink:
         partial: Path | None = None,
         resume: tuple[int, dict[str, Any]] | None = None,
         ids: IdsFn | None = None,
+        sparse: SparseOutput | None = None,
     ) -> None:
-        """`partial`: an existing empty file (or, with `resume`, a killed run's) to hold the rows as they
+        """`sparse`: a SparseEncoder's rows, written sparse where the suffix has a sparse form.
+        `partial`: an existing empty file (or, with `resume`, a killed run's) to hold the rows as they
         arrive: the output's temp, or the int8/uint8 staging file. `resume`: (rows done, `state()` then).
         `ids`: the rows' ids from a row on, for a writer that keeps them inside the file (.jsonl, .parquet)."""
         self.output, self.rows, self.dim, self.precision, self.metadata = output, rows, dim, precision, metadata
-        spec = writer_for(output)
+        spec = (sparse_writer_for(output, sparse) if sparse is not None else None) or writer_for(output)
         assert spec is not None, output
         self.spec = spec
         self.ids = ids if spec.ids is not None else None

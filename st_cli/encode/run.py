@@ -33,7 +33,15 @@ from st_cli.encode.job import (
     shard_info,
 )
 from st_cli.encode.options import EncodeOptions, EncodeSummary, ProgressFn, WarnFn
-from st_cli.encode.outputs import CALIBRATED, OUTPUT_SUFFIXES, Sink, side_paths, write_ids, writer_for
+from st_cli.encode.outputs import (
+    CALIBRATED,
+    OUTPUT_SUFFIXES,
+    Sink,
+    side_paths,
+    sparse_writer_for,
+    write_ids,
+    writer_for,
+)
 from st_cli.encode.publish import claim_outputs, os_error, publish_all
 from st_cli.encode.shards import (
     job_id,
@@ -43,6 +51,7 @@ from st_cli.encode.shards import (
     stored_precision,
     valid_shard,
 )
+from st_cli.encode.sparse_outputs import DENSE_WARNING_BYTES, SparseOutput
 from st_cli.errors import StError
 from st_cli.format import hub, layout
 from st_cli.model import runtime, static
@@ -237,6 +246,14 @@ def _embedding_dim(model: Encoder, truncate_dim: int | None) -> int:
     return min(dim, limit) if limit else dim
 
 
+def _sparse_output(encoder: Encoder, options: EncodeOptions) -> SparseOutput | None:
+    """How a SparseEncoder's rows are written (the vocabulary when --decode names tokens); None for a dense model."""
+    if not getattr(encoder, "is_sparse", False):
+        return None
+    vocab = encoder.output_vocabulary(options.kwargs.get("task")) if options.decode else None  # type: ignore[union-attr]
+    return SparseOutput(tuple(vocab) if vocab is not None else None, options.decode)
+
+
 def _noting_lines(records: Iterator[Record], out: IO[str]) -> Iterator[Record]:
     for record in records:
         out.write(f"{record.line}\n")
@@ -362,6 +379,18 @@ def encode(
         summary.load_seconds = time.perf_counter() - started
         started = time.perf_counter()
         metadata = {"format": "st_cli.encode", "model": model_name, "precision": stored, "rows": str(part.rows)}
+        sparse = _sparse_output(encoder, options)
+        if sparse is not None:
+            metadata["model_type"] = "SparseEncoder"
+            dense_bytes = part.rows * summary.dimension * 4
+            no_sparse_form = sparse_writer_for(target, sparse) is None  # .npy, .parquet
+            if no_sparse_form and dense_bytes > DENSE_WARNING_BYTES:
+                _warn(
+                    summary,
+                    warn,
+                    f"{target.name}: a SparseEncoder's rows written dense take {dense_bytes / 2**30:.1f} GiB, mostly "
+                    "zeros; .safetensors (CSR) or .jsonl keep only the non-zeros",
+                )
         temps: dict[str, Path] = {}
         sink: Sink | None = None
         keep = publishing = False  # keep: an interrupted run's journal and partial rows stay for --resume
@@ -376,6 +405,7 @@ def encode(
                 partial=journal.data if journal is not None else None,
                 resume=(journal.done, journal.state) if journal is not None and journal.done else None,
                 ids=ids,
+                sparse=sparse,
             )
             if "lines" in side:
                 temps["lines"] = fsio.temp_file(side["lines"])

@@ -36,6 +36,7 @@ from st_cli.encode.outputs import (
     side_paths,
     write_ids,
 )
+from st_cli.encode.sparse_outputs import SparseOutput, is_sparse_output
 from st_cli.errors import StError
 
 SIDECAR_SUFFIX = ".shard.json"
@@ -373,7 +374,11 @@ def merge_shards(
     def ids(start: int) -> Iterator[Any]:  # the parts' ids, in order (inside them, or in PART.ids.jsonl)
         return itertools.islice(itertools.chain.from_iterable(read_ids(part) for part, _ in ordered), start, None)
 
-    sink = Sink(target, first.total_rows, first.dimension, chosen, metadata, ids=ids if with_ids else None)
+    sparse = SparseOutput() if is_sparse_output(ordered[0][0]) else None  # a SparseEncoder's parts stay sparse
+    if sparse is not None:
+        metadata["model_type"] = "SparseEncoder"
+    sink = Sink(target, first.total_rows, first.dimension, chosen, metadata, ids=ids if with_ids else None,
+                sparse=sparse)  # fmt: skip
     try:
         for part, info in ordered:
             _copy_rows(part, info, sink, progress, first.total_rows)

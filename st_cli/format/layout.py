@@ -100,6 +100,8 @@ class ModelConfig:
     similarity_fn_name: str | None = None
     truncate_dim: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    model_type: str = "SentenceTransformer"  # or SparseEncoder (a stack with a sparse module)
+    max_active_dims: int | None = None  # SparseEncoder: the non-zero dimensions kept per vector (None: all)
 
 
 # Tasks with a prompt of their own: ST 6.2's encode_query / encode_document use prompts[task], and its
@@ -234,12 +236,20 @@ def read_model_config(root: Path) -> ModelConfig:
         not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool) or truncate_dim <= 0
     ):
         raise ModelFolderError(f"{path}: truncate_dim must be a positive integer or null, got {truncate_dim!r}")
+    max_active_dims = raw.get("max_active_dims")
+    if max_active_dims is not None and (
+        not isinstance(max_active_dims, int) or isinstance(max_active_dims, bool) or max_active_dims <= 0
+    ):
+        raise ModelFolderError(f"{path}: max_active_dims must be a positive integer or null, got {max_active_dims!r}")
+    model_type = raw.get("model_type")
     return ModelConfig(
         prompts=dict(prompts),
         default_prompt_name=default,
         similarity_fn_name=raw.get("similarity_fn_name"),
         truncate_dim=truncate_dim,
         versions={str(k): str(v) for k, v in (raw.get("__version__") or {}).items()},
+        model_type=model_type if isinstance(model_type, str) else "SentenceTransformer",
+        max_active_dims=max_active_dims,
     )
 
 
@@ -324,13 +334,15 @@ def write_model_files(root: Path, entries: list[ModuleEntry], config: ModelConfi
     write_json(root / MODULES_JSON, [e.to_json() for e in entries])
     model_config: dict[str, Any] = {
         "__version__": config.versions,
-        "model_type": "SentenceTransformer",
+        "model_type": config.model_type,
         "prompts": config.prompts,
         "default_prompt_name": config.default_prompt_name,
         "similarity_fn_name": config.similarity_fn_name or "cosine",
     }
     if config.truncate_dim is not None:
         model_config["truncate_dim"] = config.truncate_dim
+    if config.max_active_dims is not None:
+        model_config["max_active_dims"] = config.max_active_dims
     if fmt == "st6":
         model_config = dict(sorted(model_config.items()))
     write_json(root / MODEL_CONFIG, model_config)

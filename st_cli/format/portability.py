@@ -89,7 +89,7 @@ def verdicts(summary: ModelSummary, root: Path) -> dict[str, LoaderVerdict]:
         if finding.severity == "error" and finding.code != "unknown-config-key":  # the key rules below name those
             for v in found.values():
                 v.no(finding.message)
-    for module in summary.modules:
+    for module in (m for top in summary.modules for m in top.with_routes()):  # a Router's modules too
         spec = module.spec
         if spec is None:
             _custom_module(module, found)

@@ -18,7 +18,7 @@ How to add a built-in module type (say `LayerNorm`):
    Asym → Router), `config_files` (the first is written; `()` = no config), `decode`/`encode`
    (codec functions sit right above the row), `accepted_keys` per loader generation
    (+ `lenient_in`), the `width` rule (and `check_weights`: every tensor the config's sizes imply,
-   against the safetensors headers; `sub_modules` for folders the config names), `since` (first ST
+   against the safetensors headers), `since` (first ST
    version that reads `legacy_type`; `since_by_type` for aliases, `st6_type_since` for the new
    spelling; `fails_in` for versions that have it but cannot run it) and `tei`, `loader_notes` for
    caveats of one loader or version, `required_files`, `path_keys` (recipe kwargs that name
@@ -65,6 +65,10 @@ SBERT_CONFIG = "sentence_bert_config.json"
 LEGACY_PREFIX = "sentence_transformers.models."
 BASE_PREFIX = "sentence_transformers.base.modules."
 ST_PREFIX = "sentence_transformers.sentence_transformer.modules."
+# The sparse module types (ST >= 5.0): `models.X` until 5.3, `modules.<file>.X` from 5.4 (both read by 5.4+).
+SPARSE_LEGACY_PREFIX = "sentence_transformers.sparse_encoder.models."
+SPARSE_PREFIX = "sentence_transformers.sparse_encoder.modules."
+SPARSE_SINCE = "5.0"
 # The first version of sentence-transformers that reads the new-dialect type strings.
 NEW_DIALECT_SINCE = "5.4"
 
@@ -159,9 +163,6 @@ class TypeSpec:
     # shape problems: every tensor the config's sizes imply, against the safetensors headers, so a size no
     # weights back (num_layers: 1000000) is refused before anything is allocated
     check_weights: Callable[[Mapping[str, Any], Shapes], list[str]] | None = None
-    # (sub-folder, type string) of the modules it loads from folders of its own (Router's routes): inspect
-    # checks them as it checks modules.json's entries
-    sub_modules: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None
     loader_notes: Callable[[ModuleView], Iterable[LoaderNote]] = _no_notes
     input_module: bool = False  # tokenizes texts; must come first
     save_in_root: bool = False  # as the first module, its files sit in the model root
@@ -175,6 +176,9 @@ class TypeSpec:
     routes_text: bool = False  # as the first module it takes the text to its routes' own input modules (Router)
     writes: Role = "sentence_embedding"  # the feature it produces
     normalizes: bool = False  # its output has unit length
+    # Its output is a sparse vector (one dimension per vocabulary token or latent): a stack holding it is a
+    # SparseEncoder (config_sentence_transformers.json's model_type), encoded to sparse outputs.
+    sparse: bool = False
     # Why its output depends on the other texts of a batch in sentence-transformers too (padding reaches it);
     # "" when it does not. st then batches such stacks as ST does, and verify skips batch invariance.
     batch_dependent: str = ""
@@ -363,8 +367,9 @@ def _add_entry_point_class(name: str, cls: type) -> None:
 
 
 def is_legacy_type(type_string: str) -> bool:
-    """A `sentence_transformers.models.X` spelling (ST <= 5.3, TEI, model2vec)."""
-    return type_string.startswith(LEGACY_PREFIX)
+    """A `sentence_transformers.models.X` spelling (ST <= 5.3, TEI, model2vec), or a sparse type's
+    `sentence_transformers.sparse_encoder.models.X` (ST 5.0-5.3)."""
+    return type_string.startswith((LEGACY_PREFIX, SPARSE_LEGACY_PREFIX))
 
 
 def is_new_type(type_string: str) -> bool:
@@ -398,6 +403,12 @@ SBERT_KEYS_6 = SBERT_KEYS_5X | {"query_length", "document_length", "query_expans
 _HIDDEN_SIZE_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
 # What ST >= 5.4 write for a module on the sentence embedding (Dense, Normalize in st6 folders).
 EMBEDDING_IO = {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}
+
+
+def vocab_width(ctx: WidthContext) -> Widths:
+    """A fill-mask model's token embeddings (its logits) are as wide as its vocabulary (MLMTransformer)."""
+    size = (ctx.hf_config or {}).get("vocab_size")
+    return Widths(None, size if isinstance(size, int) and not isinstance(size, bool) else None)
 
 
 def hidden_size(hf_config: Mapping[str, Any] | None) -> int | None:

@@ -209,6 +209,7 @@ class ModuleSummary:
     custom_code: str | None = None  # the .py file a custom module would run
     kwargs: tuple[str, ...] = ()
     spec: TypeSpec | None = field(default=None, repr=False, compare=False)  # what st knows of the type
+    routes: dict[str, list[ModuleSummary]] = field(default_factory=dict)  # a Router's modules, per route
 
     def __post_init__(self) -> None:
         if self.spec is None:
@@ -233,7 +234,28 @@ class ModuleSummary:
             "transformer": self.transformer.to_json() if self.transformer else None,
             "custom_code": self.custom_code,
             "kwargs": list(self.kwargs),
+            "routes": {name: [m.to_json(tensors=tensors) for m in mods] for name, mods in self.routes.items()},
         }
+
+    def with_routes(self) -> list[ModuleSummary]:
+        """This module and, for a Router, every module of its routes (each once, in route order)."""
+        inner = {id(m): m for mods in self.routes.values() for m in mods}
+        return [self, *inner.values()]
+
+
+@dataclass
+class SparseSummary:
+    """What a SparseEncoder's vectors are: one dimension per vocabulary token (SPLADE, SparseStaticEmbedding)
+    or per latent (SparseAutoEncoder), and how SPLADE pools them."""
+
+    dimensions: Literal["vocabulary", "latent"]
+    size: int | None  # the vocabulary size, or the number of latents
+    pooling: str | None = None  # SpladePooling's max or sum
+    activation: str | None = None  # relu or log1p_relu
+    max_active_dims: int | None = None  # config_sentence_transformers.json's (SparseAutoEncoder: its k)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -260,6 +282,7 @@ class ModelSummary:
     exported: list[ExportedFile] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     loaders: dict[str, LoaderVerdict] = field(default_factory=dict)
+    sparse: SparseSummary | None = None  # a SparseEncoder's vectors; None for dense models
 
     @property
     def errors(self) -> list[Finding]:
@@ -288,6 +311,7 @@ class ModelSummary:
             "exported": [f.to_json() for f in self.exported],
             "findings": [f.to_json() for f in self.findings],
             "loaders": {name: v.to_json() for name, v in self.loaders.items()},
+            "sparse": self.sparse.to_json() if self.sparse else None,
         }
 
 
@@ -328,6 +352,8 @@ class _Reader:
         self.root = root.resolve()  # module folders come back resolved (layout.module_folder)
         self.findings: list[Finding] = []
         self.unreadable: set[str] = set()  # weight files whose header is broken (already reported)
+        self.max_active_dims: int | None = None  # config_sentence_transformers.json's
+        self.model_type: str | None = None  # config_sentence_transformers.json's, for messages
 
     def add(self, severity: Severity, code: str, message: str, path: str | None = None) -> None:
         self.findings.append(Finding(severity, code, message, path))
@@ -388,6 +414,7 @@ class _Reader:
             self.add("warning", "truncate-dim", f"truncate_dim {summary.truncate_dim} exceeds the output size {dim}")
         summary.max_seq_length = _max_seq_length(summary.modules)
         summary.exported = self.read_exported()
+        summary.sparse = _sparse_summary(summary, self.max_active_dims)
         self.check_folder(summary)
         summary.findings = self.findings
         summary.loaders = verdicts(summary, self.root)
@@ -448,7 +475,7 @@ class _Reader:
         summary.versions = {str(k): str(v) for k, v in versions.items()} if isinstance(versions, dict) else {}
         summary.saved_by = _saved_by(summary.versions)
         summary.model_type = raw.get("model_type") if isinstance(raw.get("model_type"), str) else None
-        if summary.model_type not in (None, *kinds.KINDS, *kinds.ALIASES):
+        if summary.model_type not in (None, *kinds.KINDS, *kinds.ALIASES, *RUNNABLE_MODEL_TYPES):
             self.add("warning", "model-type", f"model_type is {summary.model_type!r}, not SentenceTransformer")
         try:
             config = layout.read_model_config(self.root)
@@ -460,6 +487,8 @@ class _Reader:
             return
         summary.prompts, summary.default_prompt = config.prompts, config.default_prompt_name
         summary.similarity = config.similarity_fn_name
+        self.max_active_dims = config.max_active_dims
+        self.model_type = summary.model_type
         if isinstance(config.truncate_dim, int) and config.truncate_dim > 0:
             summary.truncate_dim = config.truncate_dim
         if "requirements" in raw:
@@ -467,15 +496,16 @@ class _Reader:
 
     # ------------------------------------------------------------ one module
 
-    def read_module(self, entry: layout.ModuleEntry, dim: int | None) -> ModuleSummary:
+    def read_module(self, entry: layout.ModuleEntry, dim: int | None, named_in: str | None = None) -> ModuleSummary:
+        """`named_in`: the file that names the module's folder (modules.json, or a Router's config for its routes)."""
         spec = entry.spec
         module = ModuleSummary(
             entry.idx, entry.name, entry.type, spec.name if spec else None, entry.path, kwargs=entry.kwargs, spec=spec
         )
         try:
-            folder = layout.module_folder(self.root, entry.path)
+            folder = layout.module_folder(self.root, entry.path, self.root / named_in if named_in else None)
         except ModelFolderError as e:
-            self.add("error", "path-escape", str(e), layout.MODULES_JSON)
+            self.add("error", "path-escape", str(e), named_in or layout.MODULES_JSON)
             return module
         module.exists = folder.is_dir()
         if entry.config is not None:  # a module loaders supply themselves (plain folders): no files
@@ -503,22 +533,28 @@ class _Reader:
             self.check_max_seq_length(module)
             self.report_load_args(module)
         self.set_dims(module, dim)
-        if spec is not None and spec.sub_modules is not None and module.raw_config is not None:
-            self.read_sub_modules(module, folder, spec.sub_modules(module.raw_config))
+        if spec is not None and spec.routes_text:
+            self.read_routes(module, folder, dim)
 
-    def read_sub_modules(self, module: ModuleSummary, folder: Path, subs: list[tuple[str, str]]) -> None:
-        """The modules a module loads from folders its config names (a Router's routes), checked as
-        modules.json's entries are: inside the folder, present, their configs and weights."""
-        named_in = self.root / module.config_file if module.config_file else folder
-        for sub, type_string in subs:
-            try:
-                sub_folder = layout.module_folder(folder, sub, named_in)
-            except ModelFolderError as e:
-                self.add("error", "path-escape", str(e), module.config_file)
-                continue
-            child = ModuleSummary(module.idx, sub, type_string, None, self.rel(sub_folder))
-            child.exists = sub_folder.is_dir()
-            self.read_module_files(child, sub_folder, None)
+    def read_routes(self, module: ModuleSummary, folder: Path, dim: int | None) -> None:
+        """A Router's modules, read like top-level ones (configs, files, weights, widths: their findings too),
+        each route's widths flowing from the Router's input."""
+        raw = module.raw_config or {}
+        types, structure = raw.get("types"), raw.get("structure")
+        if not isinstance(types, dict) or not isinstance(structure, dict):
+            return  # decode already reported the malformed table
+        read: dict[str, ModuleSummary] = {}
+        for route, subs in structure.items():
+            width, modules = dim, []
+            for position, sub in enumerate(subs if isinstance(subs, list) else []):
+                if sub not in types or not isinstance(types[sub], str):
+                    continue  # decode reported it
+                if sub not in read:
+                    inner = layout.ModuleEntry(position, str(sub), _join(module.path, str(sub)), types[sub])
+                    read[sub] = self.read_module(inner, width, module.config_file)
+                modules.append(read[sub])
+                width = read[sub].output_dim
+            module.routes[str(route)] = modules
 
     def report_missing_folder(self, module: ModuleSummary) -> None:
         where = module.path or "."
@@ -531,7 +567,9 @@ class _Reader:
     def check_custom(self, module: ModuleSummary) -> None:
         if module.type.startswith("sentence_transformers."):
             runs = ", ".join(known_names())
-            message = f"{layout.MODULES_JSON}: {module.type}: a module type st cannot run (st runs: {runs})"
+            kind = self.model_type or "SentenceTransformer"
+            problem = f"a module type st cannot run in this {kind}; st would need a module type for it"
+            message = f"{layout.MODULES_JSON}: {module.type}: {problem} (st runs: {runs})"
             self.add("error", "unsupported-type", message, layout.MODULES_JSON)
             return
         module_name, _, _ = module.type.rpartition(".")
@@ -742,7 +780,8 @@ class _Reader:
         if spec is None:
             return
         shapes = {t.name: t.shape for t in module.weights.tensors} if module.weights else {}
-        hf = {"hidden_size": module.transformer.hidden_size} if module.transformer else None
+        t = module.transformer
+        hf = {"hidden_size": t.hidden_size, "vocab_size": t.vocab_size} if t else None
         ctx = WidthContext(module.config or {}, module.raw_config or {}, shapes, dim, hf)
         widths = spec.width(ctx)
         module.input_dim, module.output_dim = widths.input, widths.output
@@ -840,6 +879,32 @@ def _saved_by(versions: dict[str, str]) -> str | None:
     if "st_cli" in versions:
         return f"st {versions['st_cli']}"
     return None
+
+
+# The model_type values of sentence-transformers classes st runs (config_sentence_transformers.json).
+RUNNABLE_MODEL_TYPES = ("SentenceTransformer", "SparseEncoder")
+
+
+def _join(parent: str, sub: str) -> str:
+    return f"{parent.rstrip('/')}/{sub}" if parent not in ("", ".") else sub
+
+
+def _sparse_summary(summary: ModelSummary, max_active_dims: int | None) -> SparseSummary | None:
+    """What the vectors of a stack with a sparse module are (the last sparse module decides), from specs alone."""
+    modules = [m for top in summary.modules for m in top.with_routes()]
+    sparse = [m for m in modules if m.spec is not None and m.spec.sparse]
+    if not sparse:
+        return None
+    last = sparse[-1]
+    by_token = last.spec is not None and last.spec.reads in ("text", "token_embeddings")
+    config = next((m.config for m in reversed(modules) if m.config and "pooling_strategy" in m.config), None) or {}
+    return SparseSummary(
+        dimensions="vocabulary" if by_token else "latent",
+        size=last.output_dim,
+        pooling=config.get("pooling_strategy"),
+        activation=config.get("activation_function"),
+        max_active_dims=max_active_dims or (last.config or {}).get("k") if not by_token else max_active_dims,
+    )
 
 
 def _max_seq_length(modules: list[ModuleSummary]) -> int | None:

@@ -68,6 +68,43 @@ def load(folder: Path, prefix: str = "") -> BertEncoder | None:
     return model.eval()
 
 
+def load_masked_lm(folder: Path) -> BertMaskedLM | None:
+    """A BertForMaskedLM folder on this module (encoder + MLM head, logits out), in float32; None where
+    transformers must load it (another head, an untied decoder, names or shapes that differ)."""
+    config = _supported_config(folder)
+    if config is None or not (folder / WEIGHTS).is_file() or config.__dict__.get("tie_word_embeddings") is False:
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    wanted = {f"bert.{name}": shape for name, shape in expected_shapes(config).items()} | _head_shapes(config)
+    try:
+        with safe_open(str(folder / WEIGHTS), framework="pt") as weights:
+            names = set(weights.keys())
+            if not names.issuperset(wanted) or names - set(wanted) - {"cls.predictions.decoder.weight"}:
+                return None
+            if any(list(weights.get_slice(name).get_shape()) != shape for name, shape in wanted.items()):
+                return None
+            tensors = {name: weights.get_tensor(name) for name in wanted}
+    except (OSError, SafetensorError, ValueError):
+        return None
+    if not all(t.is_floating_point() for t in tensors.values()):
+        return None
+    model = BertMaskedLM(config)
+    model.load_state_dict({k: t.to(torch.float32) for k, t in tensors.items()}, strict=True, assign=True)
+    return model.eval()
+
+
+def _head_shapes(config: SimpleNamespace) -> dict[str, list[int]]:
+    hidden = config.hidden_size
+    return {
+        "cls.predictions.transform.dense.weight": [hidden, hidden],
+        "cls.predictions.transform.dense.bias": [hidden],
+        "cls.predictions.transform.LayerNorm.weight": [hidden],
+        "cls.predictions.transform.LayerNorm.bias": [hidden],
+        "cls.predictions.bias": [config.vocab_size],
+    }
+
+
 def expected_shapes(config: SimpleNamespace) -> dict[str, list[int]]:
     """BertModel's tensors (without the pooler) and their shapes, from config.json alone: checked
     against the weights' header before anything is allocated (a config can ask for any size)."""
@@ -138,6 +175,52 @@ class BertEncoder(nn.Module):
         for layer in self.encoder.layer:
             hidden = layer(hidden, mask)
         return SimpleNamespace(last_hidden_state=hidden, hidden_states=None)
+
+
+class BertMaskedLM(nn.Module):
+    """BertForMaskedLM's forward for inference: the encoder, then the prediction head (dense, gelu,
+    LayerNorm, the word embeddings' transpose plus a bias); `logits` out. Parameter names are transformers'."""
+
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertEncoder(config)
+        self.cls = _Heads(config)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> SimpleNamespace:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, return_dict=return_dict).last_hidden_state
+        head = self.cls.predictions
+        hidden = head.transform.LayerNorm(nn.functional.gelu(head.transform.dense(hidden)))
+        logits = nn.functional.linear(hidden, self.bert.embeddings.word_embeddings.weight, head.bias)
+        return SimpleNamespace(logits=logits, hidden_states=None)
+
+
+class _Transform(nn.Module):
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.dense = _linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+
+class _Predictions(nn.Module):
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.transform = _Transform(config)
+        self.bias = nn.Parameter(torch.empty(config.vocab_size))
+
+
+class _Heads(nn.Module):
+    """`cls.predictions`: transformers' names for BERT's MLM head (its decoder is the word embeddings, tied)."""
+
+    def __init__(self, config: SimpleNamespace) -> None:
+        super().__init__()
+        self.predictions = _Predictions(config)
 
 
 def _attention_mask(attention_mask: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

@@ -48,6 +48,7 @@ class Model(torch.nn.Module):
         truncate_dim: int | None = None,
         module_kwargs: Sequence[Sequence[str]] | None = None,
         tail: bool = False,
+        max_active_dims: int | None = None,
     ) -> None:
         super().__init__()
         # An input module, or a module that hands texts to one (a Router whose routes start with one);
@@ -57,10 +58,15 @@ class Model(torch.nn.Module):
         self.stack = torch.nn.ModuleList(modules)
         self.prompts = dict(prompts or {})
         self.default_prompt_name = default_prompt_name
-        self.similarity_fn_name = similarity_fn_name or "cosine"
         self.truncate_dim = truncate_dim
         declared = module_kwargs if module_kwargs is not None else [() for _ in modules]
         self.module_kwargs = [tuple(names) for names in declared]
+        # A SparseEncoder scores by dot product and keeps its SparseAutoEncoder's k active dimensions unless told
+        # otherwise, as sentence-transformers' SparseEncoder does.
+        self.similarity_fn_name = similarity_fn_name or ("dot" if self.is_sparse else "cosine")
+        hooks: list[Any] = [getattr(m, "default_max_active_dims", None) for m in self.all_modules()]
+        defaults = (hook() for hook in hooks if callable(hook))
+        self.max_active_dims: int | None = max_active_dims or next((k for k in defaults if k), None)
         self.eval()
 
     # ------------------------------------------------------------ running
@@ -78,6 +84,39 @@ class Model(torch.nn.Module):
     def batch_dependent(self) -> bool:
         """A module reads the padding (CNN): a text's vector depends on its batch, so batch as ST does."""
         return any(m.spec is not None and m.spec.batch_dependent for m in self.steps)
+
+    def all_modules(self) -> list[Module]:
+        """Every module of the stack, those inside a Router's routes too (in order)."""
+        found: list[Module] = []
+        for module in self.steps:
+            found.append(module)
+            routes: Any = getattr(module, "routes", None)
+            if isinstance(routes, torch.nn.ModuleDict):
+                found.extend(m for route in routes.values() for m in route.children())  # type: ignore[misc]
+        return found
+
+    @property
+    def is_sparse(self) -> bool:
+        """A module gives sparse vectors (SpladePooling, SparseStaticEmbedding, SparseAutoEncoder): a SparseEncoder."""
+        return any(m.spec is not None and m.spec.sparse for m in self.all_modules())
+
+    @property
+    def model_type(self) -> str:
+        """config_sentence_transformers.json's model_type: which sentence-transformers class loads the folder."""
+        return "SparseEncoder" if self.is_sparse else "SentenceTransformer"
+
+    def output_vocabulary(self, task: str | None = None) -> list[str] | None:
+        """What each output dimension stands for: token strings by id (SPLADE, SparseStaticEmbedding), or None
+        (latent dimensions, dense vectors). A Router answers for the route `task` takes."""
+        vocab: list[str] | None = None
+        for module in self.steps:
+            route, steps = getattr(module, "resolve", None), getattr(module, "steps", None)
+            modules = steps[route(task)] if callable(route) and isinstance(steps, dict) else [module]
+            for m in modules:
+                hook: Any = getattr(m, "output_vocabulary", None)
+                if callable(hook):
+                    vocab = hook()
+        return vocab
 
     def get_sentence_embedding_dimension(self) -> int | None:
         for module in reversed(self.steps):
@@ -130,6 +169,8 @@ class Model(torch.nn.Module):
         return features
 
     def forward(self, features: Features, **kwargs: Any) -> Features:
+        if self.max_active_dims is not None:  # a SparseAutoEncoder keeps that many latents
+            kwargs = {"max_active_dims": self.max_active_dims, **kwargs}
         for index, module in enumerate(self.steps):
             own = {k: v for k, v in kwargs.items() if k in self.declared_kwargs(index)}
             if registry.is_registered(type(module)):
@@ -164,6 +205,7 @@ class Model(torch.nn.Module):
         prompt: str | None = None,
         normalize: bool = False,
         truncate_dim: int | None = None,
+        max_active_dims: int | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
         """Texts to a float32 array (n, dim), in input order.
@@ -177,6 +219,13 @@ class Model(torch.nn.Module):
         if wrong is not None:  # an image, say: st encodes text only
             kind = type(items[wrong])
             raise StError(f"input {wrong} is a {kind.__module__}.{kind.__name__} object, not a string: st encodes text")
+        if max_active_dims is not None:  # this call only (sentence-transformers' encode argument)
+            saved, self.max_active_dims = self.max_active_dims, _positive(max_active_dims, "max_active_dims")
+            try:
+                return self.encode(texts, batch_size=batch_size, prompt_name=prompt_name, prompt=prompt,
+                                   normalize=normalize, truncate_dim=truncate_dim, **kwargs)  # fmt: skip
+            finally:
+                self.max_active_dims = saved
         self.check_kwargs(kwargs)
         prefix = self.resolve_prompt(prompt, prompt_name, kwargs.get("task"))
         order = np.argsort([-len(t) for t in items])
@@ -194,7 +243,11 @@ class Model(torch.nn.Module):
     def finish(
         self, embeddings: torch.Tensor, *, normalize: bool = False, truncate_dim: int | None = None
     ) -> np.ndarray:
-        """Truncate after the whole stack (as ST does), then optionally L2-normalise."""
+        """Keep a sparse model's `max_active_dims` largest values (by magnitude, as ST's SparseEncoder), truncate
+        after the whole stack (as ST does), then optionally L2-normalise."""
+        if self.max_active_dims is not None and self.max_active_dims < embeddings.shape[-1]:
+            top = torch.topk(embeddings.abs(), k=self.max_active_dims, dim=-1).indices
+            embeddings = torch.zeros_like(embeddings).scatter_(-1, top, embeddings.gather(-1, top))
         dim = truncate_dim or self.truncate_dim
         if dim:
             embeddings = embeddings[:, :dim]
@@ -262,6 +315,8 @@ class Model(torch.nn.Module):
             default_prompt_name=self.default_prompt_name,
             similarity_fn_name=self.similarity_fn_name,
             truncate_dim=self.truncate_dim,
+            model_type=self.model_type,
+            max_active_dims=self.max_active_dims if self.is_sparse else None,
             versions={"st_cli": __version__, "transformers": transformers.__version__, "pytorch": torch.__version__},
         )
 
@@ -307,6 +362,12 @@ class Model(torch.nn.Module):
 
 
 # ---------------------------------------------------------------- building and loading
+
+
+def _positive(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise StError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 def _whole_text(text: str, where: str) -> str:
@@ -429,6 +490,7 @@ def load_model(
         similarity_fn_name=config.similarity_fn_name,
         truncate_dim=config.truncate_dim,
         module_kwargs=[e.kwargs for e in entries],
+        max_active_dims=config.max_active_dims,
     )
 
 

@@ -353,8 +353,8 @@ def _type_spec(type_name: str) -> TypeSpec:
 
 def _reads_missing_sentence_embedding(spec: ModuleSpec, before: list[ModuleSpec]) -> bool:
     """A registered type that reads the sentence embedding, with nothing before it that writes one."""
-    if spec.module_class is not None:
-        return False
+    if spec.module_class is not None or (not before and registry.spec(spec.type).routes_text):
+        return False  # a Router first takes the text to its routes' own input modules
     writers = [registry.spec(s.type).writes for s in before if s.module_class is None]
     if len(writers) < len(before):  # custom code before it may write anything
         return False

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from st_cli.errors import ModelFolderError
+from st_cli.format import layout
 from st_cli.format.spec import Format
 from st_cli.model import custom, registry
 
@@ -33,10 +34,22 @@ def class_for_type_string(type_string: str, root: Path, *, trust_remote_code: bo
         return registry.get(found.name)
     if type_string.startswith("sentence_transformers."):
         raise ModelFolderError(
-            f"{root / 'modules.json'}: module type {type_string!r} is not supported by st "
-            f"(st runs: {', '.join(registry.names())})"
+            f"{root / 'modules.json'}: module type {type_string!r} of this {_model_kind(root)} is not supported by st; "
+            f"st would need a module type for it (st runs: {', '.join(registry.names())})"
         )
     return load_custom_class(type_string, root, trust_remote_code=trust_remote_code)
+
+
+def _model_kind(root: Path) -> str:
+    """config_sentence_transformers.json's model_type (a Router's sub-folder: its parent's), for messages."""
+    for folder in (root, root.parent):
+        try:
+            raw = layout.read_json(folder / layout.MODEL_CONFIG) if (folder / layout.MODEL_CONFIG).is_file() else None
+        except ModelFolderError:
+            raw = None
+        if isinstance(raw, dict) and isinstance(raw.get("model_type"), str):
+            return str(raw["model_type"])
+    return "SentenceTransformer"
 
 
 def load_custom_class(type_string: str, root: Path, *, trust_remote_code: bool) -> type[Module]:

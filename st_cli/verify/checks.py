@@ -188,6 +188,29 @@ def check_normalization(run: Run) -> Check:
     return Check("normalization", status, figure, detail, {"max_abs_diff": float(errors[worst]), "worst_probe": worst})
 
 
+def check_active_dims(run: Run) -> Check:
+    """A SparseEncoder's probe vectors: non-zeros per row, none past its max_active_dims (and none negative
+    where every sparse module gives relu'd or pooled weights, which the specs cannot promise: not checked)."""
+    assert run.model is not None  # CHECKS: needs model
+    if not run.model.is_sparse:
+        return skip("active_dims", "a SentenceTransformer (dense vectors)")
+    try:
+        got = run.model.encode(run.texts, batch_size=len(run.texts), **run.model.probe_kwargs())
+    except StError as e:
+        return Check("active_dims", "fail", "cannot encode the probes", str(e))
+    active = (got != 0).sum(axis=1)
+    limit, width = run.model.max_active_dims, got.shape[1]
+    data = {"max_active": int(active.max(initial=0)), "mean_active": float(active.mean()) if len(active) else 0.0,
+            "dimensions": int(width), "max_active_dims": limit}  # fmt: skip
+    figure = f"≤ {data['max_active']} of {width} active (mean {data['mean_active']:.1f})"
+    worst = int(active.argmax()) if len(active) else 0
+    if limit is not None and int(active.max(initial=0)) > limit:
+        found = f"{data['max_active']} non-zeros"
+        detail = f"probe {worst} {preview(run.texts[worst])} has {found}, max_active_dims is {limit}"
+        return Check("active_dims", "fail", figure, detail, data)
+    return Check("active_dims", "pass", figure, "", data)
+
+
 def check_portability(run: Run) -> Check:
     """Which loaders read the folder (st-formats.md §4, §8): a finding, failing only with --require-portable."""
     assert run.summary is not None  # CHECKS: needs summary
@@ -448,6 +471,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("reload", Run.loaded),
     CheckSpec("reference", check_reference, needs=("manifest", "model")),
     CheckSpec("batch_invariance", check_batch_invariance, needs=("model",)),
+    CheckSpec("active_dims", check_active_dims, needs=("model",)),  # skipped for a dense model
     CheckSpec("normalization", check_normalization),  # skipped without a final Normalize, before any load
     CheckSpec("portability", check_portability, needs=("summary",)),
     CheckSpec("trained", check_trained),  # reads the manifest, or without one the weights (docs/reference/checks.md)

@@ -139,7 +139,7 @@ def verify_model(
     recorded, manifest_error = _read_manifest(root)
     if record:
         _check_recordable(model, root)
-    names = [spec.name for spec in CHECKS if spec.name != "against" or against is not None]
+    names = [spec.name for spec in CHECKS if _applies(spec.name, against, None)]
     try:
         entries = layout.read_modules_json(root)
     except ModelFolderError as e:
@@ -154,7 +154,7 @@ def verify_model(
     run.summarize()
     checks = []
     for spec in CHECKS:
-        if spec.name in names:
+        if _applies(spec.name, against, run.summary):
             if status is not None:
                 status(f"check {spec.name}")
             checks.append(run.run(spec))
@@ -179,6 +179,15 @@ def _verify_cross_encoder(
         raise StError(f"{model}: --record writes an embedding model's probes; a CrossEncoder's are not recorded yet")
     checks = cross_encoder.run_checks(root, atol, against, status)
     return VerifyReport(str(model), str(root), atol, (root / layout.MANIFEST).is_file(), checks)
+
+
+def _applies(name: str, against: str | None, summary: Any) -> bool:
+    """`against` runs only when asked; `active_dims` only for a SparseEncoder (st inspect's `sparse`)."""
+    if name == "against":
+        return against is not None
+    if name == "active_dims":
+        return summary is not None and summary.sparse is not None
+    return True
 
 
 def _check_recordable(model: str | os.PathLike[str], root: Path) -> None:

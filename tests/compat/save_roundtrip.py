@@ -5,12 +5,14 @@ usage: python save_roundtrip.py JOBS_JSON RESULTS_JSON
 JOBS_JSON: {"texts": [...], "batch_size": int, "jobs": [{"id": str, "folder": str, "out": str (.npy), "resave": str (a new folder)}]}
 RESULTS_JSON (written): {id: null on success, or the error as one line}
 
-Knows nothing about module types: whatever the folder holds, the version's own SentenceTransformer loads it,
+Knows nothing about module types: whatever the folder holds, the version's own SentenceTransformer (SparseEncoder
+where config_sentence_transformers.json's model_type says so) loads it,
 its own `encode` embeds the texts and its own `save` writes the copy. One failing job does not stop the others.
 Kept to the APIs every version from 2.2 on has (no prompt_name, no trust_remote_code).
 """
 
 import json
+import os
 import sys
 import traceback
 
@@ -18,9 +20,24 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 
+def _model_type(folder):
+    path = os.path.join(folder, "config_sentence_transformers.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("model_type")
+
+
 def run(job, texts, batch_size):
-    model = SentenceTransformer(job["folder"], device="cpu")
-    np.save(job["out"], model.encode(texts, batch_size=batch_size, convert_to_numpy=True))
+    if _model_type(job["folder"]) == "SparseEncoder":  # ST >= 5.0: its own class, dense vectors out
+        from sentence_transformers import SparseEncoder
+
+        model = SparseEncoder(job["folder"], device="cpu")
+        vectors = model.encode(texts, batch_size=batch_size, convert_to_sparse_tensor=False).cpu().numpy()
+    else:
+        model = SentenceTransformer(job["folder"], device="cpu")
+        vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True)
+    np.save(job["out"], vectors)
     model.save(job["resave"])
 
 

@@ -30,6 +30,10 @@ from st_cli.format.specs import (  # noqa: F401
     static_embedding,
     router,
     clip_model,
+    mlm_transformer,
+    splade_pooling,
+    sparse_static_embedding,
+    sparse_auto_encoder,
 )
 
 # isort: on

@@ -3,9 +3,8 @@ subfolder; its width is its default route's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from st_cli.errors import ModelFolderError
 from st_cli.format.files import read_json, read_safetensors_header
@@ -68,12 +67,6 @@ def _route_widths(folder: Path, subs: list[str], specs: list[TypeSpec | None]) -
     return first, dim
 
 
-def _router_sub_modules(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The folders its `types` table names (relative to the Router's folder), each with its type string."""
-    types = raw.get("types")
-    return [(str(sub), str(t)) for sub, t in types.items()] if isinstance(types, dict) else []
-
-
 def _router_notes(m: ModuleView) -> Iterable[LoaderNote]:
     reason = f"{m.path or '.'}: ST <= 4.1 route only dict inputs ({{'query': text}}); plain text takes no route"
     yield LoaderNote("ST<=5.3", "partial", reason)
@@ -101,7 +94,6 @@ SPEC = add_builtin(
         encode=lambda config, fmt: {},  # Router.save writes its table: it names the sub-modules' type strings
         width=_router_width,
         loader_notes=_router_notes,
-        sub_modules=_router_sub_modules,
         needs_config=True,
         save_in_root=True,
         routes_text=True,

@@ -25,6 +25,7 @@ from st_cli.format.spec import (
     add_builtin,
     hidden_size,
     version_tuple,
+    vocab_width,
 )
 
 # The keyword arguments sentence_bert_config.json may hand to transformers, by the name ST <= 5.3 wrote them
@@ -67,7 +68,9 @@ def load_args(raw: Config, path: Path) -> Config:
 
 
 def _decode_transformer(raw: Config, path: Path) -> Config:
-    config = {k: raw[k] for k in ("max_seq_length", "do_lower_case") if k in raw}
+    config: Config = {k: raw[k] for k in ("max_seq_length", "do_lower_case") if k in raw}
+    if raw.get("transformer_task") == "fill-mask":  # ST >= 5.4's SPLADE: token embeddings are the MLM's logits
+        config["transformer_task"] = "fill-mask"
     return config | load_args(raw, path)
 
 
@@ -99,6 +102,8 @@ def _transformer_notes(m: ModuleView) -> Iterable[LoaderNote]:
 
 
 def _transformer_width(ctx: WidthContext) -> Widths:
+    if ctx.config.get("transformer_task") == "fill-mask":
+        return vocab_width(ctx)
     return Widths(None, hidden_size(ctx.hf_config))
 
 

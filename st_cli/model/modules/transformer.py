@@ -21,11 +21,12 @@ from st_cli.format import hub, layout
 from st_cli.format.spec import hidden_size
 from st_cli.format.specs import SPECS
 from st_cli.format.specs.transformer import DTYPE_KEYS
+from st_cli.model import registry
 from st_cli.model.modules.base import Features, InputModule, check_transformers_pickles, local_folder
 from st_cli.model.registry import register
 
 # Inputs the HF model is called with, when the tokenizer produced them (as ST does).
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 # True while a model loads only to run (`st encode`): a BERT folder may then run on st_cli.bert,
 # without the import of transformers' modeling code (longer than torch's own, see bert.py).
@@ -47,6 +48,8 @@ class Transformer(InputModule):
     """`model` is a folder, a Hub id or `package:pkg/dir`; the HF weights and tokenizer load from it."""
 
     config_keys: ClassVar[list[str]] = ["max_seq_length", "do_lower_case"]
+    auto_class: ClassVar[str] = "AutoModel"  # the transformers class its weights load into
+    runs_light: ClassVar[bool] = True  # read with vars(): a subclass runs on transformers' objects unless it says so
 
     def __init__(
         self,
@@ -69,10 +72,10 @@ class Transformer(InputModule):
         # st's own class only: a subclass (ST-style custom code, st_compat.Transformer) may call what only
         # transformers' objects have (`auto_model(...)[0]`, `get_input_embeddings`, `save_pretrained`).
         # st_cli.bert runs the folder's config.json as written: any load args go to transformers.
-        light = _INFERENCE_ONLY.get() and type(self) is Transformer and not self.load_args.any()
+        light = _INFERENCE_ONLY.get() and bool(vars(type(self)).get("runs_light")) and not self.load_args.any()
         self.tokenizer = _load_tokenizer(folder, light=light and not do_lower_case, args=self.load_args)
         self.folder = folder
-        self.auto_model = _load_model(folder, light=light, args=self.load_args)
+        self.auto_model = self._load_model(folder, light=light)
         self.auto_model.eval()
         # ST >= 5.4: a tokenizer_args model_max_length is the limit, over max_seq_length (ST 3-5.3 let
         # max_seq_length win; inspect names the folders where the two differ).
@@ -85,6 +88,9 @@ class Transformer(InputModule):
             _lowercase_in_tokenizer(self.tokenizer)
         # Lower-casing now lives in the tokenizer's normalizer, which is what portable folders write.
         self.do_lower_case = False
+
+    def _load_model(self, folder: Path, *, light: bool) -> Any:
+        return _load_model(folder, light=light, args=self.load_args)
 
     @classmethod
     def plan(cls, kwargs: dict[str, Any], input_dim: int | None) -> tuple[dict[str, Any], int | None]:
@@ -113,7 +119,7 @@ class Transformer(InputModule):
         )
 
     def forward(self, features: Features, **kwargs: Any) -> Features:
-        inputs = {k: features[k] for k in _MODEL_INPUTS if k in features}
+        inputs = {k: features[k] for k in MODEL_INPUTS if k in features}
         out = self.auto_model(**inputs, return_dict=True)
         features["token_embeddings"] = out.last_hidden_state
         # As in ST: the config.json's output_hidden_states decides (WeightedLayerPooling reads them).
@@ -135,7 +141,7 @@ class Transformer(InputModule):
             self.tokenizer.model_max_length = self.max_seq_length
         if isinstance(self.auto_model, bert.BertEncoder):
             light = self.auto_model
-            full = _load_auto_model(self.folder, self.load_args)
+            full = load_auto_model(self.folder, self.auto_class, self.load_args)
             # The weights as they are now (a caller may have changed them); the pooler keeps the folder's.
             moved = full.load_state_dict(light.state_dict(), strict=False)
             if moved.unexpected_keys or any(not key.startswith("pooler.") for key in moved.missing_keys):
@@ -169,7 +175,11 @@ class Transformer(InputModule):
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> Transformer:
         folder = local_folder(model_name_or_path, subfolder, **kwargs)
-        return cls(str(folder), **layout.read_module_config(SPECS["Transformer"], folder))
+        config = layout.read_module_config(SPECS["Transformer"], folder)
+        task = config.pop("transformer_task", None)
+        if task == "fill-mask" and cls is Transformer:  # ST >= 5.4's SPLADE: the same model as an MLMTransformer
+            return registry.get("MLMTransformer")(str(folder), **config)  # type: ignore[return-value]
+        return cls(str(folder), **config)
 
 
 try:  # huggingface_hub >= 1.0 validates transformers configs with strict dataclasses
@@ -237,18 +247,20 @@ def _load_model(folder: Path, *, light: bool, args: LoadArgs = _NO_ARGS) -> Any:
         model = bert.load(folder)
         if model is not None:
             return model
-    return _load_auto_model(folder, args)
+    return load_auto_model(folder, args=args)
 
 
-def _load_auto_model(folder: Path, args: LoadArgs = _NO_ARGS) -> Any:
+def load_auto_model(folder: Path, auto_class: str = "AutoModel", args: LoadArgs = _NO_ARGS) -> Any:
     """The transformers model, refusing weights that leave parameters at their random init (silently wrong vectors)."""
-    from transformers import AutoConfig, AutoModel
+    import transformers
 
     check_transformers_pickles(folder)  # a pickle that needs code: one line, before transformers opens it
     try:
-        config = AutoConfig.from_pretrained(str(folder), **{**args.config, "trust_remote_code": False})
+        config = transformers.AutoConfig.from_pretrained(str(folder), **{**args.config, "trust_remote_code": False})
         options = {**args.model_kwargs(), "dtype": torch.float32, "trust_remote_code": False}
-        model, info = AutoModel.from_pretrained(str(folder), config=config, output_loading_info=True, **options)
+        model, info = getattr(transformers, auto_class).from_pretrained(
+            str(folder), config=config, output_loading_info=True, **options
+        )
     except _LOAD_ERRORS as e:
         if args.model and isinstance(e, TypeError):  # a keyword the model class does not take
             raise ModelFolderError(f"{folder / layout.SBERT_CONFIG}: model_args: {first_line(e)}") from None
