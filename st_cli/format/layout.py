@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from st_cli import fsio
-from st_cli.errors import ModelFolderError
+from st_cli.errors import ModelFolderError, StError
 from st_cli.format.files import (
     MANIFEST,
     file_digests,
@@ -112,6 +112,38 @@ TASK_PROMPTS = ("query", "document")
 def task_prompt(task: str | None, prompts: Mapping[str, str]) -> str | None:
     """The prompt a task implies (its own, or ""), or None for no task or a task without one."""
     return prompts.get(task, "") if task in TASK_PROMPTS else None
+
+
+def resolve_prompt(
+    prompts: Mapping[str, str],
+    default_prompt_name: str | None,
+    prompt: str | None = None,
+    prompt_name: str | None = None,
+    task: str | None = None,
+) -> str:
+    """sentence-transformers' order: an explicit prompt, then a prompt name, then the task's prompt
+    (encode_query/encode_document), then the default prompt. Every encoder (torch, static, exported) asks here."""
+    if prompt is not None:
+        return _whole_text(prompt, "--prompt")
+    implied = task_prompt(task, prompts)
+    if prompt_name is None and implied is not None:
+        return implied
+    name = prompt_name if prompt_name is not None else default_prompt_name
+    if name is None:
+        return ""
+    if name not in prompts:
+        raise StError(f"unknown prompt name {name!r}; this model has: {', '.join(prompts) or 'none'}")
+    return _whole_text(prompts[name], f"prompt {name!r}")
+
+
+def _whole_text(text: str, where: str) -> str:
+    """A prompt a tokenizer accepts: no half surrogate pair (an argument with invalid UTF-8 arrives as one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        problem = f"not valid text (an invalid UTF-8 byte or half a surrogate pair at {e.start})"
+        raise StError(f"{where}: {problem}") from None
+    return text
 
 
 # ---------------------------------------------------------------- reading

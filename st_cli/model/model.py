@@ -147,19 +147,7 @@ class Model(torch.nn.Module):
         return {k: v for module in self.steps for k, v in module.probe_kwargs().items()}
 
     def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None, task: str | None = None) -> str:
-        """ST's order: an explicit prompt, then a prompt name, then the task's prompt
-        (encode_query/encode_document), then the default prompt."""
-        if prompt is not None:
-            return _whole_text(prompt, "--prompt")
-        implied = layout.task_prompt(task, self.prompts)
-        if prompt_name is None and implied is not None:
-            return implied
-        name = prompt_name if prompt_name is not None else self.default_prompt_name
-        if name is None:
-            return ""
-        if name not in self.prompts:
-            raise StError(f"unknown prompt name {name!r}; this model has: {', '.join(self.prompts) or 'none'}")
-        return _whole_text(self.prompts[name], f"prompt {name!r}")
+        return layout.resolve_prompt(self.prompts, self.default_prompt_name, prompt, prompt_name, task)
 
     def tokenize(self, texts: list[str], prompt: str = "", **kwargs: Any) -> Features:
         own = {k: v for k, v in kwargs.items() if k in self.input_module.tokenize_kwargs}
@@ -368,16 +356,6 @@ def _positive(value: Any, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise StError(f"{name} must be a positive integer, got {value!r}")
     return value
-
-
-def _whole_text(text: str, where: str) -> str:
-    """A prompt a tokenizer accepts: no half surrogate pair (an argument with invalid UTF-8 arrives as one)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        problem = f"not valid text (an invalid UTF-8 byte or half a surrogate pair at {e.start})"
-        raise StError(f"{where}: {problem}") from None
-    return text
 
 
 def build_model(recipe: Recipe, status: Callable[[str], None] | None = None) -> Model:

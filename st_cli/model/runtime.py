@@ -464,18 +464,7 @@ class RuntimeEncoder:
         return self.torch_tail.probe_kwargs() if self.torch_tail is not None else {}
 
     def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None, task: str | None = None) -> str:
-        """sentence-transformers' order, as Model.resolve_prompt."""
-        if prompt is not None:
-            return prompt
-        implied = layout.task_prompt(task, self.prompts)
-        if prompt_name is None and implied is not None:
-            return implied
-        name = prompt_name if prompt_name is not None else self.default_prompt_name
-        if name is None:
-            return ""
-        if name not in self.prompts:
-            raise StError(f"unknown prompt name {name!r}; this model has: {', '.join(self.prompts) or 'none'}")
-        return self.prompts[name]
+        return layout.resolve_prompt(self.prompts, self.default_prompt_name, prompt, prompt_name, task)
 
     @contextlib.contextmanager
     def thread_count(self, count: int | None = None) -> Iterator[int]:

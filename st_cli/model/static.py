@@ -163,19 +163,7 @@ class StaticEncoder:
             raise StError(f"keyword argument {unknown[0]!r} is not declared by any module (declared: none)")
 
     def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None, task: str | None = None) -> str:
-        """sentence-transformers' order: an explicit prompt, then a prompt name, then the task's prompt,
-        then the default prompt (as Model.resolve_prompt)."""
-        if prompt is not None:
-            return prompt
-        implied = layout.task_prompt(task, self.prompts)
-        if prompt_name is None and implied is not None:
-            return implied
-        name = prompt_name if prompt_name is not None else self.default_prompt_name
-        if name is None:
-            return ""
-        if name not in self.prompts:
-            raise StError(f"unknown prompt name {name!r}; this model has: {', '.join(self.prompts) or 'none'}")
-        return self.prompts[name]
+        return layout.resolve_prompt(self.prompts, self.default_prompt_name, prompt, prompt_name, task)
 
     def embed(self, texts: Sequence[str], prompt: str = "") -> np.ndarray:
         """One batch of texts to the stack's sentence embeddings, in the table's dtype."""
