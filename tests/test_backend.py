@@ -410,7 +410,7 @@ def test_a_folder_exported_by_sentence_transformers_reads_the_same(
     exported: Path, texts_file: Path, tmp_path: Path
 ) -> None:
     """sentence-transformers 5.7 + optimum export onnx/model.onnx and encode with it; st runs the same file."""
-    python = Path(os.environ.get("ST_COMPAT_VENVS", "/work/main/.venv-compat")) / "st57onnx" / "bin" / "python"
+    python = Path(os.environ.get("ST_COMPAT_VENVS", Path(__file__).parent.parent / ".venv-compat")) / "st57onnx" / "bin" / "python"
     if not python.is_file():
         pytest.skip("no st57onnx venv (sentence-transformers 5.7 + optimum)")
     folder = shutil.copytree(exported, tmp_path / "st57")

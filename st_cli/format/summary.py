@@ -550,11 +550,23 @@ class _Reader:
                 if sub not in types or not isinstance(types[sub], str):
                     continue  # decode reported it
                 if sub not in read:
+                    if not self.route_inside(module, folder, str(sub)):
+                        continue
                     inner = layout.ModuleEntry(position, str(sub), _join(module.path, str(sub)), types[sub])
                     read[sub] = self.read_module(inner, width, module.config_file)
                 modules.append(read[sub])
                 width = read[sub].output_dim
             module.routes[str(route)] = modules
+
+    def route_inside(self, router: ModuleSummary, folder: Path, sub: str) -> bool:
+        """A route's folder stays inside the Router's own (its loader reads `folder/sub`, as encode's does)."""
+        named_in = router.config_file or layout.MODULES_JSON
+        try:
+            layout.module_folder(folder, sub, self.root / named_in)
+        except ModelFolderError as e:
+            self.add("error", "path-escape", str(e), named_in)
+            return False
+        return True
 
     def report_missing_folder(self, module: ModuleSummary) -> None:
         where = module.path or "."
