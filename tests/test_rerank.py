@@ -289,6 +289,15 @@ def test_eval_reranking_equals_the_evaluator(st62: Path, tmp_path: Path, samples
     assert 0 < theirs["map"] < 1  # the tiny model ranks some positive below a negative: the metrics are not trivial
 
 
+
+def test_eval_of_a_reranker_refuses_an_exported_backend(st62: Path, tmp_path: Path) -> None:
+    """A CrossEncoder runs on torch only: --backend onnx is refused, never quietly run on torch."""
+    data = tmp_path / "rerank.jsonl"
+    data.write_text("".join(json.dumps(s) + "\n" for s in RERANK_SAMPLES), encoding="utf-8")
+    result = runner.invoke(app, ["eval", str(st62 / "ce1"), "--data", str(data), "--backend", "onnx"])
+    assert result.exit_code == 2
+    assert _error_line(result) == "error: --backend onnx: a CrossEncoder (reranker) runs on torch only"
+
 def test_reranking_metrics_handle_ties_as_scikit_learn() -> None:
     from sklearn.metrics import average_precision_score, ndcg_score
 

@@ -321,3 +321,23 @@ def test_route_module_configs_are_checked_too(built_router: dict[str, Path], tmp
     dense = config_path.parent / "keep" / "config.json"
     dense.write_text(json.dumps(json.loads(dense.read_text()) | {"out_features": 10**6}))
     assert any("linear.weight has shape [8, 32]" in f.message for f in st_cli.summarize(folder).errors)
+
+
+def test_a_module_the_types_table_names_outside_every_route_is_checked_too(
+    built_router: dict[str, Path], tmp_path: Path
+) -> None:
+    """The Router's loader loads every module of its `types` table, used by a route or not: inspect checks them all."""
+    folder = Path(shutil.copytree(built_router["portable"], tmp_path / "m"))
+    (tmp_path / "outside").mkdir()
+    entry = next(e for e in json.loads((folder / "modules.json").read_text()) if e["type"].endswith(("Asym", "Router")))
+    router = folder / entry["path"]
+    config_path = next(router / n for n in ("router_config.json", "config.json") if (router / n).is_file())
+    config = json.loads(config_path.read_text())
+    config["types"]["spare"] = next(iter(config["types"].values()))
+    config_path.write_text(json.dumps(config))
+    findings = [f for f in st_cli.summarize(folder).findings if "spare" in f.message]
+    assert [f.code for f in findings] == ["missing-module-folder"], findings
+    config["types"] = {("../outside" if k == "spare" else k): v for k, v in config["types"].items()}
+    config_path.write_text(json.dumps(config))
+    escaped = [f for f in st_cli.summarize(folder).errors if f.code == "path-escape"]
+    assert len(escaped) == 1 and "../outside" in escaped[0].message and str(config_path) in escaped[0].message

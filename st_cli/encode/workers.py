@@ -100,11 +100,13 @@ def encode_with_workers(
         summary.resumed_rows += part.resumed_rows
         summary.load_seconds = max(summary.load_seconds, part.load_seconds)
         summary.threads = part.threads
-        if not warnings:  # else the parts' own "nothing to resume" say it again
-            for line in part.warnings:
-                summary.warnings.append(line)
-                if warn is not None:
-                    warn(line)
+        for line in part.warnings:
+            # Said once, however many parts give it; the parts' own "nothing to resume" are the run's above.
+            if line in summary.warnings or (warnings and "nothing to resume" in line):
+                continue
+            summary.warnings.append(line)
+            if warn is not None:
+                warn(line)
     summary.warnings = warnings + summary.warnings
     summary.side_files = merged.side_files
     summary.seconds = time.perf_counter() - started - summary.load_seconds

@@ -108,6 +108,8 @@ def evaluate(
 
         if isinstance(model, Model):
             raise StError("reranking data needs a CrossEncoder (a reranker), and this is a sentence embedding model")
+        if options.backend != "torch":
+            raise StError(f"--backend {options.backend}: a CrossEncoder (reranker) runs on torch only")
         device = resolve_device(options.device)
         reranker = model if isinstance(model, CrossEncoder) else load_cross_encoder(model)
         name = str(reranker.folder) if isinstance(model, CrossEncoder) else name
@@ -169,7 +171,11 @@ def _load_exported(model: str | os.PathLike[str], options: EvalOptions) -> Runti
         trust_remote_code=options.trust_remote_code,
     )
     encode_options.check_backend()
-    return load_exported(str(model), encode_options)
+    exported = load_exported(str(model), encode_options)
+    if exported is not None and getattr(exported.torch_tail, "is_sparse", False):
+        problem = "this model is a SparseEncoder; st runs sparse models on torch only"
+        raise StError(f"--backend {exported.backend}: {problem}")
+    return exported
 
 
 # ---------------------------------------------------------------- --min

@@ -127,7 +127,7 @@ def resolve_prompt(
         return _whole_text(prompt, "--prompt")
     implied = task_prompt(task, prompts)
     if prompt_name is None and implied is not None:
-        return implied
+        return _whole_text(implied, f"prompt {task!r}")
     name = prompt_name if prompt_name is not None else default_prompt_name
     if name is None:
         return ""

@@ -544,19 +544,33 @@ class _Reader:
         if not isinstance(types, dict) or not isinstance(structure, dict):
             return  # decode already reported the malformed table
         read: dict[str, ModuleSummary] = {}
+        refused: set[str] = set()  # a folder that leaves the Router's: said once, never read
+
+        def route_module(position: int, sub: str, width: int | None) -> ModuleSummary | None:
+            if sub in refused or (sub not in read and not self.route_inside(module, folder, sub)):
+                refused.add(sub)
+                return None
+            if sub not in read:
+                inner = layout.ModuleEntry(position, sub, _join(module.path, sub), types[sub])
+                read[sub] = self.read_module(inner, width, module.config_file)
+            return read[sub]
+
         for route, subs in structure.items():
             width, modules = dim, []
             for position, sub in enumerate(subs if isinstance(subs, list) else []):
                 if sub not in types or not isinstance(types[sub], str):
                     continue  # decode reported it
-                if sub not in read:
-                    if not self.route_inside(module, folder, str(sub)):
-                        continue
-                    inner = layout.ModuleEntry(position, str(sub), _join(module.path, str(sub)), types[sub])
-                    read[sub] = self.read_module(inner, width, module.config_file)
-                modules.append(read[sub])
-                width = read[sub].output_dim
+                found = route_module(position, str(sub), width)
+                if found is None:
+                    width = None
+                    continue
+                modules.append(found)
+                width = found.output_dim
             module.routes[str(route)] = modules
+        # The Router's loader loads every module its `types` table names, used by a route or not.
+        for position, (sub, type_string) in enumerate(types.items()):
+            if isinstance(type_string, str):
+                route_module(position, str(sub), None)
 
     def route_inside(self, router: ModuleSummary, folder: Path, sub: str) -> bool:
         """A route's folder stays inside the Router's own (its loader reads `folder/sub`, as encode's does)."""

@@ -23,6 +23,7 @@ from st_cli.format.spec import (
     add_builtin,
     vocab_width,
 )
+from st_cli.format.specs.transformer import load_args
 
 # What ST >= 5.4 write for a fill-mask transformer: its logits are the token embeddings.
 FILL_MASK_SBERT = {
@@ -33,7 +34,7 @@ FILL_MASK_SBERT = {
 
 
 def _decode_mlm(raw: Config, path: Path) -> Config:
-    return {k: raw[k] for k in ("max_seq_length", "do_lower_case") if k in raw}
+    return {k: raw[k] for k in ("max_seq_length", "do_lower_case") if k in raw} | load_args(raw, path)
 
 
 def _encode_mlm(config: Mapping[str, Any], fmt: Format) -> dict[str, Config | None]:
