@@ -521,3 +521,22 @@ def test_a_plain_transformers_folder_with_a_refused_pickle_is_one_line(ctx: Ctx)
     reload = next(c for c in json.loads(verified.stdout)["checks"] if c["name"] == "reload")
     assert reload["status"] == "fail" and "pytorch_model.bin: refused" in reload["detail"], reload
     assert list(ctx.out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("prompts", "asked", "expected"),
+    [
+        ({"query": "q\udcff"}, {"task": "query"}, "prompt 'query': not valid text"),
+        ({"q": "q\udcff"}, {"prompt_name": "q"}, "prompt 'q': not valid text"),
+        ({}, {"prompt": "q\udcff"}, "--prompt: not valid text"),
+    ],
+    ids=["by-task", "by-name", "given"],
+)
+def test_every_way_to_a_prompt_refuses_one_that_is_not_text(prompts: dict, asked: dict, expected: str) -> None:
+    """Torch, static and exported encoders share one resolve_prompt: a prompt a task picks is checked too."""
+    from st_cli.errors import StError
+    from st_cli.format import layout
+
+    with pytest.raises(StError, match=expected):
+        layout.resolve_prompt(prompts, None, **asked)
+    assert layout.resolve_prompt({"query": "query: "}, None, task="query") == "query: "
