@@ -314,3 +314,22 @@ def test_an_unknown_type_inside_a_route_is_refused_naming_the_model_kind(saved, 
     code, out, err = st_encode(tmp_path, folder, "x.npy")
     assert code == EXIT_BAD_INPUT and len(err.strip().splitlines()) == 1 and not out.exists()
     assert "future.Future" in err and "SparseEncoder" in err
+
+
+def test_an_mlm_transformer_s_load_args_are_shown_and_code_refused(saved, tmp_path: Path) -> None:
+    """MLMTransformer reads sentence_bert_config.json's load args as Transformer does: inspect shows them,
+    and one that would run code from the folder is a finding (encode refuses it), not silence."""
+    import shutil
+
+    folder = Path(shutil.copytree(saved["6.2/splade"], tmp_path / "m"))
+    entry = json.loads((folder / "modules.json").read_text())[0]
+    config_path = folder / entry["path"] / "sentence_bert_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps(config | {"config_args": {"hidden_act": "relu"}}))
+    doc = json.loads(runner.invoke(app, ["inspect", str(folder), "--json"]).stdout)
+    assert doc["modules"][0]["short_type"] == "MLMTransformer"
+    assert doc["modules"][0]["transformer"]["load_args"] == {"config_args": {"hidden_act": "relu"}}
+    config_path.write_text(json.dumps(config | {"model_args": {"trust_remote_code": True}}))
+    result = runner.invoke(app, ["inspect", str(folder), "--json"])
+    found = [f for f in json.loads(result.stdout)["findings"] if "trust_remote_code" in f["message"]]
+    assert [f["code"] for f in found] == ["st-unsupported"], found  # as for a Transformer: st refuses to load it
