@@ -31,9 +31,9 @@ from st_cli import threads
 from st_cli.errors import ModelFolderError, StError, first_line
 from st_cli.format import layout
 from st_cli.format.specs import SPECS
+from st_cli.model.static import finish_rows, normalize_rows
 
 TORCH = "torch"
-_NORM_EPS = 1e-12  # torch.nn.functional.normalize's
 # What the exported graph is fed, as ST's exporters name the inputs.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT = "last_hidden_state"
@@ -354,12 +354,6 @@ _POOLERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """torch.nn.functional.normalize(x, p=2, dim=-1) for float32 rows."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
-    return (x / np.maximum(norms, _NORM_EPS)).astype(np.float32, copy=False)
-
-
 def _normalize(features: dict[str, Any]) -> dict[str, Any]:
     features["sentence_embedding"] = normalize_rows(features["sentence_embedding"])
     return features
@@ -506,11 +500,7 @@ class RuntimeEncoder:
         return self.forward(self.tokenize(texts, prompt, **kwargs), **kwargs)["sentence_embedding"]
 
     def finish(self, embeddings: np.ndarray, *, normalize: bool = False, truncate_dim: int | None = None) -> np.ndarray:
-        """Model.finish in numpy: truncate after the stack, then optionally L2-normalise; float32 out."""
-        dim = truncate_dim or self.truncate_dim
-        out = np.asarray(embeddings, dtype=np.float32)
-        out = out[:, :dim] if dim else out
-        return normalize_rows(np.ascontiguousarray(out)) if normalize else out
+        return finish_rows(np.asarray(embeddings, dtype=np.float32), truncate_dim or self.truncate_dim, normalize)
 
     def encode(
         self,

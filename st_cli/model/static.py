@@ -128,6 +128,15 @@ def mean_rows(table: np.ndarray, ids: np.ndarray, offsets: np.ndarray) -> np.nda
     return np.divide(sums, divisor)
 
 
+def finish_rows(embeddings: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
+    """Model.finish in numpy (the static and exported encoders'): truncate after the stack, then optionally
+    L2-normalise; float32 out."""
+    out = embeddings[:, :dim] if dim else embeddings
+    if normalize:
+        out = normalize_rows(out)
+    return out.astype(np.float32, copy=False)
+
+
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """torch.nn.functional.normalize(x, p=2, dim=-1) in x's dtype (float16: a float16 norm, as torch)."""
     half = x.dtype == np.float16
@@ -208,12 +217,7 @@ class StaticEncoder:
         return out
 
     def finish(self, embeddings: np.ndarray, *, normalize: bool = False, truncate_dim: int | None = None) -> np.ndarray:
-        """Model.finish in numpy: truncate after the stack, then optionally L2-normalise; float32 out."""
-        dim = truncate_dim or self.truncate_dim
-        out = embeddings[:, :dim] if dim else embeddings
-        if normalize:
-            out = normalize_rows(out)
-        return out.astype(np.float32, copy=False)
+        return finish_rows(embeddings, truncate_dim or self.truncate_dim, normalize)
 
     def encode(
         self,
