@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_cli.encode.batching import BatchPlan, windows
+from st_cli.encode.batching import BatchPlan, Window, windows
 from st_cli.encode.inputs import Record
 from st_cli.encode.options import EncodeOptions
 from st_cli.encode.run import embed_batch
@@ -49,50 +49,47 @@ def embed_windows(
     from st_cli.model.runtime import RuntimeEncoder
 
     prompt, kwargs = prompt_for(model, task)
+    plan = BatchPlan(prompt, int(options.max_batch_tokens or 512), None, 1, kwargs, like_st=model.batch_dependent)
     if isinstance(model, RuntimeEncoder):  # an exported Transformer: numpy rows, no torch modules to set to eval
-        yield from _runtime_windows(model, texts, prompt, kwargs, options, progress, what)
+        exported = model
+
+        def exported_rows(win: Window) -> np.ndarray:
+            outputs = [exported.forward(dict(b.features), **kwargs)["sentence_embedding"] for b in win.batches]
+            return exported.finish(np.concatenate(outputs))
+
+        yield from _blocks(model, texts, plan, options, exported_rows, progress, what)
         return
     import torch
 
     run_options = EncodeOptions.of(options, kwargs=kwargs)
-    plan = BatchPlan(prompt, int(options.max_batch_tokens or 512), None, 1, kwargs, like_st=model.batch_dependent)
-    records = (Record(what, i + 1, text) for i, text in enumerate(texts))
-    done = 0
+    torch_model = model
+
+    def torch_rows(win: Window) -> np.ndarray:  # truncate_dim, as ST's encode does
+        return torch_model.finish(torch.cat([embed_batch(torch_model, b, run_options) for b in win.batches]))
+
     modes = [m.training for m in model.steps]  # training puts only its trained modules in train mode
     model.eval()
     try:
-        for win in windows(model, records, options.window, plan):
-            outputs, order = [], []
-            for batch in win.batches:
-                outputs.append(embed_batch(model, batch, run_options))
-                order.append(batch.indices)
-            rows = model.finish(torch.cat(outputs))  # truncate_dim, as ST's encode does
-            block = np.empty_like(rows)
-            block[np.concatenate(order)] = rows
-            done += win.size
-            if progress is not None:
-                progress(what, done, len(texts))
-            yield win.start, block
+        yield from _blocks(model, texts, plan, options, torch_rows, progress, what)
     finally:
         for module, mode in zip(model.steps, modes, strict=True):
             module.train(mode)
 
 
-def _runtime_windows(
-    model: RuntimeEncoder,
+def _blocks(
+    model: Model | RuntimeEncoder,
     texts: Sequence[str],
-    prompt: str,
-    kwargs: dict[str, Any],
+    plan: BatchPlan,
     options: EncodeOptions,
+    rows_of: Callable[[Window], np.ndarray],
     progress: EmbedProgress | None,
     what: str,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    plan = BatchPlan(prompt, int(options.max_batch_tokens or 512), None, 1, kwargs, like_st=model.batch_dependent)
+    """Each window's rows (`rows_of`, in the window's sorted order) put back in input order."""
     records = (Record(what, i + 1, text) for i, text in enumerate(texts))
     done = 0
     for win in windows(model, records, options.window, plan):
-        outputs = [model.forward(dict(batch.features), **kwargs)["sentence_embedding"] for batch in win.batches]
-        rows = model.finish(np.concatenate(outputs))
+        rows = rows_of(win)
         block = np.empty_like(rows)
         block[np.concatenate([batch.indices for batch in win.batches])] = rows
         done += win.size
