@@ -222,9 +222,6 @@ def sparse_job(encoder: Encoder, options: EncodeOptions) -> EncodeOptions:
     """A SparseEncoder's options: its max_active_dims set on the model, windows small enough that a window's
     dense rows stay ~64 MB wide of a vocabulary; the sparse-only options refused on a dense model, and the
     dense-only ones on a sparse model, each in one line naming what st would need."""
-    if isinstance(encoder, runtime.RuntimeEncoder) and getattr(encoder.torch_tail, "is_sparse", False):
-        problem = "this model is a SparseEncoder; st runs sparse models on torch only"
-        raise StError(f"--backend {encoder.backend}: {problem}")
     if not getattr(encoder, "is_sparse", False):
         for given, flag in ((options.max_active_dims is not None, "--max-active-dims"), (options.decode, "--decode")):
             if given:
@@ -239,7 +236,7 @@ def sparse_job(encoder: Encoder, options: EncodeOptions) -> EncodeOptions:
     if options.truncate_dim is not None:
         problem = "its dimensions are tokens or latents, not a Matryoshka prefix"
         raise StError(f"--truncate-dim: this model is a SparseEncoder; {problem}")
-    assert not isinstance(encoder, (static.StaticEncoder, runtime.RuntimeEncoder))  # refused above, or never sparse
+    assert not isinstance(encoder, (static.StaticEncoder, runtime.RuntimeEncoder))  # never sparse (run.load_exported)
     if options.decode and encoder.output_vocabulary(options.kwargs.get("task")) is None:
         raise StError("--decode: this SparseEncoder's dimensions are latents (SparseAutoEncoder), not tokens to name")
     if options.max_active_dims is not None:

@@ -201,6 +201,9 @@ def load_exported(name: str, options: EncodeOptions) -> runtime.RuntimeEncoder |
     encoder = runtime.load(
         hub.resolve_model(name), backend, options.backend_file, trust_remote_code=options.trust_remote_code
     )
+    if getattr(encoder.torch_tail, "is_sparse", False):  # only a dense Transformer is exported and run
+        problem = "this model is a SparseEncoder; st runs sparse models on torch only"
+        raise StError(f"--backend {encoder.backend}: {problem}")
     encoder.notes = [f"{note} ({encoder.backend_file})"] if note else []
     return encoder
 

@@ -171,11 +171,7 @@ def _load_exported(model: str | os.PathLike[str], options: EvalOptions) -> Runti
         trust_remote_code=options.trust_remote_code,
     )
     encode_options.check_backend()
-    exported = load_exported(str(model), encode_options)
-    if exported is not None and getattr(exported.torch_tail, "is_sparse", False):
-        problem = "this model is a SparseEncoder; st runs sparse models on torch only"
-        raise StError(f"--backend {exported.backend}: {problem}")
-    return exported
+    return load_exported(str(model), encode_options)
 
 
 # ---------------------------------------------------------------- --min
