@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +75,105 @@ def test_bfloat16_linears_cast_once_match_autocast_and_are_put_back(tiny_folder,
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     encode_file(lines, tmp_path / "once.npy", model=model, threads=1, dtype="bfloat16")
     assert all(v.dtype == torch.float32 and torch.equal(v, weights[k]) for k, v in model.state_dict().items())
-    monkeypatch.setattr(encode_module, "reduced_linears", lambda model, dtype: contextlib.nullcontext())
+    monkeypatch.setattr(encode_module, "inference_linears", lambda model, device, dtype: contextlib.nullcontext())
     encode_file(lines, tmp_path / "autocast.npy", model=model, threads=1, dtype="bfloat16")
     np.testing.assert_array_equal(np.load(tmp_path / "once.npy"), np.load(tmp_path / "autocast.npy"))
+
+
+def test_float32_linears_run_through_onednn_in_inference_and_through_aten_for_gradients(monkeypatch):
+    from st_cli.encode import device
+
+    if device._onednn_linear() is None:
+        pytest.skip("this CPU or torch build has no oneDNN linear")
+    layer = torch.nn.Linear(8, 4)
+    net = torch.nn.Sequential(layer, torch.nn.ReLU())
+    x = torch.randn(3, 5, 8)
+    expected = torch.relu(torch.nn.functional.linear(x, layer.weight, layer.bias))
+    with device.onednn_linears(net):
+        with torch.inference_mode(), torch.profiler.profile() as profile:
+            got = net(x)
+        net(x).sum().backward()  # outside inference mode: aten's linear, which has a backward
+    ops = {event.key for event in profile.key_averages()}
+    assert "mkldnn::_linear_pointwise" in ops and "aten::linear" not in ops
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert layer.weight.grad is not None and "forward" not in layer.__dict__  # put back
+    monkeypatch.setenv("ST_CPU_LINEAR", "aten")
+    device._onednn_linear.cache_clear()
+    try:
+        assert device._onednn_linear() is None
+    finally:
+        monkeypatch.delenv("ST_CPU_LINEAR")
+        device._onednn_linear.cache_clear()
+
+
+class _Intermediate(torch.nn.Module):  # transformers' BertIntermediate: act(dense(x))
+    def __init__(self, shift: float = 0.0) -> None:
+        from transformers.activations import GELUActivation
+
+        super().__init__()
+        self.dense, self.intermediate_act_fn, self.shift = torch.nn.Linear(8, 16), GELUActivation(), shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(x)) + self.shift
+
+
+def test_a_linear_then_gelu_block_is_one_onednn_call_unless_its_forward_does_more():
+    from st_cli.encode import device
+
+    if device._onednn_linear() is None:
+        pytest.skip("this CPU or torch build has no oneDNN linear")
+    plain, shifted = _Intermediate(), _Intermediate(shift=1.0)
+    x = torch.randn(4, 8)
+    with torch.inference_mode():
+        expected = plain(x), shifted(x)
+        with device.onednn_linears(torch.nn.Sequential(plain, shifted)):
+            assert "forward" in plain.__dict__ and "forward" not in shifted.__dict__  # its own code: kept
+            got = plain(x), shifted(x)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert "forward" not in plain.__dict__
+
+
+def _spy_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """(thread name, torch threads) of every batch `st encode` runs."""
+    from st_cli.encode import run as encode_module
+
+    seen: list[tuple[str, int]] = []
+    real = encode_module.embed_batch
+
+    def spy(model, batch, options):  # noqa: ANN001, ANN202
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return real(model, batch, options)
+
+    monkeypatch.setattr(encode_module, "embed_batch", spy)
+    return seen
+
+
+def test_cpu_batches_run_on_streams_of_one_thread_with_the_same_rows(tiny_folder, lines, tmp_path, monkeypatch):
+    seen = _spy_batches(monkeypatch)
+    before = torch.get_num_threads()
+    encode_file(lines, tmp_path / "streams.npy", model=tiny_folder, threads=2)
+    assert len(seen) > 2 and {(name.startswith("st-stream"), count) for name, count in seen} == {(True, 1)}
+    assert torch.get_num_threads() == before
+    seen.clear()
+    encode_file(lines, tmp_path / "one.npy", model=tiny_folder, threads=1)
+    assert {name for name, _ in seen} == {threading.main_thread().name}
+    # every batch ran on one thread both times: the rows are the same bits
+    np.testing.assert_array_equal(np.load(tmp_path / "streams.npy"), np.load(tmp_path / "one.npy"))
+
+
+def test_a_stack_with_custom_code_runs_its_batches_on_one_stream(tiny_folder, lines, tmp_path, monkeypatch):
+    from st_cli.model.model import load_model
+
+    model = load_model(str(tiny_folder))
+    assert model.runs_concurrently
+    pooling = model.steps[1]
+    pooling.__class__ = type("MyPooling", (type(pooling),), {})  # a user's subclass: not st's own module
+    assert not model.runs_concurrently
+    seen = _spy_batches(monkeypatch)
+    encode_file(lines, tmp_path / "custom.npy", model=model, threads=2)
+    assert len(seen) > 2 and {name for name, _ in seen} == {threading.main_thread().name}
+    assert {count for _, count in seen} == {2}
 
 
 def test_a_bad_input_is_reported_even_when_the_model_fails_to_load(tmp_path):

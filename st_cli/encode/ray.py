@@ -373,9 +373,10 @@ def embed_records(
     are cut differently and rows differ by ~2e-7 (float sums in another order).
     """
     from st_cli.encode.batching import prepare_window
-    from st_cli.encode.device import reduced_linears
+    from st_cli.encode.device import inference_linears
     from st_cli.encode.inputs import Record
     from st_cli.encode.run import batch_embedder
+    from st_cli.encode.streams import batch_streams
     from st_cli.model.runtime import RuntimeEncoder
 
     window = prepare_window(model, 0, [Record("", i + 1, t) for i, t in enumerate(texts)], plan)
@@ -383,9 +384,13 @@ def embed_records(
         dim = model.get_sentence_embedding_dimension() or 0
         return np.empty((0, options.truncate_dim or dim), np.float32)
     embed, join = batch_embedder(model, options)
-    reduced = contextlib.nullcontext() if isinstance(model, RuntimeEncoder) else reduced_linears(model, options.dtype)
-    with reduced:
-        outputs = [embed(batch) for batch in window.batches]
+    linears = (
+        contextlib.nullcontext()
+        if isinstance(model, RuntimeEncoder)
+        else inference_linears(model, options.device, options.dtype)
+    )
+    with linears, batch_streams(model, options.device) as streams:
+        outputs = list(streams.map(embed, window.batches))
     joined: Any = join(outputs)
     rows = model.finish(joined, normalize=options.normalize, truncate_dim=options.truncate_dim)
     block = np.empty(rows.shape, np.float32)

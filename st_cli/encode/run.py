@@ -21,7 +21,7 @@ import numpy as np
 
 from st_cli import fsio, threads
 from st_cli.encode.batching import Batch, Window, chunked, prefetched, windows
-from st_cli.encode.device import MMAP_THRESHOLD, autocast, pin_mmap_threshold, reduced_linears, to_device
+from st_cli.encode.device import MMAP_THRESHOLD, autocast, inference_linears, pin_mmap_threshold, to_device
 from st_cli.encode.inputs import STDIN, Record, Source, Tally, count_records, iter_records, resolved_inputs, tallied
 from st_cli.encode.job import (
     finished_shard_of_job,
@@ -52,6 +52,7 @@ from st_cli.encode.shards import (
     valid_shard,
 )
 from st_cli.encode.sparse_outputs import DENSE_WARNING_BYTES, SparseOutput
+from st_cli.encode.streams import batch_streams
 from st_cli.errors import StError
 from st_cli.format import hub, layout
 from st_cli.model import runtime, static
@@ -109,27 +110,28 @@ def _encode_stream(
     gives numpy rows: no torch is imported for it.
     """
     embed, join = batch_embedder(model, options)
-    for win in prepared:
-        block = np.empty((win.size, summary.dimension), np.float32)
-        outputs, indices = [], []
-        for batch in win.batches:
-            outputs.append(embed(batch))
-            indices.append(batch.indices)
-            done += len(batch.indices)
-            summary.tokens += batch.tokens
-            summary.padded_tokens += batch.padded_tokens
-            if progress is not None:
-                progress(done, summary.rows, summary.tokens)
-        if outputs:
-            joined: Any = join(outputs)
-            rows = model.finish(joined, normalize=options.normalize, truncate_dim=options.truncate_dim)
-            block[np.concatenate(indices)] = rows
-        summary.truncated += win.truncated
-        sink.write(win.start, block)
-        if after_window is not None:
-            after_window(win.start + win.size)
-        fsio.pause_point("encode:window")
-    return done
+    with batch_streams(model, options.device) as streams:
+        for win in prepared:
+            block = np.empty((win.size, summary.dimension), np.float32)
+            outputs, indices = [], []
+            for batch, output in zip(win.batches, streams.map(embed, win.batches), strict=True):
+                outputs.append(output)
+                indices.append(batch.indices)
+                done += len(batch.indices)
+                summary.tokens += batch.tokens
+                summary.padded_tokens += batch.padded_tokens
+                if progress is not None:
+                    progress(done, summary.rows, summary.tokens)
+            if outputs:
+                joined: Any = join(outputs)
+                rows = model.finish(joined, normalize=options.normalize, truncate_dim=options.truncate_dim)
+                block[np.concatenate(indices)] = rows
+            summary.truncated += win.truncated
+            sink.write(win.start, block)
+            if after_window is not None:
+                after_window(win.start + win.size)
+            fsio.pause_point("encode:window")
+        return done
 
 
 def _encode_static_stream(
@@ -443,7 +445,7 @@ def encode(
                     )
                 else:
                     if not isinstance(encoder, runtime.RuntimeEncoder):
-                        stack.enter_context(reduced_linears(encoder, options.dtype))
+                        stack.enter_context(inference_linears(encoder, options.device, options.dtype))
                     prepared = windows(encoder, todo, options.window, plan, start=summary.resumed_rows)
                     done = _encode_stream(
                         encoder,

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from st_cli.encode.batching import BatchPlan, Window, windows
+from st_cli.encode.device import inference_linears
 from st_cli.encode.inputs import Record
 from st_cli.encode.options import EncodeOptions
 from st_cli.encode.run import embed_batch
+from st_cli.encode.streams import batch_streams
 
 if TYPE_CHECKING:
     from st_cli.model.model import Model
@@ -65,12 +67,14 @@ def embed_windows(
     torch_model = model
 
     def torch_rows(win: Window) -> np.ndarray:  # truncate_dim, as ST's encode does
-        return torch_model.finish(torch.cat([embed_batch(torch_model, b, run_options) for b in win.batches]))
+        outputs = streams.map(lambda b: embed_batch(torch_model, b, run_options), win.batches)
+        return torch_model.finish(torch.cat(list(outputs)))
 
     modes = [m.training for m in model.steps]  # training puts only its trained modules in train mode
     model.eval()
     try:
-        yield from _blocks(model, texts, plan, options, torch_rows, progress, what)
+        with inference_linears(model, options.device, options.dtype), batch_streams(model, options.device) as streams:
+            yield from _blocks(model, texts, plan, options, torch_rows, progress, what)
     finally:
         for module, mode in zip(model.steps, modes, strict=True):
             module.train(mode)

@@ -96,6 +96,13 @@ class Model(torch.nn.Module):
         return found
 
     @property
+    def runs_concurrently(self) -> bool:
+        """Batches may run on several threads at once: every module is st's own, and no transformers
+        model came from remote code (custom code may keep state between calls)."""
+        builtin = all(registry.is_registered(type(m)) for m in self.all_modules())
+        return builtin and not any(type(m).__module__.startswith("transformers_modules") for m in self.modules())
+
+    @property
     def is_sparse(self) -> bool:
         """A module gives sparse vectors (SpladePooling, SparseStaticEmbedding, SparseAutoEncoder): a SparseEncoder."""
         return any(m.spec is not None and m.spec.sparse for m in self.all_modules())

@@ -14,6 +14,7 @@ import numpy as np
 
 from st_cli import fsio
 from st_cli.encode.batching import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_WINDOW, plan_batches
+from st_cli.encode.device import inference_linears
 from st_cli.encode.inputs import ReadOptions, read_rows, read_texts
 from st_cli.errors import StError
 from st_cli.model.cross_encoder import CrossEncoder, Pair, check_pairs, load_cross_encoder
@@ -107,17 +108,18 @@ def _score(
     shape = (len(checked),) if encoder.num_labels == 1 else (len(checked), encoder.num_labels)
     scores = np.zeros(shape, np.float32)
     done = truncated = 0
-    for start in range(0, len(checked), DEFAULT_WINDOW):  # windows bound the tokenizer's memory, as in encode
-        window = checked[start : start + DEFAULT_WINDOW]
-        lengths, cut = encoder.lengths(window)
-        truncated += cut
-        for batch in plan_batches(lengths, options.max_tokens, options.max_rows):
-            features = encoder.tokenize([window[i] for i in batch])
-            logits = encoder.logits({k: v.to(options.device) for k, v in features.items()})
-            scores[start + batch] = encoder.activate(logits, raw=options.raw)
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(checked))
+    with inference_linears(encoder.network, options.device, "float32"):  # cross-encoders load in float32
+        for start in range(0, len(checked), DEFAULT_WINDOW):  # windows bound the tokenizer's memory, as in encode
+            window = checked[start : start + DEFAULT_WINDOW]
+            lengths, cut = encoder.lengths(window)
+            truncated += cut
+            for batch in plan_batches(lengths, options.max_tokens, options.max_rows):
+                features = encoder.tokenize([window[i] for i in batch])
+                logits = encoder.logits({k: v.to(options.device) for k, v in features.items()})
+                scores[start + batch] = encoder.activate(logits, raw=options.raw)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(checked))
     return scores, truncated
 
 

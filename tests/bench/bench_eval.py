@@ -3,7 +3,8 @@ on the same model, measured in one run.
 
 Prints:
 - the seconds each takes on 5,000 short documents (--speed-docs) and 1,000 queries (median of --rounds runs,
-  alternating, both in this process, the models loaded once), their ratio, and that the metrics
+  alternating; each tool in its own process started with the user's environment, its model loaded
+  once, `st eval` under st's thread policy as the command runs it), their ratio, and that the metrics
   agree (cosine_ndcg@10 and the rest within 1e-6, or a rank tie);
 - peak RSS of `st eval` at 10,000 vs 100,000 documents, each in its own process (VmHWM, as
   bench_encode.py measures it): the running top-k keeps memory flat in the corpus size.
@@ -15,7 +16,7 @@ With a tiny model the speed ratio is ~1x: both tools then spend their time in pe
 Documents: 8-20 words drawn from the Python language reference's vocabulary (pydoc_data, offline);
 each query is a document with a third of its words dropped, relevant to that document.
 
-    python tests/bench/bench_eval.py [--docs 100000] [--speed-docs 5000] [--queries 1000] [--rounds 3] [--model PATH]
+    python tests/bench/bench_eval.py [--docs 100000] [--speed-docs 5000] [--queries 1000] [--rounds 3] [--model PATH] [--speed-only]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+USER_ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the user's environment, for both tools' workers
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -94,31 +96,84 @@ def tiny_model(work: Path) -> Path:
     return folder
 
 
-def bench_speed(model: str, folder: Path, rounds: int) -> None:
-    from sentence_transformers import SentenceTransformer
+def speed_worker(kind: str, model: str, folder: str) -> None:
+    """A subprocess that loads one tool's model, then evaluates `folder` each time stdin says `run` and
+    prints {"seconds", "metrics"} as one JSON line.
 
-    from st_cli.eval.evaluate import evaluate
+    Each tool gets its own process: st sets OpenMP's wait policy before torch loads and pins glibc's mmap
+    threshold (st_cli/threads.py, encode/device.py), which must not change sentence-transformers' timings.
+    """
+    path = Path(folder)
+    if kind == "ST":
+        from sentence_transformers import SentenceTransformer
+
+        reference = SentenceTransformer(model, device="cpu")
+
+        def run() -> dict[str, float]:  # reading the files is part of its cost, as it is of ours
+            return dict(st_reference(path)(reference))
+    else:
+        from st_cli.eval.evaluate import evaluate
+        from st_cli.model.model import load_model
+        from st_cli.threads import thread_count
+
+        ours = load_model(model)
+
+        def run() -> dict[str, float]:
+            with thread_count():  # as `st eval` runs: st's thread policy
+                (result,) = evaluate(ours, [path])
+            return result.metrics
+
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        started = time.perf_counter()
+        metrics = run()
+        print(json.dumps({"seconds": time.perf_counter() - started, "metrics": metrics}), flush=True)
+
+
+def bench_speed(model: str, folder: Path, rounds: int) -> None:
     from st_cli.format import hub
-    from st_cli.model.model import load_model
 
     local = str(hub.resolve_model(model))  # offline, sentence-transformers needs the folder itself
-    reference = SentenceTransformer(local, device="cpu")
-    ours = load_model(local)
-    times: dict[str, list[float]] = {"st eval": [], "sentence-transformers": []}
-    for _ in range(rounds):
-        started = time.perf_counter()
-        expected = st_reference(folder)(reference)  # reading the files is part of its cost, as it is of ours
-        times["sentence-transformers"].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        (got,) = evaluate(ours, [folder])
-        times["st eval"].append(time.perf_counter() - started)
-    worst = max(abs(got.metrics[k] - v) for k, v in expected.items())
+    workers = {
+        kind: subprocess.Popen(
+            [sys.executable, __file__, "--speed-worker", kind, local, str(folder)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=USER_ENV,
+        )
+        for kind in ("ST", "st")
+    }
+    for worker in workers.values():
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+
+    def run(kind: str) -> dict:
+        worker = workers[kind]
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write("run\n")
+        worker.stdin.flush()
+        return json.loads(worker.stdout.readline())
+
+    times: dict[str, list[float]] = {"sentence-transformers": [], "st eval": []}
+    for _ in range(rounds):  # interleaved, so a busy neighbour slows both alike
+        expected = run("ST")
+        got = run("st")
+        times["sentence-transformers"].append(expected["seconds"])
+        times["st eval"].append(got["seconds"])
+    for worker in workers.values():
+        assert worker.stdin is not None
+        worker.stdin.close()
+        worker.wait()
+    worst = max(abs(got["metrics"][k] - v) for k, v in expected["metrics"].items())
     medians = {k: statistics.median(v) for k, v in times.items()}
     for name, seconds in medians.items():
         print(f"  {name}: {seconds:.1f} s (median of {rounds}: {', '.join(f'{t:.1f}' for t in times[name])})")
     ratio = medians["sentence-transformers"] / medians["st eval"]
-    print(f"  st eval {ratio:.2f}x faster (goal >= 1.5); cosine_ndcg@10 {got.metrics['cosine_ndcg@10']:.4f}, "
-          f"max |difference| of the {len(expected)} metrics {worst:.1e}")  # fmt: skip
+    per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(times["sentence-transformers"], times["st eval"], strict=True))
+    print(f"  st eval {ratio:.2f}x faster (goal >= 1.5; per round {per_round}); "
+          f"cosine_ndcg@10 {got['metrics']['cosine_ndcg@10']:.4f}, "
+          f"max |difference| of the {len(expected['metrics'])} metrics {worst:.1e}")  # fmt: skip
 
 
 def rss_child(model: str, folder: str) -> None:
@@ -153,9 +208,14 @@ def main() -> None:
     parser.add_argument("--speed-docs", type=int, default=5_000, help="documents for the speed run")
     parser.add_argument("--model", default=MINILM)
     parser.add_argument("--rss-child", nargs=2, metavar=("MODEL", "FOLDER"))
+    parser.add_argument("--speed-worker", nargs=3, metavar=("KIND", "MODEL", "FOLDER"))
+    parser.add_argument("--speed-only", action="store_true", help="skip the memory runs")
     args = parser.parse_args()
     if args.rss_child:
         rss_child(*args.rss_child)
+        return
+    if args.speed_worker:
+        speed_worker(*args.speed_worker)
         return
     import torch
 
@@ -168,6 +228,8 @@ def main() -> None:
         print(f"st eval vs InformationRetrievalEvaluator: {speed_docs:,} documents, {args.queries:,} queries, "
               f"{args.model}, {torch.get_num_threads()} threads")  # fmt: skip
         bench_speed(args.model, folder, args.rounds)
+        if args.speed_only:
+            return
         print("st eval memory (a tiny BERT), each size in its own process:")
         bench_rss(str(tiny_model(work)), work, (args.docs // 10, args.docs), args.queries)
     print(f"  (bench_eval took {time.perf_counter() - started:.0f} s)")
