@@ -160,6 +160,10 @@ def test_cpu_batches_run_on_streams_of_one_thread_with_the_same_rows(tiny_folder
     assert {name for name, _ in seen} == {threading.main_thread().name}
     # every batch ran on one thread both times: the rows are the same bits
     np.testing.assert_array_equal(np.load(tmp_path / "streams.npy"), np.load(tmp_path / "one.npy"))
+    seen.clear()
+    encode_file(lines, tmp_path / "small.npy", model=tiny_folder, threads=2, window=1)
+    assert {name for name, _ in seen} == {threading.main_thread().name}  # one batch a window: all threads on it
+    assert {count for _, count in seen} == {2}
 
 
 def test_a_stack_with_custom_code_runs_its_batches_on_one_stream(tiny_folder, lines, tmp_path, monkeypatch):

@@ -145,8 +145,9 @@ def onednn_linears(model: torch.nn.Module) -> Iterator[None]:
 PACKED_WEIGHTS_LIMIT = 512 << 20
 
 # A block whose forward is act(dense(x)) with these two children, the activation an exact GELU: the
-# Intermediate block of BERT, RoBERTa, MPNet and kin in transformers. One oneDNN call computes both,
-# the GELU inside the matmul (it was ~6% of MiniLM's time on its own, torch.profiler, one thread).
+# Intermediate block of BERT, RoBERTa, MPNet and kin in transformers (st's own BERT has only `dense` and
+# says `linear_then_gelu`). One oneDNN call computes both, the GELU inside the matmul (alone it was ~6% of
+# MiniLM's time, torch.profiler, one thread).
 FUSED_GELU_BLOCK = ("dense", "intermediate_act_fn")
 
 
@@ -157,11 +158,14 @@ def _onednn_kind(module: torch.nn.Module) -> str:
     if type(module) is torch.nn.Linear:
         return "none" if _float32_cpu(module) else ""
     children = dict(module.named_children())
-    if tuple(children) != FUSED_GELU_BLOCK:
-        return ""
-    dense, activation = children.values()
-    exact_gelu = getattr(activation, "act", None) is torch.nn.functional.gelu  # transformers' GELUActivation
-    return "gelu" if type(dense) is torch.nn.Linear and _float32_cpu(dense) and exact_gelu else ""
+    if getattr(type(module), "linear_then_gelu", False):  # says so itself (st's own BERT, model/bert.py)
+        exact_gelu = tuple(children) == FUSED_GELU_BLOCK[:1]
+    else:
+        exact_gelu = tuple(children) == FUSED_GELU_BLOCK and getattr(
+            children[FUSED_GELU_BLOCK[1]], "act", None
+        ) is torch.nn.functional.gelu  # transformers' GELUActivation
+    dense = children.get(FUSED_GELU_BLOCK[0])
+    return "gelu" if exact_gelu and type(dense) is torch.nn.Linear and _float32_cpu(dense) else ""
 
 
 def _dense(module: torch.nn.Module, then: str) -> torch.nn.Linear:

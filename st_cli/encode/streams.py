@@ -32,13 +32,30 @@ MAX_STREAMS = 4
 
 
 class BatchStreams:
-    """`map(fn, batches)`: fn over the batches on the streams, results in input order."""
+    """`map(fn, batches)`: fn over the batches on the streams, results in input order.
 
-    def __init__(self, pool: ThreadPoolExecutor | None) -> None:
-        self.pool = pool
+    torch runs `per_stream` threads while a map is under way and `threads` again after it; a window of
+    fewer batches than streams runs them one after the other on all the threads (one small input
+    would otherwise run on one thread).
+    """
+
+    def __init__(
+        self, pool: ThreadPoolExecutor | None = None, count: int = 1, threads: int = 1, per_stream: int = 1
+    ) -> None:
+        self.pool, self.count, self.threads, self.per_stream = pool, count, threads, per_stream
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        return map(fn, items) if self.pool is None else self.pool.map(fn, items)
+        batches = list(items)
+        if self.pool is None or len(batches) < self.count:
+            yield from map(fn, batches)
+            return
+        import torch
+
+        torch.set_num_threads(self.per_stream)
+        try:
+            yield from self.pool.map(fn, batches)
+        finally:
+            torch.set_num_threads(self.threads)
 
 
 def on_streams(model: Model | RuntimeEncoder, device: str) -> bool:
@@ -49,23 +66,20 @@ def on_streams(model: Model | RuntimeEncoder, device: str) -> bool:
 
 @contextlib.contextmanager
 def batch_streams(model: Model | RuntimeEncoder, device: str) -> Iterator[BatchStreams]:
-    """Streams for `model`'s batches while inside, one per torch thread (at most MAX_STREAMS), torch's
-    threads split among them, then restored."""
+    """Streams for `model`'s batches while inside: one per torch thread (at most MAX_STREAMS), torch's
+    threads split among them."""
     if not on_streams(model, device):
-        yield BatchStreams(None)
+        yield BatchStreams()
         return
     import torch
 
-    before = torch.get_num_threads()
-    count = min(before, MAX_STREAMS)
+    threads = torch.get_num_threads()
+    count = min(threads, MAX_STREAMS)
     if count <= 1:
-        yield BatchStreams(None)
+        yield BatchStreams()
         return
-    torch.set_num_threads(max(1, before // count))
     pool = ThreadPoolExecutor(count, thread_name_prefix="st-stream")
     try:
-        yield BatchStreams(pool)
+        yield BatchStreams(pool, count, threads, max(1, threads // count))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a failed or interrupted window: no batch left running
-        torch.set_num_threads(before)
-

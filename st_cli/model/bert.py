@@ -294,6 +294,8 @@ class _Attention(nn.Module):
 
 
 class _Intermediate(nn.Module):
+    linear_then_gelu = True  # forward is gelu(dense(x)): encode/device.py runs it as one oneDNN call on a CPU
+
     def __init__(self, config: SimpleNamespace) -> None:
         super().__init__()
         self.dense = _linear(config.hidden_size, config.intermediate_size)
