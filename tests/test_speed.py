@@ -46,8 +46,8 @@ def test_device_defaults(device, dtype, budget, prefetch):
     assert (explicit.dtype, explicit.max_batch_tokens, explicit.prefetch) == ("float32", 64, False)
 
 
-def test_bfloat16_on_a_cpu_batches_more_tokens_unless_told():
-    assert EncodeOptions(dtype="bfloat16").for_device("cpu").max_batch_tokens == 2048
+def test_bfloat16_batches_by_the_device_s_budget_unless_told():
+    assert EncodeOptions(dtype="bfloat16").for_device("cpu").max_batch_tokens == 512
     assert EncodeOptions(dtype="bfloat16", max_batch_tokens=300).for_device("cpu").max_batch_tokens == 300
     assert EncodeOptions(dtype="bfloat16").for_device("cuda").max_batch_tokens == 16384
 

@@ -127,7 +127,7 @@ def encode(
             "--max-batch-tokens",
             min=1,
             envvar="ST_BATCH_TOKENS",
-            help="Padded tokens per batch (default: 512 on CPU, 2048 for bfloat16 on CPU, 16384 on CUDA).",
+            help="Padded tokens per batch (default: 512 on CPU, 4096 on MPS, 16384 on CUDA).",
         ),
     ] = None,
     batch_size: Annotated[

@@ -31,10 +31,9 @@ AUTO_DTYPE = {"cuda": "float16"}
 # to fill its units, a CPU wants the activations to stay in cache (see batching.py).
 DEVICE_MAX_BATCH_TOKENS = {"cuda": 16384, "mps": 4096}
 
-# ...and by device and dtype where that differs: a CPU's bfloat16 matmul kernels (AMX, avx512_bf16)
-# want more rows per call, float32's do not (1,000 lines of MiniLM on 2 cores: bfloat16 1.48x float32
-# at 512 tokens, 2.18x at 1,024, 2.24x at 2,048; float32 itself 1.02x at 1,024).
-DTYPE_MAX_BATCH_TOKENS = {("cpu", "bfloat16"): 2048}
+# bfloat16 on a CPU once ran in batches of 2,048 padded tokens; since batches run on streams of one
+# thread (streams.py) 512 is faster for it too (1,000 lines of MiniLM on 2 cores, avx512_bf16:
+# 512 1.23x 2,048, 1,024 ~ 512), so every dtype shares the device's budget.
 
 # Tokenize ahead in a background thread: on a GPU the CPU is otherwise idle while it runs; on a
 # 2-core CPU the thread competes with torch's (measured ~1.0x), so it is off there.

@@ -18,7 +18,6 @@ from st_cli.encode.device import (
     DEVICE_MAX_BATCH_TOKENS,
     DEVICE_PREFETCH,
     DEVICES,
-    DTYPE_MAX_BATCH_TOKENS,
     DTYPES,
 )
 from st_cli.encode.inputs import ReadOptions
@@ -100,8 +99,7 @@ class EncodeOptions:
     def for_device(self, device: str) -> EncodeOptions:
         """These options with the device-dependent defaults (dtype, batch budget, prefetch) filled in."""
         dtype = AUTO_DTYPE.get(device, "float32") if self.dtype == "auto" else self.dtype
-        budget = DTYPE_MAX_BATCH_TOKENS.get((device, dtype))
-        budget = budget or DEVICE_MAX_BATCH_TOKENS.get(device, DEFAULT_MAX_BATCH_TOKENS)
+        budget = DEVICE_MAX_BATCH_TOKENS.get(device, DEFAULT_MAX_BATCH_TOKENS)
         return dataclasses.replace(
             self,
             device=device,
