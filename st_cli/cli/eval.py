@@ -52,6 +52,14 @@ def eval_(
         typer.Option("--record", help="Store the results in st_manifest.json and the model card (README.md)."),
     ] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="float32 (sentence-transformers' own metrics), or bfloat16/float16: faster where the CPU or "
+            "GPU runs them natively, metrics off by rounding.",
+        ),
+    ] = "float32",
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress and no table: the exit code alone says it.")
     ] = False,
@@ -79,6 +87,7 @@ def eval_(
       st eval out/minilm --data sts.tsv --column score=label
       st eval out/minilm --data sts.csv --min spearman_cosine=0.8
       st eval out/minilm --data sts.csv --similarity dot --record
+      st eval out/minilm --data scifact/ --dtype bfloat16
       st eval out/minilm --data sts.csv --backend onnx \\
           --backend-file onnx/model_qint8_avx512_vnni.onnx
     """
@@ -100,6 +109,7 @@ def eval_(
             trust_remote_code=trust_remote_code,
             backend=backend,
             backend_file=backend_file,
+            dtype=dtype,
         )
         with render.eval_progress(enabled=not quiet) as progress:
             results = evaluate(model, data, options, progress=progress)

@@ -502,7 +502,8 @@ def eval_results(results: list[EvalResult], *, as_json: bool) -> None:
 
     for result in results:
         split = f", split {result.split}" if result.split else ""
-        title = f"{result.data}: {result.task}, n={result.n:,}{split} ({result.seconds:.1f} s)"
+        dtype = f", {result.dtype}" if result.dtype != "float32" else ""
+        title = f"{result.data}: {result.task}, n={result.n:,}{split}{dtype} ({result.seconds:.1f} s)"
         table = Table(title=title, title_justify="left")
         table.add_column("metric")
         table.add_column("value", justify="right")

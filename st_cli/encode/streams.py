@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
+from st_cli.encode.device import release_free_memory
+
 if TYPE_CHECKING:
     from st_cli.model.model import Model
     from st_cli.model.runtime import RuntimeEncoder
@@ -56,6 +58,7 @@ class BatchStreams:
             yield from self.pool.map(fn, batches)
         finally:
             torch.set_num_threads(self.threads)
+            release_free_memory()  # what the streams' arenas hold after a window
 
 
 def on_streams(model: Model | RuntimeEncoder, device: str) -> bool:

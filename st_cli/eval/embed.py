@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 EmbedProgress = Callable[[str, int, int], None]
 
 
-def encode_options(device: str) -> EncodeOptions:
-    """float32 whatever the device: the metrics must be the ones sentence-transformers computes."""
-    return EncodeOptions(device=device, dtype="float32").for_device(device)
+def encode_options(device: str, dtype: str = "float32") -> EncodeOptions:
+    """float32 by default whatever the device: the metrics are then the ones sentence-transformers computes."""
+    return EncodeOptions(device=device, dtype=dtype).for_device(device)
 
 
 def prompt_for(model: Model | RuntimeEncoder, task: str | None) -> tuple[str, dict[str, Any]]:

@@ -37,6 +37,11 @@ class EvalOptions:
     trust_remote_code: bool = False
     backend: str = "torch"  # or onnx / openvino: the Transformer's exported file (model/runtime.py)
     backend_file: str | None = None
+    dtype: str = "float32"  # bfloat16/float16: faster where the hardware has them, metrics off by rounding
+
+
+# What `--dtype` takes: float32 computes sentence-transformers' own metrics; a reduced dtype trades that for speed.
+EVAL_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -51,6 +56,7 @@ class EvalResult:
     primary: str  # the metric the summary line shows and `st train --keep best` compares
     split: str | None = None
     similarities: list[str] = field(default_factory=list)
+    dtype: str = "float32"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +70,7 @@ class EvalResult:
             "primary": self.primary,
             "sha256": self.sha256,
             "split": self.split,
+            "dtype": self.dtype,
         }
 
     @classmethod
@@ -73,7 +80,15 @@ class EvalResult:
         return cls(
             model=doc["model"], data=doc["data"], task=doc["task"], n=doc["n"], seconds=doc["seconds"],
             metrics=metrics, sha256=doc["sha256"], primary=doc["primary"], split=doc.get("split"),
+            dtype=doc.get("dtype", "float32"),
         )  # fmt: skip
+
+
+def _check_dtype(options: EvalOptions) -> None:
+    if options.dtype not in EVAL_DTYPES:
+        raise StError(f"--dtype: expected one of {', '.join(EVAL_DTYPES)}, got {options.dtype!r}")
+    if options.dtype != "float32" and options.backend != "torch":
+        raise StError(f"--dtype {options.dtype}: applies to --backend torch (an exported file has its own precision)")
 
 
 def _finite(value: float) -> float | None:
@@ -94,6 +109,7 @@ def evaluate(
 
     if not data:
         raise StError("--data: give at least one file or BEIR folder to evaluate on")
+    _check_dtype(options)
     columns = evaldata.parse_columns(options.columns)
     plans = []
     for item in data:  # every path is read and recognised before the model loads
@@ -114,6 +130,8 @@ def evaluate(
         reranker = model if isinstance(model, CrossEncoder) else load_cross_encoder(model)
         name = str(reranker.folder) if isinstance(model, CrossEncoder) else name
         sims: tuple[str, ...] = ()
+        if options.dtype != "float32":
+            raise StError(f"--dtype {options.dtype}: a CrossEncoder (reranker) is evaluated in float32")
         ctx = Context(None, sims, encode_options(device), progress, reranker=reranker.to(device))
     else:
         if not isinstance(model, (Model, str, os.PathLike)):  # a CrossEncoder given for embedding tasks
@@ -126,7 +144,7 @@ def evaluate(
         sims = similarities_for(loaded, options.similarities)
         device = "cpu" if isinstance(loaded, RuntimeEncoder) else resolve_device(options.device)
         loaded.to(device)
-        ctx = Context(loaded, sims, encode_options(device), progress)
+        ctx = Context(loaded, sims, encode_options(device, options.dtype), progress)
     results = []
     for path, task, read in plans:
         started = time.perf_counter()
@@ -144,6 +162,7 @@ def evaluate(
                 primary=task.primary(sims[0] if sims else ""),
                 split=split,
                 similarities=list(sims),
+                dtype=ctx.options.dtype,
             )
         )
     return results

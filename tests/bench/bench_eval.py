@@ -5,7 +5,8 @@ Prints:
 - the seconds each takes on 5,000 short documents (--speed-docs) and 1,000 queries (median of --rounds runs,
   alternating; each tool in its own process started with the user's environment, its model loaded
   once, `st eval` under st's thread policy as the command runs it), their ratio, and that the metrics
-  agree (cosine_ndcg@10 and the rest within 1e-6, or a rank tie);
+  agree (cosine_ndcg@10 and the rest within 1e-6, or a rank tie); then `st eval --dtype bfloat16`'s
+  ratio and how far its metrics moved;
 - peak RSS of `st eval` at 10,000 vs 100,000 documents, each in its own process (VmHWM, as
   bench_encode.py measures it): the running top-k keeps memory flat in the corpus size.
 
@@ -109,29 +110,30 @@ def speed_worker(kind: str, model: str, folder: str) -> None:
 
         reference = SentenceTransformer(model, device="cpu")
 
-        def run() -> dict[str, float]:  # reading the files is part of its cost, as it is of ours
+        def run(dtype: str) -> dict[str, float]:  # reading the files is part of its cost, as it is of ours
             return dict(st_reference(path)(reference))
     else:
-        from st_cli.eval.evaluate import evaluate
+        from st_cli.eval.evaluate import EvalOptions, evaluate
         from st_cli.model.model import load_model
         from st_cli.threads import thread_count
 
         ours = load_model(model)
 
-        def run() -> dict[str, float]:
+        def run(dtype: str) -> dict[str, float]:
             with thread_count():  # as `st eval` runs: st's thread policy
-                (result,) = evaluate(ours, [path])
+                (result,) = evaluate(ours, [path], EvalOptions(dtype=dtype))
             return result.metrics
 
     print("ready", flush=True)
-    for _ in sys.stdin:
+    for line in sys.stdin:  # "run DTYPE"
         started = time.perf_counter()
-        metrics = run()
+        metrics = run(line.split()[1])
         print(json.dumps({"seconds": time.perf_counter() - started, "metrics": metrics}), flush=True)
 
 
 def bench_speed(model: str, folder: Path, rounds: int) -> None:
     from st_cli.format import hub
+    from st_cli.threads import cpu_runs_natively
 
     local = str(hub.resolve_model(model))  # offline, sentence-transformers needs the folder itself
     workers = {
@@ -148,19 +150,21 @@ def bench_speed(model: str, folder: Path, rounds: int) -> None:
     for worker in workers.values():
         assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
 
-    def run(kind: str) -> dict:
+    def run(kind: str, dtype: str = "float32") -> dict:
         worker = workers[kind]
         assert worker.stdin is not None and worker.stdout is not None
-        worker.stdin.write("run\n")
+        worker.stdin.write(f"run {dtype}\n")
         worker.stdin.flush()
         return json.loads(worker.stdout.readline())
 
-    times: dict[str, list[float]] = {"sentence-transformers": [], "st eval": []}
+    times: dict[str, list[float]] = {"sentence-transformers": [], "st eval": [], "st eval --dtype bfloat16": []}
     for _ in range(rounds):  # interleaved, so a busy neighbour slows both alike
         expected = run("ST")
         got = run("st")
+        reduced = run("st", "bfloat16")
         times["sentence-transformers"].append(expected["seconds"])
         times["st eval"].append(got["seconds"])
+        times["st eval --dtype bfloat16"].append(reduced["seconds"])
     for worker in workers.values():
         assert worker.stdin is not None
         worker.stdin.close()
@@ -174,6 +178,10 @@ def bench_speed(model: str, folder: Path, rounds: int) -> None:
     print(f"  st eval {ratio:.2f}x faster (goal >= 1.5; per round {per_round}); "
           f"cosine_ndcg@10 {got['metrics']['cosine_ndcg@10']:.4f}, "
           f"max |difference| of the {len(expected['metrics'])} metrics {worst:.1e}")  # fmt: skip
+    bf16_worst = max(abs(reduced["metrics"][k] - v) for k, v in expected["metrics"].items())
+    print(f"  st eval --dtype bfloat16 {medians['sentence-transformers'] / medians['st eval --dtype bfloat16']:.2f}x "
+          f"faster (CPU {'has' if cpu_runs_natively('bfloat16') else 'lacks'} native bf16); "
+          f"max |difference| of the metrics from sentence-transformers' {bf16_worst:.1e}")  # fmt: skip
 
 
 def rss_child(model: str, folder: str) -> None:
