@@ -271,6 +271,21 @@ def test_json_schema(tiny_model, eval_data) -> None:
     assert [d["task"] for d in two[1]] == ["pairs", "triplets"]
 
 
+def test_dtype_bfloat16_runs_reduced_and_says_so_and_bad_dtypes_are_refused(tiny_model, eval_data) -> None:
+    _, exact, _ = st_eval(str(tiny_model), "--data", str(eval_data["pairs"]), "--json")
+    code, reduced, _ = st_eval(str(tiny_model), "--data", str(eval_data["pairs"]), "--dtype", "bfloat16", "--json")
+    assert code == EXIT_OK and exact["dtype"] == "float32" and reduced["dtype"] == "bfloat16"
+    assert reduced["metrics"] != exact["metrics"]  # it did run in bfloat16...
+    assert reduced["metrics"] == pytest.approx(exact["metrics"], abs=0.05)  # ...close to float32's metrics
+    table = runner.invoke(app, ["eval", str(tiny_model), "--data", str(eval_data["pairs"]), "--dtype", "bfloat16"])
+    assert table.exit_code == EXIT_OK and ", bfloat16 (" in table.stdout
+    code, _, err = st_eval(str(tiny_model), "--data", str(eval_data["pairs"]), "--dtype", "int8")
+    assert code == EXIT_BAD_INPUT and "--dtype: expected one of float32, bfloat16, float16, got 'int8'" in err
+    args = ("--data", str(eval_data["pairs"]), "--dtype", "bfloat16", "--backend", "onnx")
+    code, _, err = st_eval(str(tiny_model), *args)
+    assert code == EXIT_BAD_INPUT and "applies to --backend torch" in err and "Traceback" not in err
+
+
 def test_table_output(tiny_model, eval_data) -> None:
     result = runner.invoke(app, ["eval", str(tiny_model), "--data", str(eval_data["pairs"])])
     assert result.exit_code == EXIT_OK

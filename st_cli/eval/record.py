@@ -65,6 +65,7 @@ def _entry(result: EvalResult) -> dict[str, Any]:
         "n": result.n,
         "primary": result.primary,
         "metrics": doc["metrics"],
+        "dtype": result.dtype,
         "st_cli": __version__,
     }
 
