@@ -131,9 +131,10 @@ def onednn_linears(model: torch.nn.Module) -> Iterator[None]:
     """Every plain float32 CPU `torch.nn.Linear` of `model` computed by oneDNN's matmul while inside.
 
     The outputs differ from aten's by float rounding (~1e-6 relative: sums in another order). Outside
-    inference mode a layer runs its own forward (oneDNN's op has no backward), so a model trained inside
-    this context still trains. The weights are packed once into oneDNN's blocked layout while inside
-    (7% less time on MiniLM than repacking them at every call), up to PACKED_WEIGHTS_LIMIT bytes.
+    inference mode a layer runs its own forward (oneDNN's op has no backward). The weights are packed
+    once, on entry, into oneDNN's blocked layout (7% less time on MiniLM than repacking them at every
+    call), up to PACKED_WEIGHTS_LIMIT bytes: weights changed inside are seen only on the next entry,
+    which is why each run (an encode, one evaluation of `st train --eval-data`) enters anew.
     """
     import torch
 
