@@ -264,3 +264,22 @@ def test_verify_on_damaged_folders_never_exits_3(fuzz_root: Path, edits: list[tu
     assert "Traceback" not in result.output, note_seed()
     if result.exit_code == EXIT_BAD_INPUT:
         assert len(result.stderr.strip().splitlines()) == 1, f"{result.stderr} {note_seed()}"
+
+
+@pytest.mark.parametrize(
+    ("file", "key", "value", "named"),
+    [
+        ("config.json", "model_type", True, "'model_type'"),  # found by the fuzz test above (seed 1572533756)
+        ("config.json", "architectures", [3], "'architectures[0]'"),
+        ("tokenizer_config.json", "tokenizer_class", ["BertTokenizer"], "'tokenizer_class'"),
+    ],
+)
+def test_a_transformers_name_that_is_not_text_is_a_finding_naming_the_key(tiny_bert_dir, tmp_path, file, key, value, named):
+    folder = tmp_path / "bert"
+    shutil.copytree(tiny_bert_dir, folder)
+    path = folder / file
+    path.write_text(json.dumps(json.loads(path.read_text()) | {key: value}))
+    result = CliRunner().invoke(app, ["inspect", str(folder), "--json"])
+    assert result.exit_code == EXIT_OK, result.output
+    findings = json.loads(result.stdout)["findings"]
+    assert any(f["code"] == "bad-config" and f"key {named} must be a string" in f["message"] for f in findings), findings

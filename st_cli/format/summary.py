@@ -708,6 +708,14 @@ class _Reader:
                 shape = tuple(int(d) for d in info["shape"])
                 weights.tensors.append(TensorInfo(name, info["dtype"], shape, int(end) - int(start), self.rel(path)))
 
+    def text_value(self, value: Any, key: str, where: str) -> str | None:
+        """`value` where it is a string; another JSON value is a bad-config error naming the key (a name that
+        every loader reads as text: transformers fails on it)."""
+        if value is None or isinstance(value, str):
+            return value
+        self.add("error", "bad-config", f"{where}: key {key!r} must be a string, got {value!r}", where)
+        return None
+
     def read_transformer(self, folder: Path, weights: WeightsInfo, load_args: dict[str, Any]) -> TransformerInfo:
         info = TransformerInfo(tokenizer_json=(folder / "tokenizer.json").is_file(), load_args=load_args)
         config_path = folder / "config.json"
@@ -720,8 +728,9 @@ class _Reader:
         # config_args override config.json's values (AutoConfig.from_pretrained(**config_args)), as in every loader.
         config = (config if isinstance(config, dict) else {}) | load_args.get("config_args", {})
         architectures = config.get("architectures")
-        info.architecture = architectures[0] if isinstance(architectures, list) and architectures else None
-        info.model_type = config.get("model_type")
+        first = architectures[0] if isinstance(architectures, list) and architectures else None
+        info.architecture = self.text_value(first, "architectures[0]", where)
+        info.model_type = self.text_value(config.get("model_type"), "model_type", where)
         info.layers = _first_int(config, _LAYER_KEYS)
         info.hidden_size = hidden_size(config)
         info.vocab_size = _first_int(config, ("vocab_size",))
@@ -731,7 +740,7 @@ class _Reader:
         if tok is not None and not isinstance(tok, dict):
             self.add("error", "bad-config", f"{self.rel(tok_path)}: expected a JSON object", self.rel(tok_path))
         if isinstance(tok, dict):
-            info.tokenizer_class = tok.get("tokenizer_class")
+            info.tokenizer_class = self.text_value(tok.get("tokenizer_class"), "tokenizer_class", self.rel(tok_path))
             limit = load_args.get("tokenizer_args", {}).get("model_max_length", tok.get("model_max_length"))
             info.model_max_length = limit if isinstance(limit, int) and limit < _NO_LIMIT else None
         if info.tokenizer_class in TF5_TOKENIZER_CLASSES:
