@@ -50,15 +50,25 @@ _mmap_threshold_pinned = False
 def pin_mmap_threshold(size: int = MMAP_THRESHOLD) -> None:
     """Pin glibc's mmap threshold once per process (a no-op elsewhere, or with size 0)."""
     global _mmap_threshold_pinned
-    if _mmap_threshold_pinned or size <= 0 or not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if _mmap_threshold_pinned or size <= 0 or libc is None:
         return
+    libc.mallopt(-3, size)  # -3: M_MMAP_THRESHOLD
+    _mmap_threshold_pinned = True
+
+
+@functools.cache
+def _glibc() -> Any:
+    """glibc through ctypes, with the two calls st makes of it, or None (not Linux, or another libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
     import ctypes
 
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, size)  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc
-        return
-    _mmap_threshold_pinned = True
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def release_free_memory() -> None:
@@ -68,14 +78,9 @@ def release_free_memory() -> None:
     memory only now and then: without this st eval's peak RSS grew 1.19x from 10,000 to 100,000
     documents instead of 1.09x (a tiny BERT, tests/bench/bench_eval.py). One call per window.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        return
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def resolve_device(device: str) -> str:
